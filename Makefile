@@ -1,0 +1,50 @@
+# Lobby: `make run` serves a demo on http://127.0.0.1:5000, `make test` runs everything.
+SHELL := /bin/bash
+export UV_PYTHON_DOWNLOADS := never
+
+OPENVIDU_BROWSER_VERSION := 2.32.2
+OPENVIDU_BROWSER_SHA256 := ea0942efddcbc95b2d8137c581816b4f8c97d9cbcef542f6abab5cbab933cdb2
+VENDOR := static/vendor/openvidu-browser-$(OPENVIDU_BROWSER_VERSION).min.js
+# uv from the PATH, or a private copy from PyPI on machines without it.
+UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
+
+.PHONY: install run test lint typecheck pytest clean
+
+install: .venv/.installed $(VENDOR)
+
+.tools/bin/uv:
+	python3 -m venv .tools
+	.tools/bin/pip install --quiet uv
+
+.venv/.installed: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --locked
+	touch $@
+
+# The openvidu-browser bundle comes from the npm registry at a pinned version and
+# checksum; it is never committed.
+$(VENDOR):
+	@mkdir -p $(@D)
+	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	  (cd "$$tmp" && npm pack --silent openvidu-browser@$(OPENVIDU_BROWSER_VERSION) >/dev/null) && \
+	  tar -xzf "$$tmp"/openvidu-browser-$(OPENVIDU_BROWSER_VERSION).tgz -C "$$tmp" \
+	    package/static/js/openvidu-browser-$(OPENVIDU_BROWSER_VERSION).min.js && \
+	  echo "$(OPENVIDU_BROWSER_SHA256)  $$tmp/package/static/js/openvidu-browser-$(OPENVIDU_BROWSER_VERSION).min.js" | sha256sum --check --quiet && \
+	  mv "$$tmp"/package/static/js/openvidu-browser-$(OPENVIDU_BROWSER_VERSION).min.js $@
+
+run: install
+	.venv/bin/lobby serve --demo
+
+lint: install
+	.venv/bin/ruff check lobby tests
+	.venv/bin/ruff format --check lobby tests
+
+typecheck: install
+	.venv/bin/mypy
+
+pytest: install
+	.venv/bin/pytest --cov --cov-report=term
+
+test: lint typecheck pytest
+
+clean:
+	rm -rf .venv .tools static/vendor .pytest_cache .mypy_cache .ruff_cache .coverage

@@ -1,0 +1,115 @@
+"""`create_app(settings, …)`: routes, middleware, lifespan; the only module knowing them all."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from lobby import db as database
+from lobby import views
+from lobby.auth import Auth
+from lobby.config import Settings
+from lobby.hub import Hub
+from lobby.media import MediaBackend
+from lobby.openvidu import OpenViduBackend
+from lobby.rooms import Rooms
+from lobby.sessions import SessionStore
+from lobby.state import AppState
+from lobby.users import UserStore
+from lobby.ws import lobby_socket
+
+log = logging.getLogger("lobby")
+
+
+def create_app(
+    settings: Settings,
+    *,
+    media: MediaBackend | None = None,
+    users: UserStore | None = None,
+) -> Starlette:
+    """The whole server. `media` and `users` can be passed in (tests pass cheap ones)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        db = users.db if users is not None else database.connect(settings.database)
+        store = users if users is not None else UserStore(db)
+        if settings.demo:
+            store.ensure_demo_users()
+        else:
+            store.remove_demo_users()
+        sessions = SessionStore(db, ttl=settings.session_ttl)
+        sessions.purge_expired()
+        backend = media if media is not None else OpenViduBackend.from_settings(settings)
+        hub = Hub()
+        rooms = Rooms(backend, hub, grace=settings.reconnect_grace)
+        auth = Auth(store, sessions, secret_key=settings.secret_key, ttl=settings.session_ttl)
+        app.state.lobby = AppState(settings, db, auth, backend, hub, rooms)
+        try:
+            yield
+        finally:
+            for conn in hub:
+                conn.close(1012, "server restarting")
+            await rooms.drain()
+            await backend.aclose()
+            if users is None:
+                db.close()
+
+    routes = [
+        Route("/", views.login_page, methods=["GET"]),
+        Route("/login", views.login, methods=["POST"]),
+        Route("/logout", views.logout, methods=["POST"]),
+        Route("/lobby", views.lobby_page, methods=["GET"]),
+        Route("/healthz", views.healthz, methods=["GET"]),
+        WebSocketRoute("/ws", lobby_socket),
+        Mount("/static", StaticFiles(directory=views.ROOT / "static"), name="static"),
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(SecurityHeaders, settings=settings)],
+        lifespan=lifespan,
+    )
+
+
+class SecurityHeaders:
+    """Adds a strict Content-Security-Policy and friends to every HTTP response."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        media = urlsplit(settings.openvidu_url)
+        ws_scheme = "wss" if media.scheme == "https" else "ws"
+        # openvidu-browser opens a WebSocket to the OpenVidu host named in the token.
+        connect = f"'self' {ws_scheme}://{media.netloc} {media.scheme}://{media.netloc}"
+        self.headers = [
+            (
+                b"content-security-policy",
+                (
+                    "default-src 'self'; script-src 'self'; style-src 'self'; "
+                    f"connect-src {connect}; img-src 'self' data: blob:; "
+                    "media-src 'self' blob: mediastream:; object-src 'none'; "
+                    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+                ).encode(),
+            ),
+            (b"x-content-type-options", b"nosniff"),
+            (b"referrer-policy", b"same-origin"),
+            (b"x-frame-options", b"DENY"),
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = list(message.get("headers", [])) + self.headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -1,0 +1,173 @@
+"""The `lobby` command: `lobby serve` runs the server, `lobby users …` manages accounts.
+
+The `users` commands need only the database, so they read `LOBBY_DATABASE` and
+nothing else: an administrator can add the first user before any secret is set.
+
+Exit codes: 0 done, 1 refused (unknown or duplicate user, passwords that do not
+match, an unusable database), 2 bad usage or configuration, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sqlite3
+import sys
+from collections.abc import Callable
+from contextlib import closing
+from dataclasses import replace
+
+from lobby.config import SETTINGS, ConfigError, Settings
+from lobby.db import SchemaError, connect
+from lobby.media import ROLES
+from lobby.users import UserError, UserStore, check_name
+
+Serve = Callable[[Settings], object]
+
+
+class CommandError(Exception):
+    """A `users` command cannot do what was asked; the message says why."""
+
+
+def main(argv: list[str] | None = None, *, serve: Serve | None = None) -> int:
+    """Run the command in `argv` (default: the process arguments); returns the exit code.
+
+    `serve` replaces `lobby.server.serve` (tests use it to see the settings).
+    """
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args, serve)
+        return _users(args)
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+
+
+def _serve(args: argparse.Namespace, serve: Serve | None) -> int:
+    try:
+        settings = Settings.from_env(demo=True if args.demo else None)
+    except ConfigError as exc:
+        print(f"lobby: {exc}", file=sys.stderr)
+        return 2
+    settings = replace(
+        settings,
+        host=settings.host if args.host is None else args.host,
+        port=settings.port if args.port is None else args.port,
+    )
+    if serve is None:
+        # Imported here so the `users` commands work without the server's dependencies loaded.
+        from lobby.server import serve as serve_forever
+
+        serve = serve_forever
+    serve(settings)
+    return 0
+
+
+def _users(args: argparse.Namespace) -> int:
+    path = database_path()
+    try:
+        with closing(connect(path)) as db:
+            run: Callable[[UserStore, argparse.Namespace], None] = args.run
+            run(UserStore(db), args)
+    except (UserError, CommandError) as exc:
+        print(f"lobby: {exc}", file=sys.stderr)
+        return 1
+    except (sqlite3.Error, SchemaError) as exc:
+        print(f"lobby: cannot use the database {path!r}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def database_path() -> str:
+    """`LOBBY_DATABASE`, or its documented default."""
+    default = next(s.default for s in SETTINGS if s.name == "LOBBY_DATABASE")
+    return os.environ.get("LOBBY_DATABASE") or default or ""
+
+
+def _add(store: UserStore, args: argparse.Namespace) -> None:
+    # Refuse a bad or taken name before asking for a password twice.
+    if store.get(check_name(args.name)) is not None:
+        raise CommandError(f"a user named {args.name!r} already exists")
+    user = store.add(args.name, args.role, _password(args.password_stdin))
+    print(f"added {user.name} ({user.role})")
+
+
+def _list(store: UserStore, args: argparse.Namespace) -> None:
+    accounts = store.accounts()
+    if not accounts:
+        print("no users yet; add one with `lobby users add NAME --role ROLE`", file=sys.stderr)
+        return
+    rows = [("NAME", "ROLE", "DEMO")]
+    rows += [(a.name, a.role, "yes" if a.demo else "no") for a in accounts]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _remove(store: UserStore, args: argparse.Namespace) -> None:
+    if not store.remove(args.name):
+        raise CommandError(f"no user named {args.name!r}")
+    print(f"removed {args.name}; their sessions have ended")
+
+
+def _passwd(store: UserStore, args: argparse.Namespace) -> None:
+    if store.get(args.name) is None:
+        raise CommandError(f"no user named {args.name!r}")
+    if not store.set_password(args.name, _password(args.password_stdin)):
+        raise CommandError(f"no user named {args.name!r}")  # removed while we prompted
+    print(f"changed the password of {args.name}; their sessions have ended")
+
+
+def _password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    try:
+        password = getpass.getpass("Password: ")
+        again = getpass.getpass("Repeat password: ")
+    except EOFError:
+        raise CommandError("no password given") from None
+    if password != again:
+        raise CommandError("the passwords do not match")
+    return password
+
+
+def _port(value: str) -> int:
+    if not value.isdigit() or int(value) > 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number (0-65535)")
+    return int(value)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lobby", description="A realtime lobby server for OpenVidu video calls."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the server (settings from the environment)")
+    serve.add_argument("--host", help="address to listen on (default: LOBBY_HOST)")
+    serve.add_argument("--port", type=_port, help="port to listen on (default: LOBBY_PORT)")
+    serve.add_argument("--demo", action="store_true", help="demo mode, same as LOBBY_DEMO=true")
+
+    users = commands.add_parser("users", help="manage the accounts in LOBBY_DATABASE")
+    actions = users.add_subparsers(dest="action", required=True, metavar="ACTION")
+    stdin_help = "read the password from one line of standard input instead of prompting"
+
+    add = actions.add_parser("add", help="create a user")
+    add.add_argument("name")
+    add.add_argument("--role", required=True, type=str.upper, choices=ROLES, help="any case")
+    add.add_argument("--password-stdin", action="store_true", help=stdin_help)
+    add.set_defaults(run=_add)
+
+    actions.add_parser("list", help="show every user").set_defaults(run=_list)
+
+    remove = actions.add_parser("remove", help="delete a user and end their sessions")
+    remove.add_argument("name")
+    remove.set_defaults(run=_remove)
+
+    passwd = actions.add_parser("passwd", help="change a password and end the user's sessions")
+    passwd.add_argument("name")
+    passwd.add_argument("--password-stdin", action="store_true", help=stdin_help)
+    passwd.set_defaults(run=_passwd)
+    return parser

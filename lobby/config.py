@@ -1,0 +1,194 @@
+"""One frozen `Settings`, read once from the environment.
+
+Every setting the server reads is declared in `SETTINGS` with its default and a
+sentence for the README table; a test fails when the README misses one.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    name: str
+    default: str | None
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "OPENVIDU_URL",
+        "http://localhost:4443",
+        "Base URL of the OpenVidu 2.x server (its REST API lives under `/openvidu/api`).",
+    ),
+    Setting(
+        "OPENVIDU_SECRET",
+        None,
+        "OpenVidu secret (Basic auth `OPENVIDUAPP:<secret>`). Required outside demo mode; "
+        "demo mode uses `MY_SECRET`, the openvidu-dev container's default.",
+    ),
+    Setting(
+        "OPENVIDU_VERIFY_TLS",
+        "true",
+        "`false` turns off certificate checks for OpenVidu (development only).",
+    ),
+    Setting(
+        "OPENVIDU_CA_FILE",
+        None,
+        "PEM file of the CA that signed a self-signed OpenVidu certificate.",
+    ),
+    Setting(
+        "OPENVIDU_TIMEOUT",
+        "5",
+        "Seconds for each OpenVidu REST call; a join fails with `media_unavailable` after it.",
+    ),
+    Setting("LOBBY_DATABASE", "lobby.sqlite3", "SQLite file holding users and login sessions."),
+    Setting(
+        "LOBBY_SECRET_KEY",
+        None,
+        "Key that signs cookies and CSRF tokens. Required outside demo mode; demo mode "
+        "generates one at each start.",
+    ),
+    Setting(
+        "LOBBY_DEMO",
+        "false",
+        "`true` creates the demo users (`publisher1`, `publisher2`, `subscriber`, password "
+        "`pass`); same as `lobby serve --demo`.",
+    ),
+    Setting("LOBBY_HOST", "127.0.0.1", "Address `lobby serve` listens on."),
+    Setting("LOBBY_PORT", "5000", "Port `lobby serve` listens on."),
+    Setting(
+        "LOBBY_RECONNECT_GRACE",
+        "10",
+        "Seconds a participant whose socket went away stays in its room, waiting for its "
+        "page to come back (reload, network blip) before everyone sees it leave.",
+    ),
+    Setting(
+        "LOBBY_ALLOWED_ORIGINS",
+        "",
+        "Comma-separated extra origins (e.g. `https://app.example.com`) allowed to open "
+        "`/ws`, besides the server's own.",
+    ),
+    Setting("LOBBY_PING_INTERVAL", "15", "Seconds between server WebSocket pings."),
+    Setting(
+        "LOBBY_PING_TIMEOUT", "10", "Seconds to wait for a pong before the socket counts as gone."
+    ),
+    Setting("LOBBY_SESSION_TTL", "43200", "Seconds a login session lasts (default 12 hours)."),
+    Setting(
+        "LOBBY_FORWARDED_ALLOW_IPS",
+        "127.0.0.1",
+        "Proxies trusted to set `X-Forwarded-Proto`/`X-Forwarded-For` (uvicorn's "
+        "`forwarded_allow_ips`); cookies are `Secure` when the request came over https.",
+    ),
+    Setting("LOBBY_LOG_LEVEL", "info", "Log level: debug, info, warning, error."),
+)
+
+DEMO_OPENVIDU_SECRET = "MY_SECRET"
+
+
+def _bool(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ConfigError(f"{name} must be true or false, not {value!r}")
+
+
+def _number(name: str, value: str, *, minimum: float = 0.0) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {value!r}") from None
+    if number < minimum:
+        raise ConfigError(f"{name} must be at least {minimum:g}, not {value!r}")
+    return number
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    openvidu_url: str = "http://localhost:4443"
+    openvidu_secret: str = field(default=DEMO_OPENVIDU_SECRET, repr=False)
+    openvidu_verify_tls: bool = True
+    openvidu_ca_file: str | None = None
+    openvidu_timeout: float = 5.0
+    database: str = "lobby.sqlite3"
+    secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
+    demo: bool = False
+    host: str = "127.0.0.1"
+    port: int = 5000
+    reconnect_grace: float = 10.0
+    allowed_origins: tuple[str, ...] = ()
+    ping_interval: float = 15.0
+    ping_timeout: float = 10.0
+    session_ttl: float = 43200.0
+    forwarded_allow_ips: str = "127.0.0.1"
+    log_level: str = "info"
+    # Not from the environment: protocol limits, kept here so tests can see them.
+    max_frame_bytes: int = 4096
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, *, demo: bool | None = None
+    ) -> Settings:
+        """Read every setting; missing ones take the defaults in `SETTINGS`."""
+        source = os.environ if env is None else env
+
+        def get(name: str) -> str:
+            value = source.get(name)
+            if value is not None:
+                return value
+            default = next(s.default for s in SETTINGS if s.name == name)
+            return default or ""
+
+        is_demo = _bool("LOBBY_DEMO", get("LOBBY_DEMO")) if demo is None else demo
+        secret = get("OPENVIDU_SECRET") or (DEMO_OPENVIDU_SECRET if is_demo else "")
+        if not secret:
+            raise ConfigError("OPENVIDU_SECRET is required outside demo mode")
+        key = get("LOBBY_SECRET_KEY") or (secrets.token_urlsafe(32) if is_demo else "")
+        if not key:
+            raise ConfigError(
+                "LOBBY_SECRET_KEY is required outside demo mode "
+                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+            )
+        if len(key) < 16:
+            raise ConfigError("LOBBY_SECRET_KEY must be at least 16 characters long")
+        url = get("OPENVIDU_URL").rstrip("/")
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"OPENVIDU_URL must start with http:// or https://, not {url!r}")
+        log_level = get("LOBBY_LOG_LEVEL").lower()
+        if log_level not in {"debug", "info", "warning", "error"}:
+            raise ConfigError(
+                f"LOBBY_LOG_LEVEL must be debug, info, warning or error, not {log_level!r}"
+            )
+        ping_interval = _number("LOBBY_PING_INTERVAL", get("LOBBY_PING_INTERVAL"), minimum=0.1)
+        ping_timeout = _number("LOBBY_PING_TIMEOUT", get("LOBBY_PING_TIMEOUT"), minimum=0.1)
+        return cls(
+            openvidu_url=url,
+            openvidu_secret=secret,
+            openvidu_verify_tls=_bool("OPENVIDU_VERIFY_TLS", get("OPENVIDU_VERIFY_TLS")),
+            openvidu_ca_file=get("OPENVIDU_CA_FILE") or None,
+            openvidu_timeout=_number("OPENVIDU_TIMEOUT", get("OPENVIDU_TIMEOUT"), minimum=0.1),
+            database=get("LOBBY_DATABASE"),
+            secret_key=key,
+            demo=is_demo,
+            host=get("LOBBY_HOST"),
+            port=int(_number("LOBBY_PORT", get("LOBBY_PORT"))),
+            reconnect_grace=_number("LOBBY_RECONNECT_GRACE", get("LOBBY_RECONNECT_GRACE")),
+            allowed_origins=tuple(
+                o.strip().rstrip("/") for o in get("LOBBY_ALLOWED_ORIGINS").split(",") if o.strip()
+            ),
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            session_ttl=_number("LOBBY_SESSION_TTL", get("LOBBY_SESSION_TTL"), minimum=60),
+            forwarded_allow_ips=get("LOBBY_FORWARDED_ALLOW_IPS"),
+            log_level=log_level,
+        )

@@ -1,0 +1,73 @@
+"""The media back-end seam: who issues call tokens and revokes them.
+
+The lobby's rooms and presence never talk to a media server directly; they ask a
+`MediaBackend` for a `Grant` (an opaque token for the browser plus the handle
+needed to revoke it) and tell it when a grant or a whole room is done with.
+OpenVidu 2 (REST, `lobby.openvidu`) is one implementation; an OpenVidu 3 /
+LiveKit back end would mint a JWT locally in `grant` and call RoomService in
+`revoke`/`close_room`, so nothing here assumes REST.
+
+Exceptions: every failure is a `MediaError` carrying a stable `code` and a
+human `message` the requester may see; details for operators go to the log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+Role = str  # "PUBLISHER" | "SUBSCRIBER" | "MODERATOR"; validated by lobby.users
+ROLES: tuple[Role, ...] = ("PUBLISHER", "SUBSCRIBER", "MODERATOR")
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a grant is for: shown to the media server as connection data."""
+
+    participant_id: str
+    user: str
+    nickname: str
+    role: Role
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """A token the browser uses to enter `room`, and the handle that revokes it."""
+
+    room: str
+    connection_id: str
+    token: str
+
+
+class MediaError(Exception):
+    """The media server could not do what was asked.
+
+    `message` is safe to show to users; it never contains secrets or tokens.
+    """
+
+    code = "media_unavailable"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class MediaBackend(Protocol):
+    async def grant(self, room: str, identity: Identity) -> Grant:
+        """Create (or reuse) the room on the media server and a connection in it."""
+        ...
+
+    async def revoke(self, grant: Grant) -> None:
+        """Delete the connection: its token stops working, its browser is evicted.
+
+        Already-gone connections are not an error.
+        """
+        ...
+
+    async def close_room(self, room: str) -> None:
+        """Close the room on the media server; an already-closed room is not an error."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release network resources."""
+        ...

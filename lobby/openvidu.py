@@ -1,0 +1,243 @@
+"""Async client for the OpenVidu 2.x REST API: the `MediaBackend` the lobby uses.
+
+A grant is two calls: create the session (200, or 409 when it already exists:
+both mean "it is there") and create a WEBRTC connection in it, whose `token` the
+browser joins with. Revoking deletes the connection; closing deletes the session.
+
+Every failure is translated here, at the boundary, into one exception family
+(`raise ... from exc`), and logged once on `lobby.openvidu` with the operator's
+explanation::
+
+    MediaError                    lobby.media; code "media_unavailable"
+    └── OpenViduError             `.message` for users; str() and `.detail` for operators
+        ├── OpenViduUnreachable     connect failed (DNS, refused, TLS) or the link broke mid-call
+        ├── OpenViduTimeout         no answer within `timeout` seconds
+        ├── OpenViduAuthError       HTTP 401: OpenVidu rejected the secret
+        ├── OpenViduServerError     HTTP 5xx
+        └── OpenViduProtocolError   any other unexpected status, or a body of the wrong shape
+
+Neither the secret nor a token ever appears in a log line or an exception.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import ssl
+from typing import Any, ClassVar
+from urllib.parse import quote
+
+import httpx
+
+from lobby.config import Settings
+from lobby.media import Grant, Identity, MediaError
+
+logger = logging.getLogger("lobby.openvidu")
+
+_API = "/openvidu/api"
+_UNAVAILABLE = "The video service is unavailable right now; please try again in a moment."
+
+
+class OpenViduError(MediaError):
+    """OpenVidu could not do what was asked; `detail` says why, for operators."""
+
+    user_message: ClassVar[str] = _UNAVAILABLE
+    log_level: ClassVar[int] = logging.WARNING
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(self.user_message)
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return self.detail
+
+
+class OpenViduUnreachable(OpenViduError):
+    """No usable connection to OpenVidu."""
+
+
+class OpenViduTimeout(OpenViduError):
+    """OpenVidu did not answer in time."""
+
+
+class OpenViduAuthError(OpenViduError):
+    """OpenVidu rejected the secret: a configuration problem, not a transient one."""
+
+    user_message = "The video service is not set up correctly; please tell the administrator."
+    log_level = logging.ERROR
+
+
+class OpenViduServerError(OpenViduError):
+    """OpenVidu failed internally (HTTP 5xx)."""
+
+
+class OpenViduProtocolError(OpenViduError):
+    """OpenVidu answered something this client does not expect."""
+
+    user_message = "The video service gave an unexpected answer; please try again later."
+    log_level = logging.ERROR
+
+
+class OpenViduBackend:
+    """`MediaBackend` over OpenVidu 2.x REST, sharing one `httpx.AsyncClient`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        secret: str,
+        *,
+        timeout: float = 5.0,
+        verify: bool | str = True,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        # httpx 0.28 deprecates verify=<path>; a context built from the CA file is the same thing.
+        tls: bool | ssl.SSLContext = (
+            ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
+        )
+        self._timeout = timeout
+        # Userinfo in a URL would be a credential; keep it out of log lines.
+        self._origin = str(httpx.URL(base_url).copy_with(username=None, password=None)).rstrip("/")
+        self._client = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            auth=httpx.BasicAuth("OPENVIDUAPP", secret),
+            timeout=httpx.Timeout(timeout),
+            verify=tls,
+            transport=transport,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> OpenViduBackend:
+        return cls(
+            settings.openvidu_url,
+            settings.openvidu_secret,
+            timeout=settings.openvidu_timeout,
+            verify=settings.openvidu_ca_file or settings.openvidu_verify_tls,
+        )
+
+    def __repr__(self) -> str:
+        return f"OpenViduBackend({self._origin!r})"
+
+    async def grant(self, room: str, identity: Identity) -> Grant:
+        body = {
+            "type": "WEBRTC",
+            "role": identity.role,
+            "data": json.dumps(
+                {"serverData": identity.user, "participantId": identity.participant_id}
+            ),
+        }
+        path = f"{_API}/sessions/{_segment(room)}/connection"
+        await self._ensure_session(room)
+        response = await self._call("POST", path, body, ok={200, 404})
+        if response.status_code == 404:
+            # OpenVidu closed the session between our two calls (its last participant
+            # left): build it again, once. Twice in a row is not a race any more.
+            await self._ensure_session(room)
+            response = await self._call("POST", path, body, ok={200})
+        return Grant(room=room, **self._connection(response, path))
+
+    async def revoke(self, grant: Grant) -> None:
+        path = f"{_API}/sessions/{_segment(grant.room)}/connection/{_segment(grant.connection_id)}"
+        # 400 = the session is gone, 404 = the connection is gone: the token is dead either way.
+        await self._call("DELETE", path, None, ok={204, 400, 404})
+
+    async def close_room(self, room: str) -> None:
+        await self._call("DELETE", f"{_API}/sessions/{_segment(room)}", None, ok={204, 404})
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _ensure_session(self, room: str) -> None:
+        await self._call("POST", f"{_API}/sessions", {"customSessionId": room}, ok={200, 409})
+
+    async def _call(
+        self, method: str, path: str, body: dict[str, Any] | None, *, ok: set[int]
+    ) -> httpx.Response:
+        where = f"{method} {path}"
+        try:
+            response = await self._client.request(method, path, json=body)
+        except httpx.TimeoutException as exc:
+            raise self._fail(
+                OpenViduTimeout, f"OpenVidu timed out after {self._timeout:g}s on {where}"
+            ) from exc
+        except httpx.ConnectError as exc:
+            raise self._fail(
+                OpenViduUnreachable, f"OpenVidu unreachable at {self._origin}: {_reason(exc)}"
+            ) from exc
+        except httpx.TransportError as exc:
+            # RemoteProtocolError, ReadError, ...: the request may or may not have
+            # taken effect, so we never replay it; the caller may simply try again.
+            raise self._fail(
+                OpenViduUnreachable,
+                f"OpenVidu broke the connection during {where} at {self._origin}: {_reason(exc)}",
+            ) from exc
+        except httpx.RequestError as exc:
+            raise self._fail(
+                OpenViduProtocolError, f"OpenVidu sent an unreadable answer to {where}: {exc}"
+            ) from exc
+        status = response.status_code
+        if status in ok:
+            return response
+        if status == 401:
+            raise self._fail(
+                OpenViduAuthError,
+                f"OpenVidu rejected the secret (HTTP 401) at {self._origin}; check OPENVIDU_SECRET",
+            )
+        if status >= 500:
+            raise self._fail(
+                OpenViduServerError,
+                f"OpenVidu answered HTTP {status} to {where} at {self._origin}",
+            )
+        raise self._fail(
+            OpenViduProtocolError,
+            f"OpenVidu answered unexpected HTTP {status} to {where}{_explanation(response)}",
+        )
+
+    def _connection(self, response: httpx.Response, path: str) -> dict[str, str]:
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if (
+            isinstance(data, dict)
+            and isinstance(data.get("id"), str)
+            and isinstance(data.get("token"), str)
+        ):
+            return {"connection_id": data["id"], "token": data["token"]}
+        raise self._fail(
+            OpenViduProtocolError,
+            f"OpenVidu answered POST {path} without a connection id and token",
+        )
+
+    @staticmethod
+    def _fail(kind: type[OpenViduError], detail: str) -> OpenViduError:
+        logger.log(kind.log_level, "%s", detail)
+        return kind(detail)
+
+
+def _segment(value: str) -> str:
+    """Percent-encode one path segment, so an id can never reach another endpoint."""
+    return quote(value, safe="")
+
+
+def _reason(exc: Exception) -> str:
+    """The most specific cause: "connection refused", not "All connection attempts failed"."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        # SSL errors are OSErrors too, but their errno means nothing; their text is better.
+        if isinstance(cause, OSError) and cause.errno and not isinstance(cause, ssl.SSLError):
+            text = cause.strerror if isinstance(cause, socket.gaierror) else None
+            text = text or os.strerror(cause.errno)
+            return text[:1].lower() + text[1:]
+        cause = cause.__cause__ or cause.__context__
+    return str(exc).strip() or type(exc).__name__
+
+
+def _explanation(response: httpx.Response) -> str:
+    """OpenVidu's own error `message` (never contains secrets or tokens), if it sent one."""
+    try:
+        message = response.json().get("message")
+    except (ValueError, AttributeError):
+        return ""
+    return f": {message[:200]}" if isinstance(message, str) and message else ""

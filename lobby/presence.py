@@ -1,0 +1,195 @@
+"""The presence rules: rooms, participants, and how they come and go.
+
+Pure and synchronous: no sockets, no asyncio, no media server. Each operation
+changes the state and returns an `Outcome` describing what the world must be
+told (events for every lobby socket) and what must be cleaned up (media grants
+to revoke, media rooms to close). The caller carries those out.
+
+A participant belongs to at most one socket. When its socket goes away it is
+*away*: still listed in its room, so a reload or a network blip causes no
+flicker, until either a new socket of the same user resumes it with its key or
+the caller's grace timer calls `expire`.
+
+The grant type `G` (what the media back end needs to revoke a connection) is
+opaque here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterator
+from dataclasses import dataclass, field
+from typing import Generic, Literal, TypeVar
+
+G = TypeVar("G")
+SocketId = Hashable
+LeaveReason = Literal["left", "switched", "disconnected"]
+
+
+@dataclass(frozen=True, slots=True)
+class Participant:
+    id: str
+    user: str
+    nickname: str
+    role: str
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    room: str
+    participant: Participant
+
+
+@dataclass(frozen=True, slots=True)
+class Left:
+    room: str
+    participant: Participant
+    reason: LeaveReason
+
+
+@dataclass(frozen=True, slots=True)
+class RoomClosed:
+    room: str
+
+
+Event = Joined | Left | RoomClosed
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome(Generic[G]):
+    """What an operation changed: events in order, grants to revoke, rooms to close."""
+
+    events: tuple[Event, ...] = ()
+    revoke: tuple[G, ...] = ()
+    close_rooms: tuple[str, ...] = ()
+
+    def __add__(self, other: Outcome[G]) -> Outcome[G]:
+        return Outcome(
+            self.events + other.events,
+            self.revoke + other.revoke,
+            self.close_rooms + other.close_rooms,
+        )
+
+
+@dataclass(slots=True)
+class Member(Generic[G]):
+    """A participant's private record: where it is, who holds it, how to revoke it."""
+
+    participant: Participant
+    room: str
+    resume_key: str
+    grant: G
+    socket: SocketId | None = field(default=None)
+
+    @property
+    def away(self) -> bool:
+        return self.socket is None
+
+
+class Presence(Generic[G]):
+    """Every room and participant of one lobby."""
+
+    def __init__(self) -> None:
+        # room name -> participant id -> member; dicts keep join order.
+        self._rooms: dict[str, dict[str, Member[G]]] = {}
+        self._members: dict[str, Member[G]] = {}
+        self._by_socket: dict[SocketId, str] = {}
+        self._by_key: dict[str, str] = {}
+
+    # Reading
+
+    def rooms(self) -> Iterator[tuple[str, list[Participant]]]:
+        """Every non-empty room with its participants in join order."""
+        for name, members in self._rooms.items():
+            yield name, [m.participant for m in members.values()]
+
+    def member_of(self, socket: SocketId) -> Member[G] | None:
+        pid = self._by_socket.get(socket)
+        return None if pid is None else self._members[pid]
+
+    def member(self, participant_id: str) -> Member[G] | None:
+        return self._members.get(participant_id)
+
+    def by_key(self, resume_key: str) -> Member[G] | None:
+        pid = self._by_key.get(resume_key)
+        return None if pid is None else self._members[pid]
+
+    def has_room(self, room: str) -> bool:
+        return room in self._rooms
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    # Changing
+
+    def join(
+        self, socket: SocketId, participant: Participant, room: str, resume_key: str, grant: G
+    ) -> Outcome[G]:
+        """Put a new participant held by `socket` into `room`.
+
+        A socket holds one participant: if it already held one, that one leaves
+        first (reason `switched`), so a room switch is a single step for everyone.
+        """
+        if participant.id in self._members or resume_key in self._by_key:
+            raise ValueError("participant id and resume key must be new")
+        outcome: Outcome[G] = self.leave(socket, "switched")
+        member = Member(participant, room, resume_key, grant, socket)
+        self._members[participant.id] = member
+        self._rooms.setdefault(room, {})[participant.id] = member
+        self._by_socket[socket] = participant.id
+        self._by_key[resume_key] = participant.id
+        return outcome + Outcome(events=(Joined(room, participant),))
+
+    def leave(self, socket: SocketId, reason: LeaveReason = "left") -> Outcome[G]:
+        """Remove the participant `socket` holds, if any, at once."""
+        member = self.member_of(socket)
+        return Outcome() if member is None else self._remove(member, reason)
+
+    def disconnect(self, socket: SocketId) -> Member[G] | None:
+        """`socket` went away: its participant (returned) is away, waiting for `expire`."""
+        pid = self._by_socket.pop(socket, None)
+        if pid is None:
+            return None
+        member = self._members[pid]
+        member.socket = None
+        return member
+
+    def expire(self, participant_id: str) -> Outcome[G]:
+        """The grace period ended: remove the participant unless it was resumed."""
+        member = self._members.get(participant_id)
+        if member is None or not member.away:
+            return Outcome()
+        return self._remove(member, "disconnected")
+
+    def resume(self, socket: SocketId, member: Member[G]) -> SocketId | None:
+        """Hand `member` to `socket`; returns the socket that held it before, if any.
+
+        The caller has checked that the key belongs to this socket's user and that
+        `socket` holds no other participant.
+        """
+        previous = member.socket
+        if previous is not None:
+            del self._by_socket[previous]
+        member.socket = socket
+        self._by_socket[socket] = member.participant.id
+        return previous
+
+    def replace_grant(self, member: Member[G], grant: G) -> G:
+        """Give `member` a fresh grant; returns the stale one, for revoking."""
+        stale, member.grant = member.grant, grant
+        return stale
+
+    def _remove(self, member: Member[G], reason: LeaveReason) -> Outcome[G]:
+        pid = member.participant.id
+        del self._members[pid]
+        del self._by_key[member.resume_key]
+        if member.socket is not None:
+            del self._by_socket[member.socket]
+        room = self._rooms[member.room]
+        del room[pid]
+        events: tuple[Event, ...] = (Left(member.room, member.participant, reason),)
+        closed: tuple[str, ...] = ()
+        if not room:
+            del self._rooms[member.room]
+            events += (RoomClosed(member.room),)
+            closed = (member.room,)
+        return Outcome(events, (member.grant,), closed)

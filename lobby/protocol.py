@@ -1,0 +1,246 @@
+"""The wire format: client frames in, server frames out.
+
+`parse` turns one text frame into a typed request or a `ProtocolError` (never an
+exception); the `render_*` functions turn events and replies into the JSON text
+sent on the socket, once per event whatever the number of recipients.
+`docs/protocol.md` is the contract; `tests/test_protocol_docs.py` keeps the two
+in step through `CLIENT_TYPES`, `SERVER_TYPES` and `ERROR_CODES`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from lobby.presence import Event, Joined, Left, Participant
+
+Ref = str | int | float | None
+
+CLIENT_TYPES = ("join", "leave", "resume", "ping")
+SERVER_TYPES = (
+    "welcome",
+    "token",
+    "resumed",
+    "joined",
+    "left",
+    "room_closed",
+    "taken_over",
+    "ok",
+    "pong",
+    "error",
+)
+ERROR_CODES = (
+    "bad_request",
+    "unknown_type",
+    "invalid_room",
+    "invalid_nickname",
+    "already_joined",
+    "busy",
+    "cancelled",
+    "media_unavailable",
+    "resume_failed",
+    "internal_error",
+)
+CLOSE_CODES = (1000, 1001, 1009, 1011, 1012, 4001, 4008)
+
+MAX_REF_LENGTH = 64
+MAX_NICKNAME = 40
+ROOM_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    ref: Ref
+    room: str
+    nickname: str
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    ref: Ref
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    ref: Ref
+    key: str
+    token: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    ref: Ref
+
+
+Request = Join | Leave | Resume | Ping
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolError:
+    """A request that cannot be served, with a stable code and a human sentence."""
+
+    code: str
+    message: str
+    ref: Ref = None
+
+
+def parse(text: str) -> Request | ProtocolError:
+    """Parse one client frame; anything malformed becomes a `ProtocolError`."""
+    try:
+        frame = json.loads(text)
+    except (ValueError, RecursionError):
+        return ProtocolError("bad_request", "Frames must be JSON objects.")
+    if not isinstance(frame, dict):
+        return ProtocolError("bad_request", "Frames must be JSON objects.")
+    ref = frame.get("ref")
+    if not _valid_ref(ref):
+        return ProtocolError(
+            "bad_request", "'ref' must be a string of up to 64 characters or a number."
+        )
+    kind = frame.get("type")
+    if not isinstance(kind, str):
+        return ProtocolError("bad_request", "Frames need a string 'type'.", ref)
+    if kind == "join":
+        return _parse_join(frame, ref)
+    if kind == "leave":
+        return Leave(ref)
+    if kind == "resume":
+        return _parse_resume(frame, ref)
+    if kind == "ping":
+        return Ping(ref)
+    shown = kind if len(kind) <= 32 else kind[:32] + "…"
+    return ProtocolError("unknown_type", f"Unknown message type {shown!r}.", ref)
+
+
+def _valid_ref(ref: object) -> bool:
+    if ref is None or (isinstance(ref, str) and len(ref) <= MAX_REF_LENGTH):
+        return True
+    if isinstance(ref, bool):  # an int subclass, but `true` is no request number
+        return False
+    return isinstance(ref, int) or (isinstance(ref, float) and math.isfinite(ref))
+
+
+def _parse_join(frame: dict[str, Any], ref: Ref) -> Join | ProtocolError:
+    room, nickname = frame.get("room"), frame.get("nickname")
+    if not isinstance(room, str) or not isinstance(nickname, str):
+        return ProtocolError(
+            "bad_request", "'join' needs string fields 'room' and 'nickname'.", ref
+        )
+    if not valid_room(room):
+        return ProtocolError(
+            "invalid_room", "Room names are 1 to 64 letters, digits, '_' or '-'.", ref
+        )
+    cleaned = clean_nickname(nickname)
+    if cleaned is None:
+        return ProtocolError("invalid_nickname", "Nicknames are 1 to 40 printable characters.", ref)
+    return Join(ref, room, cleaned)
+
+
+def _parse_resume(frame: dict[str, Any], ref: Ref) -> Resume | ProtocolError:
+    key, token = frame.get("key"), frame.get("token", False)
+    if not isinstance(key, str) or not key or len(key) > 128:
+        return ProtocolError("bad_request", "'resume' needs the string 'key' from your token.", ref)
+    if not isinstance(token, bool):
+        return ProtocolError("bad_request", "'token' must be true or false.", ref)
+    return Resume(ref, key, token)
+
+
+def valid_room(room: str) -> bool:
+    return ROOM_PATTERN.fullmatch(room) is not None
+
+
+def clean_nickname(nickname: str) -> str | None:
+    """The nickname with outer spaces trimmed, or None when it is not acceptable."""
+    cleaned = nickname.strip()
+    if 1 <= len(cleaned) <= MAX_NICKNAME and cleaned.isprintable():
+        return cleaned
+    return None
+
+
+# Rendering. Compact separators and raw UTF-8: every byte is paid once per socket.
+
+
+def _dump(obj: dict[str, object]) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def participant_json(p: Participant) -> dict[str, object]:
+    return {"id": p.id, "user": p.user, "nickname": p.nickname, "role": p.role}
+
+
+def render_event(event: Event) -> str:
+    if isinstance(event, Joined):
+        return _dump(
+            {
+                "type": "joined",
+                "room": event.room,
+                "participant": participant_json(event.participant),
+            }
+        )
+    if isinstance(event, Left):
+        return _dump(
+            {
+                "type": "left",
+                "room": event.room,
+                "participant": participant_json(event.participant),
+                "reason": event.reason,
+            }
+        )
+    return _dump({"type": "room_closed", "room": event.room})
+
+
+def render_welcome(user: str, role: str, rooms: list[tuple[str, list[Participant]]]) -> str:
+    return _dump(
+        {
+            "type": "welcome",
+            "user": {"name": user, "role": role},
+            "rooms": [
+                {"name": name, "participants": [participant_json(p) for p in people]}
+                for name, people in rooms
+            ],
+        }
+    )
+
+
+def render_token(ref: Ref, room: str, token: str, p: Participant, resume_key: str) -> str:
+    return _dump(
+        {
+            "type": "token",
+            "ref": ref,
+            "room": room,
+            "token": token,
+            "participant": participant_json(p),
+            "resume_key": resume_key,
+        }
+    )
+
+
+def render_resumed(ref: Ref, room: str, p: Participant, token: str | None) -> str:
+    reply: dict[str, object] = {
+        "type": "resumed",
+        "ref": ref,
+        "room": room,
+        "participant": participant_json(p),
+    }
+    if token is not None:
+        reply["token"] = token
+    return _dump(reply)
+
+
+def render_taken_over(room: str, p: Participant) -> str:
+    return _dump({"type": "taken_over", "room": room, "participant": participant_json(p)})
+
+
+def render_ok(ref: Ref) -> str:
+    return _dump({"type": "ok", "ref": ref})
+
+
+def render_pong(ref: Ref) -> str:
+    return _dump({"type": "pong", "ref": ref})
+
+
+def render_error(error: ProtocolError) -> str:
+    return _dump({"type": "error", "ref": error.ref, "code": error.code, "message": error.message})

@@ -1,0 +1,286 @@
+"""Live rooms: client requests applied to presence, the media back end and the hub.
+
+`Rooms.handle` takes one parsed request from a connection. Requests that need
+the media server (`join`, `resume` with a token) run as background tasks so the
+socket keeps reading; everything else is answered at once.
+
+Races we rule out, and how:
+- A socket that closes, leaves or is taken over while its grant is being made
+  must not leave a participant behind: after every await the request checks it
+  is still the socket's current one (`_pending`), and if not, revokes the grant.
+- A room's media session must not be closed under a join: `_joining` counts
+  joins in flight per room, closing waits until there are none, and a join that
+  starts while the room is closing waits for the close to finish first.
+- Events are broadcast synchronously right after presence changes, so every
+  socket sees them in the order presence applied them, after its `welcome`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections import Counter
+from collections.abc import Coroutine
+from typing import Any
+
+from lobby import protocol
+from lobby.hub import Conn, Hub
+from lobby.media import Grant, Identity, MediaBackend, MediaError
+from lobby.presence import Member, Outcome, Participant, Presence
+from lobby.protocol import Join, Leave, Ping, ProtocolError, Ref, Request, Resume
+
+log = logging.getLogger("lobby.rooms")
+
+
+class Rooms:
+    def __init__(self, media: MediaBackend, hub: Hub, *, grace: float) -> None:
+        self.media = media
+        self.hub = hub
+        self.grace = grace
+        self.presence: Presence[Grant] = Presence()
+        self._pending: dict[int, tuple[object, Ref]] = {}  # conn id -> (marker, request ref)
+        self._joining: Counter[str] = Counter()
+        self._closing: dict[str, asyncio.Future[None]] = {}
+        self._expiry: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # Connections
+
+    def connect(self, conn: Conn) -> None:
+        """Register `conn` and send its `welcome`; no await in between keeps them consistent."""
+        self.hub.add(conn)
+        conn.send(protocol.render_welcome(conn.user, conn.role, list(self.presence.rooms())))
+
+    def disconnect(self, conn: Conn) -> None:
+        """`conn` is gone: its participant waits out the grace period."""
+        self.hub.remove(conn)
+        self._pending.pop(conn.id, None)
+        member = self.presence.disconnect(conn.id)
+        if member is not None:
+            pid = member.participant.id
+            self._expiry[pid] = asyncio.get_running_loop().call_later(self.grace, self._expire, pid)
+
+    def end_session(self, session_id: str, code: int, reason: str) -> None:
+        """A login session ended: its sockets' participants leave now and the sockets close."""
+        for conn in self.hub.of_session(session_id):
+            self._pending.pop(conn.id, None)
+            self._apply(self.presence.leave(conn.id, "left"))
+            conn.close(code, reason)
+
+    # Requests
+
+    def handle(self, conn: Conn, request: Request | ProtocolError) -> None:
+        if isinstance(request, ProtocolError):
+            conn.send(protocol.render_error(request))
+        elif isinstance(request, Join):
+            self._join(conn, request)
+        elif isinstance(request, Leave):
+            self._leave(conn, request)
+        elif isinstance(request, Resume):
+            self._resume(conn, request)
+        elif isinstance(request, Ping):
+            conn.send(protocol.render_pong(request.ref))
+
+    def _begin(self, conn: Conn, ref: Ref) -> object | None:
+        """Mark a media request in flight on `conn`; None (and `busy`) if one already is."""
+        if conn.id in self._pending:
+            self._error(conn, ref, "busy", "Your previous request is still in progress.")
+            return None
+        marker = object()
+        self._pending[conn.id] = (marker, ref)
+        return marker
+
+    def _current(self, conn: Conn, marker: object) -> bool:
+        """Is `marker` still `conn`'s request in flight (not left, closed or taken over)?"""
+        pending = self._pending.get(conn.id)
+        return conn.open and pending is not None and pending[0] is marker
+
+    def _join(self, conn: Conn, request: Join) -> None:
+        held = self.presence.member_of(conn.id)
+        if held is not None and held.room == request.room and conn.id not in self._pending:
+            self._error(
+                conn, request.ref, "already_joined", f"You are already in room {request.room}."
+            )
+            return
+        marker = self._begin(conn, request.ref)
+        if marker is not None:
+            self._spawn(self._guard(conn, marker, self._finish_join(conn, request, marker)))
+
+    async def _finish_join(self, conn: Conn, request: Join, marker: object) -> None:
+        pid = "p_" + secrets.token_urlsafe(9)
+        participant = Participant(pid, conn.user, request.nickname, conn.role)
+        grant = await self._grant(request.room, participant)
+        if not self._current(conn, marker):
+            if grant is not None:
+                self._cleanup(Outcome(revoke=(grant,)), request.room)
+            return
+        del self._pending[conn.id]
+        if grant is None:
+            self._error(conn, request.ref, "media_unavailable", _MEDIA_DOWN)
+            self._maybe_close(request.room)
+            return
+        key = secrets.token_urlsafe(24)
+        outcome = self.presence.join(conn.id, participant, request.room, key, grant)
+        conn.send(protocol.render_token(request.ref, request.room, grant.token, participant, key))
+        self._apply(outcome)
+
+    async def _guard(self, conn: Conn, marker: object, work: Coroutine[Any, Any, None]) -> None:
+        """Run a request; a bug answers `internal_error` instead of leaving the socket busy."""
+        try:
+            await work
+        except Exception:
+            log.exception("request of %r failed", conn)
+            if self._current(conn, marker):
+                _, ref = self._pending.pop(conn.id)
+                self._error(conn, ref, "internal_error", "Something went wrong on our side.")
+
+    async def _grant(self, room: str, participant: Participant) -> Grant | None:
+        """A grant for `room`, or None if the media server failed (already logged)."""
+        self._joining[room] += 1
+        try:
+            while (closing := self._closing.get(room)) is not None:
+                await asyncio.shield(closing)
+            identity = Identity(
+                participant.id, participant.user, participant.nickname, participant.role
+            )
+            return await self.media.grant(room, identity)
+        except MediaError:
+            return None
+        finally:
+            self._joining[room] -= 1
+            if not self._joining[room]:
+                del self._joining[room]
+
+    def _leave(self, conn: Conn, request: Leave) -> None:
+        pending = self._pending.pop(conn.id, None)
+        if pending is not None:
+            self._error(conn, pending[1], "cancelled", "Your request was cancelled by a leave.")
+        conn.send(protocol.render_ok(request.ref))
+        self._apply(self.presence.leave(conn.id, "left"))
+
+    def _resume(self, conn: Conn, request: Resume) -> None:
+        if conn.id in self._pending:
+            self._error(conn, request.ref, "busy", "Your previous request is still in progress.")
+            return
+        member = self.presence.by_key(request.key)
+        held = self.presence.member_of(conn.id)
+        if (
+            member is None
+            or member.participant.user != conn.user
+            or (held is not None and held is not member)
+        ):
+            self._error(
+                conn,
+                request.ref,
+                "resume_failed",
+                "That call can no longer be resumed; please join again.",
+            )
+            return
+        timer = self._expiry.pop(member.participant.id, None)
+        if timer is not None:
+            timer.cancel()
+        previous = self.presence.resume(conn.id, member)
+        old = self.hub.get(previous) if isinstance(previous, int) else None
+        if old is not None and old is not conn:
+            self._pending.pop(old.id, None)
+            old.send(protocol.render_taken_over(member.room, member.participant))
+        if not request.token:
+            conn.send(protocol.render_resumed(request.ref, member.room, member.participant, None))
+            return
+        marker = self._begin(conn, request.ref)
+        if marker is not None:
+            self._spawn(self._guard(conn, marker, self._refresh(conn, request.ref, member, marker)))
+
+    async def _refresh(self, conn: Conn, ref: Ref, member: Member[Grant], marker: object) -> None:
+        """A fresh grant for a resumed participant whose page must rejoin the call.
+
+        The stale connection goes first: if it was the session's last active one,
+        OpenVidu closes the session on its deletion, which would also kill a
+        connection made just before it.
+        """
+        await self._revoke(member.grant)
+        grant = await self._grant(member.room, member.participant)
+        if not self._current(conn, marker):
+            if grant is not None:
+                self._cleanup(Outcome(revoke=(grant,)), member.room)
+            return
+        del self._pending[conn.id]
+        if grant is None:
+            self._error(conn, ref, "media_unavailable", _MEDIA_DOWN)
+            return
+        self.presence.replace_grant(member, grant)
+        conn.send(protocol.render_resumed(ref, member.room, member.participant, grant.token))
+
+    # Consequences
+
+    def _expire(self, participant_id: str) -> None:
+        self._expiry.pop(participant_id, None)
+        self._apply(self.presence.expire(participant_id))
+
+    def _apply(self, outcome: Outcome[Grant]) -> None:
+        """Tell everyone what changed, then clean up on the media server."""
+        for event in outcome.events:
+            self.hub.broadcast(protocol.render_event(event))
+        if outcome.revoke or outcome.close_rooms:
+            self._cleanup(outcome)
+
+    def _cleanup(self, outcome: Outcome[Grant], room: str | None = None) -> None:
+        self._spawn(self._revoke_then_close(outcome.revoke, outcome.close_rooms, room))
+
+    async def _revoke_then_close(
+        self, grants: tuple[Grant, ...], close_rooms: tuple[str, ...], room: str | None
+    ) -> None:
+        for grant in grants:
+            await self._revoke(grant)
+        for name in (*close_rooms, *([room] if room else [])):
+            self._maybe_close(name)
+
+    async def _revoke(self, grant: Grant) -> None:
+        try:
+            await self.media.revoke(grant)
+        except MediaError:
+            log.warning(
+                "could not delete connection %s in room %s", grant.connection_id, grant.room
+            )
+
+    def _maybe_close(self, room: str) -> None:
+        """Close the room's media session if nobody is in it or on the way in."""
+        if self.presence.has_room(room) or self._joining[room] or room in self._closing:
+            return
+        self._closing[room] = asyncio.get_running_loop().create_future()
+        self._spawn(self._close(room))
+
+    async def _close(self, room: str) -> None:
+        try:
+            await self.media.close_room(room)
+        except MediaError:
+            log.warning("could not close the media session of room %s", room)
+        finally:
+            self._closing.pop(room).set_result(None)
+
+    # Plumbing
+
+    def _error(self, conn: Conn, ref: Ref, code: str, message: str) -> None:
+        conn.send(protocol.render_error(ProtocolError(code, message, ref)))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("request failed", exc_info=task.exception())
+
+    async def drain(self) -> None:
+        """Wait for in-flight joins and clean-ups (at shutdown); cancel expiry timers."""
+        for timer in self._expiry.values():
+            timer.cancel()
+        self._expiry.clear()
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
+
+
+_MEDIA_DOWN = "The video service is unavailable right now; please try again in a moment."

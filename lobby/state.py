@@ -1,0 +1,29 @@
+"""What the running app holds, typed, instead of globals."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import cast
+
+from starlette.requests import HTTPConnection
+
+from lobby.auth import Auth
+from lobby.config import Settings
+from lobby.hub import Hub
+from lobby.media import MediaBackend
+from lobby.rooms import Rooms
+
+
+@dataclass(frozen=True, slots=True)
+class AppState:
+    settings: Settings
+    db: sqlite3.Connection
+    auth: Auth
+    media: MediaBackend
+    hub: Hub
+    rooms: Rooms
+
+
+def state_of(conn: HTTPConnection) -> AppState:
+    return cast(AppState, conn.app.state.lobby)

@@ -1,0 +1,115 @@
+"""Page handlers: login, logout, the lobby page and the health check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.templating import Jinja2Templates
+
+from lobby.state import state_of
+
+ROOT = Path(__file__).resolve().parent.parent
+OPENVIDU_BROWSER_VERSION = "2.32.2"
+OPENVIDU_BROWSER_URL = f"/static/vendor/openvidu-browser-{OPENVIDU_BROWSER_VERSION}.min.js"
+templates = Jinja2Templates(directory=ROOT / "templates")
+
+
+def _secure(request: Request) -> bool:
+    # uvicorn rewrites the scheme from X-Forwarded-Proto for trusted proxies.
+    return request.url.scheme == "https"
+
+
+async def login_page(request: Request) -> Response:
+    state = state_of(request)
+    if state.auth.current(request) is not None:
+        return RedirectResponse("/lobby", status_code=303)
+    return _login_form(request, error=None, username="", status=200)
+
+
+def _login_form(request: Request, *, error: str | None, username: str, status: int) -> Response:
+    state = state_of(request)
+    token = state.auth.login_csrf(request)
+    context = {
+        "csrf_token": token,
+        "error": error,
+        "username": username,
+        "demo": state.settings.demo,
+    }
+    response = templates.TemplateResponse(request, "login.html", context, status_code=status)
+    state.auth.set_login_csrf_cookie(response, token, secure=_secure(request))
+    return response
+
+
+async def login(request: Request) -> Response:
+    state = state_of(request)
+    form = await request.form()
+    name, password = form.get("user"), form.get("pass")
+    username = name.strip()[:64] if isinstance(name, str) else ""
+    if not state.auth.check_login_csrf(request, form.get("csrf_token")):
+        return _login_form(
+            request,
+            error="Your login form expired; please try again.",
+            username=username,
+            status=403,
+        )
+    if not isinstance(password, str) or not username or not password:
+        return _login_form(
+            request,
+            error="Please enter your user name and password.",
+            username=username,
+            status=401,
+        )
+    opened = await state.auth.login(username, password)
+    if opened is None:
+        return _login_form(
+            request, error="Wrong user name or password.", username=username, status=401
+        )
+    session_id, _ = opened
+    response = RedirectResponse("/lobby", status_code=303)
+    state.auth.set_session_cookie(response, session_id, secure=_secure(request))
+    return response
+
+
+async def logout(request: Request) -> Response:
+    state = state_of(request)
+    current = state.auth.current(request)
+    response = RedirectResponse("/", status_code=303)
+    if current is None:
+        state.auth.clear_session_cookie(response, secure=_secure(request))
+        return response
+    session_id, _ = current
+    form = await request.form()
+    if not state.auth.check_session_csrf(session_id, form.get("csrf_token")):
+        return Response("Your form expired; reload the page and try again.", status_code=403)
+    state.auth.logout(session_id)
+    state.rooms.end_session(session_id, 4001, "logged out")
+    state.auth.clear_session_cookie(response, secure=_secure(request))
+    return response
+
+
+async def lobby_page(request: Request) -> Response:
+    state = state_of(request)
+    current = state.auth.current(request)
+    if current is None:
+        return RedirectResponse("/", status_code=303)
+    session_id, user = current
+    context = {
+        "user": user,
+        "csrf_token": state.auth.session_csrf(session_id),
+        "openvidu_browser_url": OPENVIDU_BROWSER_URL,
+    }
+    return templates.TemplateResponse(request, "lobby.html", context)
+
+
+async def healthz(request: Request) -> Response:
+    state = state_of(request)
+    return JSONResponse(
+        {
+            "status": "ok",
+            "sockets": len(state.hub),
+            "participants": len(state.rooms.presence),
+            "demo": state.settings.demo,
+        }
+    )

@@ -1,0 +1,310 @@
+// Lobby page entry: wires the socket, the lobby state, the views and the call.
+//
+// Protocol: docs/protocol.md. Every server frame goes through one dispatch
+// (`handle`); requests carry a numeric `ref` and wait in `pending` for their reply.
+
+import { connectSocket } from "./socket.js";
+import { Rooms } from "./rooms.js";
+import { Call } from "./call.js";
+import * as view from "./view.js";
+
+const { ui } = view;
+const RESUME_KEY = "lobby.resume";
+const ROOM_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
+const NICKNAME_MAX = 40;
+
+const page = document.getElementById("main").dataset;
+const me = { name: page.user, role: page.role };
+const rooms = new Rooms();
+/** The participant this page holds: {room, participant|null}, or null in the lobby. */
+let current = null;
+/** @type {Map<number, {type: string, abandoned?: boolean, token?: boolean}>} */
+const pending = new Map();
+let nextRef = 1;
+
+// --- resume key (sessionStorage: per tab, survives reloads) -------------------
+
+function loadResume() {
+  try {
+    const saved = JSON.parse(sessionStorage.getItem(RESUME_KEY));
+    return saved && typeof saved.resume_key === "string" ? saved : null;
+  } catch {
+    return null;
+  }
+}
+
+function saveResume(resumeKey, room) {
+  try {
+    sessionStorage.setItem(RESUME_KEY, JSON.stringify({ resume_key: resumeKey, room }));
+  } catch {
+    // storage full or disabled: a reload will simply not resume
+  }
+}
+
+function clearResume() {
+  try {
+    sessionStorage.removeItem(RESUME_KEY);
+  } catch {
+    // ignore
+  }
+}
+
+// --- requests ---------------------------------------------------------------
+
+function request(type, fields = {}, { quiet = false } = {}) {
+  const ref = nextRef++;
+  if (!socket.send({ type, ...fields, ref })) {
+    if (!quiet) view.showError("Not connected to the lobby right now. Wait for “Connected” and try again.");
+    return null;
+  }
+  pending.set(ref, { type, token: fields.token });
+  return ref;
+}
+
+function takePending(msg) {
+  if (typeof msg.ref !== "number") return undefined;
+  const request = pending.get(msg.ref);
+  pending.delete(msg.ref);
+  return request;
+}
+
+// --- server frames ------------------------------------------------------------
+
+function handle(msg) {
+  switch (msg.type) {
+    case "welcome":
+      onWelcome(msg);
+      break;
+    case "joined":
+      rooms.add(msg.room, msg.participant);
+      render();
+      break;
+    case "left":
+      rooms.remove(msg.room, msg.participant.id);
+      if (msg.participant.id === current?.participant?.id) {
+        endCall("You are no longer in this call.");
+      }
+      render();
+      break;
+    case "room_closed":
+      rooms.close(msg.room);
+      render();
+      break;
+    case "taken_over":
+      endCall("This call continued in another tab or window.");
+      break;
+    case "token":
+      onToken(takePending(msg), msg);
+      break;
+    case "resumed":
+      onResumed(takePending(msg), msg);
+      break;
+    case "ok":
+    case "pong":
+      takePending(msg);
+      break;
+    case "error":
+      onError(takePending(msg), msg);
+      break;
+    default:
+      console.warn("lobby: unknown message type", msg.type);
+  }
+}
+
+function onWelcome(msg) {
+  if (msg.user) Object.assign(me, msg.user);
+  rooms.reset(msg.rooms);
+  render();
+  const saved = loadResume();
+  if (!saved) return;
+  // After a reload there is no call yet: ask for a token. After a socket blip
+  // the call is still up: only take the participant back.
+  const wantToken = !call.live;
+  if (wantToken) {
+    current = { room: saved.room, participant: current?.participant ?? null };
+    showCall();
+    call.wait("Rejoining the call…");
+  }
+  request("resume", { key: saved.resume_key, token: wantToken });
+}
+
+function onToken(req, msg) {
+  if (!req || req.abandoned) return; // the user left before the join finished
+  view.setJoinBusy(false);
+  view.clearError();
+  saveResume(msg.resume_key, msg.room);
+  current = { room: msg.room, participant: msg.participant };
+  enterCall(msg.token);
+}
+
+function onResumed(req, msg) {
+  if (!req || req.abandoned) return;
+  current = { room: msg.room, participant: msg.participant };
+  const saved = loadResume();
+  if (saved) saveResume(saved.resume_key, msg.room);
+  if (msg.token) {
+    view.clearError();
+    enterCall(msg.token);
+  } else if (!call.live) {
+    showCall();
+    call.fail("The call did not get a new connection. Try again.");
+  } else {
+    render();
+  }
+}
+
+function onError(req, msg) {
+  if (req?.type === "join") view.setJoinBusy(false);
+  if (req?.abandoned) return;
+  if (msg.code === "resume_failed") {
+    endCall(msg.message);
+    return;
+  }
+  if (req?.type === "resume" && req.token && current) {
+    // The participant may still be ours (media_unavailable resumes anyway): stay in
+    // the call view and offer Retry.
+    showCall();
+    call.fail(msg.message);
+    return;
+  }
+  if (msg.code === "cancelled") return; // we asked for it with "leave"
+  view.showError(msg.message);
+}
+
+// --- actions ----------------------------------------------------------------
+
+function canPublish(role) {
+  return role === "PUBLISHER" || role === "MODERATOR";
+}
+
+function myRole() {
+  return current?.participant?.role ?? me.role;
+}
+
+function showCall() {
+  view.showCall(current.room, { subscriber: myRole() === "SUBSCRIBER" });
+  render();
+}
+
+function enterCall(token) {
+  showCall();
+  call.start({
+    token,
+    nickname: current.participant?.nickname ?? me.name,
+    publish: canPublish(myRole()),
+  });
+}
+
+/** Leave the call view locally; `message` explains why (none when the user chose to). */
+function endCall(message) {
+  for (const req of pending.values()) {
+    if (req.type === "join" || req.type === "resume") req.abandoned = true;
+  }
+  view.setJoinBusy(false);
+  clearResume();
+  current = null;
+  call.stop();
+  view.showLobby();
+  render();
+  if (message) view.showError(message);
+}
+
+function join(room) {
+  const nickname = view.readNickname();
+  if (!ROOM_PATTERN.test(room)) {
+    view.showError("Room names are 1 to 64 letters, digits, “_” or “-”.");
+    ui.roomInput.focus();
+    return;
+  }
+  if (!nickname || nickname.length > NICKNAME_MAX) {
+    view.showError("Enter a nickname of 1 to 40 characters.");
+    view.focusNickname();
+    return;
+  }
+  view.clearError();
+  if (request("join", { room, nickname }) !== null) view.setJoinBusy(true);
+}
+
+function leave() {
+  // Offline, the server drops the participant after its reconnect grace period.
+  if (current) request("leave", {}, { quiet: true });
+  endCall();
+}
+
+function retry() {
+  const saved = loadResume();
+  if (!saved) {
+    endCall("This call has ended.");
+    return;
+  }
+  if (request("resume", { key: saved.resume_key, token: true }) !== null) {
+    call.wait("Rejoining the call…");
+  }
+}
+
+function render() {
+  const selfId = current?.participant?.id;
+  view.renderRooms(rooms.list(), join, selfId);
+  const room = current ? rooms.get(current.room) : null;
+  view.renderCallParticipants(room?.participants ?? [], selfId);
+}
+
+// --- wiring -----------------------------------------------------------------
+
+const call = new Call(ui.videos, {
+  state: (state, message) => view.setCallState(state, message),
+  media: (media) => view.setMediaControls(media),
+  notice: (message) => view.showError(message),
+  playbackBlocked: (blocked) => {
+    ui.callPlay.hidden = !blocked;
+  },
+});
+
+const socket = connectSocket({
+  onMessage: handle,
+  onStatus: view.setConnection,
+  onClose: () => {
+    // Replies to requests in flight will never come on a new socket.
+    pending.clear();
+    view.setJoinBusy(false);
+  },
+  onStopped: () => view.showError("The server closed the connection. Reload the page to reconnect."),
+});
+
+ui.joinForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  join(view.readRoomName());
+});
+ui.leave.addEventListener("click", leave);
+ui.callRetry.addEventListener("click", retry);
+ui.callPlay.addEventListener("click", () => call.resumePlayback());
+ui.toggleCamera.addEventListener("click", () => call.toggleVideo());
+ui.toggleMic.addEventListener("click", () => call.toggleAudio());
+ui.logoutForm.addEventListener("submit", () => {
+  clearResume();
+  call.stop();
+});
+
+view.setMediaControls(null);
+render();
+
+// Read-only view of the state for browser tests and debugging.
+Object.defineProperty(window, "lobbyDebug", {
+  value: Object.freeze({
+    get rooms() {
+      return rooms.snapshot();
+    },
+    get current() {
+      return current ? structuredClone(current) : null;
+    },
+    get callState() {
+      return call.state;
+    },
+    get connection() {
+      return socket.status;
+    },
+    get pending() {
+      return pending.size;
+    },
+  }),
+});

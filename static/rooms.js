@@ -1,0 +1,51 @@
+// The lobby state: live rooms and their participants, no DOM.
+//
+// `welcome` replaces everything; `joined`, `left` and `room_closed` are applied
+// in the order the server sent them, so this always mirrors the server.
+
+export class Rooms {
+  /** @type {Map<string, {name: string, participants: object[]}>} in server order */
+  #rooms = new Map();
+
+  reset(rooms) {
+    this.#rooms = new Map();
+    for (const room of Array.isArray(rooms) ? rooms : []) {
+      if (room && typeof room.name === "string") {
+        this.#rooms.set(room.name, { name: room.name, participants: [...(room.participants ?? [])] });
+      }
+    }
+  }
+
+  add(roomName, participant) {
+    let room = this.#rooms.get(roomName);
+    if (!room) {
+      room = { name: roomName, participants: [] };
+      this.#rooms.set(roomName, room);
+    }
+    const i = room.participants.findIndex((p) => p.id === participant.id);
+    if (i === -1) room.participants.push(participant);
+    else room.participants[i] = participant;
+  }
+
+  remove(roomName, participantId) {
+    const room = this.#rooms.get(roomName);
+    if (room) room.participants = room.participants.filter((p) => p.id !== participantId);
+  }
+
+  close(roomName) {
+    this.#rooms.delete(roomName);
+  }
+
+  get(roomName) {
+    return this.#rooms.get(roomName);
+  }
+
+  /** Rooms with someone in them (an emptied room waits for its room_closed). */
+  list() {
+    return [...this.#rooms.values()].filter((room) => room.participants.length > 0);
+  }
+
+  snapshot() {
+    return structuredClone(this.list());
+  }
+}

@@ -1,0 +1,222 @@
+// DOM rendering. User text (room names, nicknames, user names) only ever goes
+// through textContent or setAttribute, never through HTML parsing.
+
+const $ = (id) => document.getElementById(id);
+
+const ui = {
+  badge: $("connection-state"),
+  error: $("error"),
+  errorDismiss: $("error-dismiss"),
+  lobby: $("lobby-view"),
+  lobbyTitle: $("lobby-title"),
+  joinForm: $("join-form"),
+  roomInput: $("room-input"),
+  nicknameInput: $("nickname-input"),
+  joinSubmit: $("join-submit"),
+  rooms: $("rooms"),
+  roomsEmpty: $("rooms-empty"),
+  roomCount: $("room-count"),
+  call: $("call"),
+  callTitle: $("call-title"),
+  callRoom: $("call-room"),
+  callStatus: $("call-status"),
+  subscriberNote: $("subscriber-note"),
+  callProblem: $("call-problem"),
+  callProblemText: $("call-problem-text"),
+  callRetry: $("call-retry"),
+  callPlay: $("call-play"),
+  videos: $("videos"),
+  callParticipants: $("call-participants"),
+  callCount: $("call-count"),
+  toggleCamera: $("toggle-camera"),
+  toggleMic: $("toggle-mic"),
+  leave: $("leave"),
+  logoutForm: $("logout-form"),
+};
+export { ui };
+
+/** Create an element; `text` is set as textContent. */
+export function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function people(n) {
+  return n === 1 ? "1 person" : `${n} people`;
+}
+
+// --- connection badge -------------------------------------------------------
+
+const BADGE_TEXT = { connected: "Connected", reconnecting: "Reconnecting…", offline: "Offline" };
+
+export function setConnection(status) {
+  ui.badge.dataset.state = status;
+  ui.badge.textContent = BADGE_TEXT[status] ?? status;
+}
+
+// --- error area -------------------------------------------------------------
+
+export function showError(message) {
+  ui.error.textContent = message || "Something went wrong.";
+  ui.errorDismiss.hidden = false;
+}
+
+export function clearError() {
+  ui.error.textContent = "";
+  ui.errorDismiss.hidden = true;
+}
+
+ui.errorDismiss.addEventListener("click", clearError);
+
+// --- lobby: join form and room cards -----------------------------------------
+
+let joinBusy = false;
+
+export function setJoinBusy(busy) {
+  joinBusy = busy;
+  ui.lobby.setAttribute("aria-busy", String(busy));
+  ui.joinSubmit.disabled = busy;
+  ui.joinSubmit.textContent = busy ? "Joining…" : "Join or create room";
+  for (const button of ui.rooms.querySelectorAll("button")) button.disabled = busy;
+}
+
+export function readNickname() {
+  return ui.nicknameInput.value.trim();
+}
+
+export function readRoomName() {
+  return ui.roomInput.value.trim();
+}
+
+export function focusNickname() {
+  ui.nicknameInput.focus();
+}
+
+/** @type {Map<string, HTMLElement>} room name -> card */
+const cards = new Map();
+
+/**
+ * Bring the room list in line with `rooms`, touching only what changed so that
+ * focus stays on a Join button and the live region announces only news.
+ */
+export function renderRooms(rooms, onJoin, selfId) {
+  const names = new Set(rooms.map((room) => room.name));
+  for (const [name, card] of cards) {
+    if (!names.has(name)) {
+      card.remove();
+      cards.delete(name);
+    }
+  }
+  rooms.forEach((room, index) => {
+    let card = cards.get(room.name);
+    if (!card) {
+      card = roomCard(room.name, onJoin);
+      cards.set(room.name, card);
+    }
+    placeAt(ui.rooms, card, index);
+    card.querySelector(".room-count").textContent = people(room.participants.length);
+    renderChips(card.querySelector(".chips"), room.participants, selfId);
+  });
+  ui.roomsEmpty.hidden = rooms.length > 0;
+  ui.roomCount.textContent = rooms.length ? `(${rooms.length})` : "";
+}
+
+function roomCard(name, onJoin) {
+  const card = el("li", "card room-card");
+  card.dataset.room = name;
+  const head = el("div", "room-head");
+  const title = el("h3", "room-name", name);
+  head.append(title, el("span", "room-count"));
+  const chips = el("ul", "chips");
+  chips.setAttribute("aria-label", `People in ${name}`);
+  const join = el("button", "btn btn-primary room-join", "Join");
+  join.type = "button";
+  join.setAttribute("aria-label", `Join ${name}`);
+  join.disabled = joinBusy;
+  join.addEventListener("click", () => onJoin(name));
+  card.append(head, chips, join);
+  return card;
+}
+
+// Move `node` to position `index` of `parent` only if it is not there already:
+// moving an element blurs whatever inside it had focus.
+function placeAt(parent, node, index) {
+  const current = parent.children[index];
+  if (current !== node) parent.insertBefore(node, current ?? null);
+}
+
+function renderChips(list, participants, selfId) {
+  const wanted = new Set(participants.map((p) => p.id));
+  for (const chip of [...list.children]) {
+    if (!wanted.has(chip.dataset.participant)) chip.remove();
+  }
+  participants.forEach((p, index) => {
+    let chip = [...list.children].find((c) => c.dataset.participant === p.id);
+    if (!chip) {
+      chip = el("li", "chip");
+      chip.dataset.participant = p.id;
+    }
+    fillChip(chip, p, p.id === selfId);
+    placeAt(list, chip, index);
+  });
+}
+
+// The chip's text is exactly "nickname (user)"; "you" and the viewer mark are
+// CSS-generated from data attributes (still read out by screen readers).
+function fillChip(chip, participant, isSelf) {
+  const text = `${participant.nickname} (${participant.user})`;
+  if (chip.textContent !== text) chip.textContent = text; // unchanged: keep the live region quiet
+  chip.dataset.role = participant.role;
+  chip.toggleAttribute("data-self", isSelf);
+}
+
+// --- views ------------------------------------------------------------------
+
+export function showLobby() {
+  const wasInCall = !ui.call.hidden;
+  ui.call.hidden = true;
+  ui.lobby.hidden = false;
+  document.title = "Lobby";
+  if (wasInCall) ui.lobbyTitle.focus();
+}
+
+export function showCall(roomName, { subscriber }) {
+  const wasInLobby = ui.call.hidden;
+  ui.callRoom.textContent = roomName;
+  ui.subscriberNote.hidden = !subscriber;
+  ui.lobby.hidden = true;
+  ui.call.hidden = false;
+  document.title = `${roomName} · Lobby`;
+  if (wasInLobby) ui.callTitle.focus();
+}
+
+const CALL_STATUS = {
+  idle: "",
+  connecting: "Connecting to the call…",
+  connected: "Connected",
+  error: "",
+};
+
+/** Call view state: idle | connecting | connected | error (with a message and Retry). */
+export function setCallState(state, message = "") {
+  ui.call.dataset.state = state;
+  ui.callStatus.textContent = state === "error" ? "" : message || CALL_STATUS[state] || "";
+  ui.callProblem.hidden = state !== "error";
+  ui.callProblemText.textContent = state === "error" ? message || "The call could not connect." : "";
+}
+
+/** Camera and microphone buttons; `null` hides them (nothing is published). */
+export function setMediaControls(media) {
+  ui.toggleCamera.hidden = !media;
+  ui.toggleMic.hidden = !media;
+  if (!media) return;
+  ui.toggleCamera.textContent = media.video ? "Turn camera off" : "Turn camera on";
+  ui.toggleMic.textContent = media.audio ? "Mute microphone" : "Unmute microphone";
+}
+
+export function renderCallParticipants(participants, selfId) {
+  renderChips(ui.callParticipants, participants, selfId);
+  ui.callCount.textContent = `(${participants.length})`;
+}

@@ -1,0 +1,396 @@
+"""A faithful OpenVidu 2.x stand-in: the REST API of /work/shared/openvidu-api.md over real HTTP.
+
+Served by a real uvicorn on loopback (`running_standin()`), so the client under
+test goes through its whole network stack. Status codes and bodies follow the
+server source, including its quirks: 409 and most 404s have EMPTY bodies, and
+connection operations on a missing session answer 400, not 404.
+
+Test hooks are plain methods and attributes: `activate` (a browser joined with
+a token), `drop_session` (OpenVidu closed a session on its own), `on_request`
+(change the world at an exact point), `fault` (every API call answers a status,
+is `"slow"`, or is `"reset"` mid-response), `calls` and `wait_for`.
+The openvidu-browser JSON-RPC WebSocket at `/openvidu` will be added next to
+the REST routes in `_routes`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import re
+import secrets
+import socket
+import string
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+from http import HTTPStatus
+from typing import Any, Literal, TypeAlias
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Message, Receive, Scope, Send
+
+from tests.live import LiveServer
+
+API = "/openvidu/api"
+ROLES = ("PUBLISHER", "SUBSCRIBER", "MODERATOR")
+_CUSTOM_ID = re.compile(r"[a-zA-Z0-9_-]+")
+_BAD_CUSTOM_ID = (
+    "Some parameter is not valid. Parameter 'customSessionId' is wrong."
+    " Must be an alphanumeric string [a-zA-Z0-9_-]"
+)
+Fault: TypeAlias = int | Literal["slow", "reset"] | None
+
+
+def _id(prefix: str, length: int) -> str:
+    """OpenVidu's identifiers: prefix + 1 uppercase letter + `length` alphanumerics."""
+    alnum = string.ascii_letters + string.digits
+    first = secrets.choice(string.ascii_uppercase)
+    return prefix + first + "".join(secrets.choice(alnum) for _ in range(length))
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    method: str
+    path: str
+    json: Any  # the parsed request body, None when absent or not JSON
+    status: int | None  # None: the client went away before an answer
+
+
+@dataclass(slots=True)
+class Connection:
+    id: str
+    session_id: str
+    role: str
+    server_data: str
+    record: bool
+    token: str
+    created_at: int = field(default_factory=_now_ms)
+    active_at: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """`Token.toJsonAsParticipant` when pending, `Participant.toJson` when active."""
+        active = self.active_at is not None
+        # OpenVidu's keys, in its order, read better as a packed table.
+        # fmt: off
+        return {
+            "id": self.id, "object": "connection", "status": "active" if active else "pending",
+            "connectionId": self.id, "sessionId": self.session_id, "createdAt": self.created_at,
+            "type": "WEBRTC", "record": self.record, "role": self.role, "kurentoOptions": None,
+            "customIceServers": [], "rtspUri": None, "adaptativeBitrate": None,
+            "onlyPlayWithSubscribers": None, "networkCache": None,
+            "serverData": self.server_data, "token": self.token, "activeAt": self.active_at,
+            "location": "unknown" if active else None, "ip": "127.0.0.1" if active else None,
+            "platform": "Chrome 120.0 on Linux 64-bit" if active else None,
+            "clientData": "" if active else None,
+            "publishers": [] if active else None, "subscribers": [] if active else None,
+        }
+        # fmt: on
+
+
+@dataclass(slots=True)
+class Session:
+    id: str
+    custom_session_id: str
+    created_at: int = field(default_factory=_now_ms)
+    connections: dict[str, Connection] = field(default_factory=dict)
+
+    def to_json(self, *, pending: bool) -> dict[str, Any]:
+        """`Session.toJson`; `pending` also lists connections nobody joined with yet."""
+        shown = [
+            c.to_json() for c in self.connections.values() if pending or c.active_at is not None
+        ]
+        # OpenVidu's keys, in its order, read better as a packed table.
+        # fmt: off
+        return {
+            "id": self.id, "object": "session", "sessionId": self.id,
+            "createdAt": self.created_at, "recording": False, "broadcasting": False,
+            "mediaMode": "ROUTED", "recordingMode": "MANUAL",
+            "defaultRecordingProperties": {
+                "name": "", "hasAudio": True, "hasVideo": True, "outputMode": "COMPOSED",
+                "recordingLayout": "BEST_FIT", "resolution": "1280x720", "frameRate": 25,
+                "shmSize": 536870912,
+            },
+            "customSessionId": self.custom_session_id,
+            "forcedVideoCodec": "MEDIA_SERVER_PREFERRED", "allowTranscoding": False,
+            "connections": {"numberOfElements": len(shown), "content": shown},
+        }
+        # fmt: on
+
+
+class _Reset(Exception):
+    """Raised after the response started: uvicorn then drops the connection mid-body."""
+
+
+class _QuietReset(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], _Reset))
+
+
+async def _reset_midway(send: Send) -> None:
+    """Promise 100 bytes of JSON, send 12, then make uvicorn drop the connection."""
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"100")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b'{"id": "con_', "more_body": True})
+    raise _Reset
+
+
+def _empty(status: int) -> Response:
+    return Response(status_code=status)
+
+
+def _error(status: int, message: str, path: str) -> JSONResponse:
+    """`SessionRestController.generateErrorResponse`."""
+    error = HTTPStatus(status).phrase
+    body = {"timestamp": _now_ms(), "status": status, "error": error, "message": message}
+    return JSONResponse({**body, "path": path}, status_code=status)
+
+
+async def _read_body(receive: Receive) -> bytes:
+    body, more = b"", True
+    while more:
+        message = await receive()
+        body, more = body + message.get("body", b""), message.get("more_body", False)
+    return body
+
+
+async def _json_body(request: Request) -> Any:
+    raw = await request.body()
+    return json.loads(raw) if raw.strip() else {}
+
+
+class OpenViduStandin:
+    """The stand-in server as an ASGI app; `url` is set once it is served."""
+
+    def __init__(self, secret: str = "MY_SECRET") -> None:
+        credentials = base64.b64encode(f"OPENVIDUAPP:{secret}".encode()).decode()
+        self._authorization = f"Basic {credentials}"
+        self.url = ""
+        self.sessions: dict[str, Session] = {}
+        self.calls: list[Call] = []
+        self.fault: Fault = None
+        self.delay = 1.0
+        self.on_request: Callable[[str, str], None] | None = None
+        self._changed = asyncio.Condition()
+        self._app = Starlette(routes=self._routes())
+
+    def _routes(self) -> list[Route]:
+        s = f"{API}/sessions"
+        return [
+            Route(s, self.create_session, methods=["POST"]),
+            Route(s, self.list_sessions, methods=["GET"]),
+            Route(s + "/{sid}", self.get_session, methods=["GET"]),
+            Route(s + "/{sid}", self.delete_session, methods=["DELETE"]),
+            Route(s + "/{sid}/connection", self.create_connection, methods=["POST"]),
+            Route(s + "/{sid}/connection/{cid}", self.get_connection, methods=["GET"]),
+            Route(s + "/{sid}/connection/{cid}", self.delete_connection, methods=["DELETE"]),
+        ]
+
+    # -- test hooks ---------------------------------------------------------------
+
+    def activate(self, session_id: str, connection_id: str) -> None:
+        """A browser joined with this connection's token."""
+        self.sessions[session_id].connections[connection_id].active_at = _now_ms()
+
+    def drop_session(self, session_id: str) -> None:
+        """OpenVidu closed the session on its own (e.g. its last participant left)."""
+        del self.sessions[session_id]
+
+    def leave(self, session_id: str, connection_id: str) -> None:
+        """A connection ends; the session closes when its last active participant leaves."""
+        session = self.sessions[session_id]
+        gone = session.connections.pop(connection_id)
+        still_active = any(c.active_at is not None for c in session.connections.values())
+        if gone.active_at is not None and not still_active:
+            del self.sessions[session_id]
+
+    # A `timeout` argument (rather than asyncio.timeout at each call site) keeps tests short.
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+        """Wait until `predicate()` holds; it is re-checked after every recorded call."""
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(predicate)
+
+    # -- ASGI: auth, faults and the call log wrap the Starlette routes ------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(API):
+            await self._app(scope, receive, send)
+            return
+        body = await _read_body(receive)  # first, so the call log can show it
+        unread = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def replay() -> Message:
+            return unread.pop() if unread else await receive()
+
+        call = Call(scope["method"], scope["path"], _parse(body), None)
+        recorded = False
+
+        async def recording_send(message: Message) -> None:
+            nonlocal call, recorded
+            if message["type"] == "http.response.start":
+                call = replace(call, status=message["status"])
+            elif not message.get("more_body"):
+                # Record before the last byte goes out: once a client has its answer,
+                # `calls` already shows the request, so tests can assert right away.
+                recorded = True
+                await self._record(call)
+            await send(message)
+
+        try:
+            await self._answer(scope, replay, recording_send, hangup=receive)
+        finally:
+            if not recorded:  # the client hung up, or the response was cut off
+                await self._record(call)
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send, *, hangup: Receive) -> None:
+        if self.on_request is not None:
+            self.on_request(scope["method"], scope["path"])
+        if isinstance(self.fault, int):
+            injected = _error(self.fault, "Fault injected by the test", scope["path"])
+            await injected(scope, receive, send)
+            return
+        if self.fault == "slow" and not await self._slept_while_connected(hangup):
+            return
+        if self.fault == "reset":
+            await _reset_midway(send)
+        authorization = dict(scope["headers"]).get(b"authorization", b"").decode()
+        if authorization != self._authorization:  # Spring Security's answer, body unverified
+            challenge = {"WWW-Authenticate": 'Basic realm="OpenVidu"'}
+            await Response(status_code=401, headers=challenge)(scope, receive, send)
+            return
+        await self._app(scope, receive, send)
+
+    async def _slept_while_connected(self, hangup: Receive) -> bool:
+        """Sleep `delay` seconds; False when the client hangs up first (nothing is done).
+
+        `hangup` is the raw ASGI receive: the body is already read, so its next
+        message can only be `http.disconnect`.
+        """
+        disconnect = asyncio.ensure_future(hangup())
+        try:
+            done, _ = await asyncio.wait([disconnect], timeout=self.delay)
+        finally:
+            disconnect.cancel()
+        return not done
+
+    async def _record(self, call: Call) -> None:
+        self.calls.append(call)
+        async with self._changed:
+            self._changed.notify_all()
+
+    # -- REST handlers (openvidu-server SessionRestController) -----------------------
+
+    async def create_session(self, request: Request) -> Response:
+        path = request.url.path
+        try:
+            params = await _json_body(request)
+        except ValueError:
+            return _error(400, "Request body is not valid JSON", path)
+        custom = params.get("customSessionId", "") if isinstance(params, dict) else None
+        if not isinstance(custom, str):
+            return _error(400, "Type error in some parameter: customSessionId", path)
+        if custom and not _CUSTOM_ID.fullmatch(custom):
+            return _error(400, _BAD_CUSTOM_ID, path)
+        if custom in self.sessions:
+            return _empty(409)
+        session = Session(id=custom or _id("ses_", 9), custom_session_id=custom)
+        self.sessions[session.id] = session
+        return JSONResponse(session.to_json(pending=False))
+
+    async def list_sessions(self, request: Request) -> Response:
+        pending = request.query_params.get("pendingConnections") == "true"
+        content = [s.to_json(pending=pending) for s in self.sessions.values()]
+        return JSONResponse({"numberOfElements": len(content), "content": content})
+
+    async def get_session(self, request: Request) -> Response:
+        session = self.sessions.get(request.path_params["sid"])
+        if session is None:
+            return _empty(404)
+        pending = request.query_params.get("pendingConnections") == "true"
+        return JSONResponse(session.to_json(pending=pending))
+
+    async def delete_session(self, request: Request) -> Response:
+        closed = self.sessions.pop(request.path_params["sid"], None)
+        return _empty(404 if closed is None else 204)
+
+    async def create_connection(self, request: Request) -> Response:
+        path = request.url.path
+        session = self.sessions.get(request.path_params["sid"])
+        if session is None:
+            return _empty(404)
+        try:
+            params = await _json_body(request)
+        except ValueError:
+            return _error(400, "Request body is not valid JSON", path)
+        if not isinstance(params, dict):
+            return _error(400, "Type error in some parameter", path)
+        kind, role = params.get("type", "WEBRTC"), params.get("role", "PUBLISHER")
+        data, record = params.get("data", ""), params.get("record", True)
+        if not all(isinstance(v, str) for v in (kind, role, data)) or not isinstance(record, bool):
+            return _error(400, "Type error in some parameter", path)
+        if kind != "WEBRTC":  # IPCAM needs a media server; the stand-in only does WebRTC
+            return _error(400, f"Parameter 'type' {kind} is not supported by the stand-in", path)
+        if role not in ROLES:
+            return _error(400, f"Parameter 'role' {role} is not defined", path)
+        ws_url = self.url.replace("http", "ws", 1)
+        token = f"{ws_url}?sessionId={session.id}&token={_id('tok_', 15)}"
+        connection = Connection(_id("con_", 9), session.id, role, data, record, token)
+        session.connections[connection.id] = connection
+        return JSONResponse(connection.to_json())
+
+    async def get_connection(self, request: Request) -> Response:
+        session = self.sessions.get(request.path_params["sid"])
+        if session is None:
+            return _empty(400)
+        connection = session.connections.get(request.path_params["cid"])
+        return _empty(404) if connection is None else JSONResponse(connection.to_json())
+
+    async def delete_connection(self, request: Request) -> Response:
+        sid, cid = request.path_params["sid"], request.path_params["cid"]
+        session = self.sessions.get(sid)
+        if session is None:
+            return _empty(400)
+        if cid not in session.connections:
+            return _empty(404)
+        self.leave(sid, cid)
+        return _empty(204)
+
+
+def _parse(body: bytes) -> Any:
+    try:
+        return json.loads(body) if body else None
+    except ValueError:
+        return None
+
+
+def closed_port_url() -> str:
+    """An http URL where nothing listens: OpenVidu is down."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+@asynccontextmanager
+async def running_standin(secret: str = "MY_SECRET") -> AsyncIterator[OpenViduStandin]:
+    """Serve a fresh stand-in on a free loopback port; `.url` is its base URL."""
+    standin = OpenViduStandin(secret)
+    quiet = _QuietReset()
+    uvicorn_errors = logging.getLogger("uvicorn.error")
+    uvicorn_errors.addFilter(quiet)
+    try:
+        async with LiveServer(standin) as server:
+            standin.url = server.http
+            yield standin
+    finally:
+        uvicorn_errors.removeFilter(quiet)

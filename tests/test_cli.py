@@ -1,0 +1,282 @@
+"""The `lobby` command, run in-process (and once as a real subprocess)."""
+
+from __future__ import annotations
+
+import getpass
+import io
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import lobby
+from lobby.cli import database_path, main
+from lobby.config import Settings
+from lobby.db import connect
+from lobby.sessions import SessionStore
+from lobby.users import User, UserStore
+
+SECRETS = ("LOBBY_SECRET_KEY", "OPENVIDU_SECRET", "LOBBY_DEMO", "LOBBY_HOST", "LOBBY_PORT")
+
+
+@pytest.fixture
+def database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh LOBBY_DATABASE, and no secrets: `users` commands must not need them."""
+    path = str(tmp_path / "lobby.sqlite3")
+    monkeypatch.setenv("LOBBY_DATABASE", path)
+    for name in SECRETS:
+        monkeypatch.delenv(name, raising=False)
+    return path
+
+
+def stdin(monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO(text))
+
+
+def prompts(monkeypatch: pytest.MonkeyPatch, *answers: str) -> list[str]:
+    """Answer getpass prompts in order; returns the prompts seen."""
+    seen: list[str] = []
+    replies: Iterator[str] = iter(answers)
+
+    def fake_getpass(prompt: str = "Password: ", stream: object = None) -> str:
+        seen.append(prompt)
+        return next(replies)
+
+    monkeypatch.setattr(getpass, "getpass", fake_getpass)
+    return seen
+
+
+def no_prompts(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(prompt: str = "", stream: object = None) -> str:
+        raise AssertionError("should not prompt")
+
+    monkeypatch.setattr(getpass, "getpass", fail)
+
+
+def verify(path: str, name: str, password: str) -> User | None:
+    db = connect(path)
+    try:
+        return UserStore(db).verify(name, password)
+    finally:
+        db.close()
+
+
+# --- users add ----------------------------------------------------------------------------
+
+
+def test_add_with_password_stdin(
+    database: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stdin(monkeypatch, "s3cret\n")
+    assert main(["users", "add", "alice", "--role", "publisher", "--password-stdin"]) == 0
+    assert "added alice (PUBLISHER)" in capsys.readouterr().out
+    assert verify(database, "alice", "s3cret") == User("alice", "PUBLISHER")
+
+
+def test_add_prompts_twice(database: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = prompts(monkeypatch, "s3cret", "s3cret")
+    assert main(["users", "add", "mod", "--role", "MODERATOR"]) == 0
+    assert len(seen) == 2
+    assert verify(database, "mod", "s3cret") == User("mod", "MODERATOR")
+
+
+def test_add_refuses_mismatched_passwords(
+    database: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prompts(monkeypatch, "one", "two")
+    assert main(["users", "add", "alice", "--role", "PUBLISHER"]) == 1
+    assert "passwords do not match" in capsys.readouterr().err
+    assert main(["users", "list"]) == 0
+    assert "alice" not in capsys.readouterr().out
+
+
+def test_add_refuses_duplicate_before_prompting(
+    database: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stdin(monkeypatch, "first\n")
+    main(["users", "add", "alice", "--role", "PUBLISHER", "--password-stdin"])
+    no_prompts(monkeypatch)
+    assert main(["users", "add", "alice", "--role", "MODERATOR"]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert verify(database, "alice", "first") == User("alice", "PUBLISHER")
+
+
+def test_add_refuses_bad_name_before_prompting(
+    database: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    no_prompts(monkeypatch)
+    assert main(["users", "add", "no spaces", "--role", "PUBLISHER"]) == 1
+    assert "must be 1 to 32" in capsys.readouterr().err
+
+
+def test_add_refuses_bad_role(database: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["users", "add", "alice", "--role", "ADMIN", "--password-stdin"])
+    assert exited.value.code == 2
+    assert "invalid choice: 'ADMIN'" in capsys.readouterr().err
+
+
+def test_add_refuses_empty_password(
+    database: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stdin(monkeypatch, "\n")
+    assert main(["users", "add", "alice", "--role", "PUBLISHER", "--password-stdin"]) == 1
+    assert "must not be empty" in capsys.readouterr().err
+
+
+def test_end_of_input_at_the_prompt(
+    database: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def eof(prompt: str = "", stream: object = None) -> str:
+        raise EOFError
+
+    monkeypatch.setattr(getpass, "getpass", eof)
+    assert main(["users", "add", "alice", "--role", "PUBLISHER"]) == 1
+    assert "no password given" in capsys.readouterr().err
+
+
+def test_interrupt_at_the_prompt_exits_130(database: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupt(prompt: str = "", stream: object = None) -> str:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(getpass, "getpass", interrupt)
+    assert main(["users", "add", "alice", "--role", "PUBLISHER"]) == 130
+
+
+# --- users list / remove / passwd ---------------------------------------------------------
+
+
+def test_list_shows_name_role_and_demo_flag(
+    database: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["users", "list"]) == 0
+    assert "no users yet" in capsys.readouterr().err
+    db = connect(database)
+    users = UserStore(db)
+    users.ensure_demo_users()
+    db.close()
+
+    assert main(["users", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["NAME", "ROLE", "DEMO"]
+    assert [line.split() for line in lines[1:]] == [
+        ["publisher1", "PUBLISHER", "yes"],
+        ["publisher2", "PUBLISHER", "yes"],
+        ["subscriber", "SUBSCRIBER", "yes"],
+    ]
+
+
+def test_remove(
+    database: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stdin(monkeypatch, "pw\n")
+    main(["users", "add", "alice", "--role", "PUBLISHER", "--password-stdin"])
+    assert main(["users", "remove", "alice"]) == 0
+    assert "removed alice" in capsys.readouterr().out
+    assert main(["users", "remove", "alice"]) == 1
+    assert "no user named 'alice'" in capsys.readouterr().err
+
+
+def test_passwd_changes_password_and_ends_sessions(
+    database: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stdin(monkeypatch, "old\n")
+    main(["users", "add", "alice", "--role", "PUBLISHER", "--password-stdin"])
+    db = connect(database)
+    session = SessionStore(db, ttl=60).create("alice")
+
+    stdin(monkeypatch, "new\r\n")
+    assert main(["users", "passwd", "alice", "--password-stdin"]) == 0
+    assert "changed the password of alice" in capsys.readouterr().out
+    assert SessionStore(db, ttl=60).get(session) is None
+    db.close()
+    assert verify(database, "alice", "old") is None
+    assert verify(database, "alice", "new") == User("alice", "PUBLISHER")
+
+
+def test_passwd_unknown_user_does_not_prompt(
+    database: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    no_prompts(monkeypatch)
+    assert main(["users", "passwd", "nobody"]) == 1
+    assert "no user named 'nobody'" in capsys.readouterr().err
+
+
+def test_unusable_database_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("LOBBY_DATABASE", str(tmp_path / "missing" / "lobby.sqlite3"))
+    assert main(["users", "list"]) == 1
+    assert "cannot use the database" in capsys.readouterr().err
+
+
+def test_database_path_defaults_to_the_documented_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LOBBY_DATABASE", raising=False)
+    assert database_path() == "lobby.sqlite3"
+
+
+# --- serve --------------------------------------------------------------------------------
+
+
+def test_serve_without_secrets_is_a_config_error(
+    database: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    started: list[Settings] = []
+    assert main(["serve"], serve=started.append) == 2
+    assert "OPENVIDU_SECRET is required" in capsys.readouterr().err
+    assert started == []
+
+
+def test_serve_demo_with_host_and_port(database: str) -> None:
+    started: list[Settings] = []
+    assert main(["serve", "--demo", "--host", "0.0.0.0", "--port", "0"], serve=started.append) == 0
+    [settings] = started
+    assert (settings.demo, settings.host, settings.port) == (True, "0.0.0.0", 0)
+    assert settings.database == database
+
+
+def test_serve_takes_the_environment_without_flags(
+    database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENVIDU_SECRET", "openvidu-secret")
+    monkeypatch.setenv("LOBBY_SECRET_KEY", "k" * 32)
+    monkeypatch.setenv("LOBBY_PORT", "8080")
+    started: list[Settings] = []
+    assert main(["serve"], serve=started.append) == 0
+    [settings] = started
+    assert (settings.demo, settings.host, settings.port) == (False, "127.0.0.1", 8080)
+
+
+def test_serve_refuses_a_bad_port(database: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--port", "70000"], serve=lambda settings: None)
+    assert exited.value.code == 2
+    assert "not a port number" in capsys.readouterr().err
+
+
+# --- the installed command ----------------------------------------------------------------
+
+
+def test_entry_point_in_a_real_process(database: str) -> None:
+    script = Path(sys.executable).with_name("lobby")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "lobby"]
+    env = {k: v for k, v in os.environ.items() if k not in SECRETS}
+    # The checkout itself on the path: the script must work even where the
+    # editable install's .pth is missing (then only the wiring is under test).
+    root = str(Path(lobby.__file__).parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+
+    def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*command, *args], input=stdin, env=env, capture_output=True, text=True, timeout=60
+        )
+
+    added = run("users", "add", "carol", "--role", "subscriber", "--password-stdin", stdin="pw\n")
+    assert added.returncode == 0, added.stderr
+    listed = run("users", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines()[1].split() == ["carol", "SUBSCRIBER", "no"]
+    assert verify(database, "carol", "pw") == User("carol", "SUBSCRIBER")

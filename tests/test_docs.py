@@ -1,0 +1,122 @@
+"""Docs that must stay true: the README's settings table and the protocol contract."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from lobby import protocol
+from lobby.config import SETTINGS, ConfigError, Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+PROTOCOL = (ROOT / "docs" / "protocol.md").read_text()
+
+
+def section(text: str, heading: str) -> str:
+    start = text.index(heading)
+    end = text.find("\n## ", start + len(heading))
+    return text[start:] if end == -1 else text[start:end]
+
+
+@pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: s.name)
+def test_every_setting_is_in_the_readme_table(setting: object) -> None:
+    name = setting.name  # type: ignore[attr-defined]
+    assert re.search(rf"^\| `{name}` \|", README, re.MULTILINE), f"{name} missing from README"
+
+
+def test_the_readme_table_lists_no_unknown_setting() -> None:
+    listed = set(re.findall(r"^\| `([A-Z_]+)` \|", README, re.MULTILINE))
+    assert listed == {s.name for s in SETTINGS}
+
+
+def test_readme_starts_with_the_two_commands() -> None:
+    quick = section(README, "## Quick start")
+    assert "make run" in quick
+    assert "make test" in quick
+    assert README.index("## Quick start") < README.index("## Configuration")
+
+
+@pytest.mark.parametrize(
+    ("heading", "types"),
+    [("## Client → server", protocol.CLIENT_TYPES), ("## Server → client", protocol.SERVER_TYPES)],
+)
+def test_every_message_type_is_documented_and_no_other(
+    heading: str, types: tuple[str, ...]
+) -> None:
+    documented = re.findall(r"^### `(\w+)`", section(PROTOCOL, heading), re.MULTILINE)
+    assert sorted(documented) == sorted(types)
+
+
+def test_every_error_code_is_documented_and_no_other() -> None:
+    table = section(PROTOCOL, "### `error`")
+    documented = re.findall(r"^\| `(\w+)` \|", table, re.MULTILINE)
+    assert sorted(documented) == sorted(protocol.ERROR_CODES)
+
+
+def test_every_close_code_is_documented_and_no_other() -> None:
+    table = section(PROTOCOL, "## Close codes")
+    documented = [int(c) for c in re.findall(r"^\| (\d{4}) \|", table, re.MULTILINE)]
+    assert sorted(documented) == sorted(protocol.CLOSE_CODES)
+
+
+def test_documented_limits_match_the_code() -> None:
+    assert f"**{Settings().max_frame_bytes} bytes**" in PROTOCOL
+    assert f"up to {protocol.MAX_REF_LENGTH} characters" in PROTOCOL
+    assert f"1\u2013{protocol.MAX_NICKNAME} printable characters" in PROTOCOL  # an en dash
+
+
+# Settings from the environment
+
+
+def test_defaults_in_demo_mode_need_no_environment() -> None:
+    settings = Settings.from_env({}, demo=True)
+    assert settings.demo
+    assert settings.openvidu_url == "http://localhost:4443"
+    assert settings.reconnect_grace == 10
+    assert settings.port == 5000
+    assert len(settings.secret_key) >= 16
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({}, "OPENVIDU_SECRET is required"),
+        ({"OPENVIDU_SECRET": "s"}, "LOBBY_SECRET_KEY is required"),
+        ({"OPENVIDU_SECRET": "s", "LOBBY_SECRET_KEY": "short"}, "at least 16"),
+        ({"LOBBY_DEMO": "maybe"}, "LOBBY_DEMO must be true or false"),
+        ({"LOBBY_DEMO": "1", "LOBBY_RECONNECT_GRACE": "soon"}, "must be a number"),
+        ({"LOBBY_DEMO": "1", "LOBBY_RECONNECT_GRACE": "-1"}, "at least 0"),
+        ({"LOBBY_DEMO": "1", "OPENVIDU_URL": "localhost:4443"}, "must start with http"),
+        ({"LOBBY_DEMO": "1", "LOBBY_LOG_LEVEL": "loud"}, "LOBBY_LOG_LEVEL"),
+    ],
+)
+def test_bad_or_missing_settings_name_the_setting(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env(env)
+
+
+def test_production_settings_from_the_environment() -> None:
+    settings = Settings.from_env(
+        {
+            "OPENVIDU_URL": "https://ov.example.com/",
+            "OPENVIDU_SECRET": "s3cret",
+            "OPENVIDU_VERIFY_TLS": "false",
+            "OPENVIDU_CA_FILE": "/etc/ca.pem",
+            "LOBBY_SECRET_KEY": "k" * 32,
+            "LOBBY_ALLOWED_ORIGINS": "https://a.example, https://b.example/",
+            "LOBBY_RECONNECT_GRACE": "2.5",
+            "LOBBY_PING_INTERVAL": "7",
+            "LOBBY_PING_TIMEOUT": "3",
+        }
+    )
+    assert not settings.demo
+    assert settings.openvidu_url == "https://ov.example.com"
+    assert settings.openvidu_verify_tls is False
+    assert settings.openvidu_ca_file == "/etc/ca.pem"
+    assert settings.allowed_origins == ("https://a.example", "https://b.example")
+    assert (settings.reconnect_grace, settings.ping_interval, settings.ping_timeout) == (2.5, 7, 3)
+    assert "s3cret" not in repr(settings)
+    assert "k" * 32 not in repr(settings)

@@ -1,0 +1,151 @@
+"""The presence rules, without sockets or servers."""
+
+from __future__ import annotations
+
+import pytest
+
+from lobby.presence import Joined, Left, Outcome, Participant, Presence, RoomClosed
+
+
+def person(pid: str, user: str = "alice") -> Participant:
+    return Participant(pid, user, user.title(), "PUBLISHER")
+
+
+def snapshot(presence: Presence[str]) -> dict[str, list[str]]:
+    return {room: [p.id for p in people] for room, people in presence.rooms()}
+
+
+def test_join_announces_and_lists_the_participant() -> None:
+    presence: Presence[str] = Presence()
+    outcome = presence.join("s1", person("p1"), "A", "k1", "g1")
+    assert outcome == Outcome(events=(Joined("A", person("p1")),))
+    assert snapshot(presence) == {"A": ["p1"]}
+    member = presence.member_of("s1")
+    assert member is not None
+    assert member.grant == "g1"
+    assert member.room == "A"
+
+
+def test_rooms_list_participants_in_join_order() -> None:
+    presence: Presence[str] = Presence()
+    presence.join("s1", person("p1"), "A", "k1", "g1")
+    presence.join("s2", person("p2", "bob"), "A", "k2", "g2")
+    presence.join("s3", person("p3"), "B", "k3", "g3")
+    assert snapshot(presence) == {"A": ["p1", "p2"], "B": ["p3"]}
+
+
+def test_leave_of_the_last_participant_closes_the_room_and_revokes() -> None:
+    presence: Presence[str] = Presence()
+    presence.join("s1", person("p1"), "A", "k1", "g1")
+    outcome = presence.leave("s1")
+    assert outcome.events == (Left("A", person("p1"), "left"), RoomClosed("A"))
+    assert outcome.revoke == ("g1",)
+    assert outcome.close_rooms == ("A",)
+    assert snapshot(presence) == {}
+    assert len(presence) == 0
+    assert presence.by_key("k1") is None
+
+
+def test_leave_keeps_a_room_with_others_open() -> None:
+    presence: Presence[str] = Presence()
+    presence.join("s1", person("p1"), "A", "k1", "g1")
+    presence.join("s2", person("p2"), "A", "k2", "g2")
+    outcome = presence.leave("s1")
+    assert outcome.events == (Left("A", person("p1"), "left"),)
+    assert outcome.close_rooms == ()
+    assert snapshot(presence) == {"A": ["p2"]}
+
+
+def test_leave_without_a_participant_changes_nothing() -> None:
+    presence: Presence[str] = Presence()
+    assert presence.leave("nobody") == Outcome()
+
+
+def test_joining_another_room_switches_in_one_step() -> None:
+    presence: Presence[str] = Presence()
+    presence.join("s1", person("p1"), "A", "k1", "g1")
+    outcome = presence.join("s1", person("p2"), "B", "k2", "g2")
+    assert outcome.events == (
+        Left("A", person("p1"), "switched"),
+        RoomClosed("A"),
+        Joined("B", person("p2")),
+    )
+    assert outcome.revoke == ("g1",)
+    assert outcome.close_rooms == ("A",)
+    assert snapshot(presence) == {"B": ["p2"]}
+
+
+def test_ids_and_keys_must_be_new() -> None:
+    presence: Presence[str] = Presence()
+    presence.join("s1", person("p1"), "A", "k1", "g1")
+    with pytest.raises(ValueError, match="new"):
+        presence.join("s2", person("p1"), "A", "k9", "g9")
+    with pytest.raises(ValueError, match="new"):
+        presence.join("s2", person("p9"), "A", "k1", "g9")
+
+
+def test_a_disconnected_participant_stays_listed_until_it_expires() -> None:
+    presence: Presence[str] = Presence()
+    presence.join("s1", person("p1"), "A", "k1", "g1")
+    member = presence.disconnect("s1")
+    assert member is not None
+    assert member.away
+    assert snapshot(presence) == {"A": ["p1"]}
+    assert presence.member_of("s1") is None
+    outcome = presence.expire("p1")
+    assert outcome.events == (Left("A", person("p1"), "disconnected"), RoomClosed("A"))
+    assert outcome.revoke == ("g1",)
+    assert snapshot(presence) == {}
+
+
+def test_disconnect_of_a_socket_without_participant_is_nothing() -> None:
+    presence: Presence[str] = Presence()
+    assert presence.disconnect("s1") is None
+
+
+def test_resume_within_grace_cancels_the_expiry() -> None:
+    presence: Presence[str] = Presence()
+    presence.join("s1", person("p1"), "A", "k1", "g1")
+    presence.disconnect("s1")
+    member = presence.by_key("k1")
+    assert member is not None
+    assert presence.resume("s2", member) is None
+    assert presence.expire("p1") == Outcome()  # the late timer finds it held again
+    assert presence.member_of("s2") is member
+    assert snapshot(presence) == {"A": ["p1"]}
+
+
+def test_resume_takes_a_participant_from_a_socket_that_still_holds_it() -> None:
+    presence: Presence[str] = Presence()
+    presence.join("s1", person("p1"), "A", "k1", "g1")
+    member = presence.by_key("k1")
+    assert member is not None
+    assert presence.resume("s2", member) == "s1"
+    assert presence.member_of("s1") is None
+    assert presence.member_of("s2") is member
+    assert presence.leave("s1") == Outcome()  # the old socket holds nothing any more
+
+
+def test_expire_of_an_unknown_participant_is_nothing() -> None:
+    presence: Presence[str] = Presence()
+    assert presence.expire("p404") == Outcome()
+
+
+def test_replace_grant_returns_the_stale_one() -> None:
+    presence: Presence[str] = Presence()
+    presence.join("s1", person("p1"), "A", "k1", "g1")
+    member = presence.member_of("s1")
+    assert member is not None
+    assert presence.replace_grant(member, "g2") == "g1"
+    assert presence.leave("s1").revoke == ("g2",)
+
+
+def test_lookups() -> None:
+    presence: Presence[str] = Presence()
+    presence.join("s1", person("p1"), "A", "k1", "g1")
+    assert presence.has_room("A")
+    assert not presence.has_room("B")
+    found = presence.member("p1")
+    assert found is not None
+    assert found.participant == person("p1")
+    assert presence.member("p2") is None

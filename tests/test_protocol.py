@@ -1,0 +1,158 @@
+"""The wire format: parsing client frames and rendering server frames."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+
+from lobby import protocol
+from lobby.presence import Joined, Left, Participant, RoomClosed
+from lobby.protocol import Join, Leave, Ping, ProtocolError, Resume, parse
+
+ALICE = Participant("p_1", "alice", "Alice", "PUBLISHER")
+
+
+@pytest.mark.parametrize(
+    ("frame", "expected"),
+    [
+        (
+            '{"type":"join","room":"A-b_9","nickname":"  Alice  ","ref":1}',
+            Join(1, "A-b_9", "Alice"),
+        ),
+        ('{"type":"leave"}', Leave(None)),
+        ('{"type":"leave","ref":"x"}', Leave("x")),
+        ('{"type":"resume","key":"k","ref":2.5}', Resume(2.5, "k", False)),
+        ('{"type":"resume","key":"k","token":true}', Resume(None, "k", True)),
+        ('{"type":"ping","ref":3}', Ping(3)),
+        (
+            '{"type":"join","room":"' + "R" * 64 + '","nickname":"' + "n" * 40 + '"}',
+            Join(None, "R" * 64, "n" * 40),
+        ),
+        (
+            '{"type":"join","room":"r","nickname":"<img src=x onerror=alert(1)>"}',
+            Join(None, "r", "<img src=x onerror=alert(1)>"),
+        ),
+        ('{"type":"join","room":"r","nickname":"Zoë 🎥"}', Join(None, "r", "Zoë 🎥")),
+    ],
+)
+def test_valid_requests(frame: str, expected: object) -> None:
+    assert parse(frame) == expected
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("not json", "bad_request"),
+        ("", "bad_request"),
+        ("[1,2]", "bad_request"),
+        ('"join"', "bad_request"),
+        ("null", "bad_request"),
+        ("[" * 3000 + "]" * 3000, "bad_request"),
+        ("{}", "bad_request"),
+        ('{"type":7}', "bad_request"),
+        ('{"type":"join","ref":{"a":1}}', "bad_request"),
+        ('{"type":"join","ref":true}', "bad_request"),
+        ('{"type":"join","ref":"' + "x" * 65 + '"}', "bad_request"),
+        ('{"type":"ping","ref":NaN}', "bad_request"),
+        ('{"type":"ping","ref":Infinity}', "bad_request"),
+        ('{"type":"dance"}', "unknown_type"),
+        ('{"type":"join","nickname":"a"}', "bad_request"),
+        ('{"type":"join","room":"a"}', "bad_request"),
+        ('{"type":"join","room":5,"nickname":"a"}', "bad_request"),
+        ('{"type":"join","room":"","nickname":"a"}', "invalid_room"),
+        ('{"type":"join","room":"a b","nickname":"a"}', "invalid_room"),
+        ('{"type":"join","room":"é","nickname":"a"}', "invalid_room"),
+        ('{"type":"join","room":"a/../b","nickname":"a"}', "invalid_room"),
+        ('{"type":"join","room":"' + "R" * 65 + '","nickname":"a"}', "invalid_room"),
+        ('{"type":"join","room":"a","nickname":"   "}', "invalid_nickname"),
+        ('{"type":"join","room":"a","nickname":""}', "invalid_nickname"),
+        ('{"type":"join","room":"a","nickname":"' + "n" * 41 + '"}', "invalid_nickname"),
+        ('{"type":"join","room":"a","nickname":"bell\\u0007"}', "invalid_nickname"),
+        ('{"type":"join","room":"a","nickname":"two\\nlines"}', "invalid_nickname"),
+        ('{"type":"resume"}', "bad_request"),
+        ('{"type":"resume","key":""}', "bad_request"),
+        ('{"type":"resume","key":"k","token":"yes"}', "bad_request"),
+    ],
+)
+def test_bad_requests_become_errors_never_exceptions(frame: str, code: str) -> None:
+    result = parse(frame)
+    assert isinstance(result, ProtocolError)
+    assert result.code == code
+    assert result.code in protocol.ERROR_CODES
+    assert result.message.endswith(".")
+
+
+def test_errors_echo_a_valid_ref() -> None:
+    result = parse('{"type":"join","room":"","nickname":"a","ref":"r1"}')
+    assert isinstance(result, ProtocolError)
+    assert result.ref == "r1"
+    rendered = json.loads(protocol.render_error(result))
+    assert rendered == {
+        "type": "error",
+        "ref": "r1",
+        "code": "invalid_room",
+        "message": result.message,
+    }
+
+
+def test_events_render_as_documented() -> None:
+    assert json.loads(protocol.render_event(Joined("A", ALICE))) == {
+        "type": "joined",
+        "room": "A",
+        "participant": {"id": "p_1", "user": "alice", "nickname": "Alice", "role": "PUBLISHER"},
+    }
+    left = json.loads(protocol.render_event(Left("A", ALICE, "disconnected")))
+    assert left["type"] == "left"
+    assert left["reason"] == "disconnected"
+    assert json.loads(protocol.render_event(RoomClosed("A"))) == {
+        "type": "room_closed",
+        "room": "A",
+    }
+
+
+def test_replies_render_as_documented() -> None:
+    welcome = json.loads(protocol.render_welcome("alice", "PUBLISHER", [("A", [ALICE])]))
+    assert welcome == {
+        "type": "welcome",
+        "user": {"name": "alice", "role": "PUBLISHER"},
+        "rooms": [{"name": "A", "participants": [protocol.participant_json(ALICE)]}],
+    }
+    token = json.loads(protocol.render_token(1, "A", "wss://x?token=t", ALICE, "key"))
+    assert token["type"] == "token"
+    assert token["resume_key"] == "key"
+    assert token["ref"] == 1
+    assert "token" not in json.loads(protocol.render_resumed(2, "A", ALICE, None))
+    assert json.loads(protocol.render_resumed(2, "A", ALICE, "t"))["token"] == "t"
+    assert json.loads(protocol.render_ok("r")) == {"type": "ok", "ref": "r"}
+    assert json.loads(protocol.render_pong(None)) == {"type": "pong", "ref": None}
+    assert json.loads(protocol.render_taken_over("A", ALICE))["type"] == "taken_over"
+
+
+def test_user_text_is_sent_as_raw_utf8_not_escaped_html() -> None:
+    who = Participant("p", "u", "<b>Zoë</b>", "PUBLISHER")
+    text = protocol.render_event(Joined("A", who))
+    assert "<b>Zoë</b>" in text  # JSON text; the page renders it with textContent
+
+
+@pytest.mark.parametrize("module", ["presence", "protocol"])
+def test_core_modules_import_no_framework_and_no_asyncio(module: str) -> None:
+    source = Path(protocol.__file__).with_name(f"{module}.py").read_text()
+    imported: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module.split(".")[0])
+    assert imported <= {
+        "__future__",
+        "collections",
+        "dataclasses",
+        "typing",
+        "json",
+        "math",
+        "re",
+        "lobby",
+    }, imported

@@ -1,0 +1,161 @@
+"""The pages: login, logout, lobby, health, and the headers and cookies on them."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.conftest import PASSWORD, Lobby, LobbyFactory, csrf_from
+
+
+async def login_form(http: httpx.AsyncClient) -> str:
+    page = await http.get("/")
+    assert page.status_code == 200
+    return csrf_from(page.text)
+
+
+async def test_login_page_has_the_form_fields(lobby: Lobby) -> None:
+    async with httpx.AsyncClient(base_url=lobby.http) as http:
+        page = await http.get("/")
+    assert page.status_code == 200
+    assert 'name="user"' in page.text
+    assert 'name="pass"' in page.text
+    assert csrf_from(page.text)
+    assert page.headers["content-type"].startswith("text/html")
+
+
+async def test_login_succeeds_with_a_session_cookie_and_a_redirect(lobby: Lobby) -> None:
+    async with httpx.AsyncClient(base_url=lobby.http) as http:
+        token = await login_form(http)
+        reply = await http.post(
+            "/login", data={"user": "alice", "pass": PASSWORD, "csrf_token": token}
+        )
+        assert reply.status_code == 303
+        assert reply.headers["location"] == "/lobby"
+        cookie = next(
+            v
+            for k, v in reply.headers.multi_items()
+            if k == "set-cookie" and v.startswith("lobby_session=")
+        )
+        assert "HttpOnly" in cookie
+        assert "SameSite=lax" in cookie or "samesite=lax" in cookie.lower()
+        assert "Secure" not in cookie  # plain http here
+        lobby_page = await http.get("/lobby")
+        assert lobby_page.status_code == 200
+        assert "alice" in lobby_page.text
+        # a logged-in user visiting the login page goes to the lobby
+        again = await http.get("/")
+        assert again.status_code == 303
+        assert again.headers["location"] == "/lobby"
+
+
+@pytest.mark.parametrize(
+    ("user", "password"), [("alice", "wrong"), ("nobody", PASSWORD), ("alice", ""), ("", "")]
+)
+async def test_failed_login_shows_the_form_again_with_401(
+    lobby: Lobby, user: str, password: str
+) -> None:
+    async with httpx.AsyncClient(base_url=lobby.http) as http:
+        token = await login_form(http)
+        reply = await http.post(
+            "/login", data={"user": user, "pass": password, "csrf_token": token}
+        )
+    assert reply.status_code == 401
+    assert 'role="alert"' in reply.text
+    assert "lobby_session" not in reply.headers.get("set-cookie", "")
+    assert 'name="csrf_token"' in reply.text
+
+
+async def test_unknown_user_and_wrong_password_get_the_same_answer(lobby: Lobby) -> None:
+    answers = []
+    for user in ("alice", "nobody"):
+        async with httpx.AsyncClient(base_url=lobby.http) as http:
+            token = await login_form(http)
+            reply = await http.post(
+                "/login", data={"user": "x", "pass": "y", "csrf_token": token} | {"user": user}
+            )
+            answers.append(reply.text.replace(user, "USER"))
+    assert answers[0] == answers[1] or _without_tokens(answers[0]) == _without_tokens(answers[1])
+
+
+def _without_tokens(html: str) -> str:
+    return html.replace(csrf_from(html), "TOKEN")
+
+
+@pytest.mark.parametrize("token", [None, "forged-token-value-123456"])
+async def test_login_without_the_csrf_token_is_refused(lobby: Lobby, token: str | None) -> None:
+    async with httpx.AsyncClient(base_url=lobby.http) as http:
+        await login_form(http)
+        data = {"user": "alice", "pass": PASSWORD} | ({"csrf_token": token} if token else {})
+        reply = await http.post("/login", data=data)
+    assert reply.status_code == 403
+    assert "lobby_session" not in reply.headers.get("set-cookie", "")
+
+
+async def test_the_lobby_needs_a_login(lobby: Lobby) -> None:
+    async with httpx.AsyncClient(base_url=lobby.http) as http:
+        reply = await http.get("/lobby")
+    assert reply.status_code == 303
+    assert reply.headers["location"] == "/"
+
+
+async def test_logout_needs_its_csrf_token_and_ends_the_session(lobby: Lobby) -> None:
+    cookie = await lobby.login("alice")
+    async with httpx.AsyncClient(base_url=lobby.http, cookies={"lobby_session": cookie}) as http:
+        page = await http.get("/lobby")
+        refused = await http.post("/logout", data={"csrf_token": "nope"})
+        assert refused.status_code == 403
+        assert (await http.get("/lobby")).status_code == 200
+        done = await http.post("/logout", data={"csrf_token": csrf_from(page.text)})
+        assert done.status_code == 303
+        assert done.headers["location"] == "/"
+    async with httpx.AsyncClient(base_url=lobby.http, cookies={"lobby_session": cookie}) as http:
+        assert (await http.get("/lobby")).status_code == 303  # the replayed cookie is dead
+
+
+async def test_pages_carry_security_headers(lobby: Lobby) -> None:
+    async with httpx.AsyncClient(base_url=lobby.http) as http:
+        page = await http.get("/")
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp
+    assert "'unsafe-inline'" not in csp
+    assert "frame-ancestors 'none'" in csp
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert page.headers["referrer-policy"] == "same-origin"
+
+
+async def test_cookies_are_secure_behind_an_https_proxy(make_lobby: LobbyFactory) -> None:
+    lobby = await make_lobby()
+    headers = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9"}
+    async with httpx.AsyncClient(base_url=lobby.http, headers=headers) as http:
+        token = await login_form(http)
+        # httpx keeps Secure cookies only for https URLs: pass the CSRF cookie by hand.
+        http.cookies.set("lobby_csrf", token)
+        reply = await http.post(
+            "/login", data={"user": "alice", "pass": PASSWORD, "csrf_token": token}
+        )
+    cookie = next(
+        v
+        for k, v in reply.headers.multi_items()
+        if k == "set-cookie" and v.startswith("lobby_session=")
+    )
+    assert "Secure" in cookie
+
+
+async def test_static_files_and_health(lobby: Lobby) -> None:
+    async with httpx.AsyncClient(base_url=lobby.http) as http:
+        script = await http.get("/static/lobby.js")
+        health = await http.get("/healthz")
+    assert script.status_code == 200
+    assert "javascript" in script.headers["content-type"]
+    assert health.json()["status"] == "ok"
+
+
+async def test_user_text_in_pages_is_escaped(lobby: Lobby) -> None:
+    async with httpx.AsyncClient(base_url=lobby.http) as http:
+        token = await login_form(http)
+        reply = await http.post(
+            "/login", data={"user": "<script>x</script>", "pass": "p", "csrf_token": token}
+        )
+    assert "<script>x</script>" not in reply.text
+    assert "&lt;script&gt;" in reply.text

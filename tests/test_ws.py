@@ -1,0 +1,569 @@
+"""The lobby socket end to end: real uvicorn, real `websockets` clients, the OpenVidu stand-in."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+
+import pytest
+import websockets
+from websockets.exceptions import InvalidStatus
+
+from tests.conftest import Client, Lobby, LobbyFactory
+from tests.openvidu_standin import OpenViduStandin, closed_port_url
+
+TOKEN = re.compile(
+    r"^ws://127\.0\.0\.1:\d+\?sessionId=(?P<room>[\w-]+)&token=tok_[A-Z][A-Za-z0-9]{15}$"
+)
+
+
+def paths(standin: OpenViduStandin, method: str | None = None) -> list[str]:
+    return [f"{c.method} {c.path}" for c in standin.calls if method in (None, c.method)]
+
+
+def token_connection_id(standin: OpenViduStandin) -> str:
+    """The id of the connection the stand-in created (from its recorded DELETE)."""
+    [delete] = [c.path for c in standin.calls if c.method == "DELETE" and "/connection/" in c.path]
+    return delete.rsplit("/", 1)[1]
+
+
+def when_connection_requested(standin: OpenViduStandin) -> asyncio.Event:
+    """Set while our `POST …/connection` is in flight at the stand-in."""
+    arrived = asyncio.Event()
+
+    def hook(method: str, path: str) -> None:
+        if method == "POST" and path.endswith("/connection"):
+            arrived.set()
+
+    standin.on_request = hook
+    return arrived
+
+
+# The handshake
+
+
+async def test_welcome_tells_who_you_are_and_the_whole_lobby(lobby: Lobby) -> None:
+    alice = await lobby.client("alice")
+    assert alice.welcome == {
+        "type": "welcome",
+        "user": {"name": "alice", "role": "PUBLISHER"},
+        "rooms": [],
+    }
+    await alice.join("TUTORIAL", "Alice")
+    bob = await lobby.client("bob")
+    [room] = bob.welcome["rooms"]
+    assert room["name"] == "TUTORIAL"
+    assert [(p["user"], p["nickname"], p["role"]) for p in room["participants"]] == [
+        ("alice", "Alice", "PUBLISHER")
+    ]
+    assert set(room["participants"][0]) == {"id", "user", "nickname", "role"}
+
+
+async def test_anonymous_socket_is_refused_at_the_handshake(lobby: Lobby) -> None:
+    with pytest.raises(InvalidStatus) as refused:
+        await websockets.connect(lobby.ws_url, origin=websockets.Origin(lobby.http))
+    assert refused.value.response.status_code == 403
+
+
+async def test_forged_session_cookie_is_refused(lobby: Lobby) -> None:
+    with pytest.raises(InvalidStatus) as refused:
+        await websockets.connect(
+            lobby.ws_url,
+            origin=websockets.Origin(lobby.http),
+            additional_headers={"Cookie": "lobby_session=made-up"},
+        )
+    assert refused.value.response.status_code == 403
+
+
+@pytest.mark.parametrize("origin", ["http://evil.example", "https://127.0.0.1:1", None])
+async def test_cross_origin_socket_is_refused_even_with_a_valid_session(
+    lobby: Lobby, origin: str | None
+) -> None:
+    cookie = await lobby.login("alice")
+    with pytest.raises(InvalidStatus) as refused:
+        await websockets.connect(
+            lobby.ws_url,
+            origin=websockets.Origin(origin) if origin else None,
+            additional_headers={"Cookie": f"lobby_session={cookie}"},
+        )
+    assert refused.value.response.status_code == 403
+
+
+async def test_an_allowed_extra_origin_may_connect(make_lobby: LobbyFactory) -> None:
+    lobby = await make_lobby(allowed_origins=("https://app.example.com",))
+    cookie = await lobby.login("alice")
+    socket = await websockets.connect(
+        lobby.ws_url,
+        origin=websockets.Origin("https://app.example.com"),
+        additional_headers={"Cookie": f"lobby_session={cookie}"},
+    )
+    assert json.loads(await socket.recv())["type"] == "welcome"
+    await socket.close()
+
+
+# Joining and leaving
+
+
+async def test_two_users_see_each_others_join_and_leave(
+    lobby: Lobby, standin: OpenViduStandin
+) -> None:
+    alice, bob = await lobby.client("alice"), await lobby.client("bob")
+    token = await alice.join("TUTORIAL", "Alice")
+    match = TOKEN.match(token["token"])
+    assert match is not None
+    assert match["room"] == "TUTORIAL"
+    me = token["participant"]
+    assert me["user"] == "alice"
+    assert me["nickname"] == "Alice"
+    assert me["id"].startswith("p_")
+    assert await alice.expect("joined") == {"type": "joined", "room": "TUTORIAL", "participant": me}
+    assert await bob.expect("joined") == {"type": "joined", "room": "TUTORIAL", "participant": me}
+
+    ref = await alice.request({"type": "leave"})
+    assert await alice.expect("ok") == {"type": "ok", "ref": ref}
+    for client in (alice, bob):
+        assert await client.expect("left") == {
+            "type": "left",
+            "room": "TUTORIAL",
+            "participant": me,
+            "reason": "left",
+        }
+        assert await client.expect("room_closed") == {"type": "room_closed", "room": "TUTORIAL"}
+    await standin.wait_for(lambda: "DELETE /openvidu/api/sessions/TUTORIAL" in paths(standin))
+    connection_id = token_connection_id(standin)
+    assert connection_id.startswith("con_")
+    assert paths(standin) == [
+        "POST /openvidu/api/sessions",
+        "POST /openvidu/api/sessions/TUTORIAL/connection",
+        f"DELETE /openvidu/api/sessions/TUTORIAL/connection/{connection_id}",
+        "DELETE /openvidu/api/sessions/TUTORIAL",
+    ]
+
+
+async def test_the_token_reaches_only_the_requester(lobby: Lobby) -> None:
+    alice, bob = await lobby.client("alice"), await lobby.client("bob")
+    token = await alice.join("R1")
+    seen = await bob.expect("joined")
+    assert token["token"] not in json.dumps(seen)
+    assert token["resume_key"] not in json.dumps(seen)
+    await bob.nothing()
+
+
+async def test_the_connection_carries_role_and_user(lobby: Lobby, standin: OpenViduStandin) -> None:
+    sub = await lobby.client("sub")
+    token = await sub.join("R1", "Watcher")
+    [created] = [c for c in standin.calls if c.path.endswith("/connection")]
+    assert created.method == "POST"
+    assert created.status == 200
+    assert created.json["role"] == "SUBSCRIBER"
+    assert json.loads(created.json["data"])["serverData"] == "sub"
+    assert token["participant"]["role"] == "SUBSCRIBER"
+    mod = await lobby.client("mod")
+    await mod.join("R1")
+    assert [c.json["role"] for c in standin.calls if c.path.endswith("/connection")] == [
+        "SUBSCRIBER",
+        "MODERATOR",
+    ]
+
+
+async def test_second_join_reuses_the_session_on_409(
+    lobby: Lobby, standin: OpenViduStandin
+) -> None:
+    alice, bob = await lobby.client("alice"), await lobby.client("bob")
+    await alice.join("R1")
+    await bob.join("R1")
+    statuses = [c.status for c in standin.calls if c.path == "/openvidu/api/sessions"]
+    assert statuses == [200, 409]
+    assert len(standin.sessions["R1"].connections) == 2
+
+
+async def test_joining_another_room_leaves_the_first(
+    lobby: Lobby, standin: OpenViduStandin
+) -> None:
+    alice, bob = await lobby.client("alice"), await lobby.client("bob")
+    first = await alice.join("A")
+    await bob.expect("joined")
+    second = await alice.join("B")
+    assert await bob.expect("left") == {
+        "type": "left",
+        "room": "A",
+        "participant": first["participant"],
+        "reason": "switched",
+    }
+    assert await bob.expect("room_closed") == {"type": "room_closed", "room": "A"}
+    joined = await bob.expect("joined")
+    assert joined["room"] == "B"
+    assert joined["participant"] == second["participant"]
+    await standin.wait_for(lambda: "DELETE /openvidu/api/sessions/A" in paths(standin))
+    assert "B" in standin.sessions
+    assert "A" not in standin.sessions
+
+
+async def test_joining_the_same_room_again_is_an_error(lobby: Lobby) -> None:
+    alice = await lobby.client("alice")
+    await alice.join("A")
+    await alice.expect("joined")
+    ref = await alice.request({"type": "join", "room": "A", "nickname": "again"})
+    error = await alice.expect("error")
+    assert error["code"] == "already_joined"
+    assert error["ref"] == ref
+
+
+async def test_leave_outside_a_room_is_a_harmless_ok(
+    lobby: Lobby, standin: OpenViduStandin
+) -> None:
+    alice = await lobby.client("alice")
+    ref = await alice.request({"type": "leave"})
+    assert await alice.expect("ok") == {"type": "ok", "ref": ref}
+    await alice.nothing()
+    assert standin.calls == []
+
+
+async def test_ping_pong(lobby: Lobby) -> None:
+    alice = await lobby.client("alice")
+    ref = await alice.request({"type": "ping"})
+    assert await alice.expect("pong") == {"type": "pong", "ref": ref}
+
+
+# Going away and coming back
+
+
+async def test_a_closed_tab_leaves_after_the_grace_period(
+    lobby: Lobby, standin: OpenViduStandin
+) -> None:
+    alice, bob = await lobby.client("alice"), await lobby.client("bob")
+    token = await alice.join("R1")
+    await bob.expect("joined")
+    loop = asyncio.get_running_loop()
+    closed_at = loop.time()
+    await alice.close()
+    left = await bob.expect("left", timeout=lobby.settings.reconnect_grace + 2)
+    waited = loop.time() - closed_at
+    assert left == {
+        "type": "left",
+        "room": "R1",
+        "participant": token["participant"],
+        "reason": "disconnected",
+    }
+    assert waited >= lobby.settings.reconnect_grace * 0.9
+    assert await bob.expect("room_closed") == {"type": "room_closed", "room": "R1"}
+    await standin.wait_for(lambda: "DELETE /openvidu/api/sessions/R1" in paths(standin))
+    deletes = paths(standin, "DELETE")
+    assert deletes[0].startswith("DELETE /openvidu/api/sessions/R1/connection/con_")
+    assert deletes[1] == "DELETE /openvidu/api/sessions/R1"
+
+
+async def test_resume_within_grace_is_silent_for_everyone(
+    lobby: Lobby, standin: OpenViduStandin
+) -> None:
+    alice, bob = await lobby.client("alice"), await lobby.client("bob")
+    token = await alice.join("R1")
+    await alice.expect("joined")
+    await bob.expect("joined")
+    await alice.close()
+    again = await lobby.client("alice", cookie=alice.cookie)
+    assert again.welcome["rooms"][0]["participants"] == [token["participant"]]
+    ref = await again.request({"type": "resume", "key": token["resume_key"]})
+    assert await again.expect("resumed") == {
+        "type": "resumed",
+        "ref": ref,
+        "room": "R1",
+        "participant": token["participant"],
+    }
+    await bob.nothing(within=lobby.settings.reconnect_grace + 0.5)  # grace passes, no `left`
+    assert paths(standin, "DELETE") == []
+    # ...and the participant still works normally afterwards.
+    await again.request({"type": "leave"})
+    await again.expect("ok")
+    assert (await bob.expect("left"))["reason"] == "left"
+
+
+async def test_resume_with_token_gives_a_fresh_one_and_deletes_the_stale(
+    lobby: Lobby, standin: OpenViduStandin
+) -> None:
+    alice = await lobby.client("alice")
+    token = await alice.join("R1")
+    [old_id] = standin.sessions["R1"].connections
+    await alice.close()
+    again = await lobby.client("alice", cookie=alice.cookie)
+    ref = await again.request({"type": "resume", "key": token["resume_key"], "token": True})
+    resumed = await again.expect("resumed")
+    assert resumed["ref"] == ref
+    assert resumed["participant"] == token["participant"]
+    assert TOKEN.match(resumed["token"])
+    assert resumed["token"] != token["token"]
+    assert paths(standin, "DELETE") == [f"DELETE /openvidu/api/sessions/R1/connection/{old_id}"]
+    [new_id] = standin.sessions["R1"].connections
+    assert new_id != old_id
+
+
+async def test_resume_takes_over_from_a_socket_not_yet_gone(lobby: Lobby) -> None:
+    alice = await lobby.client("alice")
+    token = await alice.join("R1")
+    await alice.expect("joined")
+    duplicate = await lobby.client("alice", cookie=alice.cookie)
+    await duplicate.request({"type": "resume", "key": token["resume_key"]})
+    await duplicate.expect("resumed")
+    assert await alice.expect("taken_over") == {
+        "type": "taken_over",
+        "room": "R1",
+        "participant": token["participant"],
+    }
+    # The old socket holds nothing now: its leave changes nothing.
+    await alice.request({"type": "leave"})
+    await alice.expect("ok")
+    await duplicate.nothing()
+
+
+@pytest.mark.parametrize("key", ["no-such-key", None])
+async def test_resume_with_a_bad_key_fails(lobby: Lobby, key: str | None) -> None:
+    alice, bob = await lobby.client("alice"), await lobby.client("bob")
+    token = await alice.join("R1")
+    # bob may not take alice's participant, even with her key
+    ref = await bob.request({"type": "resume", "key": key or token["resume_key"]})
+    while (reply := await bob.recv())["type"] == "joined":
+        pass
+    assert reply["type"] == "error"
+    assert reply["code"] == "resume_failed"
+    assert reply["ref"] == ref
+
+
+async def test_resume_after_the_grace_period_fails(lobby: Lobby) -> None:
+    alice, bob = await lobby.client("alice"), await lobby.client("bob")
+    token = await alice.join("R1")
+    await bob.expect("joined")
+    await alice.close()
+    await bob.expect("left", timeout=3)
+    again = await lobby.client("alice", cookie=alice.cookie)
+    await again.request({"type": "resume", "key": token["resume_key"]})
+    assert (await again.expect("error"))["code"] == "resume_failed"
+
+
+# Logout
+
+
+async def test_logout_closes_the_sessions_sockets_and_removes_its_participant(
+    lobby: Lobby, standin: OpenViduStandin
+) -> None:
+    import httpx
+
+    alice, bob = await lobby.client("alice"), await lobby.client("bob")
+    token = await alice.join("R1")
+    await bob.expect("joined")
+    async with httpx.AsyncClient(
+        base_url=lobby.http, cookies={"lobby_session": alice.cookie}
+    ) as http:
+        page = await http.get("/lobby")
+        from tests.conftest import csrf_from
+
+        reply = await http.post("/logout", data={"csrf_token": csrf_from(page.text)})
+        assert reply.status_code == 303
+    left = await bob.expect("left")
+    assert left["participant"] == token["participant"]
+    assert left["reason"] == "left"
+    assert await alice.close_code() == 4001
+    with pytest.raises(InvalidStatus):  # the old cookie is dead
+        await lobby.client("alice", cookie=alice.cookie)
+
+
+# OpenVidu trouble
+
+
+async def test_a_session_openvidu_dropped_is_recreated(
+    lobby: Lobby, standin: OpenViduStandin
+) -> None:
+    alice, bob = await lobby.client("alice"), await lobby.client("bob")
+    await alice.join("R1")
+
+    # OpenVidu closes the session between our "create session" (409) and "create connection".
+    def drop(method: str, path: str) -> None:
+        if method == "POST" and path.endswith("/R1/connection") and standin.on_request:
+            standin.on_request = None
+            standin.drop_session("R1")
+
+    standin.calls.clear()
+    standin.on_request = drop
+    token = await bob.join("R1")
+    assert TOKEN.match(token["token"])
+    assert [(c.method, c.path, c.status) for c in standin.calls] == [
+        ("POST", "/openvidu/api/sessions", 409),
+        ("POST", "/openvidu/api/sessions/R1/connection", 404),
+        ("POST", "/openvidu/api/sessions", 200),
+        ("POST", "/openvidu/api/sessions/R1/connection", 200),
+    ]
+
+
+@pytest.mark.parametrize("fault", ["down", 401, 500, 503, "slow", "reset"])
+async def test_openvidu_failures_answer_media_unavailable_and_the_lobby_lives_on(
+    make_lobby: LobbyFactory,
+    standin: OpenViduStandin,
+    fault: object,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    overrides: dict[str, object] = {"openvidu_timeout": 0.5}
+    if fault == "down":
+        overrides["openvidu_url"] = closed_port_url()
+    lobby = await make_lobby(**overrides)
+    alice, bob = await lobby.client("alice"), await lobby.client("bob")
+    if fault != "down":
+        standin.fault = fault  # type: ignore[assignment]
+        standin.delay = 2.0
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with caplog.at_level(logging.WARNING):
+        ref = await alice.request({"type": "join", "room": "R1", "nickname": "A"})
+        error = await alice.expect("error", timeout=5)
+    assert error["code"] == "media_unavailable"
+    assert error["ref"] == ref
+    assert "try again" in error["message"]
+    assert loop.time() - started < 3
+    await bob.nothing()  # nobody saw a join
+    assert any(r.name.startswith("lobby.openvidu") for r in caplog.records)
+    assert all("MY_SECRET" not in r.getMessage() for r in caplog.records)
+    # the lobby still works: pings, and joins once OpenVidu is back
+    await alice.request({"type": "ping"})
+    await alice.expect("pong")
+    if fault != "down":
+        standin.fault = None
+        await alice.join("R1")
+        assert (await bob.expect("joined"))["room"] == "R1"
+
+
+async def test_a_401_says_the_secret_was_rejected(
+    lobby: Lobby, standin: OpenViduStandin, caplog: pytest.LogCaptureFixture
+) -> None:
+    alice = await lobby.client("alice")
+    standin.fault = 401
+    with caplog.at_level(logging.WARNING):
+        await alice.request({"type": "join", "room": "R1", "nickname": "A"})
+        await alice.expect("error")
+    assert any("secret" in r.getMessage().lower() for r in caplog.records)
+
+
+async def test_leave_during_a_slow_join_cancels_it_and_deletes_the_connection(
+    make_lobby: LobbyFactory, standin: OpenViduStandin
+) -> None:
+    lobby = await make_lobby(openvidu_timeout=3.0)
+    alice, bob = await lobby.client("alice"), await lobby.client("bob")
+    standin.fault, standin.delay = "slow", 0.3
+    in_flight = when_connection_requested(standin)
+    join_ref = await alice.request({"type": "join", "room": "R1", "nickname": "A"})
+    await asyncio.wait_for(in_flight.wait(), 5)
+    leave_ref = await alice.request({"type": "leave"})
+    cancelled = await alice.expect("error")
+    assert cancelled["code"] == "cancelled"
+    assert cancelled["ref"] == join_ref
+    assert await alice.expect("ok") == {"type": "ok", "ref": leave_ref}
+    standin.fault = None
+    # The connection made for the cancelled join is deleted, and nobody saw it.
+    await standin.wait_for(lambda: "DELETE" in [c.method for c in standin.calls])
+    created = [c for c in standin.calls if c.method == "POST" and c.path.endswith("/connection")]
+    assert [c.status for c in created] == [200]
+    assert paths(standin, "DELETE")[0].startswith("DELETE /openvidu/api/sessions/R1/connection/")
+    await bob.nothing()
+    await alice.nothing()
+    assert len(lobby.state.rooms.presence) == 0
+
+
+async def test_a_socket_closed_during_its_join_leaves_no_ghost(
+    make_lobby: LobbyFactory, standin: OpenViduStandin
+) -> None:
+    lobby = await make_lobby(openvidu_timeout=3.0)
+    alice, bob = await lobby.client("alice"), await lobby.client("bob")
+    standin.fault, standin.delay = "slow", 0.3
+    in_flight = when_connection_requested(standin)
+    await alice.request({"type": "join", "room": "R1", "nickname": "A"})
+    await asyncio.wait_for(in_flight.wait(), 5)
+    await alice.close()  # while OpenVidu is still making the connection
+    standin.fault = None
+    await standin.wait_for(
+        lambda: any(c.method == "DELETE" and "/connection/" in c.path for c in standin.calls),
+        timeout=5,
+    )
+    await standin.wait_for(lambda: "DELETE /openvidu/api/sessions/R1" in paths(standin))
+    await bob.nothing()
+    assert len(lobby.state.rooms.presence) == 0
+
+
+async def test_a_second_join_while_one_is_in_flight_is_busy(
+    make_lobby: LobbyFactory, standin: OpenViduStandin
+) -> None:
+    lobby = await make_lobby(openvidu_timeout=3.0)
+    alice = await lobby.client("alice")
+    standin.fault, standin.delay = "slow", 0.3
+    first = await alice.request({"type": "join", "room": "R1", "nickname": "A"})
+    second = await alice.request({"type": "join", "room": "R2", "nickname": "A"})
+    busy = await alice.expect("error")
+    assert busy["code"] == "busy"
+    assert busy["ref"] == second
+    standin.fault = None
+    token = await alice.expect("token", timeout=5)
+    assert token["ref"] == first
+    assert token["room"] == "R1"
+
+
+# Bad input: an error reply, and the socket stays usable
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("not json", "bad_request"),
+        ("[]", "bad_request"),
+        ('{"no":"type"}', "bad_request"),
+        ('{"type":"dance","ref":9}', "unknown_type"),
+        ('{"type":"join","ref":1}', "bad_request"),
+        ('{"type":"join","room":"no spaces","nickname":"A","ref":1}', "invalid_room"),
+        ('{"type":"join","room":"' + "x" * 65 + '","nickname":"A"}', "invalid_room"),
+        ('{"type":"join","room":"ok","nickname":"   ","ref":1}', "invalid_nickname"),
+        ('{"type":"join","room":"ok","nickname":"' + "n" * 41 + '"}', "invalid_nickname"),
+        ('{"type":"resume","ref":1}', "bad_request"),
+        (b"\x00binary", "bad_request"),
+    ],
+)
+async def test_bad_frames_get_an_error_and_the_socket_stays_usable(
+    lobby: Lobby, frame: str | bytes, code: str
+) -> None:
+    alice = await lobby.client("alice")
+    await alice.socket.send(frame)
+    error = await alice.expect("error")
+    assert error["code"] == code
+    assert error["message"]
+    await alice.join("still-works")
+
+
+async def test_a_frame_over_4_kib_closes_the_socket_with_1009(lobby: Lobby) -> None:
+    alice = await lobby.client("alice")
+    await alice.send({"type": "ping", "pad": "x" * 4100})
+    assert await alice.close_code() == 1009
+
+
+async def test_a_frame_of_exactly_4_kib_is_fine(lobby: Lobby) -> None:
+    alice = await lobby.client("alice")
+    frame = json.dumps({"type": "ping", "ref": 1, "pad": ""})
+    frame = frame.replace('"pad": ""', '"pad": "' + "x" * (4096 - len(frame)) + '"')
+    assert len(frame.encode()) == 4096
+    await alice.send(frame)
+    assert (await alice.expect("pong"))["ref"] == 1
+
+
+async def test_a_client_that_stops_reading_is_cut_off_not_waited_for(lobby: Lobby) -> None:
+    """The outbox bound, without filling kernel buffers (the benchmark issue does that)."""
+    alice = await lobby.client("alice")
+    conn = next(iter(lobby.state.hub))
+    for _ in range(2000):
+        conn.send('{"type":"pong","ref":null}')
+    assert await alice.close_code() == 4008
+
+
+async def test_healthz(lobby: Lobby) -> None:
+    import httpx
+
+    alice: Client = await lobby.client("alice")
+    await alice.join("R1")
+    async with httpx.AsyncClient(base_url=lobby.http) as http:
+        reply = await http.get("/healthz")
+    assert reply.status_code == 200
+    assert reply.json() == {"status": "ok", "sockets": 1, "participants": 1, "demo": False}
