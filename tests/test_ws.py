@@ -567,3 +567,36 @@ async def test_healthz(lobby: Lobby) -> None:
         reply = await http.get("/healthz")
     assert reply.status_code == 200
     assert reply.json() == {"status": "ok", "sockets": 1, "participants": 1, "demo": False}
+
+
+async def test_a_silent_client_is_found_by_pings_and_removed_after_grace(
+    make_lobby: LobbyFactory, standin: OpenViduStandin
+) -> None:
+    """A tab that vanished without a close frame (half-open TCP): pings find it."""
+    lobby = await make_lobby(ping_interval=0.2, ping_timeout=0.2)
+    bob = await lobby.client("bob")
+    cookie = await lobby.login("alice")
+    # A raw client: handshake, join, then silence. It never answers a ping.
+    reader, writer = await asyncio.open_connection("127.0.0.1", lobby.live.port)
+    writer.write(
+        b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\nOrigin: %s\r\nCookie: lobby_session=%s\r\n\r\n"
+        % (lobby.live.port, lobby.http.encode(), cookie.encode())
+    )
+    assert b" 101 " in await reader.readuntil(b"\r\n\r\n")
+    payload = json.dumps({"type": "join", "room": "R1", "nickname": "ghost"}).encode()
+    mask = b"\x01\x02\x03\x04"
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    writer.write(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
+    await writer.drain()
+    joined = await bob.expect("joined")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    left = await bob.expect("left", timeout=5)
+    assert left["participant"] == joined["participant"]
+    assert left["reason"] == "disconnected"
+    # ping interval + timeout + grace, give or take scheduling
+    assert loop.time() - started >= lobby.settings.reconnect_grace
+    await standin.wait_for(lambda: "DELETE" in [c.method for c in standin.calls])
+    writer.close()

@@ -1,0 +1,136 @@
+"""`lobby serve` as a real process: what `make run` starts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+import websockets
+
+from lobby.db import connect
+from lobby.users import UserStore
+from tests.conftest import csrf_from
+from tests.openvidu_standin import OpenViduStandin
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Process:
+    """A `lobby serve` child process; `output()` stops it and returns what it printed."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, url: str) -> None:
+        self.proc, self.url = proc, url
+
+    async def output(self, *, stop: bool = True) -> str:
+        if stop and self.proc.returncode is None:
+            self.proc.terminate()
+        out, _ = await asyncio.wait_for(self.proc.communicate(), 10)
+        return out.decode()
+
+
+def lobby_env(**values: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOBBY_", "OPENVIDU_"))}
+    return env | values
+
+
+@contextlib.asynccontextmanager
+async def lobby_serve(env: dict[str, str], *args: str) -> AsyncIterator[Process]:
+    """Start `python -m lobby serve ARGS` and wait until /healthz answers."""
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "lobby",
+        "serve",
+        "--port",
+        str(port),
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    served = Process(proc, f"http://127.0.0.1:{port}")
+    try:
+        async with httpx.AsyncClient(base_url=served.url) as http:
+            for _ in range(400):  # up to ~20 s on a slow machine
+                if proc.returncode is not None:
+                    pytest.fail(f"lobby serve exited:\n{await served.output()}")
+                try:
+                    if (await http.get("/healthz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.05)
+            else:
+                pytest.fail(f"lobby serve did not answer:\n{await served.output()}")
+        yield served
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+@pytest.fixture
+async def demo_server(tmp_path: Path, standin: OpenViduStandin) -> AsyncIterator[Process]:
+    env = lobby_env(LOBBY_DATABASE=str(tmp_path / "demo.sqlite3"), OPENVIDU_URL=standin.url)
+    async with lobby_serve(env, "--demo") as served:
+        yield served
+
+
+async def test_demo_server_serves_demo_users_and_says_so_loudly(demo_server: Process) -> None:
+    async with httpx.AsyncClient(base_url=demo_server.url) as http:
+        token = csrf_from((await http.get("/")).text)
+        reply = await http.post(
+            "/login", data={"user": "publisher1", "pass": "pass", "csrf_token": token}
+        )
+        assert reply.status_code == 303
+        cookie = reply.cookies["lobby_session"]
+        health = (await http.get("/healthz")).json()
+    assert health["demo"] is True
+    socket_url = demo_server.url.replace("http", "ws") + "/ws"
+    async with websockets.connect(
+        socket_url,
+        origin=websockets.Origin(demo_server.url),
+        additional_headers={"Cookie": f"lobby_session={cookie}"},
+    ) as ws:
+        assert '"welcome"' in str(await ws.recv())
+        demo_server.proc.send_signal(signal.SIGTERM)
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 10)
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 1012  # "restarting": pages reconnect by themselves
+    out = await demo_server.output(stop=False)
+    # uvicorn re-raises the signal after its graceful shutdown, as a well-behaved child should.
+    assert demo_server.proc.returncode in (0, -signal.SIGTERM)
+    assert "Traceback" not in out
+    assert "DEMO MODE" in out
+    assert "publisher1" in out
+
+
+async def test_a_normal_start_removes_demo_users(tmp_path: Path, standin: OpenViduStandin) -> None:
+    path = str(tmp_path / "lobby.sqlite3")
+    store = UserStore(connect(path))
+    store.ensure_demo_users()
+    store.add("real", "PUBLISHER", "pw")
+    env = lobby_env(
+        LOBBY_DATABASE=path,
+        OPENVIDU_URL=standin.url,
+        OPENVIDU_SECRET="MY_SECRET",
+        LOBBY_SECRET_KEY="x" * 32,
+    )
+    async with lobby_serve(env) as served:
+        out = await served.output()
+    assert "DEMO MODE" not in out
+    assert [u.name for u in store.list()] == ["real"]
