@@ -1,36 +1,45 @@
 """Live connections and the fan-out to them.
 
-A broadcast renders its frame once (the caller passes text) and hands it to
-every connection without awaiting any of them: `Conn.send` only appends to that
-connection's bounded outbox. Each socket's writer drains its own outbox, so a
-tab that stops reading fills only its own outbox and is cut off (close code
-4008) when it passes `max_messages` or `max_bytes`; nobody else waits for it.
+A broadcast encodes and frames its message once and writes the same bytes to
+every connection without awaiting any of them (`lobby.wire`): a socket that
+keeps up costs one `transport.write` per event and no task. A tab that stops
+reading only grows its own transport buffer; once that passes `max_buffered`
+bytes it is cut off (close code 4008, then aborted if the close cannot get
+through) and its buffer freed, and nobody else ever waits for it.
 
 Knows nothing of HTTP, presence or OpenVidu.
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Protocol
+
+from lobby.wire import text_frame
 
 SLOW_CLOSE_CODE = 4008
+MAX_BUFFERED = 1 << 20  # bytes a socket may fall behind before it is cut off
 _ids = itertools.count(1)
 
 
+class FrameWriter(Protocol):
+    def write(self, frame: bytes) -> bool: ...
+    def buffered(self) -> int: ...
+    def cut(self, code: int, reason: str) -> None: ...
+
+
+Closer = Callable[[int, str], None]
+
+
 class Conn:
-    """One lobby socket: who it belongs to and what is waiting to be written to it."""
+    """One lobby socket: who it belongs to and where its frames go."""
 
     __slots__ = (
-        "_max_bytes",
-        "_max_messages",
-        "_outbox",
-        "_queued_bytes",
-        "_waiter",
+        "_closer",
+        "_max_buffered",
+        "_writer",
         "close_code",
-        "close_reason",
         "id",
         "role",
         "session_id",
@@ -42,21 +51,19 @@ class Conn:
         user: str,
         role: str,
         session_id: str,
+        writer: FrameWriter,
+        closer: Closer,
         *,
-        max_messages: int = 1024,
-        max_bytes: int = 1 << 20,
+        max_buffered: int = MAX_BUFFERED,
     ) -> None:
         self.id = next(_ids)
         self.user = user
         self.role = role
         self.session_id = session_id
         self.close_code: int | None = None
-        self.close_reason = ""
-        self._outbox: deque[str] = deque()
-        self._queued_bytes = 0
-        self._max_messages = max_messages
-        self._max_bytes = max_bytes
-        self._waiter: asyncio.Future[None] | None = None
+        self._writer = writer
+        self._closer = closer
+        self._max_buffered = max_buffered
 
     def __repr__(self) -> str:
         return f"<Conn {self.id} {self.user}>"
@@ -66,43 +73,24 @@ class Conn:
         return self.close_code is None
 
     def send(self, text: str) -> None:
-        """Queue a frame; never blocks. Cuts the connection off when it is too far behind."""
+        """Send one message to this socket only."""
+        self.send_frame(text_frame(text.encode()))
+
+    def send_frame(self, frame: bytes) -> None:
+        """Write a ready frame; never blocks. Cuts the socket off when it is too far behind."""
         if self.close_code is not None:
             return
-        self._outbox.append(text)
-        self._queued_bytes += len(text)
-        if len(self._outbox) > self._max_messages or self._queued_bytes > self._max_bytes:
-            self.close(SLOW_CLOSE_CODE, "too slow: stopped reading")
-            return
-        self._wake()
+        if not self._writer.write(frame):
+            self.close_code = 1006  # the transport is already going away
+        elif self._writer.buffered() > self._max_buffered:
+            self.close_code = SLOW_CLOSE_CODE
+            self._writer.cut(SLOW_CLOSE_CODE, "too slow: stopped reading")
 
     def close(self, code: int, reason: str = "") -> None:
-        """Ask the writer to close the socket; anything still queued is dropped."""
-        if self.close_code is not None:
-            return
-        self.close_code, self.close_reason = code, reason
-        self._outbox.clear()
-        self._queued_bytes = 0
-        self._wake()
-
-    async def take(self) -> list[str] | None:
-        """Everything queued (waiting until there is something), or None once closing."""
-        while not self._outbox and self.close_code is None:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        if self.close_code is not None:
-            return None
-        batch = list(self._outbox)
-        self._outbox.clear()
-        self._queued_bytes = 0
-        return batch
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        """Close with a close frame (sent by the endpoint; see `Closer`)."""
+        if self.close_code is None:
+            self.close_code = code
+            self._closer(code, reason)
 
 
 class Hub:
@@ -121,8 +109,9 @@ class Hub:
         return self._conns.get(conn_id)
 
     def broadcast(self, text: str) -> None:
+        frame = text_frame(text.encode())
         for conn in self._conns.values():
-            conn.send(text)
+            conn.send_frame(frame)
 
     def of_session(self, session_id: str) -> list[Conn]:
         return [c for c in self._conns.values() if c.session_id == session_id]

@@ -9,6 +9,7 @@ from starlette.types import ASGIApp
 
 from lobby.app import create_app
 from lobby.config import Settings
+from lobby.wire import DirectProtocol
 
 log = logging.getLogger("lobby")
 
@@ -25,8 +26,9 @@ def uvicorn_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
         app,
         host=settings.host,
         port=settings.port,
-        # The sans-I/O websockets protocol: server pings, max_size enforced with 1009.
-        ws="websockets-sansio",
+        # uvicorn's sans-I/O websockets protocol (server pings, max_size enforced with
+        # 1009) plus direct frame writes for the hub.
+        ws=DirectProtocol,
         ws_max_size=settings.max_frame_bytes,
         ws_ping_interval=settings.ping_interval,
         ws_ping_timeout=settings.ping_timeout,

@@ -1,8 +1,8 @@
 """The one WebSocket endpoint, `/ws`: check session and Origin, then read and write.
 
-Each socket runs a reader (this coroutine) and a writer task that drains the
-connection's outbox; whichever ends first ends the other, and the participant
-is handed to the grace period exactly once, in `finally`.
+Each socket is one coroutine, its reader; frames to it are written directly by
+the hub (`lobby.wire`), so no writer task exists. When the reader ends, for any
+reason, the participant is handed to the grace period exactly once, in `finally`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from lobby import protocol
 from lobby.hub import Conn
 from lobby.state import state_of
+from lobby.wire import EXTENSION
 
 log = logging.getLogger("lobby.ws")
 
@@ -37,14 +38,28 @@ def origin_allowed(websocket: WebSocket, allowed: tuple[str, ...]) -> bool:
 async def lobby_socket(websocket: WebSocket) -> None:
     state = state_of(websocket)
     current = state.auth.current(websocket)
-    if current is None or not origin_allowed(websocket, state.settings.allowed_origins):
+    writer = websocket.scope.get("extensions", {}).get(EXTENSION)
+    if writer is None:
+        log.error("no direct frame writer: serve the app with lobby.server.uvicorn_config")
+    if (
+        current is None
+        or writer is None
+        or not origin_allowed(websocket, state.settings.allowed_origins)
+    ):
         await websocket.close()  # before accept: uvicorn answers HTTP 403
         return
     session_id, user = current
     await websocket.accept()
-    conn = Conn(user.name, user.role, session_id)
+    closing: set[asyncio.Task[None]] = set()
+
+    def close(code: int, reason: str) -> None:
+        # Closing is rare, so it may cost a task; sending never does.
+        task = asyncio.create_task(_close(websocket, code, reason))
+        closing.add(task)
+        task.add_done_callback(closing.discard)
+
+    conn = Conn(user.name, user.role, session_id, writer, close)
     state.rooms.connect(conn)
-    writer = asyncio.create_task(_write(websocket, conn))
     try:
         await _read(websocket, conn, state.settings.max_frame_bytes)
     except Exception:
@@ -52,9 +67,8 @@ async def lobby_socket(websocket: WebSocket) -> None:
         conn.close(1011, "internal error")
     finally:
         state.rooms.disconnect(conn)
-        conn.close(1000)
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(writer, 1.0)
+        if closing:
+            await asyncio.wait(closing, timeout=1.0)
 
 
 async def _read(websocket: WebSocket, conn: Conn, max_bytes: int) -> None:
@@ -81,11 +95,6 @@ async def _read(websocket: WebSocket, conn: Conn, max_bytes: int) -> None:
         rooms.handle(conn, protocol.parse(text))
 
 
-async def _write(websocket: WebSocket, conn: Conn) -> None:
-    try:
-        while (batch := await conn.take()) is not None:
-            for text in batch:
-                await websocket.send_text(text)
-        await websocket.close(conn.close_code or 1000, conn.close_reason)
-    except (WebSocketDisconnect, RuntimeError, OSError):
-        pass  # the peer is gone; the reader notices and cleans up
+async def _close(websocket: WebSocket, code: int, reason: str) -> None:
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+        await websocket.close(code, reason)

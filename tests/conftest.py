@@ -106,6 +106,14 @@ class Lobby:
         return client
 
 
+async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait for a condition on server state (same process, same loop)."""
+    async with asyncio.timeout(timeout):
+        # Server state has no event to wait on; a short poll is still a wait on the condition.
+        while not predicate():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
 def csrf_from(html: str) -> str:
     match = re.search(r'name="csrf_token"\s+value="([^"]+)"', html) or re.search(
         r'value="([^"]+)"\s+name="csrf_token"', html

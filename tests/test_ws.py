@@ -6,12 +6,13 @@ import asyncio
 import json
 import logging
 import re
+import socket
 
 import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
 
-from tests.conftest import Client, Lobby, LobbyFactory
+from tests.conftest import Client, Lobby, LobbyFactory, until
 from tests.openvidu_standin import OpenViduStandin, closed_port_url
 
 TOKEN = re.compile(
@@ -549,12 +550,57 @@ async def test_a_frame_of_exactly_4_kib_is_fine(lobby: Lobby) -> None:
     assert (await alice.expect("pong"))["ref"] == 1
 
 
-async def test_a_client_that_stops_reading_is_cut_off_not_waited_for(lobby: Lobby) -> None:
-    """The outbox bound, without filling kernel buffers (the benchmark issue does that)."""
+async def raw_socket(lobby: Lobby, cookie: str, *, rcvbuf: int | None = None) -> socket.socket:
+    """A hand-made WebSocket client that completes the handshake and then does nothing."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf is not None:  # before connect, so the TCP window stays small
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, ("127.0.0.1", lobby.live.port))
+    await loop.sock_sendall(
+        sock,
+        (
+            f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{lobby.live.port}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            f"Sec-WebSocket-Version: 13\r\nOrigin: {lobby.http}\r\n"
+            f"Cookie: lobby_session={cookie}\r\n\r\n"
+        ).encode(),
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += await loop.sock_recv(sock, 1)  # byte by byte: leave the frames unread
+    assert b" 101 " in head
+    return sock
+
+
+async def test_a_client_that_stops_reading_is_cut_off_and_nobody_waits(lobby: Lobby) -> None:
+    """Fill the stuck client's kernel buffers for real, then its bounded user-space one."""
+    bob = await lobby.client("bob")
+    stuck = await raw_socket(lobby, await lobby.login("alice"), rcvbuf=4096)
+    hub = lobby.state.hub
+    await until(lambda: len(hub) == 2)
+    payload = "x" * 1000
+    rounds, per_round = 80, 100  # 8 MB: far past the ~2.5 MB loopback buffers plus 1 MiB
+    for round_ in range(rounds):
+        for i in range(per_round):
+            hub.broadcast(json.dumps({"type": "pong", "ref": round_ * per_round + i, "p": payload}))
+        for i in range(per_round):  # bob keeps up and gets everything, in order
+            assert (await bob.recv())["ref"] == round_ * per_round + i
+    await until(lambda: len(hub) == 1, timeout=10)  # the stuck one is cut and forgotten
+    [left] = list(hub)
+    assert left.user == "bob"
+    await bob.request({"type": "ping"})
+    await bob.expect("pong")
+    stuck.close()
+
+
+async def test_a_slow_reader_gets_close_code_4008(lobby: Lobby) -> None:
     alice = await lobby.client("alice")
     conn = next(iter(lobby.state.hub))
-    for _ in range(2000):
-        conn.send('{"type":"pong","ref":null}')
+    big = "y" * 60_000
+    for i in range(100):  # 6 MB in one go: more than the kernel takes at once, plus 1 MiB
+        conn.send(json.dumps({"type": "pong", "ref": i, "p": big}))
     assert await alice.close_code() == 4008
 
 
