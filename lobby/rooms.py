@@ -112,12 +112,12 @@ class Rooms:
         participant = Participant(pid, conn.user, request.nickname, conn.role)
         grant = await self._grant(request.room, participant)
         if not self._current(conn, marker):
-            if grant is not None:
+            if isinstance(grant, Grant):
                 self._cleanup(Outcome(revoke=(grant,)), request.room)
             return
         del self._pending[conn.id]
-        if grant is None:
-            self._error(conn, request.ref, "media_unavailable", _MEDIA_DOWN)
+        if isinstance(grant, MediaError):
+            self._error(conn, request.ref, grant.code, grant.message)
             self._maybe_close(request.room)
             return
         key = secrets.token_urlsafe(24)
@@ -135,8 +135,8 @@ class Rooms:
                 _, ref = self._pending.pop(conn.id)
                 self._error(conn, ref, "internal_error", "Something went wrong on our side.")
 
-    async def _grant(self, room: str, participant: Participant) -> Grant | None:
-        """A grant for `room`, or None if the media server failed (already logged)."""
+    async def _grant(self, room: str, participant: Participant) -> Grant | MediaError:
+        """A grant for `room`, or the media server's error (already logged by the back end)."""
         self._joining[room] += 1
         try:
             while (closing := self._closing.get(room)) is not None:
@@ -145,8 +145,8 @@ class Rooms:
                 participant.id, participant.user, participant.nickname, participant.role
             )
             return await self.media.grant(room, identity)
-        except MediaError:
-            return None
+        except MediaError as error:
+            return error
         finally:
             self._joining[room] -= 1
             if not self._joining[room]:
@@ -202,12 +202,12 @@ class Rooms:
         await self._revoke(member.grant)
         grant = await self._grant(member.room, member.participant)
         if not self._current(conn, marker):
-            if grant is not None:
+            if isinstance(grant, Grant):
                 self._cleanup(Outcome(revoke=(grant,)), member.room)
             return
         del self._pending[conn.id]
-        if grant is None:
-            self._error(conn, ref, "media_unavailable", _MEDIA_DOWN)
+        if isinstance(grant, MediaError):
+            self._error(conn, ref, grant.code, grant.message)
             return
         self.presence.replace_grant(member, grant)
         conn.send(protocol.render_resumed(ref, member.room, member.participant, grant.token))
@@ -281,6 +281,3 @@ class Rooms:
         self._expiry.clear()
         while self._tasks:
             await asyncio.wait(set(self._tasks))
-
-
-_MEDIA_DOWN = "The video service is unavailable right now; please try again in a moment."
