@@ -89,6 +89,39 @@ SETTINGS: tuple[Setting, ...] = (
         "`forwarded_allow_ips`); cookies are `Secure` when the request came over https.",
     ),
     Setting("LOBBY_LOG_LEVEL", "info", "Log level: debug, info, warning, error."),
+    Setting(
+        "LOBBY_MAX_SOCKETS",
+        "18000",
+        "Lobby sockets this process holds; more are refused at the handshake with HTTP 503 "
+        "(keep it under the open-files limit).",
+    ),
+    Setting(
+        "LOBBY_MAX_SOCKETS_PER_USER",
+        "20",
+        "Open lobby sockets (tabs) per user; more are refused with HTTP 429.",
+    ),
+    Setting(
+        "LOBBY_MESSAGE_RATE",
+        "10",
+        "Messages per second a socket may send on average (token bucket).",
+    ),
+    Setting(
+        "LOBBY_MESSAGE_BURST",
+        "30",
+        "Messages a socket may send at once; beyond the bucket they get `rate_limited`, and a "
+        "socket that keeps flooding is closed with 1008.",
+    ),
+    Setting(
+        "LOBBY_JOINS_PER_MINUTE",
+        "30",
+        "`join`s per user per minute (each one costs OpenVidu calls); more get `rate_limited`.",
+    ),
+    Setting(
+        "LOBBY_HEADER_TIMEOUT",
+        "5",
+        "Seconds a client has to send a complete HTTP request head (including the WebSocket "
+        "upgrade); slower connections are dropped (slowloris).",
+    ),
 )
 
 DEMO_OPENVIDU_SECRET = "MY_SECRET"
@@ -132,6 +165,12 @@ class Settings:
     session_ttl: float = 43200.0
     forwarded_allow_ips: str = "127.0.0.1"
     log_level: str = "info"
+    max_sockets: int = 18000
+    max_sockets_per_user: int = 20
+    message_rate: float = 10.0
+    message_burst: int = 30
+    joins_per_minute: int = 30
+    header_timeout: float = 5.0
     # Not from the environment: protocol limits, kept here so tests can see them.
     max_frame_bytes: int = 4096
 
@@ -191,4 +230,18 @@ class Settings:
             session_ttl=_number("LOBBY_SESSION_TTL", get("LOBBY_SESSION_TTL"), minimum=60),
             forwarded_allow_ips=get("LOBBY_FORWARDED_ALLOW_IPS"),
             log_level=log_level,
+            max_sockets=int(_number("LOBBY_MAX_SOCKETS", get("LOBBY_MAX_SOCKETS"), minimum=1)),
+            max_sockets_per_user=int(
+                _number("LOBBY_MAX_SOCKETS_PER_USER", get("LOBBY_MAX_SOCKETS_PER_USER"), minimum=1)
+            ),
+            message_rate=_number("LOBBY_MESSAGE_RATE", get("LOBBY_MESSAGE_RATE"), minimum=0.1),
+            message_burst=int(
+                _number("LOBBY_MESSAGE_BURST", get("LOBBY_MESSAGE_BURST"), minimum=1)
+            ),
+            joins_per_minute=int(
+                _number("LOBBY_JOINS_PER_MINUTE", get("LOBBY_JOINS_PER_MINUTE"), minimum=1)
+            ),
+            header_timeout=_number(
+                "LOBBY_HEADER_TIMEOUT", get("LOBBY_HEADER_TIMEOUT"), minimum=0.1
+            ),
         )
