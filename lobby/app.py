@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from lobby import db as database
 from lobby import views
 from lobby.auth import Auth
+from lobby.breaker import Breaker
 from lobby.config import Settings
 from lobby.hub import Hub
 from lobby.media import MediaBackend
@@ -47,9 +48,15 @@ def create_app(
             store.remove_demo_users()
         sessions = SessionStore(db, ttl=settings.session_ttl)
         sessions.purge_expired()
-        backend = media if media is not None else OpenViduBackend.from_settings(settings)
+        backend = Breaker(media or OpenViduBackend.from_settings(settings))
         hub = Hub()
-        rooms = Rooms(backend, hub, grace=settings.reconnect_grace)
+        rooms = Rooms(
+            backend,
+            hub,
+            grace=settings.reconnect_grace,
+            joins_per_minute=settings.joins_per_minute,
+            recovered=backend.recovered,
+        )
         auth = Auth(store, sessions, secret_key=settings.secret_key, ttl=settings.session_ttl)
         app.state.lobby = AppState(settings, db, auth, backend, hub, rooms)
         try:

@@ -13,6 +13,7 @@ Knows nothing of HTTP, presence or OpenVidu.
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
@@ -98,12 +99,20 @@ class Hub:
 
     def __init__(self) -> None:
         self._conns: dict[int, Conn] = {}
+        self._per_user: Counter[str] = Counter()
 
     def add(self, conn: Conn) -> None:
         self._conns[conn.id] = conn
+        self._per_user[conn.user] += 1
 
     def remove(self, conn: Conn) -> None:
-        self._conns.pop(conn.id, None)
+        if self._conns.pop(conn.id, None) is not None:
+            self._per_user[conn.user] -= 1
+            if not self._per_user[conn.user]:
+                del self._per_user[conn.user]
+
+    def sockets_of(self, user: str) -> int:
+        return self._per_user[user]
 
     def get(self, conn_id: int) -> Conn | None:
         return self._conns.get(conn_id)

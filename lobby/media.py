@@ -46,6 +46,9 @@ class MediaError(Exception):
     """
 
     code = "media_unavailable"
+    # True when the media server as a whole is down or refuses us (unreachable,
+    # timing out, 5xx, wrong credentials), rather than one request being wrong.
+    outage = False
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -66,6 +69,10 @@ class MediaBackend(Protocol):
 
     async def close_room(self, room: str) -> None:
         """Close the room on the media server; an already-closed room is not an error."""
+        ...
+
+    async def check(self) -> None:
+        """Raise a `MediaError` unless the media server answers and accepts us."""
         ...
 
     async def aclose(self) -> None:

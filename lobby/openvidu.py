@@ -57,20 +57,27 @@ class OpenViduError(MediaError):
 class OpenViduUnreachable(OpenViduError):
     """No usable connection to OpenVidu."""
 
+    outage = True
+
 
 class OpenViduTimeout(OpenViduError):
     """OpenVidu did not answer in time."""
+
+    outage = True
 
 
 class OpenViduAuthError(OpenViduError):
     """OpenVidu rejected the secret: a configuration problem, not a transient one."""
 
+    outage = True
     user_message = "The video service is not set up correctly; please tell the administrator."
     log_level = logging.ERROR
 
 
 class OpenViduServerError(OpenViduError):
     """OpenVidu failed internally (HTTP 5xx)."""
+
+    outage = True
 
 
 class OpenViduProtocolError(OpenViduError):
@@ -144,6 +151,10 @@ class OpenViduBackend:
 
     async def close_room(self, room: str) -> None:
         await self._call("DELETE", f"{_API}/sessions/{_segment(room)}", None, ok={204, 404})
+
+    async def check(self) -> None:
+        # The session list: authenticated (so a wrong secret shows) and always there.
+        await self._call("GET", f"{_API}/sessions", None, ok={200})
 
     async def aclose(self) -> None:
         await self._client.aclose()

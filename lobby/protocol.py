@@ -42,9 +42,10 @@ ERROR_CODES = (
     "cancelled",
     "media_unavailable",
     "resume_failed",
+    "rate_limited",
     "internal_error",
 )
-CLOSE_CODES = (1000, 1001, 1009, 1011, 1012, 4001, 4008)
+CLOSE_CODES = (1000, 1001, 1008, 1009, 1011, 1012, 4001, 4008)
 
 MAX_REF_LENGTH = 64
 MAX_NICKNAME = 40

@@ -18,7 +18,9 @@ Races we rule out, and how:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 import secrets
 from collections import Counter
 from collections.abc import Coroutine
@@ -26,6 +28,7 @@ from typing import Any
 
 from lobby import protocol
 from lobby.hub import Conn, Hub
+from lobby.limits import SlidingWindow
 from lobby.media import Grant, Identity, MediaBackend, MediaError
 from lobby.presence import Member, Outcome, Participant, Presence
 from lobby.protocol import Join, Leave, Ping, ProtocolError, Ref, Request, Resume
@@ -34,10 +37,24 @@ log = logging.getLogger("lobby.rooms")
 
 
 class Rooms:
-    def __init__(self, media: MediaBackend, hub: Hub, *, grace: float) -> None:
+    def __init__(
+        self,
+        media: MediaBackend,
+        hub: Hub,
+        *,
+        grace: float,
+        joins_per_minute: int = 30,
+        recovered: asyncio.Event | None = None,
+    ) -> None:
         self.media = media
         self.hub = hub
         self.grace = grace
+        self._joins = SlidingWindow(joins_per_minute, 60.0)
+        # Clean-up the media server missed (it was down): retried until it is done.
+        self._undeleted: dict[str, Grant] = {}
+        self._unclosed: set[str] = set()
+        self._recovered = recovered or asyncio.Event()
+        self._retrier: asyncio.Task[None] | None = None
         self.presence: Presence[Grant] = Presence()
         self._pending: dict[int, tuple[object, Ref]] = {}  # conn id -> (marker, request ref)
         self._joining: Counter[str] = Counter()
@@ -83,10 +100,18 @@ class Rooms:
             conn.send(protocol.render_pong(request.ref))
 
     def _begin(self, conn: Conn, ref: Ref) -> object | None:
-        """Mark a media request in flight on `conn`; None (and `busy`) if one already is."""
+        """Mark a media request in flight on `conn`; None (and an error) if it may not start."""
         if conn.id in self._pending:
             self._error(conn, ref, "busy", "Your previous request is still in progress.")
             return None
+        # Every request that reaches here costs OpenVidu calls: limit them per user.
+        now = asyncio.get_running_loop().time()
+        if not self._joins.hit(conn.user, now):
+            wait = math.ceil(self._joins.retry_after(conn.user, now))
+            self._error(conn, ref, "rate_limited", f"Too many joins; try again in {wait} s.")
+            return None
+        if len(self._joins) > 10_000:
+            self._joins.forget_idle(now)
         marker = object()
         self._pending[conn.id] = (marker, ref)
         return marker
@@ -241,8 +266,12 @@ class Rooms:
             await self.media.revoke(grant)
         except MediaError:
             log.warning(
-                "could not delete connection %s in room %s", grant.connection_id, grant.room
+                "could not delete connection %s in room %s; will retry",
+                grant.connection_id,
+                grant.room,
             )
+            self._undeleted[grant.connection_id] = grant
+            self._retry_later()
 
     def _maybe_close(self, room: str) -> None:
         """Close the room's media session if nobody is in it or on the way in."""
@@ -255,9 +284,35 @@ class Rooms:
         try:
             await self.media.close_room(room)
         except MediaError:
-            log.warning("could not close the media session of room %s", room)
+            log.warning("could not close the media session of room %s; will retry", room)
+            self._unclosed.add(room)
+            self._retry_later()
+        else:
+            self._unclosed.discard(room)
         finally:
             self._closing.pop(room).set_result(None)
+
+    def _retry_later(self) -> None:
+        if self._retrier is None:
+            self._retrier = asyncio.get_running_loop().create_task(self._retry())
+
+    async def _retry(self) -> None:
+        """Finish the missed clean-up: now and then, and at once when the media server is back."""
+        pause = 0.5
+        while self._undeleted or self._unclosed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._recovered.wait(), pause)
+            pause = min(pause * 2, 30.0)
+            for grant in list(self._undeleted.values()):
+                try:
+                    await self.media.revoke(grant)
+                except MediaError:
+                    break  # still down: wait for the next round
+                del self._undeleted[grant.connection_id]
+            for room in list(self._unclosed):
+                self._unclosed.discard(room)
+                self._maybe_close(room)  # only if still empty; re-queued if it fails again
+        self._retrier = None
 
     # Plumbing
 
@@ -275,9 +330,11 @@ class Rooms:
             log.error("request failed", exc_info=task.exception())
 
     async def drain(self) -> None:
-        """Wait for in-flight joins and clean-ups (at shutdown); cancel expiry timers."""
+        """Wait for in-flight joins and clean-ups (at shutdown); cancel timers and retries."""
         for timer in self._expiry.values():
             timer.cancel()
         self._expiry.clear()
+        if self._retrier is not None:
+            self._retrier.cancel()
         while self._tasks:
             await asyncio.wait(set(self._tasks))

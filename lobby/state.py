@@ -9,9 +9,9 @@ from typing import cast
 from starlette.requests import HTTPConnection
 
 from lobby.auth import Auth
+from lobby.breaker import Breaker
 from lobby.config import Settings
 from lobby.hub import Hub
-from lobby.media import MediaBackend
 from lobby.rooms import Rooms
 
 
@@ -20,7 +20,7 @@ class AppState:
     settings: Settings
     db: sqlite3.Connection
     auth: Auth
-    media: MediaBackend
+    media: Breaker
     hub: Hub
     rooms: Rooms
 

@@ -12,10 +12,13 @@ import contextlib
 import logging
 from urllib.parse import urlsplit
 
+from starlette.responses import PlainTextResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from lobby import protocol
+from lobby.config import Settings
 from lobby.hub import Conn
+from lobby.limits import TokenBucket
 from lobby.state import state_of
 from lobby.wire import EXTENSION
 
@@ -37,18 +40,22 @@ def origin_allowed(websocket: WebSocket, allowed: tuple[str, ...]) -> bool:
 
 async def lobby_socket(websocket: WebSocket) -> None:
     state = state_of(websocket)
+    settings = state.settings
+    # The process cap comes first: a flood of handshakes costs no database work.
+    if len(state.hub) >= settings.max_sockets:
+        await _deny(websocket, 503, "This server is full; please try again shortly.")
+        return
     current = state.auth.current(websocket)
     writer = websocket.scope.get("extensions", {}).get(EXTENSION)
     if writer is None:
         log.error("no direct frame writer: serve the app with lobby.server.uvicorn_config")
-    if (
-        current is None
-        or writer is None
-        or not origin_allowed(websocket, state.settings.allowed_origins)
-    ):
+    if current is None or writer is None or not origin_allowed(websocket, settings.allowed_origins):
         await websocket.close()  # before accept: uvicorn answers HTTP 403
         return
     session_id, user = current
+    if state.hub.sockets_of(user.name) >= settings.max_sockets_per_user:
+        await _deny(websocket, 429, "Too many open lobby tabs; close some and reload.")
+        return
     await websocket.accept()
     closing: set[asyncio.Task[None]] = set()
 
@@ -61,7 +68,7 @@ async def lobby_socket(websocket: WebSocket) -> None:
     conn = Conn(user.name, user.role, session_id, writer, close)
     state.rooms.connect(conn)
     try:
-        await _read(websocket, conn, state.settings.max_frame_bytes)
+        await _read(websocket, conn, settings)
     except Exception:
         log.exception("socket of %s failed", user.name)
         conn.close(1011, "internal error")
@@ -71,14 +78,34 @@ async def lobby_socket(websocket: WebSocket) -> None:
             await asyncio.wait(closing, timeout=1.0)
 
 
-async def _read(websocket: WebSocket, conn: Conn, max_bytes: int) -> None:
+async def _deny(websocket: WebSocket, status: int, message: str) -> None:
+    """Refuse the upgrade with a real HTTP status and a sentence saying why."""
+    await websocket.send_denial_response(PlainTextResponse(message, status_code=status))
+
+
+async def _read(websocket: WebSocket, conn: Conn, settings: Settings) -> None:
     rooms = state_of(websocket).rooms
+    clock = asyncio.get_running_loop().time
+    bucket = TokenBucket(settings.message_rate, settings.message_burst, clock())
+    max_bytes = settings.max_frame_bytes
     while True:
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
             return
         if not conn.open:
             continue  # closing: drain until the peer's close arrives
+        if not bucket.take(clock()):
+            if bucket.flooding:
+                conn.close(1008, "too many messages")
+            else:
+                conn.send(
+                    protocol.render_error(
+                        protocol.ProtocolError(
+                            "rate_limited", "You are sending too fast; slow down."
+                        )
+                    )
+                )
+            continue
         text = message.get("text")
         if text is None:
             rooms.handle(

@@ -1,0 +1,97 @@
+"""A circuit breaker in front of the media back end.
+
+When OpenVidu is down, every join would otherwise wait for its own timeout and
+then fail. After the first outage-type failure (`MediaError.outage`: refused,
+timed out, 5xx, wrong secret) the breaker *opens*: calls fail at once with
+`media_unavailable`, and a single background probe (`check`) asks the media
+server, with a growing pause, whether it is back. When a probe succeeds the
+breaker closes and `recovered` is set, so whoever queued work for later (e.g.
+connections that could not be deleted) can retry at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from lobby.media import Grant, Identity, MediaBackend, MediaError
+
+log = logging.getLogger("lobby.breaker")
+T = TypeVar("T")
+
+
+class MediaDown(MediaError):
+    """Refused without trying: the media server is known to be down."""
+
+    outage = True
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The video service is unavailable right now; please try again in a moment."
+        )
+
+
+class Breaker:
+    """A `MediaBackend` that fails fast while the one it wraps is down."""
+
+    def __init__(
+        self, inner: MediaBackend, *, first_probe: float = 1.0, max_probe: float = 30.0
+    ) -> None:
+        self.inner = inner
+        self._first_probe = first_probe
+        self._max_probe = max_probe
+        self._probe: asyncio.Task[None] | None = None
+        self.recovered = asyncio.Event()  # set each time the media server comes back
+
+    @property
+    def down(self) -> bool:
+        return self._probe is not None
+
+    async def grant(self, room: str, identity: Identity) -> Grant:
+        return await self._call(lambda: self.inner.grant(room, identity))
+
+    async def revoke(self, grant: Grant) -> None:
+        await self._call(lambda: self.inner.revoke(grant))
+
+    async def close_room(self, room: str) -> None:
+        await self._call(lambda: self.inner.close_room(room))
+
+    async def check(self) -> None:
+        await self._call(self.inner.check)
+
+    async def aclose(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+        await self.inner.aclose()
+
+    async def _call(self, work: Callable[[], Awaitable[T]]) -> T:
+        if self._probe is not None:
+            raise MediaDown()
+        try:
+            return await work()
+        except MediaError as error:
+            if error.outage:
+                self._trip()
+            raise
+
+    def _trip(self) -> None:
+        if self._probe is None:
+            log.warning("media server down: failing fast until it answers again")
+            self.recovered.clear()
+            self._probe = asyncio.get_running_loop().create_task(self._wait_for_recovery())
+
+    async def _wait_for_recovery(self) -> None:
+        pause = self._first_probe
+        while True:
+            await asyncio.sleep(pause)
+            try:
+                await self.inner.check()
+            except MediaError:
+                pause = min(pause * 2, self._max_probe)
+                continue
+            log.warning("media server is back")
+            self._probe = None
+            self.recovered.set()
+            return
