@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -25,6 +26,7 @@ from lobby.rooms import Rooms
 from lobby.sessions import SessionStore
 from lobby.state import AppState
 from lobby.users import UserStore
+from lobby.watch import watch_sessions
 from lobby.ws import lobby_socket
 
 log = logging.getLogger("lobby")
@@ -59,9 +61,11 @@ def create_app(
         )
         auth = Auth(store, sessions, secret_key=settings.secret_key, ttl=settings.session_ttl)
         app.state.lobby = AppState(settings, db, auth, backend, hub, rooms)
+        watcher = asyncio.create_task(watch_sessions(sessions, hub, rooms))
         try:
             yield
         finally:
+            watcher.cancel()
             for conn in hub:
                 conn.close(1012, "server restarting")
             await rooms.drain()

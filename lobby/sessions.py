@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from lobby.db import Database
 from lobby.users import User
@@ -69,6 +69,26 @@ class SessionStore:
     def delete_user(self, user: User | str) -> None:
         """End every session of `user`."""
         self._db.write("DELETE FROM sessions WHERE user = ?", (_name(user),))
+
+    def alive(self, session_ids: Iterable[str]) -> set[str]:
+        """Which of `session_ids` are still valid (not logged out, revoked or expired)."""
+        by_key = {_key(i): i for i in session_ids}
+        keys, now = list(by_key), self._clock()
+        found: set[str] = set()
+        for start in range(0, len(keys), 500):  # SQLite caps bound parameters
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                # Only "?" placeholders are formatted in; the values stay bound parameters.
+                f"SELECT id FROM sessions WHERE expires_at > ? AND id IN ({marks})",
+                (now, *chunk),
+            )
+            found.update(by_key[row[0]] for row in rows)
+        return found
+
+    def changed_elsewhere(self) -> int:
+        """A number that changes whenever another connection (another process) commits."""
+        return int(self._db.execute("PRAGMA data_version").fetchone()[0])
 
     def purge_expired(self) -> int:
         """Delete expired sessions; returns how many. Call it now and then."""

@@ -202,9 +202,10 @@ async def make_lobby(standin: OpenViduStandin) -> AsyncIterator[LobbyFactory]:
 
     async def start(**overrides: Any) -> Lobby:
         media = overrides.pop("media", None)
+        users = overrides.pop("users", None) or make_users()
         settings = test_settings(standin, **overrides)
         app = create_app(
-            settings, users=make_users(), media=media or OpenViduBackend.from_settings(settings)
+            settings, users=users, media=media or OpenViduBackend.from_settings(settings)
         )
         live = LiveServer(config=uvicorn_config(app, replace(settings, log_level="warning")))
         await live.__aenter__()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from argon2 import PasswordHasher
@@ -153,3 +154,25 @@ def test_role_comes_from_the_user_row(db: Database, sessions: SessionStore) -> N
     session = sessions.create(ALICE)
     db.write("UPDATE users SET role = 'MODERATOR' WHERE name = 'alice'")
     assert sessions.get(session) == User("alice", "MODERATOR")
+
+
+def test_alive_names_the_sessions_still_valid(
+    users: UserStore, sessions: SessionStore, clock: Clock
+) -> None:
+    alice = sessions.create("alice")
+    bob = sessions.create("bob")
+    gone = sessions.create("alice")
+    sessions.delete(gone)
+    many = [sessions.create("alice") for _ in range(600)]  # more than one query's worth
+    assert sessions.alive([alice, bob, gone, "never-existed", *many]) == {alice, bob, *many}
+    clock.now += 10_000  # expiry counts too
+    assert sessions.alive([alice, bob]) == set()
+
+
+def test_changed_elsewhere_sees_commits_of_other_connections(tmp_path: Path) -> None:
+    path = str(tmp_path / "lobby.sqlite3")
+    mine, theirs = connect(path), connect(path)
+    store = SessionStore(mine, ttl=60)
+    before = store.changed_elsewhere()
+    UserStore(theirs).add("carol", "PUBLISHER", "pw")
+    assert store.changed_elsewhere() != before

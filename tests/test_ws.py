@@ -5,14 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
 import socket
+import sys
+from pathlib import Path
 
 import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
 
-from tests.conftest import Client, Lobby, LobbyFactory, until
+from lobby.db import connect
+from lobby.users import UserStore
+from tests.conftest import CHEAP_HASHER, PASSWORD, Client, Lobby, LobbyFactory, until
 from tests.openvidu_standin import OpenViduStandin, closed_port_url
 
 TOKEN = re.compile(
@@ -853,3 +858,44 @@ async def test_connections_not_deleted_during_an_outage_are_deleted_when_it_ends
     )
     assert list(standin.sessions["R1"].connections) != [alice_connection]
     await until(lambda: not lobby.state.rooms._undeleted)
+
+
+# Sessions ended elsewhere
+
+
+async def test_a_password_changed_by_the_cli_closes_that_users_sockets(
+    make_lobby: LobbyFactory, tmp_path: Path
+) -> None:
+    path = str(tmp_path / "lobby.sqlite3")
+    users = UserStore(connect(path), hasher=CHEAP_HASHER)
+    for name in ("alice", "bob"):
+        users.add(name, "PUBLISHER", PASSWORD)
+    lobby = await make_lobby(users=users)
+    alice, bob = await lobby.client("alice"), await lobby.client("bob")
+    token = await alice.join("R1")
+    await bob.until("joined")
+    # Another process: the `lobby` command, on the same database file.
+    env = {**os.environ, "LOBBY_DATABASE": path}
+    cli = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "lobby",
+        "users",
+        "passwd",
+        "alice",
+        "--password-stdin",
+        env=env,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
+    )
+    await cli.communicate(b"a new password\n")
+    assert cli.returncode == 0
+    assert await alice.close_code(timeout=5) == 4001
+    left = await bob.expect("left")
+    assert left["participant"] == token["participant"]
+    assert left["reason"] == "left"
+    await bob.expect("room_closed")
+    with pytest.raises(InvalidStatus):  # the old cookie is refused
+        await lobby.client("alice", cookie=alice.cookie)
+    await bob.request({"type": "ping"})
+    await bob.expect("pong")  # bob's session is untouched
