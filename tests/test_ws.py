@@ -899,3 +899,41 @@ async def test_a_password_changed_by_the_cli_closes_that_users_sockets(
         await lobby.client("alice", cookie=alice.cookie)
     await bob.request({"type": "ping"})
     await bob.expect("pong")  # bob's session is untouched
+
+
+# Races
+
+
+async def test_two_users_creating_the_same_room_at_once_share_one_session(
+    lobby: Lobby, standin: OpenViduStandin
+) -> None:
+    alice, bob = await lobby.client("alice"), await lobby.client("bob")
+    both = await asyncio.gather(alice.join("NEW"), bob.join("NEW"))
+    assert {t["room"] for t in both} == {"NEW"}
+    assert list(standin.sessions) == ["NEW"]
+    assert len(standin.sessions["NEW"].connections) == 2
+    creates = sorted(c.status or 0 for c in standin.calls if c.path == "/openvidu/api/sessions")
+    assert creates == [200, 409]
+    orders = []
+    for client in (alice, bob):  # both see both joins, in the same order
+        seen = [await client.until("joined"), await client.until("joined")]
+        orders.append([j["participant"]["id"] for j in seen])
+    assert orders[0] == orders[1]
+    assert sorted(orders[0]) == sorted(t["participant"]["id"] for t in both)
+
+
+async def test_two_tabs_of_one_user_are_two_participants(lobby: Lobby) -> None:
+    cookie = await lobby.login("alice")
+    tab1 = await lobby.client("alice", cookie=cookie)
+    tab2 = await lobby.client("alice", cookie=cookie)
+    one = await tab1.join("R1", "Laptop")
+    two = await tab2.join("R1", "Phone")
+    assert one["participant"]["id"] != two["participant"]["id"]
+    assert one["resume_key"] != two["resume_key"]
+    await tab1.request({"type": "leave"})
+    await tab1.until("ok")
+    left = await tab2.until("left")
+    assert left["participant"]["nickname"] == "Laptop"  # the other tab stays
+    bob = await lobby.client("bob")
+    [room] = bob.welcome["rooms"]
+    assert [p["nickname"] for p in room["participants"]] == ["Phone"]
