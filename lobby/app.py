@@ -23,6 +23,7 @@ from lobby.hub import Hub
 from lobby.media import MediaBackend
 from lobby.openvidu import OpenViduBackend
 from lobby.rooms import Rooms
+from lobby.roster import Roster
 from lobby.sessions import SessionStore
 from lobby.state import AppState
 from lobby.users import UserStore
@@ -58,7 +59,15 @@ def create_app(
             grace=settings.reconnect_grace,
             joins_per_minute=settings.joins_per_minute,
             recovered=backend.recovered,
+            roster=Roster(db),
         )
+        restored = rooms.restore()
+        if restored:
+            log.info(
+                "restored %d participants; they have %gs to come back",
+                restored,
+                settings.reconnect_grace,
+            )
         auth = Auth(store, sessions, secret_key=settings.secret_key, ttl=settings.session_ttl)
         app.state.lobby = AppState(settings, db, auth, backend, hub, rooms)
         watcher = asyncio.create_task(watch_sessions(sessions, hub, rooms))

@@ -49,6 +49,21 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX IF NOT EXISTS sessions_user ON sessions(user)",
         "CREATE INDEX IF NOT EXISTS sessions_expires_at ON sessions(expires_at)",
     ),
+    # 2: the participants of the rooms, so a restart can give them back (lobby.roster).
+    (
+        """
+        CREATE TABLE IF NOT EXISTS participants (
+            id TEXT PRIMARY KEY,
+            room TEXT NOT NULL,
+            user TEXT NOT NULL,
+            nickname TEXT NOT NULL,
+            role TEXT NOT NULL,
+            resume_key TEXT NOT NULL UNIQUE,
+            connection_id TEXT NOT NULL,
+            joined_at REAL NOT NULL
+        )
+        """,
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -139,6 +139,15 @@ class Presence(Generic[G]):
         self._by_key[resume_key] = participant.id
         return outcome + Outcome(events=(Joined(room, participant),))
 
+    def restore(self, participant: Participant, room: str, resume_key: str, grant: G) -> None:
+        """Put back a participant known from before a restart, away until resumed or expired."""
+        if participant.id in self._members or resume_key in self._by_key:
+            raise ValueError("participant id and resume key must be new")
+        member = Member(participant, room, resume_key, grant)
+        self._members[participant.id] = member
+        self._rooms.setdefault(room, {})[participant.id] = member
+        self._by_key[resume_key] = participant.id
+
     def leave(self, socket: SocketId, reason: LeaveReason = "left") -> Outcome[G]:
         """Remove the participant `socket` holds, if any, at once."""
         member = self.member_of(socket)

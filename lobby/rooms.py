@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import math
 import secrets
@@ -30,8 +31,9 @@ from lobby import protocol
 from lobby.hub import Conn, Hub
 from lobby.limits import SlidingWindow
 from lobby.media import Grant, Identity, MediaBackend, MediaError
-from lobby.presence import Member, Outcome, Participant, Presence
+from lobby.presence import Event, Joined, Left, Member, Outcome, Participant, Presence, RoomClosed
 from lobby.protocol import Join, Leave, Ping, ProtocolError, Ref, Request, Resume
+from lobby.roster import Entry, Roster
 
 log = logging.getLogger("lobby.rooms")
 
@@ -45,10 +47,12 @@ class Rooms:
         grace: float,
         joins_per_minute: int = 30,
         recovered: asyncio.Event | None = None,
+        roster: Roster | None = None,
     ) -> None:
         self.media = media
         self.hub = hub
         self.grace = grace
+        self.roster = roster
         self._joins = SlidingWindow(joins_per_minute, 60.0)
         # Clean-up the media server missed (it was down): retried until it is done.
         self._undeleted: dict[str, Grant] = {}
@@ -75,8 +79,22 @@ class Rooms:
         self._pending.pop(conn.id, None)
         member = self.presence.disconnect(conn.id)
         if member is not None:
-            pid = member.participant.id
-            self._expiry[pid] = asyncio.get_running_loop().call_later(self.grace, self._expire, pid)
+            self._expire_later(member.participant.id)
+
+    def restore(self) -> int:
+        """Take back the participants of the last run (at start): away, expiring after grace."""
+        if self.roster is None:
+            return 0
+        entries = self.roster.load()
+        for entry in entries:
+            self.presence.restore(entry.participant, entry.room, entry.resume_key, entry.grant)
+            self._expire_later(entry.participant.id)
+        return len(entries)
+
+    def _expire_later(self, participant_id: str) -> None:
+        self._expiry[participant_id] = asyncio.get_running_loop().call_later(
+            self.grace, self._expire, participant_id
+        )
 
     def end_session(self, session_id: str, code: int, reason: str) -> None:
         """A login session ended: its sockets' participants leave now and the sockets close."""
@@ -146,7 +164,7 @@ class Rooms:
             self._maybe_close(request.room)
             return
         key = secrets.token_urlsafe(24)
-        outcome = self.presence.join(conn.id, participant, request.room, key, grant)
+        outcome = self.presence.join(conn.id, participant, request.room, _digest(key), grant)
         conn.send(protocol.render_token(request.ref, request.room, grant.token, participant, key))
         self._apply(outcome)
 
@@ -188,7 +206,7 @@ class Rooms:
         if conn.id in self._pending:
             self._error(conn, request.ref, "busy", "Your previous request is still in progress.")
             return
-        member = self.presence.by_key(request.key)
+        member = self.presence.by_key(_digest(request.key))
         held = self.presence.member_of(conn.id)
         if (
             member is None
@@ -235,6 +253,8 @@ class Rooms:
             self._error(conn, ref, grant.code, grant.message)
             return
         self.presence.replace_grant(member, grant)
+        if self.roster is not None:
+            self.roster.new_grant(member.participant.id, grant)
         conn.send(protocol.render_resumed(ref, member.room, member.participant, grant.token))
 
     # Consequences
@@ -244,11 +264,25 @@ class Rooms:
         self._apply(self.presence.expire(participant_id))
 
     def _apply(self, outcome: Outcome[Grant]) -> None:
-        """Tell everyone what changed, then clean up on the media server."""
+        """Record and tell everyone what changed, then clean up on the media server."""
         for event in outcome.events:
+            self._record(event)
             self.hub.broadcast(protocol.render_event(event))
         if outcome.revoke or outcome.close_rooms:
             self._cleanup(outcome)
+
+    def _record(self, event: Event) -> None:
+        """Write presence through to the roster, so a restart can give it back."""
+        if self.roster is None or isinstance(event, RoomClosed):
+            return
+        pid = event.participant.id
+        member = self.presence.member(pid)
+        if isinstance(event, Joined) and member is not None:
+            self.roster.save(
+                Entry(member.participant, member.room, member.resume_key, member.grant)
+            )
+        elif isinstance(event, Left):
+            self.roster.delete(pid)
 
     def _cleanup(self, outcome: Outcome[Grant], room: str | None = None) -> None:
         self._spawn(self._revoke_then_close(outcome.revoke, outcome.close_rooms, room))
@@ -338,3 +372,8 @@ class Rooms:
             self._retrier.cancel()
         while self._tasks:
             await asyncio.wait(set(self._tasks))
+
+
+def _digest(resume_key: str) -> str:
+    """Resume keys are secrets: memory and the database hold only their digest."""
+    return hashlib.sha256(resume_key.encode()).hexdigest()

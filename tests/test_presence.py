@@ -149,3 +149,20 @@ def test_lookups() -> None:
     assert found is not None
     assert found.participant == person("p1")
     assert presence.member("p2") is None
+
+
+def test_restored_participants_are_listed_away_until_resumed_or_expired() -> None:
+    presence: Presence[str] = Presence()
+    presence.restore(person("p1"), "A", "k1", "g1")
+    presence.restore(person("p2", "bob"), "A", "k2", "g2")
+    assert snapshot(presence) == {"A": ["p1", "p2"]}
+    member = presence.by_key("k1")
+    assert member is not None
+    assert member.away
+    assert presence.resume("s1", member) is None
+    assert presence.expire("p1") == Outcome()
+    outcome = presence.expire("p2")
+    assert outcome.events == (Left("A", person("p2", "bob"), "disconnected"),)
+    assert outcome.revoke == ("g2",)
+    with pytest.raises(ValueError, match="new"):
+        presence.restore(person("p1"), "B", "k9", "g9")

@@ -937,3 +937,41 @@ async def test_two_tabs_of_one_user_are_two_participants(lobby: Lobby) -> None:
     bob = await lobby.client("bob")
     [room] = bob.welcome["rooms"]
     assert [p["nickname"] for p in room["participants"]] == ["Phone"]
+
+
+# Restarts
+
+
+async def test_presence_survives_a_restart_and_the_absent_are_cleaned_up(
+    make_lobby: LobbyFactory, standin: OpenViduStandin, tmp_path: Path
+) -> None:
+    path = str(tmp_path / "lobby.sqlite3")
+    users = UserStore(connect(path), hasher=CHEAP_HASHER)
+    for name in ("alice", "bob", "mod"):
+        users.add(name, "PUBLISHER", PASSWORD)
+    first = await make_lobby(users=users)
+    alice, mod = await first.client("alice"), await first.client("mod")
+    kept = await alice.join("R1", "Alice")
+    gone = await mod.join("R2", "Mod")
+    [gone_connection] = standin.sessions["R2"].connections
+    await first.live.__aexit__(None, None, None)  # stop: sockets closed with 1012
+    assert await alice.close_code() == 1012
+
+    second = await make_lobby(users=UserStore(connect(path), hasher=CHEAP_HASHER))
+    bob = await second.client("bob")
+    listed = {r["name"]: r["participants"] for r in bob.welcome["rooms"]}
+    assert listed == {"R1": [kept["participant"]], "R2": [gone["participant"]]}
+    back = await second.client("alice", cookie=alice.cookie)
+    await back.request({"type": "resume", "key": kept["resume_key"]})
+    assert (await back.expect("resumed"))["participant"] == kept["participant"]
+    # mod never comes back: after the grace period it is gone, on OpenVidu too.
+    left = await bob.expect("left", timeout=second.settings.reconnect_grace + 2)
+    assert left["participant"] == gone["participant"]
+    assert left["reason"] == "disconnected"
+    assert await bob.expect("room_closed") == {"type": "room_closed", "room": "R2"}
+    await standin.wait_for(lambda: "DELETE /openvidu/api/sessions/R2" in paths(standin))
+    assert f"DELETE /openvidu/api/sessions/R2/connection/{gone_connection}" in paths(standin)
+    await bob.nothing(within=0.3)  # alice stayed, silently
+    assert [p.id for _, ps in second.state.rooms.presence.rooms() for p in ps] == [
+        kept["participant"]["id"]
+    ]
