@@ -8,9 +8,8 @@ Races we rule out, and how:
 - A socket that closes, leaves or is taken over while its grant is being made
   must not leave a participant behind: after every await the request checks it
   is still the socket's current one (`_pending`), and if not, revokes the grant.
-- A room's media session must not be closed under a join: `_joining` counts
-  joins in flight per room, closing waits until there are none, and a join that
-  starts while the room is closing waits for the close to finish first.
+- A room's media session must not be closed under a join: `lobby.calls`
+  keeps joins and closes of one room apart.
 - Events are broadcast synchronously right after presence changes, so every
   socket sees them in the order presence applied them, after its `welcome`.
 """
@@ -18,16 +17,15 @@ Races we rule out, and how:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import math
 import secrets
-from collections import Counter
 from collections.abc import Coroutine
 from typing import Any
 
 from lobby import protocol
+from lobby.calls import Calls
 from lobby.hub import Conn, Hub
 from lobby.limits import SlidingWindow
 from lobby.media import Grant, Identity, MediaBackend, MediaError
@@ -49,20 +47,13 @@ class Rooms:
         recovered: asyncio.Event | None = None,
         roster: Roster | None = None,
     ) -> None:
-        self.media = media
         self.hub = hub
         self.grace = grace
         self.roster = roster
-        self._joins = SlidingWindow(joins_per_minute, 60.0)
-        # Clean-up the media server missed (it was down): retried until it is done.
-        self._undeleted: dict[str, Grant] = {}
-        self._unclosed: set[str] = set()
-        self._recovered = recovered or asyncio.Event()
-        self._retrier: asyncio.Task[None] | None = None
         self.presence: Presence[Grant] = Presence()
+        self.calls = Calls(media, occupied=self.presence.has_room, recovered=recovered)
+        self._joins = SlidingWindow(joins_per_minute, 60.0)
         self._pending: dict[int, tuple[object, Ref]] = {}  # conn id -> (marker, request ref)
-        self._joining: Counter[str] = Counter()
-        self._closing: dict[str, asyncio.Future[None]] = {}
         self._expiry: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -161,7 +152,7 @@ class Rooms:
         del self._pending[conn.id]
         if isinstance(grant, MediaError):
             self._error(conn, request.ref, grant.code, grant.message)
-            self._maybe_close(request.room)
+            self.calls.maybe_close(request.room)
             return
         key = secrets.token_urlsafe(24)
         outcome = self.presence.join(conn.id, participant, request.room, _digest(key), grant)
@@ -179,21 +170,8 @@ class Rooms:
                 self._error(conn, ref, "internal_error", "Something went wrong on our side.")
 
     async def _grant(self, room: str, participant: Participant) -> Grant | MediaError:
-        """A grant for `room`, or the media server's error (already logged by the back end)."""
-        self._joining[room] += 1
-        try:
-            while (closing := self._closing.get(room)) is not None:
-                await asyncio.shield(closing)
-            identity = Identity(
-                participant.id, participant.user, participant.nickname, participant.role
-            )
-            return await self.media.grant(room, identity)
-        except MediaError as error:
-            return error
-        finally:
-            self._joining[room] -= 1
-            if not self._joining[room]:
-                del self._joining[room]
+        p = participant
+        return await self.calls.grant(room, Identity(p.id, p.user, p.nickname, p.role))
 
     def _leave(self, conn: Conn, request: Leave) -> None:
         pending = self._pending.pop(conn.id, None)
@@ -242,7 +220,7 @@ class Rooms:
         OpenVidu closes the session on its deletion, which would also kill a
         connection made just before it.
         """
-        await self._revoke(member.grant)
+        await self.calls.revoke(member.grant)
         grant = await self._grant(member.room, member.participant)
         if not self._current(conn, marker):
             if isinstance(grant, Grant):
@@ -285,68 +263,8 @@ class Rooms:
             self.roster.delete(pid)
 
     def _cleanup(self, outcome: Outcome[Grant], room: str | None = None) -> None:
-        self._spawn(self._revoke_then_close(outcome.revoke, outcome.close_rooms, room))
-
-    async def _revoke_then_close(
-        self, grants: tuple[Grant, ...], close_rooms: tuple[str, ...], room: str | None
-    ) -> None:
-        for grant in grants:
-            await self._revoke(grant)
-        for name in (*close_rooms, *([room] if room else [])):
-            self._maybe_close(name)
-
-    async def _revoke(self, grant: Grant) -> None:
-        try:
-            await self.media.revoke(grant)
-        except MediaError:
-            log.warning(
-                "could not delete connection %s in room %s; will retry",
-                grant.connection_id,
-                grant.room,
-            )
-            self._undeleted[grant.connection_id] = grant
-            self._retry_later()
-
-    def _maybe_close(self, room: str) -> None:
-        """Close the room's media session if nobody is in it or on the way in."""
-        if self.presence.has_room(room) or self._joining[room] or room in self._closing:
-            return
-        self._closing[room] = asyncio.get_running_loop().create_future()
-        self._spawn(self._close(room))
-
-    async def _close(self, room: str) -> None:
-        try:
-            await self.media.close_room(room)
-        except MediaError:
-            log.warning("could not close the media session of room %s; will retry", room)
-            self._unclosed.add(room)
-            self._retry_later()
-        else:
-            self._unclosed.discard(room)
-        finally:
-            self._closing.pop(room).set_result(None)
-
-    def _retry_later(self) -> None:
-        if self._retrier is None:
-            self._retrier = asyncio.get_running_loop().create_task(self._retry())
-
-    async def _retry(self) -> None:
-        """Finish the missed clean-up: now and then, and at once when the media server is back."""
-        pause = 0.5
-        while self._undeleted or self._unclosed:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._recovered.wait(), pause)
-            pause = min(pause * 2, 30.0)
-            for grant in list(self._undeleted.values()):
-                try:
-                    await self.media.revoke(grant)
-                except MediaError:
-                    break  # still down: wait for the next round
-                del self._undeleted[grant.connection_id]
-            for room in list(self._unclosed):
-                self._unclosed.discard(room)
-                self._maybe_close(room)  # only if still empty; re-queued if it fails again
-        self._retrier = None
+        rooms = (*outcome.close_rooms, room) if room else outcome.close_rooms
+        self.calls.clean_up(outcome.revoke, rooms)
 
     # Plumbing
 
@@ -368,10 +286,9 @@ class Rooms:
         for timer in self._expiry.values():
             timer.cancel()
         self._expiry.clear()
-        if self._retrier is not None:
-            self._retrier.cancel()
         while self._tasks:
             await asyncio.wait(set(self._tasks))
+        await self.calls.drain()
 
 
 def _digest(resume_key: str) -> str:

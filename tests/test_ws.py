@@ -690,7 +690,7 @@ async def test_a_failed_delete_is_logged_and_the_lobby_goes_on(
         await bob.expect("room_closed")
 
         def logged(text: str) -> bool:
-            return any(text in r.getMessage() for r in caplog.records if r.name == "lobby.rooms")
+            return any(text in r.getMessage() for r in caplog.records if r.name == "lobby.calls")
 
         # The connection delete failed (500); the session close then failed fast.
         await until(lambda: logged("could not delete connection"))
@@ -857,7 +857,7 @@ async def test_connections_not_deleted_during_an_outage_are_deleted_when_it_ends
         timeout=10,
     )
     assert list(standin.sessions["R1"].connections) != [alice_connection]
-    await until(lambda: not lobby.state.rooms._undeleted)
+    await until(lambda: lobby.state.rooms.calls.unfinished == 0)
 
 
 # Sessions ended elsewhere

@@ -1,0 +1,139 @@
+"""The media side of the rooms: grants in, revokes and room closes out, retried until done.
+
+`Calls` asks the media back end for grants and carries out the clean-up that
+presence hands back (`Outcome.revoke`, `Outcome.close_rooms`), with two rules:
+
+- A room's media session is never closed under a join: `_joining` counts the
+  grants in flight per room, a close waits until there are none and the room
+  is empty (`occupied`), and a grant that starts while its room is closing
+  waits for the close to finish first.
+- Clean-up the media server missed (it was down or failing) is kept and
+  retried with a growing pause, and at once when `recovered` is set, so every
+  connection the lobby made is deleted in the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any
+
+from lobby.media import Grant, Identity, MediaBackend, MediaError
+
+log = logging.getLogger("lobby.calls")
+
+
+class Calls:
+    def __init__(
+        self,
+        media: MediaBackend,
+        *,
+        occupied: Callable[[str], bool],
+        recovered: asyncio.Event | None = None,
+    ) -> None:
+        self.media = media
+        self._occupied = occupied
+        self._recovered = recovered or asyncio.Event()
+        self._joining: Counter[str] = Counter()
+        self._closing: dict[str, asyncio.Future[None]] = {}
+        self._undeleted: dict[str, Grant] = {}
+        self._unclosed: set[str] = set()
+        self._retrier: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def unfinished(self) -> int:
+        """Connections and rooms still waiting to be deleted on the media server."""
+        return len(self._undeleted) + len(self._unclosed)
+
+    async def grant(self, room: str, identity: Identity) -> Grant | MediaError:
+        """A grant for `room`, or the media server's error (already logged by the back end)."""
+        self._joining[room] += 1
+        try:
+            while (closing := self._closing.get(room)) is not None:
+                await asyncio.shield(closing)
+            return await self.media.grant(room, identity)
+        except MediaError as error:
+            return error
+        finally:
+            self._joining[room] -= 1
+            if not self._joining[room]:
+                del self._joining[room]
+
+    def clean_up(self, grants: Iterable[Grant], rooms: Iterable[str]) -> None:
+        """Revoke `grants`, then close those of `rooms` that are (still) empty."""
+        self._spawn(self._revoke_then_close(tuple(grants), tuple(rooms)))
+
+    async def revoke(self, grant: Grant) -> None:
+        try:
+            await self.media.revoke(grant)
+        except MediaError:
+            log.warning(
+                "could not delete connection %s in room %s; will retry",
+                grant.connection_id,
+                grant.room,
+            )
+            self._undeleted[grant.connection_id] = grant
+            self._retry_later()
+
+    def maybe_close(self, room: str) -> None:
+        """Close the room's media session if nobody is in it or on the way in."""
+        if self._occupied(room) or self._joining[room] or room in self._closing:
+            return
+        self._closing[room] = asyncio.get_running_loop().create_future()
+        self._spawn(self._close(room))
+
+    async def _revoke_then_close(self, grants: tuple[Grant, ...], rooms: tuple[str, ...]) -> None:
+        for grant in grants:
+            await self.revoke(grant)
+        for room in rooms:
+            self.maybe_close(room)
+
+    async def _close(self, room: str) -> None:
+        try:
+            await self.media.close_room(room)
+        except MediaError:
+            log.warning("could not close the media session of room %s; will retry", room)
+            self._unclosed.add(room)
+            self._retry_later()
+        else:
+            self._unclosed.discard(room)
+        finally:
+            self._closing.pop(room).set_result(None)
+
+    def _retry_later(self) -> None:
+        if self._retrier is None:
+            self._retrier = asyncio.get_running_loop().create_task(self._retry())
+
+    async def _retry(self) -> None:
+        """Finish the missed clean-up: now and then, and at once when the media server is back."""
+        pause = 0.5
+        while self._undeleted or self._unclosed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._recovered.wait(), pause)
+            pause = min(pause * 2, 30.0)
+            for grant in list(self._undeleted.values()):
+                try:
+                    await self.media.revoke(grant)
+                except MediaError:
+                    break  # still down: wait for the next round
+                del self._undeleted[grant.connection_id]
+            for room in list(self._unclosed):
+                self._unclosed.discard(room)
+                self.maybe_close(room)  # only if still empty; queued again if it fails
+        self._retrier = None
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        """Wait for clean-up under way (at shutdown); stop retrying."""
+        if self._retrier is not None:
+            self._retrier.cancel()
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
