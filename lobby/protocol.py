@@ -48,6 +48,7 @@ ERROR_CODES = (
 CLOSE_CODES = (1000, 1001, 1008, 1009, 1011, 1012, 4001, 4008)
 
 MAX_REF_LENGTH = 64
+MAX_SAFE_INTEGER = 2**53 - 1
 MAX_NICKNAME = 40
 ROOM_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -117,11 +118,15 @@ def parse(text: str) -> Request | ProtocolError:
 
 
 def _valid_ref(ref: object) -> bool:
-    if ref is None or (isinstance(ref, str) and len(ref) <= MAX_REF_LENGTH):
+    if ref is None:
         return True
+    if isinstance(ref, str):  # echoed back, so it must be sendable: no lone surrogates
+        return len(ref) <= MAX_REF_LENGTH and _is_utf8(ref)
     if isinstance(ref, bool):  # an int subclass, but `true` is no request number
         return False
-    return isinstance(ref, int) or (isinstance(ref, float) and math.isfinite(ref))
+    if isinstance(ref, int):  # what a JavaScript number holds exactly
+        return abs(ref) <= MAX_SAFE_INTEGER
+    return isinstance(ref, float) and math.isfinite(ref)
 
 
 def _parse_join(frame: dict[str, Any], ref: Ref) -> Join | ProtocolError:
@@ -142,11 +147,20 @@ def _parse_join(frame: dict[str, Any], ref: Ref) -> Join | ProtocolError:
 
 def _parse_resume(frame: dict[str, Any], ref: Ref) -> Resume | ProtocolError:
     key, token = frame.get("key"), frame.get("token", False)
-    if not isinstance(key, str) or not key or len(key) > 128:
+    if not isinstance(key, str) or not key or len(key) > 128 or not key.isascii():
         return ProtocolError("bad_request", "'resume' needs the string 'key' from your token.", ref)
     if not isinstance(token, bool):
         return ProtocolError("bad_request", "'token' must be true or false.", ref)
     return Resume(ref, key, token)
+
+
+def _is_utf8(text: str) -> bool:
+    """False for strings JSON can carry but UTF-8 cannot (lone surrogates like "\\ud800")."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def valid_room(room: str) -> bool:

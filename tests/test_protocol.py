@@ -156,3 +156,18 @@ def test_core_modules_import_no_framework_and_no_asyncio(module: str) -> None:
         "re",
         "lobby",
     }, imported
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        '{"type":"ping","ref":"\\ud800"}',  # a lone surrogate: JSON allows it, UTF-8 cannot send it
+        '{"type":"resume","key":"\\udfff"}',
+        '{"type":"join","room":"r","nickname":"a\\ud800b"}',
+        '{"type":"\\ud800"}',
+    ],
+)
+def test_text_that_cannot_be_sent_back_is_refused_and_errors_stay_sendable(frame: str) -> None:
+    result = parse(frame)
+    assert isinstance(result, ProtocolError)
+    protocol.render_error(result).encode()  # must not raise

@@ -531,6 +531,9 @@ async def test_a_second_join_while_one_is_in_flight_is_busy(
         ('{"type":"join","room":"ok","nickname":"' + "n" * 41 + '"}', "invalid_nickname"),
         ('{"type":"resume","ref":1}', "bad_request"),
         (b"\x00binary", "bad_request"),
+        ("[" * 2000 + "]" * 2000, "bad_request"),  # deeply nested, under the size limit
+        ('{"a":' * 600 + "1" + "}" * 600, "bad_request"),
+        ('{"type":"ping","ref":' + "9" * 4000 + "}", "bad_request"),
     ],
 )
 async def test_bad_frames_get_an_error_and_the_socket_stays_usable(
@@ -975,3 +978,39 @@ async def test_presence_survives_a_restart_and_the_absent_are_cleaned_up(
     assert [p.id for _, ps in second.state.rooms.presence.rooms() for p in ps] == [
         kept["participant"]["id"]
     ]
+
+
+# Secrets
+
+
+async def test_tokens_and_the_openvidu_secret_never_reach_logs_pages_or_errors(
+    make_lobby: LobbyFactory, standin: OpenViduStandin, caplog: pytest.LogCaptureFixture
+) -> None:
+    import httpx
+
+    lobby = await make_lobby()
+    caplog.set_level(logging.INFO, logger="websockets.client")  # the test's side of the socket
+    with caplog.at_level(logging.DEBUG):  # everything else: ours, uvicorn's, httpx's
+        alice = await lobby.client("alice")
+        token = await alice.join("R1")
+        await alice.close()
+        again = await lobby.client("alice", cookie=alice.cookie)
+        await again.request({"type": "resume", "key": token["resume_key"], "token": True})
+        fresh = (await again.until("resumed"))["token"]
+        standin.fault = 401
+        await again.request({"type": "join", "room": "R2", "nickname": "x"})
+        error = await again.until("error")
+        async with httpx.AsyncClient(
+            base_url=lobby.http, cookies={"lobby_session": alice.cookie}
+        ) as http:
+            pages = [(await http.get(p)).text for p in ("/", "/lobby", "/healthz")]
+    # (The session cookie is not on the list: the test's own HTTP client logs its
+    # Set-Cookie header at DEBUG. The server never logs it.)
+    secrets = ["MY_SECRET", token["token"], fresh, token["resume_key"]]
+    secrets += [t.split("token=")[1] for t in (token["token"], fresh)]
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "rejected the secret" in logged  # the log did say what was wrong...
+    for secret in secrets:  # ...without saying any secret
+        assert secret not in logged
+        assert secret not in json.dumps(error)
+        assert all(secret not in page for page in pages)
