@@ -866,8 +866,9 @@ async def test_connections_not_deleted_during_an_outage_are_deleted_when_it_ends
 # Sessions ended elsewhere
 
 
-async def test_a_password_changed_by_the_cli_closes_that_users_sockets(
-    make_lobby: LobbyFactory, tmp_path: Path
+@pytest.mark.parametrize("command", [["passwd", "alice", "--password-stdin"], ["remove", "alice"]])
+async def test_a_password_change_or_removal_by_the_cli_closes_that_users_sockets(
+    make_lobby: LobbyFactory, tmp_path: Path, command: list[str]
 ) -> None:
     path = str(tmp_path / "lobby.sqlite3")
     users = UserStore(connect(path), hasher=CHEAP_HASHER)
@@ -884,9 +885,7 @@ async def test_a_password_changed_by_the_cli_closes_that_users_sockets(
         "-m",
         "lobby",
         "users",
-        "passwd",
-        "alice",
-        "--password-stdin",
+        *command,
         env=env,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.DEVNULL,
