@@ -63,9 +63,9 @@ class Calls:
             if not self._joining[room]:
                 del self._joining[room]
 
-    def clean_up(self, grants: Iterable[Grant], rooms: Iterable[str]) -> None:
-        """Revoke `grants`, then close those of `rooms` that are (still) empty."""
-        self._spawn(self._revoke_then_close(tuple(grants), tuple(rooms)))
+    def clean_up(self, grants: Iterable[Grant | None], rooms: Iterable[str]) -> None:
+        """Revoke `grants` (None: nothing to revoke), then close `rooms` that are still empty."""
+        self._spawn(self._revoke_then_close(tuple(g for g in grants if g), tuple(rooms)))
 
     async def revoke(self, grant: Grant) -> None:
         try:

@@ -50,7 +50,9 @@ class Rooms:
         self.hub = hub
         self.grace = grace
         self.roster = roster
-        self.presence: Presence[Grant] = Presence()
+        # A member's grant is None between dropping a stale connection and getting
+        # a fresh one (`_refresh`): then there is nothing of it to revoke.
+        self.presence: Presence[Grant | None] = Presence()
         self.calls = Calls(media, occupied=self.presence.has_room, recovered=recovered)
         self._joins = SlidingWindow(joins_per_minute, 60.0)
         self._pending: dict[int, tuple[object, Ref]] = {}  # conn id -> (marker, request ref)
@@ -213,14 +215,20 @@ class Rooms:
         if marker is not None:
             self._spawn(self._guard(conn, marker, self._refresh(conn, request.ref, member, marker)))
 
-    async def _refresh(self, conn: Conn, ref: Ref, member: Member[Grant], marker: object) -> None:
+    async def _refresh(
+        self, conn: Conn, ref: Ref, member: Member[Grant | None], marker: object
+    ) -> None:
         """A fresh grant for a resumed participant whose page must rejoin the call.
 
         The stale connection goes first: if it was the session's last active one,
         OpenVidu closes the session on its deletion, which would also kill a
-        connection made just before it.
+        connection made just before it. The member holds no grant meanwhile, so
+        whatever happens to it during the awaits, each connection is revoked once.
         """
-        await self.calls.revoke(member.grant)
+        stale = self.presence.replace_grant(member, None)
+        self._note_grant(member)
+        if stale is not None:
+            await self.calls.revoke(stale)
         grant = await self._grant(member.room, member.participant)
         if not self._current(conn, marker):
             if isinstance(grant, Grant):
@@ -231,9 +239,12 @@ class Rooms:
             self._error(conn, ref, grant.code, grant.message)
             return
         self.presence.replace_grant(member, grant)
-        if self.roster is not None:
-            self.roster.new_grant(member.participant.id, grant)
+        self._note_grant(member)
         conn.send(protocol.render_resumed(ref, member.room, member.participant, grant.token))
+
+    def _note_grant(self, member: Member[Grant | None]) -> None:
+        if self.roster is not None:
+            self.roster.new_grant(member.participant.id, member.grant)
 
     # Consequences
 
@@ -241,7 +252,7 @@ class Rooms:
         self._expiry.pop(participant_id, None)
         self._apply(self.presence.expire(participant_id))
 
-    def _apply(self, outcome: Outcome[Grant]) -> None:
+    def _apply(self, outcome: Outcome[Grant | None]) -> None:
         """Record and tell everyone what changed, then clean up on the media server."""
         for event in outcome.events:
             self._record(event)
@@ -262,7 +273,7 @@ class Rooms:
         elif isinstance(event, Left):
             self.roster.delete(pid)
 
-    def _cleanup(self, outcome: Outcome[Grant], room: str | None = None) -> None:
+    def _cleanup(self, outcome: Outcome[Grant | None], room: str | None = None) -> None:
         rooms = (*outcome.close_rooms, room) if room else outcome.close_rooms
         self.calls.clean_up(outcome.revoke, rooms)
 

@@ -23,7 +23,7 @@ class Entry:
     participant: Participant
     room: str
     resume_key: str  # the digest presence holds
-    grant: Grant
+    grant: Grant | None  # None: it had none at that moment (between two grants)
 
 
 class Roster:
@@ -43,15 +43,15 @@ class Roster:
                 p.nickname,
                 p.role,
                 entry.resume_key,
-                entry.grant.connection_id,
+                entry.grant.connection_id if entry.grant else "",
                 time.time(),
             ),
         )
 
-    def new_grant(self, participant_id: str, grant: Grant) -> None:
+    def new_grant(self, participant_id: str, grant: Grant | None) -> None:
         self._db.write(
             "UPDATE participants SET connection_id = ? WHERE id = ?",
-            (grant.connection_id, participant_id),
+            (grant.connection_id if grant else "", participant_id),
         )
 
     def delete(self, participant_id: str) -> None:
@@ -67,7 +67,7 @@ class Roster:
                 Participant(pid, user, nickname, role),
                 room,
                 key,
-                Grant(room=room, connection_id=connection_id, token=""),
+                Grant(room=room, connection_id=connection_id, token="") if connection_id else None,
             )
             for pid, room, user, nickname, role, key, connection_id in rows
         ]

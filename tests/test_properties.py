@@ -1,0 +1,360 @@
+"""Property tests of the wire format: random frames never break `protocol.parse`.
+
+Whatever a client sends, `parse` answers with a request that obeys the documented
+rules or with a `ProtocolError` carrying a stable code and a sentence, and never
+raises. Hypothesis prints the falsifying frame (and a `@reproduce_failure` blob)
+when a property fails; `database=None` keeps the run from writing into the repo.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from typing import Any
+
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from lobby import protocol
+from lobby.presence import Participant
+from lobby.protocol import Join, Leave, Ping, ProtocolError, Request, Resume, parse
+
+MAX_FRAME = 4096  # bytes; the socket closes with 1009 above it (docs/protocol.md)
+MAX_SAFE_INTEGER = 2**53 - 1  # a ref number must be a JavaScript safe integer (ditto)
+ROOM = re.compile(r"[A-Za-z0-9_-]{1,64}")
+PARSE_CODES = {"bad_request", "unknown_type", "invalid_room", "invalid_nickname"}
+FAST = settings(max_examples=250, deadline=None, database=None, print_blob=True)
+
+# Strategies: characters, JSON values, frames.
+
+odd_chars = st.sampled_from('\x00\x07\t\n\r\x1b\x7f\x85\xa0\u200b\u2028\u202e\ufeff\ufffd "\\')
+wild_chars = st.one_of(st.characters(), st.characters(categories=["Cs"]), odd_chars)
+wild_text = st.text(wild_chars, max_size=80)
+huge_text = st.builds(lambda piece, times: piece * times, wild_text, st.integers(1, 600))
+big_ints = st.integers(-(10**300), 10**300)
+safe_ints = st.integers(-MAX_SAFE_INTEGER, MAX_SAFE_INTEGER)
+edge_ints = st.sampled_from([MAX_SAFE_INTEGER, -MAX_SAFE_INTEGER, 2**53, -(2**53), 2**64])
+json_scalars = st.one_of(st.none(), st.booleans(), st.integers(), big_ints, st.floats(), wild_text)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(wild_text, inner, max_size=4),
+    max_leaves=20,
+)
+refs = st.one_of(
+    st.none(), st.integers(), big_ints, edge_ints, st.floats(), st.text(wild_chars, max_size=70)
+)
+finite = st.floats(allow_nan=False, allow_infinity=False)
+good_refs = st.one_of(st.none(), safe_ints, finite, st.text(max_size=64))
+real_types = st.sampled_from(protocol.CLIENT_TYPES)
+types = st.one_of(real_types, real_types, real_types, wild_text, json_values)
+spaces = st.text(st.sampled_from(" \t\n\xa0\u3000"), max_size=3)
+good_rooms = st.from_regex(ROOM, fullmatch=True)
+bad_rooms = st.one_of(st.sampled_from(["", "a b", "R" * 65, "é", "a/../b", "A\n"]), wild_text)
+rooms = st.one_of(good_rooms, bad_rooms, json_values)
+good_nicknames = st.text(st.characters(exclude_categories=["C", "Z"]), min_size=1, max_size=40)
+padded_nicknames = st.builds(lambda *parts: "".join(parts), spaces, good_nicknames, spaces)
+bad_nicknames = st.one_of(
+    st.sampled_from(["", " ", "n" * 41, "bell\x07", "two\nlines", "\u200b", "\x00A"]),
+    st.builds(lambda *parts: "".join(parts), spaces, wild_text, spaces),
+)
+nicknames = st.one_of(padded_nicknames, bad_nicknames, json_values)
+ascii_chars = st.characters(codec="ascii")
+keys = st.one_of(
+    st.text(ascii_chars, max_size=140), wild_text, st.sampled_from(["", "k" * 128]), json_values
+)
+field_values = {
+    "type": types,
+    "ref": st.one_of(good_refs, good_refs, refs, json_values),
+    "room": rooms,
+    "nickname": nicknames,
+    "key": keys,
+    "token": st.one_of(st.booleans(), json_values),
+}
+typed = st.fixed_dictionaries(
+    {"type": types}, optional={k: v for k, v in field_values.items() if k != "type"}
+)
+frame_dicts = st.builds(
+    lambda extra, named: {**extra, **named},
+    st.dictionaries(wild_text, json_values, max_size=3),
+    typed | st.fixed_dictionaries({}, optional=field_values),
+)
+
+
+@st.composite
+def near_valid_dicts(draw: st.DrawFn) -> dict[str, Any]:
+    """A well-formed request with a field or two dropped or swapped for a random value."""
+    frame: dict[str, Any] = {
+        "type": draw(real_types),
+        "ref": draw(good_refs),
+        "room": draw(good_rooms),
+        "nickname": draw(padded_nicknames),
+        "key": draw(st.text(ascii_chars, min_size=1, max_size=128)),
+        "token": draw(st.booleans()),
+    }
+    bad = {**field_values, "room": bad_rooms, "nickname": bad_nicknames}
+    for name in draw(st.sets(st.sampled_from(sorted(frame)), max_size=2)):
+        how = draw(st.sampled_from(["drop", "random", "bad"]))
+        if how == "drop":
+            del frame[name]
+        else:
+            frame[name] = draw(bad[name] if how == "bad" else field_values[name])
+    return frame
+
+
+# Numbers and literals only raw text can carry (NaN, overflowing floats, over-long ints).
+raw_numbers = st.sampled_from(
+    ["NaN", "Infinity", "-Infinity", "1e999", "-1E400", "1e-400", "-0", "0.0", "01", "1.", ".5",
+     "+1", "0x10", "True", "nul", "9" * 4000, "9" * 4301, "-" + "9" * 5000, "1" + "0" * 308]
+)  # fmt: skip
+
+
+@st.composite
+def frame_texts(draw: st.DrawFn) -> str:
+    """A frame object rendered as JSON, escaped or raw UTF-8, maybe with a raw-text ref."""
+    frame = draw(st.one_of(frame_dicts, near_valid_dicts()))
+    text = json.dumps(frame, ensure_ascii=draw(st.booleans()))
+    if draw(st.integers(0, 4)) == 4:  # now and then; hypothesis favours small draws
+        kind = json.dumps(draw(st.sampled_from(protocol.CLIENT_TYPES)))
+        text = f'{{"type":{kind},"ref":{draw(raw_numbers)}}}'
+    return text
+
+
+@st.composite
+def truncated(draw: st.DrawFn) -> str:
+    text = draw(frame_texts())
+    return text[: draw(st.integers(0, max(len(text) - 1, 0)))]
+
+
+@st.composite
+def deeply_nested(draw: st.DrawFn) -> str:
+    """Arrays and objects nested as deep as a 4096-byte frame allows, bare or in a frame."""
+    opener, closer = draw(st.sampled_from([("[", "]"), ('{"a":', "}"), ('[{"a":', "}]")]))
+    wrap = draw(st.sampled_from(["{}", '{{"type":"ping","ref":7,"x":{}}}', "[{}]"]))
+    space = MAX_FRAME - len(wrap) - 1
+    depth = draw(st.integers(1, space // (len(opener) + len(closer))))
+    inner = opener * depth + draw(st.sampled_from(["0", "null", '""'])) + closer * depth
+    if draw(st.booleans()):  # unbalanced
+        inner = inner[: draw(st.integers(0, len(inner)))]
+    text = wrap.format(inner)
+    assert len(text.encode()) <= MAX_FRAME
+    return text
+
+
+any_text = st.one_of(st.text(wild_chars), huge_text, st.sampled_from(["", " ", "\ufeff{}"]))
+
+
+# The oracle: what docs/protocol.md says a frame means.
+
+
+NOT_JSON = object()
+TOO_DEEP = object()
+
+
+def decode_deeper(text: str, frames: int = 8) -> object:
+    """`json.loads` from a few stack frames deeper than `parse` calls it.
+
+    Nesting near the recursion limit may parse in `parse` and fail here, never
+    the reverse, so a frame this decodes is one `parse` decoded too.
+    """
+    if frames:
+        return decode_deeper(text, frames - 1)
+    try:
+        return json.loads(text)
+    except ValueError:
+        return NOT_JSON
+    except RecursionError:
+        return TOO_DEEP
+
+
+def valid_ref(ref: object) -> bool:
+    """A string of up to 64 characters (sendable as UTF-8) or a finite number, a safe integer."""
+    if isinstance(ref, str):
+        return len(ref) <= protocol.MAX_REF_LENGTH and _utf8(ref)
+    if isinstance(ref, float):
+        return math.isfinite(ref)
+    if isinstance(ref, int) and not isinstance(ref, bool):
+        return abs(ref) <= MAX_SAFE_INTEGER
+    return ref is None
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def expected(frame: dict[str, Any]) -> Request | str:
+    """The request an object frame with a valid ref means, or the error code it earns."""
+    ref, kind = frame.get("ref"), frame.get("type")
+    if not isinstance(kind, str):
+        return "bad_request"
+    if kind == "leave":
+        return Leave(ref)
+    if kind == "ping":
+        return Ping(ref)
+    if kind == "resume":
+        key, token = frame.get("key"), frame.get("token", False)
+        # Keys are the server's own URL-safe tokens: ASCII, at most 128 characters.
+        if isinstance(key, str) and 1 <= len(key) <= 128 and key.isascii():
+            return Resume(ref, key, token) if isinstance(token, bool) else "bad_request"
+        return "bad_request"
+    if kind != "join":
+        return "unknown_type"
+    room, nickname = frame.get("room"), frame.get("nickname")
+    if not isinstance(room, str) or not isinstance(nickname, str):
+        return "bad_request"
+    if not ROOM.fullmatch(room):
+        return "invalid_room"
+    # The code trims all outer whitespace (str.strip); the docs say "spaces".
+    cleaned = nickname.strip()
+    if not (1 <= len(cleaned) <= protocol.MAX_NICKNAME and cleaned.isprintable()):
+        return "invalid_nickname"
+    return Join(ref, room, cleaned)
+
+
+# The properties.
+
+
+def reserialise(request: Request) -> str:
+    return json.dumps({"type": type(request).__name__.lower(), **dataclasses.asdict(request)})
+
+
+def check_request(request: Request) -> None:
+    ref = request.ref
+    assert not isinstance(ref, bool)
+    assert ref is None or isinstance(ref, int | str | float)
+    assert not isinstance(ref, str) or len(ref) <= protocol.MAX_REF_LENGTH
+    assert not isinstance(ref, float) or math.isfinite(ref)
+    assert not isinstance(ref, int) or abs(ref) <= MAX_SAFE_INTEGER
+    if isinstance(request, Join):
+        assert ROOM.fullmatch(request.room)
+        nickname = request.nickname
+        assert 1 <= len(nickname) <= protocol.MAX_NICKNAME
+        assert nickname.isprintable()
+        assert nickname == nickname.strip()
+    if isinstance(request, Resume):
+        assert 1 <= len(request.key) <= 128
+        assert request.key.isascii()
+        assert isinstance(request.token, bool)
+    again = parse(reserialise(request))
+    assert again == request
+    assert type(again.ref) is type(ref)
+
+
+def check_error(error: ProtocolError) -> None:
+    assert error.code in protocol.ERROR_CODES
+    assert error.code in PARSE_CODES
+    message = error.message
+    assert message == message.strip()
+    assert message.endswith(".")
+    assert message[0].isupper() or message[0] == "'"
+    sent = json.loads(protocol.render_error(error))
+    assert sent == {"type": "error", "ref": error.ref, "code": error.code, "message": message}
+
+
+def check(text: str) -> Request | ProtocolError:
+    result = parse(text)
+    if isinstance(result, ProtocolError):
+        check_error(result)
+    else:
+        assert isinstance(result, Join | Leave | Resume | Ping)
+        check_request(result)
+    frame = decode_deeper(text)
+    if frame is TOO_DEEP:
+        return result  # `parse` may have decoded it a few stack frames higher up
+    ref = frame.get("ref") if isinstance(frame, dict) else None
+    if isinstance(frame, dict) and valid_ref(ref):
+        assert result.ref == ref
+        assert type(result.ref) is type(ref)
+        meaning = expected(frame)
+        if isinstance(meaning, str):
+            assert isinstance(result, ProtocolError)
+            assert result.code == meaning
+        else:
+            assert result == meaning
+    else:
+        assert isinstance(result, ProtocolError)
+        assert (result.code, result.ref) == ("bad_request", None)
+    return result
+
+
+@FAST
+@given(any_text)
+@example("[" * 3000 + "]" * 3000)
+@example("9" * 5000)
+def test_any_text_gets_an_answer(text: str) -> None:
+    check(text)
+
+
+@FAST
+@given(json_values, st.booleans())
+def test_any_json_value_gets_an_answer(value: object, ascii_only: bool) -> None:
+    result = check(json.dumps(value, ensure_ascii=ascii_only))
+    if not isinstance(value, dict):
+        assert result == ProtocolError("bad_request", "Frames must be JSON objects.")
+
+
+@FAST
+@given(frame_texts())
+@example('{"type":"ping","ref":NaN}')
+@example('{"type":"join","ref":true,"room":"A","nickname":"x"}')
+@example('{"type":"join","room":"A","nickname":" Alice "}')
+@example('{"type":"join","room":"a b","nickname":"Alice","ref":"r"}')
+@example('{"type":"ping","ref":9007199254740991}')
+@example('{"type":"ping","ref":-9007199254740992}')
+@example('{"type":"join","room":"A","nickname":"\\u0007","ref":1.5}')
+def test_frames_with_random_fields_get_an_answer(text: str) -> None:
+    check(text)
+
+
+@FAST
+@given(st.one_of(truncated(), deeply_nested()))
+def test_truncated_and_deeply_nested_frames_get_an_answer(text: str) -> None:
+    check(text)
+
+
+@FAST
+@given(
+    st.sampled_from(protocol.CLIENT_TYPES),
+    good_rooms,
+    good_nicknames,
+    st.text(ascii_chars, min_size=1, max_size=128),
+    st.booleans(),
+    refs.filter(valid_ref),
+)
+def test_valid_frames_parse_to_their_request(
+    kind: str, room: str, nickname: str, key: str, token: bool, ref: Any
+) -> None:
+    frame = {"type": kind, "ref": ref, "room": room, "nickname": nickname, "key": key}
+    result = check(json.dumps({**frame, "token": token}))
+    assert not isinstance(result, ProtocolError)
+
+
+@FAST
+@given(frame_texts())
+@example('{"type":"ping","ref":"\\ud800"}')
+@example('{"type":"resume","key":"\\udc00"}')
+def test_every_reply_can_be_sent_as_utf8(text: str) -> None:
+    """Every string a request carries can be encoded as UTF-8, as the server must.
+
+    Regression: lone surrogates (JSON escapes like "\\ud800") in `ref` broke every
+    reply echoing it, and in `key` the digest `lobby.rooms` takes of it.
+    """
+    result = parse(text)
+    someone = Participant("p_1", "alice", "Alice", "PUBLISHER")
+    if isinstance(result, ProtocolError):
+        reply = protocol.render_error(result)
+    elif isinstance(result, Join):
+        reply = protocol.render_token(result.ref, result.room, "tok", someone, "key")
+    elif isinstance(result, Resume):
+        result.key.encode()  # `lobby.rooms` hashes it to look the participant up
+        reply = protocol.render_resumed(result.ref, "A", someone, None)
+    elif isinstance(result, Leave):
+        reply = protocol.render_ok(result.ref)
+    else:
+        reply = protocol.render_pong(result.ref)
+    reply.encode()  # what `Conn.send` does before writing the frame
