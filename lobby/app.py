@@ -26,6 +26,7 @@ from lobby.rooms import Rooms
 from lobby.roster import Roster
 from lobby.sessions import SessionStore
 from lobby.state import AppState
+from lobby.throttle import LoginThrottle
 from lobby.users import UserStore
 from lobby.watch import watch_sessions
 from lobby.ws import lobby_socket
@@ -38,8 +39,9 @@ def create_app(
     *,
     media: MediaBackend | None = None,
     users: UserStore | None = None,
+    login_throttle: LoginThrottle | None = None,
 ) -> Starlette:
-    """The whole server. `media` and `users` can be passed in (tests pass cheap ones)."""
+    """The whole server. `media`, `users` and `login_throttle` can be passed in (tests do)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -69,7 +71,9 @@ def create_app(
                 settings.reconnect_grace,
             )
         auth = Auth(store, sessions, secret_key=settings.secret_key, ttl=settings.session_ttl)
-        app.state.lobby = AppState(settings, db, auth, backend, hub, rooms)
+        # `is None`, not `or`: an empty throttle has length 0 and counts as false.
+        throttle = LoginThrottle() if login_throttle is None else login_throttle
+        app.state.lobby = AppState(settings, db, auth, backend, hub, rooms, throttle)
         watcher = asyncio.create_task(watch_sessions(sessions, hub, rooms))
         try:
             yield

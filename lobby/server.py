@@ -9,9 +9,13 @@ from starlette.types import ASGIApp
 
 from lobby.app import create_app
 from lobby.config import Settings
-from lobby.wire import DirectProtocol
+from lobby.wire import DirectProtocol, head_timeout_protocol
 
 log = logging.getLogger("lobby")
+
+# Seconds an idle kept-alive HTTP connection stays open between requests: enough
+# for a page and then its scripts and styles; a WebSocket is exempt, it lives by pings.
+KEEP_ALIVE_TIMEOUT = 5
 
 DEMO_BANNER = """
 ************************************************************************
@@ -26,6 +30,9 @@ def uvicorn_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
         app,
         host=settings.host,
         port=settings.port,
+        # httptools with a deadline on each request head (slowloris).
+        http=head_timeout_protocol(settings.header_timeout),
+        timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
         # uvicorn's sans-I/O websockets protocol (server pings, max_size enforced with
         # 1009) plus direct frame writes for the hub.
         ws=DirectProtocol,

@@ -13,6 +13,7 @@ from lobby.breaker import Breaker
 from lobby.config import Settings
 from lobby.hub import Hub
 from lobby.rooms import Rooms
+from lobby.throttle import LoginThrottle
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +24,7 @@ class AppState:
     media: Breaker
     hub: Hub
     rooms: Rooms
+    login_throttle: LoginThrottle
 
 
 def state_of(conn: HTTPConnection) -> AppState:

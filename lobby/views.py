@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from starlette.requests import Request
@@ -61,14 +62,36 @@ async def login(request: Request) -> Response:
             username=username,
             status=401,
         )
+    address = request.client.host if request.client else ""
+    throttle = state.login_throttle
+    # Before the password is checked: a locked key is no password oracle. The
+    # answer names no account state, so it is the same for unknown names.
+    wait = throttle.attempt(username, address)
+    if wait > 0:
+        return _too_many_failures(request, username=username, wait=wait)
+    # Unknown names cost one argon2 verify too (`UserStore.verify`): same answer, same time.
     opened = await state.auth.login(username, password)
     if opened is None:
         return _login_form(
             request, error="Wrong user name or password.", username=username, status=401
         )
+    throttle.succeeded(username, address)
     session_id, _ = opened
     response = RedirectResponse("/lobby", status_code=303)
     state.auth.set_session_cookie(response, session_id, secure=_secure(request))
+    return response
+
+
+def _too_many_failures(request: Request, *, username: str, wait: float) -> Response:
+    seconds = math.ceil(wait)
+    unit = "second" if seconds == 1 else "seconds"
+    response = _login_form(
+        request,
+        error=f"Too many failed logins; try again in {seconds} {unit}.",
+        username=username,
+        status=429,
+    )
+    response.headers["Retry-After"] = str(seconds)
     return response
 
 

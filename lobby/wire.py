@@ -11,17 +11,31 @@ buffered, so the hub can cut off a socket whose buffer passes its bound.
 
 Server-to-client frames are not masked, so a text frame is the same bytes for
 every recipient: a broadcast frames its message once (`text_frame`).
+
+Before any of that, a connection speaks HTTP. uvicorn puts no time limit on
+reading a request head, so a client that opens connections and sends a head
+slowly, or never finishes it, holds a socket each for as long as it likes
+(slowloris). `HeadTimeoutProtocol` is uvicorn's httptools protocol with such a
+limit; `head_timeout_protocol` binds it to the `LOBBY_HEADER_TIMEOUT` seconds.
+Only the head is timed: an upgraded WebSocket then lives by its pings.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import struct
 from typing import Any
 
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from uvicorn.server import ServerState
 from websockets.http11 import Request
 
 EXTENSION = "lobby.writer"
+
+log = logging.getLogger("lobby")
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -81,3 +95,75 @@ class DirectProtocol(WebSocketsSansIOProtocol):
         scope: dict[str, Any] | None = getattr(self, "scope", None)
         if scope is not None:
             scope["extensions"][EXTENSION] = Writer(self)
+
+
+class HeadTimeoutProtocol(HttpToolsProtocol):
+    """uvicorn's httptools HTTP protocol, dropping connections slow to send a request head.
+
+    The clock starts when the connection opens and again when a new request
+    begins on a kept-alive one (the idle time between requests is uvicorn's
+    keep-alive timeout), and stops once the head is complete. Sending bytes does
+    not restart it: dribbling a head byte by byte gains nothing.
+    """
+
+    header_timeout: float = 5.0  # seconds; `head_timeout_protocol` sets it per server
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    # The ignore mirrors uvicorn's own: asyncio.Protocol types the argument as a
+    # BaseTransport, and both narrow it to the stream Transport they get.
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._start_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        # On a new connection the clock already runs from `connection_made`.
+        if self._head_timer is None:
+            self._start_head_timer()
+
+    def on_headers_complete(self) -> None:
+        # First: for a WebSocket upgrade, uvicorn hands the transport to the
+        # WebSocket protocol right after this, and this protocol hears no more.
+        self._stop_head_timer()
+        super().on_headers_complete()
+
+    def _start_head_timer(self) -> None:
+        self._head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        # Debug, not warning: under attack this fires for every connection.
+        log.debug("dropped %s: no complete request head in %gs", self.client, self.header_timeout)
+        # Abort, not close: there is nothing to flush, and the socket is freed now.
+        self.transport.abort()
+
+
+def head_timeout_protocol(timeout: float) -> type[HeadTimeoutProtocol]:
+    """A `HeadTimeoutProtocol` class allowing `timeout` seconds, for `uvicorn.Config(http=…)`.
+
+    uvicorn builds protocols from the class and its config alone, so the
+    setting travels as a class attribute of a subclass made per server.
+    """
+
+    class BoundHeadTimeoutProtocol(HeadTimeoutProtocol):
+        header_timeout = timeout
+
+    return BoundHeadTimeoutProtocol

@@ -203,9 +203,13 @@ async def make_lobby(standin: OpenViduStandin) -> AsyncIterator[LobbyFactory]:
     async def start(**overrides: Any) -> Lobby:
         media = overrides.pop("media", None)
         users = overrides.pop("users", None) or make_users()
+        throttle = overrides.pop("login_throttle", None)
         settings = test_settings(standin, **overrides)
         app = create_app(
-            settings, users=users, media=media or OpenViduBackend.from_settings(settings)
+            settings,
+            users=users,
+            media=media or OpenViduBackend.from_settings(settings),
+            login_throttle=throttle,
         )
         live = LiveServer(config=uvicorn_config(app, replace(settings, log_level="warning")))
         await live.__aenter__()

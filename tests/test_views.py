@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from lobby.throttle import LoginThrottle
 from tests.conftest import PASSWORD, Lobby, LobbyFactory, csrf_from
 
 
@@ -159,3 +160,58 @@ async def test_user_text_in_pages_is_escaped(lobby: Lobby) -> None:
         )
     assert "<script>x</script>" not in reply.text
     assert "&lt;script&gt;" in reply.text
+
+
+class FrozenClock:
+    """A throttle clock that stands still, so a lock lasts as long as the test needs."""
+
+    def __call__(self) -> float:
+        return 0.0
+
+
+async def try_login(lobby: Lobby, user: str, password: str, address: str) -> httpx.Response:
+    """One login from `address` (X-Forwarded-For, trusted from loopback in tests)."""
+    headers = {"X-Forwarded-For": address}
+    async with httpx.AsyncClient(base_url=lobby.http, headers=headers) as http:
+        token = await login_form(http)
+        return await http.post("/login", data={"user": user, "pass": password, "csrf_token": token})
+
+
+async def test_failed_logins_lock_the_account_even_for_the_right_password(
+    make_lobby: LobbyFactory,
+) -> None:
+    lobby = await make_lobby(login_throttle=LoginThrottle(free_failures=3, clock=FrozenClock()))
+    answers = []
+    for user, address in (("alice", "198.51.100.1"), ("nobody", "198.51.100.2")):
+        for _ in range(4):  # three free failures, and the fourth locks for a second
+            assert (await try_login(lobby, user, "wrong", address)).status_code == 401
+        reply = await try_login(lobby, user, PASSWORD, address)
+        assert reply.status_code == 429
+        assert reply.headers["retry-after"] == "1"
+        assert "Too many failed logins; try again in 1 second." in reply.text
+        assert "lobby_session" not in reply.headers.get("set-cookie", "")
+        answers.append(_without_tokens(reply.text).replace(user, "USER"))
+    # A real account and an unknown name: the same answer, so no way to tell them apart.
+    assert answers[0] == answers[1]
+
+
+async def test_a_locked_account_leaves_other_accounts_and_addresses_alone(
+    make_lobby: LobbyFactory,
+) -> None:
+    lobby = await make_lobby(login_throttle=LoginThrottle(free_failures=3, base_delay=60.0))
+    for _ in range(4):
+        await try_login(lobby, "alice", "wrong", "198.51.100.1")
+    locked = await try_login(lobby, "alice", PASSWORD, "198.51.100.1")
+    assert locked.status_code == 429
+    assert 59 <= int(locked.headers["retry-after"]) <= 60
+    assert (await try_login(lobby, "bob", PASSWORD, "198.51.100.1")).status_code == 303
+    assert (await try_login(lobby, "bob", PASSWORD, "203.0.113.5")).status_code == 303
+    assert (await try_login(lobby, "alice", PASSWORD, "203.0.113.5")).status_code == 429
+
+
+async def test_a_success_forgives_the_account(lobby: Lobby) -> None:
+    assert (await try_login(lobby, "alice", "wrong", "198.51.100.1")).status_code == 401
+    throttle = lobby.state.login_throttle
+    assert len(throttle) == 2  # the account and the address
+    assert (await try_login(lobby, "alice", PASSWORD, "198.51.100.1")).status_code == 303
+    assert len(throttle) == 1  # the success forgave the account

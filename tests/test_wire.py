@@ -1,0 +1,170 @@
+"""The wire: request heads have a deadline (slowloris), WebSocket text frames are framed right."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import struct
+from collections.abc import AsyncIterator
+
+import pytest
+from starlette.applications import Starlette
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from lobby.config import Settings
+from lobby.server import uvicorn_config
+from lobby.wire import HeadTimeoutProtocol, head_timeout_protocol, text_frame
+from tests.conftest import Lobby, LobbyFactory
+
+TIMEOUT = 0.5
+# How long past the deadline a drop may take on a busy machine.
+SLACK = 1.5
+# A valid request head, long enough that dribbling it outlasts any deadline here.
+LONG_HEAD = b"GET / HTTP/1.1\r\nHost: lobby\r\nX-Pad: " + b"a" * 500 + b"\r\n\r\n"
+
+
+@contextlib.asynccontextmanager
+async def connect(lobby: Lobby) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A raw TCP connection to the server, closed on the way out even if the test fails."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", lobby.live.port)
+    try:
+        yield reader, writer
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+async def closed_within(reader: asyncio.StreamReader, seconds: float) -> bool:
+    """Whether the server closes the connection within `seconds`, sending nothing first."""
+    try:
+        data = await asyncio.wait_for(reader.read(1), seconds)
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True  # an abort with our bytes still unread arrives as a reset
+    assert data == b"", f"the server answered {data!r}"
+    return True
+
+
+async def seconds_until_closed(reader: asyncio.StreamReader) -> float:
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    assert await closed_within(reader, TIMEOUT + SLACK), "the connection was not dropped"
+    return loop.time() - start
+
+
+async def read_response(reader: asyncio.StreamReader) -> bytes:
+    """One whole HTTP response (the lobby's carry a Content-Length)."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    length = next(
+        int(line.split(b":")[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    return head + await asyncio.wait_for(reader.readexactly(length), 5)
+
+
+@pytest.fixture
+async def lobby(make_lobby: LobbyFactory) -> Lobby:
+    server: Lobby = await make_lobby(header_timeout=TIMEOUT)
+    return server
+
+
+@pytest.mark.parametrize("sent", [b"", b"GET / HTTP/1.1\r\nHost: lobby\r\n"])
+async def test_an_unfinished_request_head_is_dropped_at_the_deadline(
+    lobby: Lobby, sent: bytes
+) -> None:
+    async with connect(lobby) as (reader, writer):
+        writer.write(sent)
+        elapsed = await seconds_until_closed(reader)
+        assert elapsed >= TIMEOUT * 0.8
+
+
+async def test_a_head_dribbled_byte_by_byte_is_dropped_at_the_deadline(lobby: Lobby) -> None:
+    async with connect(lobby) as (reader, writer):
+        sent = 0
+        async with asyncio.timeout(TIMEOUT + SLACK):
+            # A byte every 50 ms: far quicker than the deadline, so only a deadline on
+            # the whole head (not an idle timer) can stop it.
+            while not await closed_within(reader, 0.05):
+                writer.write(LONG_HEAD[sent : sent + 1])
+                sent += 1
+        assert sent < len(LONG_HEAD)
+
+
+async def test_the_deadline_runs_from_the_connection_not_the_first_byte(
+    make_lobby: LobbyFactory,
+) -> None:
+    lobby = await make_lobby(header_timeout=1.0)
+    loop = asyncio.get_running_loop()
+    async with connect(lobby) as (reader, writer):
+        start = loop.time()
+        assert not await closed_within(reader, 0.8)  # silent for most of the deadline
+        sent = 0
+        async with asyncio.timeout(SLACK):
+            while not await closed_within(reader, 0.05):
+                writer.write(LONG_HEAD[sent : sent + 1])
+                sent += 1
+        # Due at 1.0 s; had the first byte restarted the clock, not before 1.8 s.
+        assert loop.time() - start < 1.5
+
+
+async def test_a_stalled_second_request_on_a_kept_alive_connection_is_dropped(
+    lobby: Lobby,
+) -> None:
+    async with connect(lobby) as (reader, writer):
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: lobby\r\n\r\n")
+        assert (await read_response(reader)).startswith(b"HTTP/1.1 200 ")
+        writer.write(b"GET /healthz HTTP/1.1\r\nHo")
+        assert await seconds_until_closed(reader) >= TIMEOUT * 0.8
+
+
+async def test_the_deadline_ends_with_the_head_not_the_request(lobby: Lobby) -> None:
+    async with connect(lobby) as (reader, writer):
+        writer.write(
+            b"POST /login HTTP/1.1\r\nHost: lobby\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 8\r\n\r\n"
+        )
+        # Three deadlines' worth of waiting for a drop that must not happen.
+        assert not await closed_within(reader, 3 * TIMEOUT)
+        writer.write(b"user=bob")
+        assert (await read_response(reader)).startswith(b"HTTP/1.1 403 ")  # no CSRF token
+
+
+async def test_an_idle_websocket_answering_pings_outlives_the_deadline(
+    make_lobby: LobbyFactory,
+) -> None:
+    lobby = await make_lobby(header_timeout=TIMEOUT, ping_interval=0.2, ping_timeout=0.5)
+    client = await lobby.client("alice")
+    # Several deadlines and pings go by: no frame, and no close (recv would raise).
+    await client.nothing(within=3 * TIMEOUT)
+    ref = await client.request({"type": "ping"})
+    assert (await client.expect("pong"))["ref"] == ref
+    await client.close()
+
+
+def test_the_server_config_carries_the_header_timeout() -> None:
+    config = uvicorn_config(Starlette(), Settings(header_timeout=2.5))
+    assert isinstance(config.http, type)
+    assert issubclass(config.http, HeadTimeoutProtocol)
+    assert issubclass(config.http, HttpToolsProtocol)
+    assert config.http.header_timeout == 2.5
+    assert head_timeout_protocol(7).header_timeout == 7
+    assert HeadTimeoutProtocol.header_timeout == 5.0  # a bound class leaves the base alone
+
+
+@pytest.mark.parametrize(
+    ("size", "code", "header_size"),
+    [(0, 0, 2), (125, 125, 2), (126, 126, 4), (65535, 126, 4), (65536, 127, 10)],
+)
+def test_text_frame_length_encodings(size: int, code: int, header_size: int) -> None:
+    payload = b"x" * size
+    frame = text_frame(payload)
+    assert frame[0] == 0x81  # FIN + text opcode
+    assert frame[1] == code  # no mask bit: server frames are unmasked
+    if code == 126:
+        assert struct.unpack("!H", frame[2:4])[0] == size
+    elif code == 127:
+        assert struct.unpack("!Q", frame[2:10])[0] == size
+    assert frame[header_size:] == payload
