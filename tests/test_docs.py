@@ -120,3 +120,23 @@ def test_production_settings_from_the_environment() -> None:
     assert (settings.reconnect_grace, settings.ping_interval, settings.ping_timeout) == (2.5, 7, 3)
     assert "s3cret" not in repr(settings)
     assert "k" * 32 not in repr(settings)
+
+
+def test_security_doc_names_only_tests_that_exist() -> None:
+    """`file.py::test_name`, `::test_name` (same file as the last one), `test_name…` (a prefix)."""
+    doc = (ROOT / "docs" / "security.md").read_text()
+    refs = re.findall(r"`(test_\w+\.py)?(?:::(test_\w+)(…)?)?`", doc)
+    module, checked = "", 0
+    for file, test, ellipsis in refs:
+        module = file or module
+        if not module or not test:
+            continue
+        defined = re.findall(
+            r"^(?:async )?def (test_\w+)\(", (ROOT / "tests" / module).read_text(), re.MULTILINE
+        )
+        found = (
+            [d for d in defined if d.startswith(test)] if ellipsis else [test] * (test in defined)
+        )
+        assert found, f"{module}::{test}{ellipsis} names no test"
+        checked += 1
+    assert checked > 40
