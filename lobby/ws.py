@@ -57,13 +57,11 @@ async def lobby_socket(websocket: WebSocket) -> None:
         await _deny(websocket, 429, "Too many open lobby tabs; close some and reload.")
         return
     await websocket.accept()
-    closing: set[asyncio.Task[None]] = set()
+    closing: list[asyncio.Task[None]] = []  # a list: the smallest container, per socket
 
     def close(code: int, reason: str) -> None:
         # Closing is rare, so it may cost a task; sending never does.
-        task = asyncio.create_task(_close(websocket, code, reason))
-        closing.add(task)
-        task.add_done_callback(closing.discard)
+        closing.append(asyncio.create_task(_close(websocket, code, reason)))
 
     conn = Conn(user.name, user.role, session_id, writer, close)
     state.rooms.connect(conn)
