@@ -46,5 +46,10 @@ pytest: install
 
 test: lint typecheck pytest
 
+# The README's pictures: the real pages in Chromium, against the stand-in.
+.PHONY: screenshots
+screenshots: install
+	.venv/bin/python scripts/screenshots.py
+
 clean:
 	rm -rf .venv .tools static/vendor .pytest_cache .mypy_cache .ruff_cache .coverage

@@ -3,6 +3,11 @@
 // `start` may be called again (new token after a reload, a retry, a room
 // switch); every async step checks its generation so a stale connect or
 // publish never touches the current call.
+//
+// The call does not draw the grid. It offers `feeds` (your camera, the others'
+// streams: an element holding the <video>, and whose it is) and `present` (who
+// is connected to the media session); tiles.js puts them in one tile per
+// participant of the lobby's room.
 
 import { el } from "./view.js";
 
@@ -15,17 +20,34 @@ const DISCONNECT_MESSAGES = {
   mediaServerDisconnect: "The media server failed.",
 };
 
+const SEPARATOR = "%/%"; // OpenVidu joins client and server data with it
+
+function splitConnectionData(data) {
+  const text = String(data ?? "");
+  const at = text.lastIndexOf(SEPARATOR);
+  return at === -1 ? [text, ""] : [text.slice(0, at), text.slice(at + SEPARATOR.length)];
+}
+
+function parseObject(text) {
+  try {
+    const value = JSON.parse(text);
+    return value && typeof value === "object" ? value : null;
+  } catch {
+    return null;
+  }
+}
+
 /** Nickname from openvidu-browser's `connection.data`: `{"clientData":"Bob"}%/%{…server…}`. */
 export function nicknameFromConnectionData(data) {
-  try {
-    const client = JSON.parse(String(data ?? "").split("%/%")[0]);
-    if (client && typeof client.clientData === "string" && client.clientData.trim()) {
-      return client.clientData;
-    }
-  } catch {
-    // not JSON: fall back below
-  }
-  return "Guest";
+  const client = parseObject(splitConnectionData(data)[0]);
+  const nickname = client?.clientData;
+  return typeof nickname === "string" && nickname.trim() ? nickname : "Guest";
+}
+
+/** The lobby participant id the server put in the connection's server data, if any. */
+export function participantIdFromConnectionData(data) {
+  const server = parseObject(splitConnectionData(data)[1]);
+  return typeof server?.participantId === "string" ? server.participantId : null;
 }
 
 const CONNECT_TIMEOUT_MS = 20_000;
@@ -51,6 +73,16 @@ function describe(err) {
   return (err && (err.message || err.name)) || String(err);
 }
 
+/** A sentence for a failed `session.publish`; openvidu-browser rejects with a string for server errors. */
+function publishFailure(err) {
+  if (err?.name === "OPENVIDU_PERMISSION_DENIED") {
+    return "Others cannot see or hear you: the media server does not let you publish in this room.";
+  }
+  const match = /^Error on publishVideo: (.*)$/s.exec(typeof err === "string" ? err : "");
+  const reason = (match && parseObject(match[1])?.message) || describe(err);
+  return `Others cannot see or hear you: the media server did not accept your camera (${reason}). You can still watch and listen.`;
+}
+
 function stopTracks(publisher) {
   try {
     publisher?.stream?.getMediaStream?.()?.getTracks().forEach((track) => track.stop());
@@ -60,7 +92,6 @@ function stopTracks(publisher) {
 }
 
 export class Call {
-  #videos;
   #on;
   #generation = 0;
   #state = "idle";
@@ -68,17 +99,20 @@ export class Call {
   #session = null;
   #joined = false; // session.connect() succeeded
   #publisher = null;
-  #media = null; // {video, audio} while publishing
-  /** @type {Map<string, HTMLElement>} stream id (or "local") -> tile */
-  #tiles = new Map();
+  #media = null; // {video, audio} while the camera is on
+  #local = null; // your feed
+  #refused = false; // the media server refused your publish
+  /** @type {Map<string, object>} stream id -> feed of someone else */
+  #remote = new Map();
+  /** @type {Map<string, string|null>} connection id -> participant id, others in the media session */
+  #present = new Map();
 
   /**
-   * @param {HTMLElement} videos the grid the tiles go into
    * @param {object} on callbacks: state(state, message), media({video, audio}|null),
-   *   notice(message), playbackBlocked(bool)
+   *   feeds() (feeds or presence changed), publishProblem(message|null), notice(message),
+   *   playbackBlocked(bool)
    */
-  constructor(videos, on) {
-    this.#videos = videos;
+  constructor(on) {
     this.#on = on;
   }
 
@@ -91,7 +125,20 @@ export class Call {
     return this.#session !== null && (this.#state === "connecting" || this.#state === "connected");
   }
 
-  async start({ token, nickname, publish }) {
+  /**
+   * Videos to show: {key, participantId, local, label, element, video: "on"|"off", sending}.
+   * `element` holds openvidu-browser's <video>; put it in the page once and leave it there.
+   */
+  get feeds() {
+    return [...(this.#local ? [this.#local] : []), ...this.#remote.values()];
+  }
+
+  /** Participant ids of the others connected to the media session. */
+  get present() {
+    return new Set([...this.#present.values()].filter(Boolean));
+  }
+
+  async start({ token, nickname, publish, participantId }) {
     this.#teardown();
     const generation = ++this.#generation;
     const current = () => generation === this.#generation;
@@ -116,11 +163,15 @@ export class Call {
       if (!current()) closeSocket(OV);
       return !current();
     };
+    session.on("connectionCreated", (event) => current() && this.#arrived(session, event.connection));
+    session.on("connectionDestroyed", (event) => current() && this.#departed(event.connection));
     session.on("streamCreated", (event) => current() && this.#addRemote(session, event.stream));
-    session.on("streamDestroyed", (event) => current() && this.#removeTile(event.stream.streamId));
+    session.on("streamDestroyed", (event) => current() && this.#removeRemote(event.stream.streamId));
     session.on("streamPropertyChanged", (event) => current() && this.#propertyChanged(event));
     session.on("exception", (event) => {
       console.warn("openvidu exception", event.name, event.message);
+      // Candidates of a publish the media server refused fail too; that is already explained.
+      if (event.name === "ICE_CANDIDATE_ERROR" && this.#refused) return;
       if (current()) this.#on.notice(`Media problem: ${event.message || event.name}`);
     });
     session.on("reconnecting", () => {
@@ -153,7 +204,7 @@ export class Call {
     }
     this.#joined = true;
     this.#setState("connected");
-    if (publish) await this.#publish(OV, session, nickname, current);
+    if (publish) await this.#publish(OV, session, { nickname, participantId }, current);
   }
 
   /** End the call locally (the lobby tells the server separately). */
@@ -180,9 +231,12 @@ export class Call {
   toggleVideo() {
     if (!this.#publisher) return;
     this.#media.video = !this.#media.video;
-    this.#publisher.publishVideo(this.#media.video);
-    this.#tiles.get("local")?.setAttribute("data-video", this.#media.video ? "on" : "off");
+    this.#publisher.publishVideo(this.#media.video)?.catch?.((err) => {
+      this.#on.notice(`Your camera could not turn back on (${describe(err)}).`);
+    });
+    this.#local.video = this.#media.video ? "on" : "off";
     this.#on.media({ ...this.#media });
+    this.#on.feeds();
   }
 
   toggleAudio() {
@@ -194,52 +248,96 @@ export class Call {
 
   /** Called from a click: browsers allow playback with sound after a user gesture. */
   resumePlayback() {
-    for (const video of this.#videos.querySelectorAll("video")) video.play().catch(() => {});
+    for (const feed of this.feeds) {
+      for (const video of feed.element.querySelectorAll("video")) video.play().catch(() => {});
+    }
     this.#on.playbackBlocked(false);
   }
 
-  async #publish(OV, session, nickname, current) {
-    const tile = this.#addTile("local", "local", `You (${nickname})`);
+  async #publish(OV, session, { nickname, participantId }, current) {
+    const feed = this.#feed("local", { participantId, local: true, label: nickname });
+    this.#local = feed;
+    this.#on.feeds();
     let publisher;
     try {
-      publisher = await OV.initPublisherAsync(tile.media, {
+      publisher = await OV.initPublisherAsync(feed.element, {
         audioSource: undefined,
         videoSource: undefined,
         publishAudio: true,
         publishVideo: true,
         mirror: true,
       });
-      if (!current()) {
-        stopTracks(publisher);
-        return;
-      }
-      publisher.on("videoElementCreated", (event) => {
-        event.element.muted = true; // never hear yourself
-      });
-      await session.publish(publisher);
     } catch (err) {
-      stopTracks(publisher);
       if (!current()) return;
-      this.#removeTile("local");
-      this.#on.notice(`Your camera or microphone could not start (${describe(err)}). You can still watch and listen.`);
+      this.#local = null;
+      this.#on.feeds();
+      this.#on.publishProblem(`Your camera or microphone could not start (${describe(err)}). You can still watch and listen.`);
       return;
     }
-    if (!current()) return;
+    if (!current()) {
+      stopTracks(publisher);
+      return;
+    }
+    // openvidu-browser mutes your own video already; never risk hearing yourself.
+    for (const video of feed.element.querySelectorAll("video")) video.muted = true;
+    publisher.on("videoElementCreated", (event) => {
+      event.element.muted = true;
+    });
     this.#publisher = publisher;
     this.#media = { video: true, audio: true };
     this.#on.media({ ...this.#media });
+    try {
+      await session.publish(publisher);
+    } catch (err) {
+      if (!current()) return;
+      this.#refused = true;
+      // Keep the preview (with its toggles), stop offering media nobody takes.
+      publisher.stream?.disposeWebRtcPeer?.();
+      this.#on.publishProblem(publishFailure(err));
+      this.#on.feeds();
+      return;
+    }
+    if (!current()) return;
+    feed.sending = true;
+    this.#on.publishProblem(null);
+    this.#on.feeds();
+  }
+
+  #feed(key, { participantId, local, label }) {
+    return { key, participantId, local, label, element: el("div", "feed"), video: "on", sending: false };
+  }
+
+  #arrived(session, connection) {
+    if (connection.connectionId === session.connection?.connectionId) return;
+    this.#present.set(connection.connectionId, participantIdFromConnectionData(connection.data));
+    this.#on.feeds();
+  }
+
+  #departed(connection) {
+    if (this.#present.delete(connection.connectionId)) this.#on.feeds();
   }
 
   #addRemote(session, stream) {
-    const label = nicknameFromConnectionData(stream.connection?.data);
-    const tile = this.#addTile("remote", stream.streamId, label);
-    tile.root.dataset.video = stream.hasVideo === false || stream.videoActive === false ? "off" : "on";
+    const data = stream.connection?.data;
+    const feed = this.#feed(stream.streamId, {
+      participantId: participantIdFromConnectionData(data),
+      local: false,
+      label: nicknameFromConnectionData(data),
+    });
+    feed.video = stream.hasVideo === false || stream.videoActive === false ? "off" : "on";
+    feed.sending = true;
+    this.#remote.set(stream.streamId, feed);
+    this.#on.feeds();
     try {
-      const subscriber = session.subscribe(stream, tile.media);
+      const subscriber = session.subscribe(stream, feed.element);
       subscriber.on("videoElementCreated", (event) => this.#play(event.element));
     } catch (err) {
-      this.#on.notice(`Could not show ${label}'s video (${describe(err)}).`);
+      this.#on.notice(`Could not show ${feed.label}'s video (${describe(err)}).`);
     }
+  }
+
+  #removeRemote(streamId) {
+    if (this.#remote.delete(streamId)) this.#on.feeds();
   }
 
   #play(video) {
@@ -250,27 +348,10 @@ export class Call {
 
   #propertyChanged(event) {
     if (event.changedProperty !== "videoActive") return;
-    const tile = this.#tiles.get(event.stream?.streamId);
-    if (tile) tile.dataset.video = event.newValue ? "on" : "off";
-  }
-
-  #addTile(kind, key, label) {
-    this.#removeTile(key);
-    const root = el("figure", "tile");
-    root.dataset.tile = kind;
-    root.dataset.stream = key;
-    root.dataset.video = "on";
-    const media = el("div", "tile-media");
-    root.append(media, el("figcaption", "tile-label", label));
-    if (kind === "local") this.#videos.prepend(root);
-    else this.#videos.append(root);
-    this.#tiles.set(key, root);
-    return { root, media };
-  }
-
-  #removeTile(key) {
-    this.#tiles.get(key)?.remove();
-    this.#tiles.delete(key);
+    const feed = this.#remote.get(event.stream?.streamId);
+    if (!feed) return;
+    feed.video = event.newValue ? "on" : "off";
+    this.#on.feeds();
   }
 
   #teardown() {
@@ -291,9 +372,12 @@ export class Call {
     }
     this.#ov = null;
     this.#joined = false;
-    for (const tile of this.#tiles.values()) tile.remove();
-    this.#tiles.clear();
-    this.#videos.replaceChildren();
+    this.#local = null;
+    this.#refused = false;
+    this.#remote.clear();
+    this.#present.clear();
+    this.#on.publishProblem(null);
+    this.#on.feeds();
     this.#on.playbackBlocked(false);
   }
 

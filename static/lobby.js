@@ -6,6 +6,7 @@
 import { connectSocket } from "./socket.js";
 import { Rooms } from "./rooms.js";
 import { Call } from "./call.js";
+import { renderTiles } from "./tiles.js";
 import * as view from "./view.js";
 
 const { ui } = view;
@@ -192,6 +193,7 @@ function enterCall(token) {
     token,
     nickname: current.participant?.nickname ?? me.name,
     publish: canPublish(myRole()),
+    participantId: current.participant?.id ?? null,
   });
 }
 
@@ -245,15 +247,27 @@ function retry() {
 function render() {
   const selfId = current?.participant?.id;
   view.renderRooms(rooms.list(), join, selfId);
-  const room = current ? rooms.get(current.room) : null;
-  view.renderCallParticipants(room?.participants ?? [], selfId);
+  const participants = (current && rooms.get(current.room)?.participants) || [];
+  view.renderCallParticipants(participants, selfId);
+  renderTiles(ui.videos, {
+    participants,
+    selfId,
+    feeds: current ? call.feeds : [],
+    present: call.present,
+    connected: call.state === "connected",
+  });
 }
 
 // --- wiring -----------------------------------------------------------------
 
-const call = new Call(ui.videos, {
-  state: (state, message) => view.setCallState(state, message),
+const call = new Call({
+  state: (state, message) => {
+    view.setCallState(state, message);
+    render();
+  },
   media: (media) => view.setMediaControls(media),
+  feeds: () => render(),
+  publishProblem: (message) => view.setPublishProblem(message),
   notice: (message) => view.showError(message),
   playbackBlocked: (blocked) => {
     ui.callPlay.hidden = !blocked;

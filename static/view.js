@@ -21,6 +21,7 @@ const ui = {
   callRoom: $("call-room"),
   callStatus: $("call-status"),
   subscriberNote: $("subscriber-note"),
+  publishNote: $("publish-note"),
   callProblem: $("call-problem"),
   callProblemText: $("call-problem-text"),
   callRetry: $("call-retry"),
@@ -195,7 +196,7 @@ export function showCall(roomName, { subscriber }) {
 const CALL_STATUS = {
   idle: "",
   connecting: "Connecting to the call…",
-  connected: "Connected",
+  connected: "Connected to the call",
   error: "",
 };
 
@@ -207,13 +208,21 @@ export function setCallState(state, message = "") {
   ui.callProblemText.textContent = state === "error" ? message || "The call could not connect." : "";
 }
 
-/** Camera and microphone buttons; `null` hides them (nothing is published). */
+/** Camera and microphone buttons; `null` hides them (your camera is not on). */
 export function setMediaControls(media) {
   ui.toggleCamera.hidden = !media;
   ui.toggleMic.hidden = !media;
   if (!media) return;
   ui.toggleCamera.textContent = media.video ? "Turn camera off" : "Turn camera on";
+  ui.toggleCamera.dataset.on = String(media.video);
   ui.toggleMic.textContent = media.audio ? "Mute microphone" : "Unmute microphone";
+  ui.toggleMic.dataset.on = String(media.audio);
+}
+
+/** Why your camera does not reach the others (the call itself still works); null: it does. */
+export function setPublishProblem(message) {
+  ui.publishNote.textContent = message ?? "";
+  ui.publishNote.hidden = !message;
 }
 
 export function renderCallParticipants(participants, selfId) {

@@ -39,10 +39,7 @@ async def standin_server() -> AsyncIterator[OpenViduStandin]:
 @pytest.fixture
 async def standin(standin_server: OpenViduStandin) -> OpenViduStandin:
     """The stand-in, reset to a clean state for each test."""
-    standin_server.sessions.clear()
-    standin_server.calls.clear()
-    standin_server.fault = None
-    standin_server.on_request = None
+    standin_server.reset()
     return standin_server
 
 

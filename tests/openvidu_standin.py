@@ -1,22 +1,34 @@
-"""A faithful OpenVidu 2.x stand-in: the REST API of /work/shared/openvidu-api.md over real HTTP.
+"""A faithful OpenVidu 2.x stand-in: the REST API and the browser WebSocket, over real HTTP.
 
 Served by a real uvicorn on loopback (`running_standin()`), so the client under
 test goes through its whole network stack. Status codes and bodies follow the
 server source, including its quirks: 409 and most 404s have EMPTY bodies, and
 connection operations on a missing session answer 400, not 404.
 
-Test hooks are plain methods and attributes: `activate` (a browser joined with
-a token), `drop_session` (OpenVidu closed a session on its own), `on_request`
-(change the world at an exact point), `fault` (every API call answers a status,
-is `"slow"`, or is `"reset"` mid-response), `calls` and `wait_for`.
-The openvidu-browser JSON-RPC WebSocket at `/openvidu` will be added next to
-the REST routes in `_routes`.
+Browsers (openvidu-browser 2.32.2) connect to `ws://…/openvidu?sessionId=…` and
+speak JSON-RPC 2.0: `ping`, `joinRoom` (with a token the REST side issued and
+nobody used yet), `leaveRoom` and `connect` (a reconnecting socket). Other
+browsers of the session hear `participantJoined` / `participantLeft`; a browser
+whose connection is deleted over REST hears `participantEvicted`; a socket that
+closes without `leaveRoom` counts as a network disconnect (at once: the stand-in
+has no ping watchdog). The session closes when its last active participant goes.
+There is no media server: media methods (`publishVideo`, `onIceCandidate`, …)
+are answered with error 301 saying so. The join answer carries a loopback STUN
+server, so openvidu-browser never falls back to public STUN servers.
+
+Test hooks are plain methods and attributes: `activate` (a participant joined
+without a browser), `drop_session` (OpenVidu closed a session on its own),
+`on_request` (change the world at an exact point), `fault` (every API call
+answers a status, is `"slow"`, or is `"reset"` mid-response), `refuse_browsers`
+(the WebSocket handshake fails: OpenVidu unreachable from browsers), `calls`,
+`rpc_calls`, `browsers`, `wait_for` and `reset`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import re
@@ -33,8 +45,9 @@ from typing import Any, Literal, TypeAlias
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import Message, Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from tests.live import LiveServer
 
@@ -46,6 +59,25 @@ _BAD_CUSTOM_ID = (
     " Must be an alphanumeric string [a-zA-Z0-9_-]"
 )
 Fault: TypeAlias = int | Literal["slow", "reset"] | None
+
+SDK_VERSION = "2.32.2"  # what the join answer reports: the openvidu-browser we serve
+PLATFORM = "Chrome 120.0 on Linux 64-bit"  # for participants activated without a browser
+# openvidu-browser uses public STUN servers (freeice) when the join answer lists no
+# ICE servers; a loopback one keeps every packet on this machine.
+LOOPBACK_ICE_SERVERS = ({"url": "stun:127.0.0.1:3478"},)
+# JSON-RPC error codes: OpenViduException.Code, kurento-jsonrpc, JSON-RPC 2.0.
+USER_NOT_FOUND, EXISTING_USER_IN_ROOM, MEDIA_GENERIC, SESSION_NOT_FOUND = 102, 104, 301, 202
+UNAUTHORIZED, RECONNECTION_ERROR = 401, 40007
+INVALID_REQUEST, METHOD_NOT_FOUND = -32600, -32601
+# Methods that need a media server; the stand-in has none.
+MEDIA_METHODS = frozenset(
+    {
+        "publishVideo", "unpublishVideo", "prepareReceiveVideoFrom", "receiveVideoFrom",
+        "unsubscribeFromVideo", "onIceCandidate", "reconnectStream", "streamPropertyChanged",
+        "videoData", "applyFilter", "execFilterMethod", "removeFilter",
+        "addFilterEventListener", "removeFilterEventListener",
+    }
+)  # fmt: skip
 
 
 def _id(prefix: str, length: int) -> str:
@@ -67,6 +99,16 @@ class Call:
     status: int | None  # None: the client went away before an answer
 
 
+@dataclass(frozen=True, slots=True)
+class RpcCall:
+    """A JSON-RPC request a browser sent, as the stand-in answered it."""
+
+    method: str
+    params: dict[str, Any]
+    connection_id: str | None  # the participant on that socket (after a join: the joined one)
+    error: int | None  # the error code answered; None for a result
+
+
 @dataclass(slots=True)
 class Connection:
     id: str
@@ -77,6 +119,14 @@ class Connection:
     token: str
     created_at: int = field(default_factory=_now_ms)
     active_at: int | None = None
+    client_data: str = ""  # the `metadata` a browser joined with
+    platform: str = PLATFORM
+
+    def full_metadata(self) -> str:
+        """`Participant.getFullMetadata`: client and server data joined by `%/%`."""
+        if self.client_data and self.server_data:
+            return f"{self.client_data}%/%{self.server_data}"
+        return self.client_data + self.server_data
 
     def to_json(self) -> dict[str, Any]:
         """`Token.toJsonAsParticipant` when pending, `Participant.toJson` when active."""
@@ -91,8 +141,8 @@ class Connection:
             "onlyPlayWithSubscribers": None, "networkCache": None,
             "serverData": self.server_data, "token": self.token, "activeAt": self.active_at,
             "location": "unknown" if active else None, "ip": "127.0.0.1" if active else None,
-            "platform": "Chrome 120.0 on Linux 64-bit" if active else None,
-            "clientData": "" if active else None,
+            "platform": self.platform if active else None,
+            "clientData": self.client_data if active else None,
             "publishers": [] if active else None, "subscribers": [] if active else None,
         }
         # fmt: on
@@ -126,6 +176,37 @@ class Session:
             "connections": {"numberOfElements": len(shown), "content": shown},
         }
         # fmt: on
+
+
+class BrowserSocket:
+    """One openvidu-browser WebSocket.
+
+    Frames leave in order through `outbox`, so the stand-in can tell any browser
+    something without awaiting its socket.
+    """
+
+    def __init__(self) -> None:
+        self.rpc_session = secrets.token_hex(16)  # the JSON-RPC session, for `connect`
+        self.session_id: str | None = None
+        self.connection_id: str | None = None  # set by joinRoom
+        self.outbox: asyncio.Queue[str | None] = asyncio.Queue()  # None: close the socket
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.outbox.put_nowait(json.dumps({"jsonrpc": "2.0", **message}))
+
+    def notify(self, method: str, params: dict[str, Any]) -> None:
+        self.send({"method": method, "params": params})
+
+    def close(self) -> None:
+        self.outbox.put_nowait(None)
+
+
+class RpcError(Exception):
+    """Answered as a JSON-RPC error: OpenVidu's code and message."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
 
 
 class _Reset(Exception):
@@ -181,10 +262,17 @@ class OpenViduStandin:
         self.fault: Fault = None
         self.delay = 1.0
         self.on_request: Callable[[str, str], None] | None = None
+        self.rpc_calls: list[RpcCall] = []
+        self.browsers: dict[
+            str, BrowserSocket
+        ] = {}  # connection id -> the browser that joined with it
+        self.refuse_browsers = False
+        self.ice_servers = [dict(server) for server in LOOPBACK_ICE_SERVERS]
+        self._sockets: set[BrowserSocket] = set()
         self._changed = asyncio.Condition()
         self._app = Starlette(routes=self._routes())
 
-    def _routes(self) -> list[Route]:
+    def _routes(self) -> list[BaseRoute]:
         s = f"{API}/sessions"
         return [
             Route(s, self.create_session, methods=["POST"]),
@@ -194,6 +282,7 @@ class OpenViduStandin:
             Route(s + "/{sid}/connection", self.create_connection, methods=["POST"]),
             Route(s + "/{sid}/connection/{cid}", self.get_connection, methods=["GET"]),
             Route(s + "/{sid}/connection/{cid}", self.delete_connection, methods=["DELETE"]),
+            WebSocketRoute("/openvidu", self.browser_socket),
         ]
 
     # -- test hooks ---------------------------------------------------------------
@@ -204,15 +293,30 @@ class OpenViduStandin:
 
     def drop_session(self, session_id: str) -> None:
         """OpenVidu closed the session on its own (e.g. its last participant left)."""
-        del self.sessions[session_id]
+        if not self._close_session(session_id, "sessionClosedByServer"):
+            raise KeyError(session_id)
 
     def leave(self, session_id: str, connection_id: str) -> None:
-        """A connection ends; the session closes when its last active participant leaves."""
-        session = self.sessions[session_id]
-        gone = session.connections.pop(connection_id)
-        still_active = any(c.active_at is not None for c in session.connections.values())
-        if gone.active_at is not None and not still_active:
-            del self.sessions[session_id]
+        """A connection ends; the session closes when its last active participant leaves.
+
+        A browser that joined with it is evicted (`participantEvicted`), the
+        other browsers of the session hear `participantLeft`.
+        """
+        if connection_id not in self.sessions[session_id].connections:
+            raise KeyError(connection_id)
+        self._end(session_id, connection_id, "forceDisconnectByServer", evict=True)
+
+    def reset(self) -> None:
+        """A fresh stand-in: no sessions, logs or faults; every browser socket is closed."""
+        for browser in self._sockets:
+            browser.close()
+        self.browsers.clear()
+        self.sessions.clear()
+        self.calls.clear()
+        self.rpc_calls.clear()
+        self.fault = None
+        self.on_request = None
+        self.refuse_browsers = False
 
     # A `timeout` argument (rather than asyncio.timeout at each call site) keeps tests short.
     async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -320,8 +424,8 @@ class OpenViduStandin:
         return JSONResponse(session.to_json(pending=pending))
 
     async def delete_session(self, request: Request) -> Response:
-        closed = self.sessions.pop(request.path_params["sid"], None)
-        return _empty(404 if closed is None else 204)
+        closed = self._close_session(request.path_params["sid"], "sessionClosedByServer")
+        return _empty(204 if closed else 404)
 
     async def create_connection(self, request: Request) -> Response:
         path = request.url.path
@@ -364,6 +468,185 @@ class OpenViduStandin:
             return _empty(404)
         self.leave(sid, cid)
         return _empty(204)
+
+    # -- the browser side: openvidu-browser's JSON-RPC WebSocket (RpcHandler) ---------
+
+    async def browser_socket(self, websocket: WebSocket) -> None:
+        if self.refuse_browsers:
+            await websocket.close()  # before accepting: the handshake fails with 403
+            return
+        await websocket.accept()
+        browser = BrowserSocket()
+        self._sockets.add(browser)
+        writer = asyncio.create_task(_write(websocket, browser))
+        try:
+            while (message := await websocket.receive())["type"] != "websocket.disconnect":
+                await self._rpc(browser, message.get("text"))
+        finally:
+            self._sockets.discard(browser)
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+            if (seat := self._seat(browser)) is not None:
+                self._end(*seat, "networkDisconnect")
+
+    async def _rpc(self, browser: BrowserSocket, text: str | None) -> None:
+        try:
+            request = json.loads(text) if text is not None else None
+        except ValueError:
+            request = None
+        if not (isinstance(request, dict) and isinstance(request.get("method"), str)):
+            error = {"code": INVALID_REQUEST, "message": "Invalid JSON-RPC 2.0 request"}
+            browser.send({"id": None, "error": error})
+            return
+        method, params = request["method"], request.get("params")
+        params = params if isinstance(params, dict) else {}
+        try:
+            answer: dict[str, Any] = {"result": self._rpc_result(browser, method, params)}
+        except RpcError as error:
+            answer = {"error": {"code": error.code, "message": error.message}}
+        if request.get("id") is not None:
+            browser.send({"id": request["id"], **answer})
+        code = answer["error"]["code"] if "error" in answer else None
+        await self._record_rpc(RpcCall(method, params, browser.connection_id, code))
+
+    def _rpc_result(
+        self, browser: BrowserSocket, method: str, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        if method == "ping":
+            return {"value": "pong", "sessionId": browser.rpc_session}
+        if method == "joinRoom":
+            return self._join_room(browser, params)
+        if method == "connect":
+            return self._reconnect(browser, params)
+        seat = self._seat(browser)
+        if seat is None:
+            raise RpcError(USER_NOT_FOUND, f"No participant has joined on this socket ({method})")
+        if method == "leaveRoom":
+            self._end(*seat, "disconnect")
+            return {}
+        if (
+            method == "publishVideo"
+            and self.sessions[seat[0]].connections[seat[1]].role == "SUBSCRIBER"
+        ):
+            raise RpcError(UNAUTHORIZED, "A SUBSCRIBER is not allowed to publish")
+        if method in MEDIA_METHODS:
+            raise RpcError(MEDIA_GENERIC, f"The OpenVidu stand-in has no media server: {method}")
+        raise RpcError(METHOD_NOT_FOUND, f"The OpenVidu stand-in does not implement {method}")
+
+    def _join_room(self, browser: BrowserSocket, params: dict[str, Any]) -> dict[str, Any]:
+        if browser.connection_id is not None:
+            raise RpcError(EXISTING_USER_IN_ROOM, "This socket has already joined a session")
+        session_id, token = params.get("session"), params.get("token")
+        session = self.sessions.get(session_id) if isinstance(session_id, str) else None
+        if session is None:
+            raise RpcError(SESSION_NOT_FOUND, f"Session {session_id} cannot be found")
+        # Tokens are single use: once a browser joined with one, it is gone.
+        connection = next((c for c in session.connections.values() if c.token == token), None)
+        if connection is None or connection.active_at is not None:
+            raise RpcError(UNAUTHORIZED, f"Token {token} is not valid")
+        metadata, platform = params.get("metadata", ""), params.get("platform")
+        connection.active_at = _now_ms()
+        connection.client_data = metadata if isinstance(metadata, str) else json.dumps(metadata)
+        connection.platform = platform if isinstance(platform, str) else PLATFORM
+        joined = _participant(connection)
+        for other in self._browsers_in(session.id):
+            other.notify("participantJoined", joined)
+        browser.session_id, browser.connection_id = session.id, connection.id
+        self.browsers[connection.id] = browser
+        others = [
+            _participant(c)
+            for c in session.connections.values()
+            if c.active_at is not None and c is not connection
+        ]
+        # The fields openvidu-browser's Session.processJoinRoomResponse reads.
+        # fmt: off
+        return {
+            **joined, "finalUserId": connection.id, "value": others, "session": session.id,
+            "sessionId": browser.rpc_session, "role": connection.role, "record": connection.record,
+            "coturnIp": "127.0.0.1", "coturnPort": 3478, "turnUsername": connection.id,
+            "turnCredential": secrets.token_hex(8), "version": SDK_VERSION,
+            "mediaServer": "kurento", "videoSimulcast": False, "life": -1,
+            "customIceServers": [dict(server) for server in self.ice_servers],
+        }
+        # fmt: on
+
+    def _reconnect(self, browser: BrowserSocket, params: dict[str, Any]) -> dict[str, Any]:
+        """`connect` from a socket that came back: it takes over its participant, if any."""
+        old = next(
+            (b for b in self.browsers.values() if b.rpc_session == params.get("sessionId")), None
+        )
+        if old is None or old.connection_id is None:
+            raise RpcError(RECONNECTION_ERROR, "reconnection error")
+        browser.rpc_session, browser.session_id = old.rpc_session, old.session_id
+        browser.connection_id, old.connection_id = old.connection_id, None
+        self.browsers[browser.connection_id] = browser
+        old.close()
+        return {"sessionId": browser.rpc_session}
+
+    def _seat(self, browser: BrowserSocket) -> tuple[str, str] | None:
+        """(session id, connection id) of the participant this socket holds, if any."""
+        session_id, connection_id = browser.session_id, browser.connection_id
+        if session_id is None or connection_id is None:
+            return None
+        return (session_id, connection_id) if self.browsers.get(connection_id) is browser else None
+
+    def _browsers_in(self, session_id: str) -> list[BrowserSocket]:
+        return [b for b in self.browsers.values() if b.session_id == session_id]
+
+    def _end(
+        self, session_id: str, connection_id: str, reason: str, *, evict: bool = False
+    ) -> None:
+        """A connection ends; the session closes when its last active participant went.
+
+        Only active participants are announced: the others never heard of a pending one.
+        """
+        browser = self.browsers.pop(connection_id, None)
+        session = self.sessions.get(session_id)
+        gone = session.connections.pop(connection_id, None) if session else None
+        if session is None or gone is None or gone.active_at is None:
+            return
+        if evict and browser is not None:
+            browser.notify("participantEvicted", {"connectionId": connection_id, "reason": reason})
+        for other in self._browsers_in(session_id):
+            other.notify("participantLeft", {"connectionId": connection_id, "reason": reason})
+        if not any(c.active_at is not None for c in session.connections.values()):
+            del self.sessions[session_id]
+
+    def _close_session(self, session_id: str, reason: str) -> bool:
+        """Close a session, evicting its participants one by one; False if there is none."""
+        session = self.sessions.get(session_id)
+        if session is None:
+            return False
+        for connection_id in list(session.connections):
+            self._end(session_id, connection_id, reason, evict=True)
+        self.sessions.pop(session_id, None)
+        return True
+
+    async def _record_rpc(self, call: RpcCall) -> None:
+        self.rpc_calls.append(call)
+        async with self._changed:
+            self._changed.notify_all()
+
+
+def _participant(connection: Connection) -> dict[str, Any]:
+    """A participant as `participantJoined` and the join answer's `value` show it."""
+    assert connection.active_at is not None
+    return {
+        "id": connection.id,
+        "createdAt": connection.active_at,
+        "metadata": connection.full_metadata(),
+    }
+
+
+async def _write(websocket: WebSocket, browser: BrowserSocket) -> None:
+    """Send `browser.outbox` in order; close the socket at its end."""
+    try:
+        while (frame := await browser.outbox.get()) is not None:
+            await websocket.send_text(frame)
+        await websocket.close()
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        pass  # the browser went away first
 
 
 def _parse(body: bytes) -> Any:

@@ -1,0 +1,118 @@
+"""`make screenshots`: drive the real pages and write docs/img/lobby.png and docs/img/call.png.
+
+Everything runs on this machine: the OpenVidu stand-in, a lobby server (in this
+process, like the tests), and Debian's Chromium with a fake camera. The stand-in
+has no media server, so the call shows your own camera to you only (the page
+says so) and the others as named tiles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+from playwright.async_api import Browser, Page, ViewportSize, async_playwright, expect
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the stand-in and the test helpers live in tests/
+
+# After the path is set: these come from tests/.
+from lobby.app import create_app  # noqa: E402
+from lobby.openvidu import OpenViduBackend  # noqa: E402
+from lobby.server import uvicorn_config  # noqa: E402
+from tests.conftest import PASSWORD, Client, Lobby, make_users  # noqa: E402
+from tests.conftest import test_settings as lobby_settings  # noqa: E402
+from tests.e2e.tabs import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+from tests.live import LiveServer  # noqa: E402
+from tests.openvidu_standin import running_standin  # noqa: E402
+
+IMAGES = ROOT / "docs" / "img"
+VIEWPORT: ViewportSize = {"width": 1200, "height": 760}
+# (user, role): people beyond the test users alice, bob, sub and mod.
+PEOPLE = [("carol", "PUBLISHER"), ("dave", "SUBSCRIBER"), ("erin", "PUBLISHER")]
+# Who sits in which room before Alice looks (lobby sockets that never join the call).
+SEATED = [
+    ("carol", "standup", "Carol"),
+    ("dave", "standup", "Dave"),
+    ("erin", "design-review", "Erin"),
+]
+
+
+async def open_page(browser: Browser, base_url: str, user: str) -> Page:
+    """A new browser context, signed in through the login form, on the live lobby."""
+    context = await browser.new_context(viewport=VIEWPORT)
+    page = await context.new_page()
+    await page.goto(base_url + "/")
+    await page.fill("input[name=user]", user)
+    await page.fill("input[name=pass]", PASSWORD)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.locator("#connection-state")).to_have_attribute("data-state", "connected")
+    return page
+
+
+async def join(page: Page, room: str, nickname: str) -> None:
+    await page.fill("#room-input", room)
+    await page.fill("#nickname-input", nickname)
+    await page.click("#join-submit")
+    await expect(page.locator("#call")).to_have_attribute("data-state", "connected")
+
+
+async def shoot(browser: Browser, lobby: Lobby) -> None:
+    clients: list[Client] = []
+    for user, room, nickname in SEATED:
+        client = await lobby.client(user)
+        await client.join(room, nickname)
+        clients.append(client)
+    bob = await open_page(browser, lobby.http, "bob")
+    await join(bob, "TUTORIAL", "Bob")
+    viewer = await open_page(browser, lobby.http, "sub")
+    await join(viewer, "TUTORIAL", "Sam")
+
+    alice = await open_page(browser, lobby.http, "alice")
+    await expect(alice.locator("#rooms li.room-card")).to_have_count(3)
+    await alice.fill("#nickname-input", "Alice")
+    await alice.locator("#nickname-input").blur()
+    await alice.screenshot(path=str(IMAGES / "lobby.png"))
+
+    await alice.locator('li.room-card[data-room="TUTORIAL"] button.room-join').click()
+    await expect(alice.locator("#call")).to_have_attribute("data-state", "connected")
+    await expect(alice.locator("#publish-note")).to_be_visible()  # the publish was tried
+    # A few frames of the fake camera, then the picture.
+    await alice.wait_for_function(
+        "() => { const v = document.querySelector('figure.tile[data-tile=local] video');"
+        " return v !== null && v.readyState >= 2 && v.currentTime > 0.5; }"
+    )
+    await alice.screenshot(path=str(IMAGES / "call.png"), full_page=True)
+    for client in clients:
+        await client.close()
+
+
+async def main() -> None:
+    if not CHROMIUM.exists():
+        sys.exit(f"screenshots need Debian's Chromium at {CHROMIUM} (apt-get install chromium)")
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    async with running_standin() as standin:
+        settings = lobby_settings(standin, reconnect_grace=10.0, log_level="warning")
+        users = make_users()
+        for user, role in PEOPLE:
+            users.add(user, role, PASSWORD)
+        app = create_app(settings, users=users, media=OpenViduBackend.from_settings(settings))
+        async with (
+            LiveServer(config=uvicorn_config(app, settings)) as live,
+            async_playwright() as p,
+        ):
+            browser = await p.chromium.launch(
+                executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+            )
+            try:
+                await shoot(browser, Lobby(live, app, settings))
+            finally:
+                await browser.close()
+    for name in ("lobby.png", "call.png"):
+        path = IMAGES / name
+        print(f"wrote {path.relative_to(ROOT)} ({path.stat().st_size // 1024} KiB)")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,127 @@
+// The call's video grid: one tile per participant of the room, yours first and
+// marked, each with its video when the call has one.
+//
+// Tiles follow the lobby's participant list, not the media session: a page
+// that reloads comes back as the same participant, so its tile never leaves
+// the others' grids. Nicknames only ever go through textContent.
+
+import { el } from "./view.js";
+
+const HUES = 8; // avatar colours, style.css [data-hue]
+
+/** @type {Map<string, HTMLElement>} tile key -> tile */
+const tiles = new Map();
+
+/**
+ * Bring the grid in line with the room.
+ * @param {HTMLElement} grid
+ * @param {object} view
+ * @param {object[]} view.participants the room's participants, in join order
+ * @param {string|undefined} view.selfId your participant id
+ * @param {object[]} view.feeds Call.feeds
+ * @param {Set<string>} view.present participant ids of the others in the media session
+ * @param {boolean} view.connected you are connected to the media session
+ */
+export function renderTiles(grid, { participants, selfId, feeds, present, connected }) {
+  const entries = tileEntries(participants, selfId, feeds);
+  const keys = new Set(entries.map((entry) => entry.key));
+  for (const [key, tile] of tiles) {
+    if (!keys.has(key)) {
+      tile.remove();
+      tiles.delete(key);
+    }
+  }
+  entries.forEach((entry, index) => {
+    let tile = tiles.get(entry.key);
+    if (!tile) {
+      tile = newTile();
+      tiles.set(entry.key, tile);
+    }
+    fillTile(tile, entry, status(entry, present, connected));
+    const there = grid.children[index];
+    if (there !== tile) grid.insertBefore(tile, there ?? null);
+  });
+}
+
+/** Tiles to show: the room's participants (you first), then videos of nobody we know. */
+function tileEntries(participants, selfId, feeds) {
+  const known = new Set(participants.map((p) => p.id));
+  const feedOf = new Map();
+  const strays = [];
+  for (const feed of feeds) {
+    if (known.has(feed.participantId) && !feedOf.has(feed.participantId)) feedOf.set(feed.participantId, feed);
+    else strays.push(feed);
+  }
+  const ordered = [...participants.filter((p) => p.id === selfId), ...participants.filter((p) => p.id !== selfId)];
+  return [
+    ...ordered.map((p) => ({
+      key: `p:${p.id}`,
+      participant: p,
+      self: p.id === selfId,
+      label: p.nickname,
+      feed: feedOf.get(p.id) ?? null,
+    })),
+    ...strays.map((feed) => ({ key: `f:${feed.key}`, participant: null, self: feed.local, label: feed.label, feed })),
+  ];
+}
+
+function status({ participant, self, feed }, present, connected) {
+  if (feed) {
+    const notes = [];
+    if (feed.video === "off") notes.push("Camera off");
+    if (feed.local && !feed.sending) notes.push("Only you see this");
+    return notes.join(" · ");
+  }
+  if (participant?.role === "SUBSCRIBER") return "Viewer";
+  if (!connected) return self ? "Connecting…" : "";
+  if (self) return "No camera";
+  return present.has(participant?.id) ? "No video" : "Not in the call";
+}
+
+function newTile() {
+  const tile = el("figure", "tile");
+  const media = el("div", "tile-media");
+  const avatar = el("div", "tile-avatar");
+  avatar.setAttribute("aria-hidden", "true");
+  media.append(avatar);
+  const caption = el("figcaption", "tile-caption");
+  caption.append(el("span", "tile-label"), el("span", "tile-you", "You"), el("span", "tile-status"));
+  tile.append(media, caption);
+  return tile;
+}
+
+function fillTile(tile, { participant, self, label, feed, key }, statusText) {
+  tile.dataset.tile = self ? "local" : "remote";
+  if (participant) tile.dataset.participant = participant.id;
+  else delete tile.dataset.participant;
+  tile.dataset.hue = String(hash(participant?.id ?? key) % HUES);
+  tile.dataset.video = feed ? feed.video : "none";
+  const media = tile.querySelector(".tile-media");
+  setText(media.querySelector(".tile-avatar"), initial(label));
+  const shown = media.querySelector(".feed");
+  if (shown !== (feed?.element ?? null)) {
+    shown?.remove();
+    if (feed) media.append(feed.element);
+  }
+  setText(tile.querySelector(".tile-label"), label);
+  tile.querySelector(".tile-you").hidden = !self;
+  const statusNode = tile.querySelector(".tile-status");
+  setText(statusNode, statusText);
+  statusNode.hidden = !statusText;
+}
+
+// Unchanged text is not rewritten: no needless DOM mutations.
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
+
+function initial(label) {
+  const first = Array.from(String(label).trim())[0];
+  return first ? first.toUpperCase() : "?";
+}
+
+function hash(text) {
+  let h = 0;
+  for (const char of String(text)) h = (h * 31 + char.codePointAt(0)) >>> 0;
+  return h;
+}

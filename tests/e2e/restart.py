@@ -1,0 +1,56 @@
+"""A lobby server that can stop and start again on the same port, like a restart.
+
+The pages keep their URL (and so their cookies and origin) across the restart;
+each start serves a fresh app over the same user store, so login sessions
+survive the way they survive in the SQLite file of a real restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+from dataclasses import replace
+
+from starlette.types import ASGIApp
+
+from lobby.config import Settings
+from lobby.server import uvicorn_config
+from tests.live import QuietServer
+
+
+class RestartableLobby:
+    """`await start()` / `await stop()`, any number of times, always at `http`."""
+
+    def __init__(self, make_app: Callable[[], ASGIApp], settings: Settings) -> None:
+        self.make_app = make_app
+        self.settings = replace(settings, log_level="warning")
+        self.port = 0
+        self.http = ""
+        self._server: QuietServer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._sock: socket.socket | None = None
+
+    async def start(self) -> None:
+        # SO_REUSEADDR: the port is bindable again at once, despite connections in TIME_WAIT.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self.port))
+        self.port = sock.getsockname()[1]
+        self.http = f"http://127.0.0.1:{self.port}"
+        server = QuietServer(uvicorn_config(self.make_app(), self.settings))
+        self._sock, self._server = sock, server
+        self._task = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started:
+            if self._task.done():
+                self._task.result()  # surface startup errors
+                raise RuntimeError("uvicorn stopped before it started")
+            await asyncio.sleep(0.005)
+
+    async def stop(self) -> None:
+        if self._server is None or self._task is None or self._sock is None:
+            return
+        self._server.should_exit = True
+        await asyncio.wait_for(self._task, 15)
+        self._sock.close()
+        self._server = self._task = self._sock = None

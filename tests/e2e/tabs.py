@@ -1,0 +1,267 @@
+"""Browser tabs for the tests: one page per context, with a record of everything it did.
+
+Each `Tab` is a page in its own browser context (its own cookies: one user),
+and keeps what the tests assert on and what a failure report needs: every
+request the page made (HTTP and WebSocket), the frames its lobby socket
+received, its console output and any dialog it tried to open.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Dialog,
+    Error,
+    Locator,
+    Page,
+    Request,
+    WebSocket,
+    expect,
+)
+
+from tests.conftest import PASSWORD
+
+# Debian's Chromium, never a downloaded one; flags that keep it quiet and give it a fake camera.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+    # Raw-IP ICE candidates: no mDNS names, so no multicast announcements on the LAN.
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+]
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+# Page-side probes: camera/microphone requests (so a test can tell a page never
+# asked) and the ICE servers of every RTCPeerConnection (WebRTC traffic is not
+# seen by Playwright; its STUN/TURN servers are where it would go).
+PROBES = """
+window.getUserMediaCalls = 0;
+if (navigator.mediaDevices) {
+  const original = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+  navigator.mediaDevices.getUserMedia = (...args) => {
+    window.getUserMediaCalls += 1;
+    return original(...args);
+  };
+}
+window.iceServersUsed = [];
+const NativePeerConnection = window.RTCPeerConnection;
+if (NativePeerConnection) {
+  window.RTCPeerConnection = function (config, ...rest) {
+    window.iceServersUsed.push(JSON.parse(JSON.stringify(config?.iceServers ?? [])));
+    return new NativePeerConnection(config, ...rest);
+  };
+  window.RTCPeerConnection.prototype = NativePeerConnection.prototype;
+  Object.setPrototypeOf(window.RTCPeerConnection, NativePeerConnection);
+}
+"""
+
+
+def is_local(url: str) -> bool:
+    """Whether a request to `url` stays on this machine."""
+    parts = urlsplit(url)
+    if parts.scheme in {"data", "blob", "about"}:
+        return True
+    return parts.hostname in LOCAL_HOSTS
+
+
+class Tab:
+    """A page in its own browser context, and everything it did."""
+
+    def __init__(self, name: str, context: BrowserContext, page: Page) -> None:
+        self.name = name
+        self.context = context
+        self.page = page
+        self.requests: list[str] = []  # every URL asked for, HTTP and WebSocket
+        self.lobby_frames: list[dict[str, Any]] = []  # received on /ws, decoded
+        self.log: list[str] = []  # console, page errors, failed requests, dialogs
+        self.dialogs: list[str] = []
+        self.closed = False
+        context.on("request", self._on_request)
+        page.on("websocket", self._on_websocket)
+        page.on("console", self._on_console)
+        page.on("pageerror", lambda error: self.log.append(f"[pageerror] {error}"))
+        page.on("requestfailed", lambda r: self.log.append(f"[requestfailed] {r.url}"))
+        page.on("dialog", self._on_dialog)
+
+    # -- recording ------------------------------------------------------------------
+
+    def _on_request(self, request: Request) -> None:
+        self.requests.append(request.url)
+
+    def _on_websocket(self, websocket: WebSocket) -> None:
+        self.requests.append(websocket.url)
+        if urlsplit(websocket.url).path == "/ws":
+            websocket.on("framereceived", self._on_lobby_frame)
+
+    def _on_lobby_frame(self, payload: str | bytes) -> None:
+        if isinstance(payload, str):
+            self.lobby_frames.append(json.loads(payload))
+
+    def _on_console(self, message: ConsoleMessage) -> None:
+        self.log.append(f"[{message.type}] {message.text}")
+
+    async def _on_dialog(self, dialog: Dialog) -> None:
+        self.dialogs.append(f"{dialog.type}: {dialog.message}")
+        self.log.append(f"[dialog] {dialog.type}: {dialog.message}")
+        await dialog.dismiss()
+
+    def frames(self, kind: str) -> list[dict[str, Any]]:
+        return [frame for frame in self.lobby_frames if frame.get("type") == kind]
+
+    def issued_tokens(self) -> list[str]:
+        """The OpenVidu tokens the lobby gave this tab, in order (`token` and `resumed`)."""
+        kinds = {"token", "resumed"}
+        return [f["token"] for f in self.lobby_frames if f.get("type") in kinds and f.get("token")]
+
+    # -- driving the pages ----------------------------------------------------------
+
+    async def login(self, base_url: str, user: str, password: str = PASSWORD) -> None:
+        """Sign in through the real form and wait for the live lobby."""
+        await self.page.goto(base_url + "/")
+        await self.page.fill("input[name=user]", user)
+        await self.page.fill("input[name=pass]", password)
+        await self.page.get_by_role("button", name="Sign in").click()
+        await self.page.wait_for_url(re.compile(r"/lobby$"))
+        await expect(self.badge).to_have_attribute("data-state", "connected")
+
+    async def create_room(self, room: str, nickname: str) -> None:
+        """Type a room name and a nickname into the join form and submit it."""
+        await self.page.fill("#room-input", room)
+        await self.page.fill("#nickname-input", nickname)
+        await self.page.click("#join-submit")
+
+    async def join_listed(self, room: str, nickname: str) -> None:
+        """Click Join on the room's card in the lobby."""
+        await self.page.fill("#nickname-input", nickname)
+        await self.card(room).locator("button.room-join").click()
+
+    async def in_call(self, state: str = "connected") -> None:
+        await expect(self.page.locator("#call")).to_have_attribute("data-state", state)
+
+    async def mark(self) -> None:
+        """Set a marker in the page: `still_same_page` fails after a reload or navigation."""
+        await self.page.evaluate("window.testMarker = true")
+
+    async def still_same_page(self) -> bool:
+        return bool(await self.page.evaluate("window.testMarker === true"))
+
+    async def watch_removals(self, selector: str) -> None:
+        """Record elements matching `selector` that leave the page (moves do not count)."""
+        await self.page.evaluate(
+            """(selector) => {
+                window.removedNodes = [];
+                new MutationObserver((records) => {
+                  for (const record of records) {
+                    for (const node of record.removedNodes) {
+                      if (node.nodeType !== 1) continue;
+                      if (node.matches(selector)) window.removedNodes.push(node);
+                      window.removedNodes.push(...node.querySelectorAll(selector));
+                    }
+                  }
+                }).observe(document.documentElement, { childList: true, subtree: true });
+            }""",
+            selector,
+        )
+
+    async def removed(self) -> list[str]:
+        """Watched elements that were removed and are still gone."""
+        found: list[str] = await self.page.evaluate(
+            "window.removedNodes.filter((n) => !n.isConnected).map((n) => n.outerHTML)"
+        )
+        return found
+
+    # -- what is on the page --------------------------------------------------------
+
+    @property
+    def badge(self) -> Locator:
+        return self.page.locator("#connection-state")
+
+    def card(self, room: str) -> Locator:
+        return self.page.locator(f'li.room-card[data-room="{room}"]')
+
+    def chip(self, participant_id: str, where: str = "#rooms") -> Locator:
+        return self.page.locator(f'{where} li.chip[data-participant="{participant_id}"]')
+
+    def tile(self, kind: str) -> Locator:
+        return self.page.locator(f'#videos figure.tile[data-tile="{kind}"]')
+
+    # -- the end ----------------------------------------------------------------------
+
+    async def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            await self.context.close()
+
+    async def screenshot(self, folder: Path) -> list[Path]:
+        """A full-page screenshot, if the page is still open; the file written."""
+        if self.closed or self.page.is_closed():
+            return []
+        shot = folder / f"{self.name}.png"
+        try:
+            await self.page.screenshot(path=str(shot), full_page=True)
+        except Error as error:
+            self.log.append(f"[screenshot failed] {error}")
+            return []
+        return [shot]
+
+    def write_log(self, folder: Path) -> Path:
+        """Console, requests and lobby frames in one text file; its path."""
+        log = folder / f"{self.name}.log"
+        lines = [f"console of {self.name}:", *self.log, "requests:"]
+        lines += [f"  {url}" for url in self.requests]
+        lines += ["lobby frames received:", *(f"  {json.dumps(f)}" for f in self.lobby_frames)]
+        log.write_text("\n".join(lines) + "\n")
+        return log
+
+
+class Tabs:
+    """Opens tabs in one shared browser; closes them all at the end."""
+
+    def __init__(self, browser: Browser) -> None:
+        self.browser = browser
+        self.opened: list[Tab] = []
+
+    async def open(self, name: str, **context_options: Any) -> Tab:
+        context = await self.browser.new_context(**context_options)
+        await context.add_init_script(PROBES)
+        tab = Tab(name, context, await context.new_page())
+        self.opened.append(tab)
+        return tab
+
+    async def login(self, base_url: str, user: str, **context_options: Any) -> Tab:
+        tab = await self.open(user, **context_options)
+        await tab.login(base_url, user)
+        return tab
+
+    def requests(self) -> list[str]:
+        return [url for tab in self.opened for url in tab.requests]
+
+    def remote_requests(self) -> list[str]:
+        return [url for url in self.requests() if not is_local(url)]
+
+    def page_errors(self) -> list[str]:
+        return [line for tab in self.opened for line in tab.log if line.startswith("[pageerror]")]
+
+    async def save(self, folder: Path) -> list[Path]:
+        """Every tab's screenshot and log in `folder`; the files written."""
+        folder.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 (a test's end, nothing waits)
+        saved = [shot for tab in self.opened for shot in await tab.screenshot(folder)]
+        return saved + [tab.write_log(folder) for tab in self.opened]
+
+    async def close(self) -> None:
+        for tab in self.opened:
+            await tab.close()

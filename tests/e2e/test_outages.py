@@ -1,0 +1,99 @@
+"""The pages when things go away: OpenVidu down, the lobby server restarting."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from playwright.async_api import expect
+
+from lobby.app import create_app
+from lobby.openvidu import OpenViduBackend
+from tests.conftest import LobbyFactory, make_users, until
+from tests.conftest import test_settings as lobby_settings
+from tests.e2e.restart import RestartableLobby
+from tests.e2e.tabs import Tabs
+from tests.openvidu_standin import OpenViduStandin
+
+
+async def test_openvidu_down_the_call_explains_and_retries_while_the_lobby_stays_live(
+    make_lobby: LobbyFactory, standin: OpenViduStandin, tabs: Tabs
+):
+    lobby = await make_lobby()
+    alice = await tabs.login(lobby.http, "alice")
+    bob = await tabs.login(lobby.http, "bob")
+    problem = alice.page.locator("#call-problem-text")
+    retry = alice.page.locator("#call-retry")
+
+    # OpenVidu unreachable from browsers: the token comes, the media socket never opens.
+    standin.refuse_browsers = True
+    await alice.create_room("DOWN", "Alice")
+    await alice.in_call("error")
+    await expect(problem).to_contain_text("media server cannot be reached")
+    await expect(retry).to_be_visible()
+    await expect(alice.page.locator("#error")).to_be_empty()  # a message in place, not an alert
+    assert alice.dialogs == []
+    # The lobby stays live, both ways.
+    await expect(alice.badge).to_have_attribute("data-state", "connected")
+    await expect(bob.card("DOWN").locator("li.chip")).to_have_text(["Alice (alice)"])
+    await bob.create_room("ELSEWHERE", "Bob")
+    await bob.in_call("error")
+    await expect(alice.card("ELSEWHERE").locator("li.chip")).to_have_text(["Bob (bob)"])
+
+    # OpenVidu down altogether: Retry says so and stays on offer.
+    standin.fault = 503
+    await retry.click()
+    await expect(problem).to_contain_text("video service is unavailable")
+    await expect(retry).to_be_visible()
+    await alice.in_call("error")
+
+    # Back up: one Retry brings the call back, with a fresh token.
+    standin.fault = None
+    standin.refuse_browsers = False
+    await until(lambda: not lobby.state.media.down, timeout=10)
+    await retry.click()
+    await alice.in_call()
+    await expect(alice.page.locator("#call-problem")).to_be_hidden()
+    token = alice.issued_tokens()[-1]
+    await standin.wait_for(
+        lambda: any(
+            c.method == "joinRoom" and c.error is None and c.params["token"] == token
+            for c in standin.rpc_calls
+        )
+    )
+
+
+@pytest.fixture
+async def restartable(standin: OpenViduStandin) -> AsyncIterator[RestartableLobby]:
+    settings = lobby_settings(standin, reconnect_grace=1.0)
+    users = make_users()  # one store: login sessions outlive the restart
+    server = RestartableLobby(
+        lambda: create_app(settings, users=users, media=OpenViduBackend.from_settings(settings)),
+        settings,
+    )
+    await server.start()
+    yield server
+    await server.stop()
+
+
+async def test_a_server_restart_under_an_open_page_recovers_by_itself(
+    restartable: RestartableLobby, tabs: Tabs
+):
+    alice = await tabs.login(restartable.http, "alice")
+    bob = await tabs.login(restartable.http, "bob")
+    await alice.mark()
+
+    await restartable.stop()
+    await expect(alice.badge).to_have_attribute("data-state", "reconnecting")
+    await expect(alice.badge).to_have_text("Reconnecting…")
+    await restartable.start()
+    await expect(alice.badge).to_have_attribute("data-state", "connected", timeout=10_000)
+    await expect(bob.badge).to_have_attribute("data-state", "connected", timeout=10_000)
+
+    # The same page, live again: it sees what happens on the new server.
+    await bob.create_room("AFTER", "Bob")
+    await bob.in_call()
+    await expect(alice.card("AFTER").locator("li.chip")).to_have_text(["Bob (bob)"])
+    assert await alice.still_same_page()
+    await expect(alice.page.locator("#error")).to_be_empty()
+    assert alice.dialogs == []
