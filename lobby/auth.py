@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import os
 import secrets
 
 from starlette.requests import HTTPConnection
@@ -34,6 +35,10 @@ class Auth:
         self.sessions = sessions
         self._key = secret_key.encode()
         self._ttl = ttl
+        # argon2 takes ~64 MiB and a core for ~0.2 s: bound how many run at once,
+        # or a spray of logins (many names and addresses, so no lockout applies)
+        # takes a pool thread's worth of memory each.
+        self._verifying = asyncio.Semaphore(os.cpu_count() or 1)
 
     def current(self, conn: HTTPConnection) -> tuple[str, User] | None:
         """The request's session id and user, if it carries a live session."""
@@ -45,7 +50,8 @@ class Auth:
 
     async def login(self, name: str, password: str) -> tuple[str, User] | None:
         """Check a password (argon2 runs in a thread: it takes tens of ms) and open a session."""
-        user = await asyncio.to_thread(self.users.verify, name, password)
+        async with self._verifying:
+            user = await asyncio.to_thread(self.users.verify, name, password)
         if user is None:
             return None
         return self.sessions.create(user.name), user

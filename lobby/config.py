@@ -119,8 +119,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "LOBBY_HEADER_TIMEOUT",
         "5",
-        "Seconds a client has to send a complete HTTP request head (including the WebSocket "
-        "upgrade); slower connections are dropped (slowloris).",
+        "Seconds a client has to send a whole HTTP request (a WebSocket upgrade's head; "
+        "any other request's head and body); slower connections are dropped (slowloris).",
     ),
 )
 

@@ -87,6 +87,12 @@ class Conn:
             self.close_code = SLOW_CLOSE_CODE
             self._writer.cut(SLOW_CLOSE_CODE, "too slow: stopped reading")
 
+    def cut(self, code: int, reason: str) -> None:
+        """Close without waiting for the peer's answer: it stops being read at once."""
+        if self.close_code is None:
+            self.close_code = code
+            self._writer.cut(code, reason)
+
     def close(self, code: int, reason: str = "") -> None:
         """Close with a close frame (sent by the endpoint; see `Closer`)."""
         if self.close_code is None:

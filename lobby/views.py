@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from starlette.requests import Request
+from starlette.datastructures import FormData
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
@@ -43,9 +44,19 @@ def _login_form(request: Request, *, error: str | None, username: str, status: i
     return response
 
 
+async def _form(request: Request) -> FormData | None:
+    """The posted form, or None if the client hung up before sending all of it."""
+    try:
+        return await request.form()
+    except ClientDisconnect:  # nobody to answer; not worth a traceback in the log
+        return None
+
+
 async def login(request: Request) -> Response:
     state = state_of(request)
-    form = await request.form()
+    form = await _form(request)
+    if form is None:
+        return Response(status_code=400)
     name, password = form.get("user"), form.get("pass")
     username = name.strip()[:64] if isinstance(name, str) else ""
     if not state.auth.check_login_csrf(request, form.get("csrf_token")):
@@ -103,7 +114,9 @@ async def logout(request: Request) -> Response:
         state.auth.clear_session_cookie(response, secure=_secure(request))
         return response
     session_id, _ = current
-    form = await request.form()
+    form = await _form(request)
+    if form is None:
+        return Response(status_code=400)
     if not state.auth.check_session_csrf(session_id, form.get("csrf_token")):
         return Response("Your form expired; reload the page and try again.", status_code=403)
     state.auth.logout(session_id)

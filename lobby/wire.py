@@ -89,6 +89,13 @@ class Writer:
 class DirectProtocol(WebSocketsSansIOProtocol):
     """uvicorn's sans-I/O WebSocket protocol, plus a `Writer` in the ASGI scope."""
 
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.http.response.body" and not message.get("more_body"):
+            # A denial response (our 429 and 503) ends the handshake too; uvicorn
+            # would otherwise log an ERROR for every refused socket.
+            self.handshake_complete = True
+
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
         # The ASGI task is created but has not run yet, so the scope can still grow.
@@ -98,12 +105,14 @@ class DirectProtocol(WebSocketsSansIOProtocol):
 
 
 class HeadTimeoutProtocol(HttpToolsProtocol):
-    """uvicorn's httptools HTTP protocol, dropping connections slow to send a request head.
+    """uvicorn's httptools HTTP protocol, dropping connections slow to send a request.
 
     The clock starts when the connection opens and again when a new request
     begins on a kept-alive one (the idle time between requests is uvicorn's
-    keep-alive timeout), and stops once the head is complete. Sending bytes does
-    not restart it: dribbling a head byte by byte gains nothing.
+    keep-alive timeout). It stops once the whole request is in: the head of a
+    WebSocket upgrade (from then on pings keep the socket honest), the head and
+    body of anything else (our forms are tiny; uvicorn itself has no body
+    deadline). Sending bytes does not restart it: dribbling gains nothing.
     """
 
     header_timeout: float = 5.0  # seconds; `head_timeout_protocol` sets it per server
@@ -137,8 +146,13 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         # First: for a WebSocket upgrade, uvicorn hands the transport to the
         # WebSocket protocol right after this, and this protocol hears no more.
-        self._stop_head_timer()
+        if self.parser.should_upgrade() and self._should_upgrade():
+            self._stop_head_timer()
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._stop_head_timer()
+        super().on_message_complete()
 
     def _start_head_timer(self) -> None:
         self._head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
@@ -151,7 +165,7 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
     def _head_timed_out(self) -> None:
         self._head_timer = None
         # Debug, not warning: under attack this fires for every connection.
-        log.debug("dropped %s: no complete request head in %gs", self.client, self.header_timeout)
+        log.debug("dropped %s: no complete request in %gs", self.client, self.header_timeout)
         # Abort, not close: there is nothing to flush, and the socket is freed now.
         self.transport.abort()
 

@@ -94,7 +94,10 @@ async def _read(websocket: WebSocket, conn: Conn, settings: Settings) -> None:
             continue  # closing: drain until the peer's close arrives
         if not bucket.take(clock()):
             if bucket.flooding:
-                conn.close(1008, "too many messages")
+                # Cut, not close: a flooder that ignores the close frame would
+                # otherwise be read (and its frames thrown away) until uvicorn's
+                # close timeout.
+                conn.cut(1008, "too many messages")
             else:
                 conn.send(
                     protocol.render_error(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -798,13 +799,23 @@ async def test_a_user_may_hold_only_so_many_sockets(make_lobby: LobbyFactory) ->
     await lobby.client("alice", cookie=cookie)  # a closed tab frees its place
 
 
-async def test_the_process_cap_answers_503_before_anything_else(make_lobby: LobbyFactory) -> None:
+async def test_the_process_cap_answers_503_before_anything_else(
+    make_lobby: LobbyFactory, caplog: pytest.LogCaptureFixture
+) -> None:
     lobby = await make_lobby(max_sockets=2)
     await lobby.client("alice")
     await lobby.client("bob")
-    with pytest.raises(InvalidStatus) as refused:  # even without any session: no work done
-        await websockets.connect(lobby.ws_url, origin=websockets.Origin(lobby.http))
+    uvicorn_log = logging.getLogger("uvicorn.error")  # it does not propagate to caplog's
+    uvicorn_log.addHandler(caplog.handler)
+    try:
+        with pytest.raises(InvalidStatus) as refused:  # even without any session: no work done
+            await websockets.connect(lobby.ws_url, origin=websockets.Origin(lobby.http))
+        await until(lambda: len(lobby.live.server.server_state.tasks) == 2)
+    finally:
+        uvicorn_log.removeHandler(caplog.handler)
     assert refused.value.response.status_code == 503
+    assert b"full" in refused.value.response.body
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # an expected refusal
 
 
 async def test_joins_per_user_per_minute_are_limited(make_lobby: LobbyFactory) -> None:
@@ -1013,3 +1024,19 @@ async def test_tokens_and_the_openvidu_secret_never_reach_logs_pages_or_errors(
         assert secret not in logged
         assert secret not in json.dumps(error)
         assert all(secret not in page for page in pages)
+
+
+async def test_a_flooder_ignoring_the_close_is_dropped(make_lobby: LobbyFactory) -> None:
+    lobby = await make_lobby(message_rate=1.0, message_burst=5)
+    sock = await raw_socket(lobby, await lobby.login("alice"))
+    loop = asyncio.get_running_loop()
+    payload = b'{"type":"ping"}'
+    mask = b"\x00\x00\x00\x00"  # a zero mask leaves the payload as it is
+    frame = bytes([0x81, 0x80 | len(payload)]) + mask + payload
+    started = loop.time()
+    with contextlib.suppress(ConnectionError):  # keeps sending, never reads the close
+        while loop.time() - started < 10:
+            await loop.sock_sendall(sock, frame * 50)
+    dropped = loop.time() - started
+    assert dropped < 5  # the 1008 plus a short linger, not uvicorn's 10 s close timeout
+    sock.close()
