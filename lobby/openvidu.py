@@ -113,6 +113,10 @@ class OpenViduBackend:
             verify=tls,
             transport=transport,
         )
+        # Sessions we created or found (200 or 409) and have not closed since: a join into
+        # one of them needs only its connection, one round trip instead of two. A stale
+        # entry (OpenVidu closed the session by itself) costs a 404, then the same two calls.
+        self._open: set[str] = set()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OpenViduBackend:
@@ -135,13 +139,17 @@ class OpenViduBackend:
             ),
         }
         path = f"{_API}/sessions/{_segment(room)}/connection"
-        await self._ensure_session(room)
+        if room not in self._open:
+            await self._ensure_session(room)
         response = await self._call("POST", path, body, ok={200, 404})
         if response.status_code == 404:
             # OpenVidu closed the session between our two calls (its last participant
-            # left): build it again, once. Twice in a row is not a race any more.
+            # left), or before this join: build it again, once. Twice in a row is not
+            # a race any more.
+            self._open.discard(room)
             await self._ensure_session(room)
             response = await self._call("POST", path, body, ok={200})
+        self._open.add(room)
         return Grant(room=room, **self._connection(response, path))
 
     async def revoke(self, grant: Grant) -> None:
@@ -150,6 +158,7 @@ class OpenViduBackend:
         await self._call("DELETE", path, None, ok={204, 400, 404})
 
     async def close_room(self, room: str) -> None:
+        self._open.discard(room)
         await self._call("DELETE", f"{_API}/sessions/{_segment(room)}", None, ok={204, 404})
 
     async def check(self) -> None:

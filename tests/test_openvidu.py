@@ -77,16 +77,54 @@ async def test_grant_creates_the_session_then_a_connection(standin, backend):
     assert json.loads(connection.server_data) == {"serverData": "alice", "participantId": "p-alice"}
 
 
-async def test_second_grant_in_a_room_takes_the_409_in_its_stride(standin, backend):
+async def test_second_grant_in_a_known_room_makes_only_its_connection(standin, backend):
     first = await backend.grant("room1", ALICE)
     second = await backend.grant("room1", BOB)
+
+    assert [(c.method, c.path, c.status) for c in standin.calls[2:]] == [
+        ("POST", f"{SESSIONS}/room1/connection", 200),
+    ]
+    assert first.connection_id != second.connection_id
+    assert first.token != second.token
+
+
+async def test_a_grant_in_a_room_another_process_created_takes_the_409_in_its_stride(
+    standin, backend
+):
+    other = OpenViduBackend(standin.url, SECRET, timeout=2)
+    try:
+        await other.grant("room1", ALICE)
+    finally:
+        await other.aclose()
+    await backend.grant("room1", BOB)
 
     assert [(c.method, c.path, c.status) for c in standin.calls[2:]] == [
         ("POST", SESSIONS, 409),
         ("POST", f"{SESSIONS}/room1/connection", 200),
     ]
-    assert first.connection_id != second.connection_id
-    assert first.token != second.token
+
+
+async def test_a_known_session_openvidu_closed_by_itself_is_created_again(standin, backend):
+    await backend.grant("room1", ALICE)
+    standin.drop_session("room1")
+    await backend.grant("room1", BOB)
+
+    assert [(c.method, c.path, c.status) for c in standin.calls[2:]] == [
+        ("POST", f"{SESSIONS}/room1/connection", 404),
+        ("POST", SESSIONS, 200),
+        ("POST", f"{SESSIONS}/room1/connection", 200),
+    ]
+
+
+async def test_a_room_closed_by_us_starts_with_its_session_again(standin, backend):
+    await backend.grant("room1", ALICE)
+    await backend.close_room("room1")
+    await backend.grant("room1", BOB)
+
+    assert [(c.method, c.path, c.status) for c in standin.calls[3:]] == [
+        ("POST", SESSIONS, 200),
+        ("POST", f"{SESSIONS}/room1/connection", 200),
+    ]
 
 
 @pytest.mark.parametrize("role", ["PUBLISHER", "SUBSCRIBER", "MODERATOR"])

@@ -14,7 +14,14 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from lobby.config import Settings
 from lobby.server import uvicorn_config
-from lobby.wire import HeadTimeoutProtocol, head_timeout_protocol, text_frame
+from lobby.wire import (
+    DirectProtocol,
+    Flag,
+    HeadTimeoutProtocol,
+    Inbox,
+    head_timeout_protocol,
+    text_frame,
+)
 from tests.conftest import Lobby, LobbyFactory, until
 
 TIMEOUT = 0.5
@@ -189,3 +196,58 @@ def test_text_frame_length_encodings(size: int, code: int, header_size: int) -> 
     elif code == 127:
         assert struct.unpack("!Q", frame[2:10])[0] == size
     assert frame[header_size:] == payload
+
+
+# -- what an idle socket keeps --------------------------------------------------------
+
+
+async def test_the_inbox_hands_out_items_in_order_and_waits_for_the_next() -> None:
+    inbox = Inbox()
+    inbox.put_nowait(1)
+    inbox.put_nowait(2)
+    assert not inbox.empty()
+    assert [await inbox.get(), await inbox.get()] == [1, 2]
+    assert inbox.empty()
+    waiting = asyncio.create_task(inbox.get())
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    inbox.put_nowait(3)
+    assert await asyncio.wait_for(waiting, 1) == 3
+
+
+async def test_a_cancelled_get_leaves_the_inbox_usable() -> None:
+    inbox = Inbox()
+    waiting = asyncio.create_task(inbox.get())
+    await asyncio.sleep(0)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    inbox.put_nowait("after")
+    assert await asyncio.wait_for(inbox.get(), 1) == "after"
+
+
+async def test_the_flag_lets_waiters_through_only_while_set() -> None:
+    flag = Flag()
+    assert not flag.is_set()
+    waiters = [asyncio.create_task(flag.wait()) for _ in range(2)]
+    await asyncio.sleep(0)
+    assert not any(w.done() for w in waiters)
+    flag.set()
+    await asyncio.wait_for(asyncio.gather(*waiters), 1)
+    await asyncio.wait_for(flag.wait(), 1)  # set: no wait at all
+    flag.clear()
+    assert not flag.is_set()
+
+
+async def test_an_accepted_socket_keeps_light_queues(lobby: Lobby) -> None:
+    client = await lobby.client("alice")
+    protocols = [
+        p for p in lobby.live.server.server_state.connections if isinstance(p, DirectProtocol)
+    ]
+    assert len(protocols) == 1
+    (protocol,) = protocols
+    assert isinstance(protocol.queue, Inbox)
+    assert isinstance(protocol.writable, Flag)
+    ref = await client.request({"type": "ping"})  # and it still reads and writes
+    assert (await client.expect("pong"))["ref"] == ref
+    await client.close()
