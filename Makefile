@@ -56,7 +56,7 @@ clean:
 
 # The benchmark (bench/, results in docs/bench/): the lobby against Node.js ws, the Starlette
 # tutorial loop and python-socketio under the same load. `make bench` is a quick N=1,000 run
-# (under two minutes); `make bench-full` is N=1,000 to 15,000 (about half an hour).
+# (under two minutes); `make bench-full` is N=1,000 to 15,000 (about 20 minutes).
 .PHONY: bench bench-full
 bench bench-full: | $(UV)
 	$(UV) sync --locked --group bench
