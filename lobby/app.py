@@ -22,6 +22,7 @@ from lobby.config import Settings
 from lobby.hub import Hub
 from lobby.media import MediaBackend
 from lobby.openvidu import OpenViduBackend
+from lobby.p2p import PeerToPeerBackend
 from lobby.rooms import Rooms
 from lobby.roster import Roster
 from lobby.sessions import SessionStore
@@ -32,6 +33,15 @@ from lobby.watch import watch_sessions
 from lobby.ws import lobby_socket
 
 log = logging.getLogger("lobby")
+
+
+def media_backend(settings: Settings) -> MediaBackend:
+    """The back end `settings.media` names."""
+    if settings.media == "p2p":
+        return PeerToPeerBackend(
+            settings.ice_servers, turn_secret=settings.turn_secret, turn_ttl=settings.session_ttl
+        )
+    return OpenViduBackend.from_settings(settings)
 
 
 def create_app(
@@ -53,13 +63,14 @@ def create_app(
             store.remove_demo_users()
         sessions = SessionStore(db, ttl=settings.session_ttl)
         sessions.purge_expired()
-        backend = Breaker(media or OpenViduBackend.from_settings(settings))
+        backend = Breaker(media or media_backend(settings))
         hub = Hub()
         rooms = Rooms(
             backend,
             hub,
             grace=settings.reconnect_grace,
             joins_per_minute=settings.joins_per_minute,
+            room_size=settings.room_size,
             recovered=backend.recovered,
             roster=Roster(db),
         )
@@ -107,10 +118,12 @@ class SecurityHeaders:
 
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
-        media = urlsplit(settings.openvidu_url)
-        ws_scheme = "wss" if media.scheme == "https" else "ws"
-        # openvidu-browser opens a WebSocket to the OpenVidu host named in the token.
-        connect = f"'self' {ws_scheme}://{media.netloc} {media.scheme}://{media.netloc}"
+        connect = "'self'"
+        if settings.media == "openvidu":
+            # openvidu-browser opens a WebSocket to the OpenVidu host named in the token.
+            media = urlsplit(settings.openvidu_url)
+            ws_scheme = "wss" if media.scheme == "https" else "ws"
+            connect += f" {ws_scheme}://{media.netloc} {media.scheme}://{media.netloc}"
         self.headers = [
             (
                 b"content-security-policy",

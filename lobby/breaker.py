@@ -49,6 +49,13 @@ class Breaker:
     def down(self) -> bool:
         return self._probe is not None
 
+    @property
+    def peer_to_peer(self) -> bool:
+        return self.inner.peer_to_peer
+
+    def page_config(self, user: str) -> dict[str, object]:
+        return self.inner.page_config(user)
+
     async def grant(self, room: str, identity: Identity) -> Grant:
         return await self._call(lambda: self.inner.grant(room, identity))
 

@@ -6,6 +6,7 @@ sentence for the README table; a test fails when the README misses one.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from collections.abc import Mapping
@@ -25,14 +26,24 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting(
+        "LOBBY_MEDIA",
+        None,
+        "Who carries the calls: `openvidu` (an OpenVidu 2.x server) or `p2p` (browsers connect "
+        "to each other, the lobby relays their signalling). Default: `openvidu` when "
+        "`OPENVIDU_URL` is set, `p2p` otherwise.",
+    ),
+    Setting(
         "OPENVIDU_URL",
-        "http://localhost:4443",
-        "Base URL of the OpenVidu 2.x server (its REST API lives under `/openvidu/api`).",
+        None,
+        "Base URL of the OpenVidu 2.x server (its REST API lives under `/openvidu/api`); "
+        "setting it selects the OpenVidu back end. With `LOBBY_MEDIA=openvidu` and no URL: "
+        "`http://localhost:4443`, the openvidu-dev container.",
     ),
     Setting(
         "OPENVIDU_SECRET",
         None,
-        "OpenVidu secret (Basic auth `OPENVIDUAPP:<secret>`). Required outside demo mode; "
+        "OpenVidu secret (Basic auth `OPENVIDUAPP:<secret>`). Required with OpenVidu outside demo "
+        "mode; "
         "demo mode uses `MY_SECRET`, the openvidu-dev container's default.",
     ),
     Setting(
@@ -117,6 +128,28 @@ SETTINGS: tuple[Setting, ...] = (
         "`join`s per user per minute (each one costs OpenVidu calls); more get `rate_limited`.",
     ),
     Setting(
+        "LOBBY_ROOM_SIZE",
+        None,
+        "Most participants in one room (away ones count: they keep their seat for the grace "
+        "period); a `join` beyond it gets `room_full`. Default: 4 with `p2p` (every pair of "
+        "browsers has its own connection), no limit with OpenVidu. `0`: no limit.",
+    ),
+    Setting(
+        "LOBBY_ICE_SERVERS",
+        "[]",
+        "STUN/TURN servers for `p2p` calls, as JSON in the browser's `RTCIceServer` shape: "
+        '`[{"urls": "stun:stun.example.com:3478"}, {"urls": ["turn:turn.example.com:3478"], '
+        '"username": "u", "credential": "p"}]`. Empty: direct connections only (same machine '
+        'or network). See "Calls across NATs" below.',
+    ),
+    Setting(
+        "LOBBY_TURN_SECRET",
+        None,
+        "coturn's `static-auth-secret`: each page gets its own TURN credentials, valid for "
+        "`LOBBY_SESSION_TTL`, for the `turn:`/`turns:` servers of `LOBBY_ICE_SERVERS` that "
+        "have no `username` (the TURN REST scheme, `use-auth-secret` in coturn).",
+    ),
+    Setting(
         "LOBBY_HEADER_TIMEOUT",
         "5",
         "Seconds a client has to send a whole HTTP request (a WebSocket upgrade's head; "
@@ -125,6 +158,27 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 DEMO_OPENVIDU_SECRET = "MY_SECRET"
+DEV_OPENVIDU_URL = "http://localhost:4443"
+MEDIA_KINDS = ("openvidu", "p2p")
+P2P_ROOM_SIZE = 4
+# Frames a client may send: lobby requests are small; a `signal` carries an SDP
+# offer (5-6 KB from Chromium with audio and video, more with simulcast).
+MAX_FRAME_BYTES = 4096
+P2P_MAX_FRAME_BYTES = 32768
+ICE_SCHEMES = ("stun:", "stuns:", "turn:", "turns:")
+
+
+@dataclass(frozen=True, slots=True)
+class IceServer:
+    """One STUN/TURN server for the browsers' `RTCPeerConnection` (the `RTCIceServer` shape)."""
+
+    urls: tuple[str, ...]
+    username: str | None = None
+    credential: str | None = field(default=None, repr=False)
+
+    @property
+    def turn(self) -> bool:
+        return any(url.startswith(("turn:", "turns:")) for url in self.urls)
 
 
 def _bool(name: str, value: str) -> bool:
@@ -146,9 +200,44 @@ def _number(name: str, value: str, *, minimum: float = 0.0) -> float:
     return number
 
 
+def _ice_servers(value: str, *, turn_secret: bool) -> tuple[IceServer, ...]:
+    """`LOBBY_ICE_SERVERS`: a JSON list of `RTCIceServer` objects, checked before pages see it."""
+    name = "LOBBY_ICE_SERVERS"
+    try:
+        parsed = json.loads(value or "[]")
+    except ValueError:
+        raise ConfigError(f"{name} must be a JSON list, not {value!r}") from None
+    if not isinstance(parsed, list):
+        raise ConfigError(f"{name} must be a JSON list of objects with 'urls'")
+    return tuple(_ice_server(name, entry, turn_secret=turn_secret) for entry in parsed)
+
+
+def _ice_server(name: str, entry: object, *, turn_secret: bool) -> IceServer:
+    if not isinstance(entry, dict) or not set(entry) <= {"urls", "username", "credential"}:
+        raise ConfigError(f"{name}: each server is an object with 'urls', 'username', 'credential'")
+    urls = entry.get("urls")
+    urls = [urls] if isinstance(urls, str) else urls
+    if not isinstance(urls, list) or not urls or not all(isinstance(u, str) for u in urls):
+        raise ConfigError(f"{name}: 'urls' must be a URL or a non-empty list of URLs")
+    for url in urls:
+        if not url.startswith(ICE_SCHEMES):
+            raise ConfigError(f"{name}: {url!r} is not a stun:, stuns:, turn: or turns: URL")
+    username, credential = entry.get("username"), entry.get("credential")
+    for key, text in (("username", username), ("credential", credential)):
+        if text is not None and not isinstance(text, str):
+            raise ConfigError(f"{name}: {key!r} must be a string")
+    server = IceServer(tuple(urls), username, credential)
+    if server.turn and (username is None or credential is None) and not turn_secret:
+        raise ConfigError(
+            f"{name}: TURN servers need 'username' and 'credential', or LOBBY_TURN_SECRET"
+        )
+    return server
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
-    openvidu_url: str = "http://localhost:4443"
+    media: str = "openvidu"
+    openvidu_url: str = DEV_OPENVIDU_URL
     openvidu_secret: str = field(default=DEMO_OPENVIDU_SECRET, repr=False)
     openvidu_verify_tls: bool = True
     openvidu_ca_file: str | None = None
@@ -171,8 +260,14 @@ class Settings:
     message_burst: int = 30
     joins_per_minute: int = 30
     header_timeout: float = 5.0
-    # Not from the environment: protocol limits, kept here so tests can see them.
-    max_frame_bytes: int = 4096
+    room_size: int = 0  # 0: no limit
+    ice_servers: tuple[IceServer, ...] = ()
+    turn_secret: str | None = field(default=None, repr=False)
+
+    @property
+    def max_frame_bytes(self) -> int:
+        """The largest frame a client may send (a protocol limit, not from the environment)."""
+        return P2P_MAX_FRAME_BYTES if self.media == "p2p" else MAX_FRAME_BYTES
 
     @classmethod
     def from_env(
@@ -189,9 +284,14 @@ class Settings:
             return default or ""
 
         is_demo = _bool("LOBBY_DEMO", get("LOBBY_DEMO")) if demo is None else demo
+        url = get("OPENVIDU_URL").rstrip("/")
+        media = get("LOBBY_MEDIA").strip().lower() or ("openvidu" if url else "p2p")
+        if media not in MEDIA_KINDS:
+            raise ConfigError(f"LOBBY_MEDIA must be openvidu or p2p, not {media!r}")
+        url = url or DEV_OPENVIDU_URL
         secret = get("OPENVIDU_SECRET") or (DEMO_OPENVIDU_SECRET if is_demo else "")
-        if not secret:
-            raise ConfigError("OPENVIDU_SECRET is required outside demo mode")
+        if not secret and media == "openvidu":
+            raise ConfigError("OPENVIDU_SECRET is required with OpenVidu outside demo mode")
         key = get("LOBBY_SECRET_KEY") or (secrets.token_urlsafe(32) if is_demo else "")
         if not key:
             raise ConfigError(
@@ -200,7 +300,6 @@ class Settings:
             )
         if len(key) < 16:
             raise ConfigError("LOBBY_SECRET_KEY must be at least 16 characters long")
-        url = get("OPENVIDU_URL").rstrip("/")
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"OPENVIDU_URL must start with http:// or https://, not {url!r}")
         log_level = get("LOBBY_LOG_LEVEL").lower()
@@ -210,7 +309,10 @@ class Settings:
             )
         ping_interval = _number("LOBBY_PING_INTERVAL", get("LOBBY_PING_INTERVAL"), minimum=0.1)
         ping_timeout = _number("LOBBY_PING_TIMEOUT", get("LOBBY_PING_TIMEOUT"), minimum=0.1)
+        room_size = get("LOBBY_ROOM_SIZE").strip()
+        turn_secret = get("LOBBY_TURN_SECRET") or None
         return cls(
+            media=media,
             openvidu_url=url,
             openvidu_secret=secret,
             openvidu_verify_tls=_bool("OPENVIDU_VERIFY_TLS", get("OPENVIDU_VERIFY_TLS")),
@@ -244,4 +346,9 @@ class Settings:
             header_timeout=_number(
                 "LOBBY_HEADER_TIMEOUT", get("LOBBY_HEADER_TIMEOUT"), minimum=0.1
             ),
+            room_size=int(_number("LOBBY_ROOM_SIZE", room_size))
+            if room_size
+            else (P2P_ROOM_SIZE if media == "p2p" else 0),
+            ice_servers=_ice_servers(get("LOBBY_ICE_SERVERS"), turn_secret=bool(turn_secret)),
+            turn_secret=turn_secret,
         )

@@ -3,9 +3,13 @@
 The lobby's rooms and presence never talk to a media server directly; they ask a
 `MediaBackend` for a `Grant` (an opaque token for the browser plus the handle
 needed to revoke it) and tell it when a grant or a whole room is done with.
-OpenVidu 2 (REST, `lobby.openvidu`) is one implementation; an OpenVidu 3 /
-LiveKit back end would mint a JWT locally in `grant` and call RoomService in
-`revoke`/`close_room`, so nothing here assumes REST.
+OpenVidu 2 (REST, `lobby.openvidu`) is one implementation, built-in
+peer-to-peer rooms (`lobby.p2p`, the browsers connect to each other and the
+lobby socket relays their signalling) the other. An OpenVidu 3 / LiveKit back
+end would mint a JWT locally in `grant` and call RoomService in
+`revoke`/`close_room`, so nothing here assumes REST; `page_config` tells the
+page which client code runs the call and what it needs (a server URL, ICE
+servers).
 
 Exceptions: every failure is a `MediaError` carrying a stable `code` and a
 human `message` the requester may see; details for operators go to the log.
@@ -56,6 +60,15 @@ class MediaError(Exception):
 
 
 class MediaBackend(Protocol):
+    @property
+    def peer_to_peer(self) -> bool:
+        """True when the browsers connect to each other and the lobby relays their signalling."""
+        ...
+
+    def page_config(self, user: str) -> dict[str, object]:
+        """What `user`'s page needs to run calls (`welcome.media`): at least its `kind`."""
+        ...
+
     async def grant(self, room: str, identity: Identity) -> Grant:
         """Create (or reuse) the room on the media server and a connection in it."""
         ...

@@ -130,6 +130,12 @@ class OpenViduBackend:
     def __repr__(self) -> str:
         return f"OpenViduBackend({self._origin!r})"
 
+    # openvidu-browser finds the server in the token itself.
+    peer_to_peer = False
+
+    def page_config(self, user: str) -> dict[str, object]:
+        return {"kind": "openvidu"}
+
     async def grant(self, room: str, identity: Identity) -> Grant:
         body = {
             "type": "WEBRTC",

@@ -116,6 +116,20 @@ class Presence(Generic[G]):
     def has_room(self, room: str) -> bool:
         return room in self._rooms
 
+    def size(self, room: str) -> int:
+        """Participants in `room`, away ones included (they keep their seat)."""
+        return len(self._rooms.get(room, ()))
+
+    def is_full(self, room: str, limit: int, socket: SocketId) -> bool:
+        """Would one more participant from `socket` take `room` past `limit` (0: none)?
+
+        The socket's own participant does not count when it is already in `room`.
+        """
+        if not limit:
+            return False
+        mine = self.member_of(socket)
+        return self.size(room) - (mine is not None and mine.room == room) >= limit
+
     def __len__(self) -> int:
         return len(self._members)
 

@@ -12,14 +12,16 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from lobby import signalling
 from lobby.presence import Event, Joined, Left, Participant
 
 Ref = str | int | float | None
 
-CLIENT_TYPES = ("join", "leave", "resume", "ping")
+CLIENT_TYPES = ("join", "leave", "resume", "ping", "signal")
 SERVER_TYPES = (
     "welcome",
     "token",
@@ -28,6 +30,7 @@ SERVER_TYPES = (
     "left",
     "room_closed",
     "taken_over",
+    "signal",
     "ok",
     "pong",
     "error",
@@ -42,6 +45,10 @@ ERROR_CODES = (
     "cancelled",
     "media_unavailable",
     "resume_failed",
+    "room_full",
+    "invalid_signal",
+    "unknown_peer",
+    "not_allowed",
     "rate_limited",
     "internal_error",
 )
@@ -51,6 +58,7 @@ MAX_REF_LENGTH = 64
 MAX_SAFE_INTEGER = 2**53 - 1
 MAX_NICKNAME = 40
 ROOM_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+MAX_PARTICIPANT_ID = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +85,17 @@ class Ping:
     ref: Ref
 
 
-Request = Join | Leave | Resume | Ping
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """Signalling for participant `to`; `data` holds only the fields we checked."""
+
+    ref: Ref
+    to: str
+    data: dict[str, object]
+    sends_media: bool  # a description whose audio or video would go out
+
+
+Request = Join | Leave | Resume | Ping | Signal
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +131,8 @@ def parse(text: str) -> Request | ProtocolError:
         return _parse_resume(frame, ref)
     if kind == "ping":
         return Ping(ref)
+    if kind == "signal":
+        return _parse_signal(frame, ref)
     shown = kind if len(kind) <= 32 else kind[:32] + "…"
     return ProtocolError("unknown_type", f"Unknown message type {shown!r}.", ref)
 
@@ -121,7 +141,7 @@ def _valid_ref(ref: object) -> bool:
     if ref is None:
         return True
     if isinstance(ref, str):  # echoed back, so it must be sendable: no lone surrogates
-        return len(ref) <= MAX_REF_LENGTH and _is_utf8(ref)
+        return len(ref) <= MAX_REF_LENGTH and signalling.is_utf8(ref)
     if isinstance(ref, bool):  # an int subclass, but `true` is no request number
         return False
     if isinstance(ref, int):  # what a JavaScript number holds exactly
@@ -154,13 +174,16 @@ def _parse_resume(frame: dict[str, Any], ref: Ref) -> Resume | ProtocolError:
     return Resume(ref, key, token)
 
 
-def _is_utf8(text: str) -> bool:
-    """False for strings JSON can carry but UTF-8 cannot (lone surrogates like "\\ud800")."""
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
+def _parse_signal(frame: dict[str, Any], ref: Ref) -> Signal | ProtocolError:
+    to, data = frame.get("to"), frame.get("data")
+    if not isinstance(to, str) or not 0 < len(to) <= MAX_PARTICIPANT_ID or not to.isascii():
+        return ProtocolError("bad_request", "'signal' needs the participant id 'to'.", ref)
+    if not isinstance(data, dict):
+        return ProtocolError("invalid_signal", "'signal' needs an object 'data'.", ref)
+    checked = signalling.check(data)
+    if isinstance(checked, str):
+        return ProtocolError("invalid_signal", checked, ref)
+    return Signal(ref, to, checked, signalling.sends_media(checked))
 
 
 def valid_room(room: str) -> bool:
@@ -207,11 +230,20 @@ def render_event(event: Event) -> str:
     return _dump({"type": "room_closed", "room": event.room})
 
 
-def render_welcome(user: str, role: str, rooms: list[tuple[str, list[Participant]]]) -> str:
+def render_welcome(
+    user: str,
+    role: str,
+    rooms: list[tuple[str, list[Participant]]],
+    *,
+    media: dict[str, object],
+    room_size: int | None,
+) -> str:
     return _dump(
         {
             "type": "welcome",
             "user": {"name": user, "role": role},
+            "media": media,
+            "room_size": room_size,
             "rooms": [
                 {"name": name, "participants": [participant_json(p) for p in people]}
                 for name, people in rooms
@@ -247,6 +279,10 @@ def render_resumed(ref: Ref, room: str, p: Participant, token: str | None) -> st
 
 def render_taken_over(room: str, p: Participant) -> str:
     return _dump({"type": "taken_over", "room": room, "participant": participant_json(p)})
+
+
+def render_signal(sender: str, data: Mapping[str, object]) -> str:
+    return _dump({"type": "signal", "from": sender, "data": data})
 
 
 def render_ok(ref: Ref) -> str:

@@ -24,13 +24,13 @@ import secrets
 from collections.abc import Coroutine
 from typing import Any
 
-from lobby import protocol
+from lobby import protocol, relay
 from lobby.calls import Calls
 from lobby.hub import Conn, Hub
 from lobby.limits import SlidingWindow
 from lobby.media import Grant, Identity, MediaBackend, MediaError
 from lobby.presence import Event, Joined, Left, Member, Outcome, Participant, Presence, RoomClosed
-from lobby.protocol import Join, Leave, Ping, ProtocolError, Ref, Request, Resume
+from lobby.protocol import Join, Leave, Ping, ProtocolError, Ref, Request, Resume, Signal
 from lobby.roster import Entry, Roster
 
 log = logging.getLogger("lobby.rooms")
@@ -44,11 +44,14 @@ class Rooms:
         *,
         grace: float,
         joins_per_minute: int = 30,
+        room_size: int = 0,
         recovered: asyncio.Event | None = None,
         roster: Roster | None = None,
     ) -> None:
         self.hub = hub
         self.grace = grace
+        self.room_size = room_size  # 0: no limit
+        self._media = media
         self.roster = roster
         # A member's grant is None between dropping a stale connection and getting
         # a fresh one (`_refresh`): then there is nothing of it to revoke.
@@ -64,7 +67,15 @@ class Rooms:
     def connect(self, conn: Conn) -> None:
         """Register `conn` and send its `welcome`; no await in between keeps them consistent."""
         self.hub.add(conn)
-        conn.send(protocol.render_welcome(conn.user, conn.role, list(self.presence.rooms())))
+        conn.send(
+            protocol.render_welcome(
+                conn.user,
+                conn.role,
+                list(self.presence.rooms()),
+                media=self._media.page_config(conn.user),
+                room_size=self.room_size or None,
+            )
+        )
 
     def disconnect(self, conn: Conn) -> None:
         """`conn` is gone: its participant waits out the grace period."""
@@ -109,6 +120,8 @@ class Rooms:
             self._resume(conn, request)
         elif isinstance(request, Ping):
             conn.send(protocol.render_pong(request.ref))
+        elif isinstance(request, Signal):
+            self._signal(conn, request)
 
     def _begin(self, conn: Conn, ref: Ref) -> object | None:
         """Mark a media request in flight on `conn`; None (and an error) if it may not start."""
@@ -139,6 +152,9 @@ class Rooms:
                 conn, request.ref, "already_joined", f"You are already in room {request.room}."
             )
             return
+        if self.presence.is_full(request.room, self.room_size, conn.id):
+            self._room_full(conn, request)
+            return
         marker = self._begin(conn, request.ref)
         if marker is not None:
             self._spawn(self._guard(conn, marker, self._finish_join(conn, request, marker)))
@@ -156,10 +172,23 @@ class Rooms:
             self._error(conn, request.ref, grant.code, grant.message)
             self.calls.maybe_close(request.room)
             return
+        # Checked again, with no await until the join: others may have filled it meanwhile.
+        if self.presence.is_full(request.room, self.room_size, conn.id):
+            self._cleanup(Outcome(revoke=(grant,)), request.room)
+            self._room_full(conn, request)
+            return
         key = secrets.token_urlsafe(24)
         outcome = self.presence.join(conn.id, participant, request.room, _digest(key), grant)
         conn.send(protocol.render_token(request.ref, request.room, grant.token, participant, key))
         self._apply(outcome)
+
+    def _room_full(self, conn: Conn, request: Join) -> None:
+        self._error(
+            conn,
+            request.ref,
+            "room_full",
+            f"Room {request.room} is full ({self.room_size} people); try again later.",
+        )
 
     async def _guard(self, conn: Conn, marker: object, work: Coroutine[Any, Any, None]) -> None:
         """Run a request; a bug answers `internal_error` instead of leaving the socket busy."""
@@ -241,6 +270,21 @@ class Rooms:
         self.presence.replace_grant(member, grant)
         self._note_grant(member)
         conn.send(protocol.render_resumed(ref, member.room, member.participant, grant.token))
+
+    def _signal(self, conn: Conn, request: Signal) -> None:
+        """Relay peer-to-peer signalling to one participant of the sender's room."""
+        if not self._media.peer_to_peer:
+            self._error(
+                conn, request.ref, "unknown_type", "This server's calls use OpenVidu: no 'signal'."
+            )
+            return
+        routed = relay.route(self.presence, conn.id, request)
+        if isinstance(routed, ProtocolError):
+            conn.send(protocol.render_error(routed))
+        elif routed is not None and isinstance(routed.socket, int):
+            target = self.hub.get(routed.socket)
+            if target is not None:
+                target.send(routed.text)
 
     def _note_grant(self, member: Member[Grant | None]) -> None:
         if self.roster is not None:

@@ -134,6 +134,7 @@ async def lobby_page(request: Request) -> Response:
     context = {
         "user": user,
         "csrf_token": state.auth.session_csrf(session_id),
+        "media": "p2p" if state.media.peer_to_peer else "openvidu",
         "openvidu_browser_url": OPENVIDU_BROWSER_URL,
     }
     return templates.TemplateResponse(request, "lobby.html", context)
@@ -147,5 +148,6 @@ async def healthz(request: Request) -> Response:
             "sockets": len(state.hub),
             "participants": len(state.rooms.presence),
             "demo": state.settings.demo,
+            "media": state.settings.media,
         }
     )

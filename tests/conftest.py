@@ -16,9 +16,8 @@ from argon2 import PasswordHasher
 from websockets.exceptions import ConnectionClosed
 
 from lobby import db as database
-from lobby.app import create_app
+from lobby.app import create_app, media_backend
 from lobby.config import Settings
-from lobby.openvidu import OpenViduBackend
 from lobby.server import uvicorn_config
 from lobby.state import AppState
 from lobby.users import UserStore
@@ -194,18 +193,22 @@ LobbyFactory = Callable[..., Any]
 
 @pytest.fixture
 async def make_lobby(standin: OpenViduStandin) -> AsyncIterator[LobbyFactory]:
-    """Start lobby servers with test settings (overridable) against the stand-in."""
+    """Start lobby servers with test settings (overridable) against the stand-in.
+
+    `backend=` passes a media back end in; otherwise the one `media=` names (OpenVidu,
+    at the stand-in, unless `media="p2p"`).
+    """
     started: list[tuple[LiveServer, Any]] = []
 
     async def start(**overrides: Any) -> Lobby:
-        media = overrides.pop("media", None)
+        backend = overrides.pop("backend", None)
         users = overrides.pop("users", None) or make_users()
         throttle = overrides.pop("login_throttle", None)
         settings = test_settings(standin, **overrides)
         app = create_app(
             settings,
             users=users,
-            media=media or OpenViduBackend.from_settings(settings),
+            media=backend or media_backend(settings),
             login_throttle=throttle,
         )
         live = LiveServer(config=uvicorn_config(app, replace(settings, log_level="warning")))

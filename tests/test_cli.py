@@ -19,7 +19,15 @@ from lobby.db import connect
 from lobby.sessions import SessionStore
 from lobby.users import User, UserStore
 
-SECRETS = ("LOBBY_SECRET_KEY", "OPENVIDU_SECRET", "LOBBY_DEMO", "LOBBY_HOST", "LOBBY_PORT")
+SECRETS = (
+    "LOBBY_SECRET_KEY",
+    "OPENVIDU_SECRET",
+    "OPENVIDU_URL",
+    "LOBBY_MEDIA",
+    "LOBBY_DEMO",
+    "LOBBY_HOST",
+    "LOBBY_PORT",
+)
 
 
 @pytest.fixture
@@ -221,12 +229,26 @@ def test_database_path_defaults_to_the_documented_file(monkeypatch: pytest.Monke
 # --- serve --------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("env", "missing"),
+    [
+        ({}, "LOBBY_SECRET_KEY is required"),
+        ({"OPENVIDU_URL": "https://ov.example"}, "OPENVIDU_SECRET is required"),
+        ({"LOBBY_MEDIA": "openvidu"}, "OPENVIDU_SECRET is required"),
+    ],
+)
 def test_serve_without_secrets_is_a_config_error(
-    database: str, capsys: pytest.CaptureFixture[str]
+    database: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    missing: str,
 ) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
     started: list[Settings] = []
     assert main(["serve"], serve=started.append) == 2
-    assert "OPENVIDU_SECRET is required" in capsys.readouterr().err
+    assert missing in capsys.readouterr().err
     assert started == []
 
 

@@ -166,3 +166,21 @@ def test_restored_participants_are_listed_away_until_resumed_or_expired() -> Non
     assert outcome.revoke == ("g2",)
     with pytest.raises(ValueError, match="new"):
         presence.restore(person("p1"), "B", "k9", "g9")
+
+
+def test_a_room_is_full_at_its_limit_counting_away_members_but_not_oneself() -> None:
+    presence: Presence[str] = Presence()
+    presence.join("s1", person("p1"), "A", "k1", "g1")
+    presence.join("s2", person("p2", "bob"), "A", "k2", "g2")
+    assert presence.size("A") == 2
+    assert presence.size("nowhere") == 0
+    assert presence.is_full("A", 2, "s3")
+    assert not presence.is_full("A", 3, "s3")
+    assert not presence.is_full("A", 0, "s3")  # 0: no limit
+    assert not presence.is_full("B", 1, "s3")
+    # Already in the room: a second join of the same socket takes no extra seat.
+    assert not presence.is_full("A", 2, "s1")
+    presence.disconnect("s2")  # away: still holds its seat
+    assert presence.is_full("A", 2, "s3")
+    presence.expire("p2")
+    assert not presence.is_full("A", 2, "s3")

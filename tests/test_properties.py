@@ -17,14 +17,16 @@ from typing import Any
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from lobby import protocol
+from lobby import protocol, signalling
 from lobby.presence import Participant
-from lobby.protocol import Join, Leave, Ping, ProtocolError, Request, Resume, parse
+from lobby.protocol import Join, Leave, Ping, ProtocolError, Request, Resume, Signal, parse
 
 MAX_FRAME = 4096  # bytes; the socket closes with 1009 above it (docs/protocol.md)
 MAX_SAFE_INTEGER = 2**53 - 1  # a ref number must be a JavaScript safe integer (ditto)
 ROOM = re.compile(r"[A-Za-z0-9_-]{1,64}")
-PARSE_CODES = {"bad_request", "unknown_type", "invalid_room", "invalid_nickname"}
+PARSE_CODES = {"bad_request", "unknown_type", "invalid_room", "invalid_nickname", "invalid_signal"}
+LINK = re.compile(r"[A-Za-z0-9_-]{1,32}")
+SIGNAL_KINDS = ("hello", "ack", "description", "candidates", "media")
 FAST = settings(max_examples=250, deadline=None, database=None, print_blob=True)
 
 # Strategies: characters, JSON values, frames.
@@ -64,6 +66,51 @@ ascii_chars = st.characters(codec="ascii")
 keys = st.one_of(
     st.text(ascii_chars, max_size=140), wild_text, st.sampled_from(["", "k" * 128]), json_values
 )
+good_links = st.from_regex(LINK, fullmatch=True)
+links = st.one_of(good_links, good_links, st.none(), wild_text, json_values)
+sdps = st.one_of(
+    st.sampled_from(["v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=recvonly\r\n", "x" * 16385]),
+    st.text(max_size=60),
+    wild_text,
+    json_values,
+)
+candidate_dicts = st.fixed_dictionaries(
+    {"candidate": st.one_of(st.text(max_size=60), st.just("c" * 1025), json_values)},
+    optional={
+        "sdpMid": st.one_of(st.none(), st.text(max_size=40), json_values),
+        "sdpMLineIndex": st.one_of(st.none(), st.integers(-2, 300), json_values),
+        "usernameFragment": st.one_of(st.none(), st.text(max_size=10), wild_text, json_values),
+    },
+)
+signal_data = st.fixed_dictionaries(
+    {"kind": st.one_of(st.sampled_from(SIGNAL_KINDS), json_values)},
+    optional={
+        "link": links,
+        "peer_link": links,
+        "description": st.one_of(
+            st.fixed_dictionaries(
+                {"type": st.sampled_from(["offer", "answer", "rollback"]), "sdp": sdps}
+            ),
+            json_values,
+        ),
+        "candidates": st.one_of(st.lists(candidate_dicts, max_size=18), json_values),
+        "video": st.one_of(st.booleans(), json_values),
+        "audio": st.one_of(st.booleans(), json_values),
+    },
+)
+good_signal_data = st.fixed_dictionaries(
+    {"kind": st.just("hello"), "link": good_links, "peer_link": st.none()}
+) | st.fixed_dictionaries(
+    {
+        "kind": st.just("candidates"),
+        "link": good_links,
+        "peer_link": good_links,
+        "candidates": st.lists(
+            st.fixed_dictionaries({"candidate": st.text(max_size=60)}), min_size=1, max_size=16
+        ),
+    }
+)
+participant_ids = st.one_of(st.text(ascii_chars, max_size=70), wild_text, json_values)
 field_values = {
     "type": types,
     "ref": st.one_of(good_refs, good_refs, refs, json_values),
@@ -71,6 +118,8 @@ field_values = {
     "nickname": nicknames,
     "key": keys,
     "token": st.one_of(st.booleans(), json_values),
+    "to": participant_ids,
+    "data": st.one_of(signal_data, signal_data, json_values),
 }
 typed = st.fixed_dictionaries(
     {"type": types}, optional={k: v for k, v in field_values.items() if k != "type"}
@@ -92,8 +141,10 @@ def near_valid_dicts(draw: st.DrawFn) -> dict[str, Any]:
         "nickname": draw(padded_nicknames),
         "key": draw(st.text(ascii_chars, min_size=1, max_size=128)),
         "token": draw(st.booleans()),
+        "to": draw(st.text(ascii_chars, min_size=1, max_size=64)),
+        "data": draw(good_signal_data),
     }
-    bad = {**field_values, "room": bad_rooms, "nickname": bad_nicknames}
+    bad = {**field_values, "room": bad_rooms, "nickname": bad_nicknames, "data": signal_data}
     for name in draw(st.sets(st.sampled_from(sorted(frame)), max_size=2)):
         how = draw(st.sampled_from(["drop", "random", "bad"]))
         if how == "drop":
@@ -202,6 +253,8 @@ def expected(frame: dict[str, Any]) -> Request | str:
         if isinstance(key, str) and 1 <= len(key) <= 128 and key.isascii():
             return Resume(ref, key, token) if isinstance(token, bool) else "bad_request"
         return "bad_request"
+    if kind == "signal":
+        return expected_signal(frame)
     if kind != "join":
         return "unknown_type"
     room, nickname = frame.get("room"), frame.get("nickname")
@@ -214,6 +267,65 @@ def expected(frame: dict[str, Any]) -> Request | str:
     if not (1 <= len(cleaned) <= protocol.MAX_NICKNAME and cleaned.isprintable()):
         return "invalid_nickname"
     return Join(ref, room, cleaned)
+
+
+def expected_signal(frame: dict[str, Any]) -> Signal | str:
+    """What a `signal` frame means: the request with its data copied field by field, or a code."""
+    to, data = frame.get("to"), frame.get("data")
+    if not (isinstance(to, str) and 1 <= len(to) <= 64 and to.isascii()):
+        return "bad_request"
+    if not isinstance(data, dict):
+        return "invalid_signal"
+    kind, link, peer = data.get("kind"), data.get("link"), data.get("peer_link")
+
+    def is_link(value: object) -> bool:
+        return isinstance(value, str) and LINK.fullmatch(value) is not None
+
+    if kind not in SIGNAL_KINDS or not is_link(link):
+        return "invalid_signal"
+    if not (is_link(peer) or (peer is None and kind == "hello")):
+        return "invalid_signal"
+    copied: dict[str, object] = {"kind": kind, "link": link, "peer_link": peer}
+    if kind == "description":
+        description = data.get("description")
+        if not isinstance(description, dict) or description.get("type") not in ("offer", "answer"):
+            return "invalid_signal"
+        sdp = description.get("sdp")
+        if not (isinstance(sdp, str) and 1 <= len(sdp) <= 16384 and _utf8(sdp)):
+            return "invalid_signal"
+        copied["description"] = {"type": description["type"], "sdp": sdp}
+    elif kind == "candidates":
+        candidates = data.get("candidates")
+        if not (isinstance(candidates, list) and 1 <= len(candidates) <= 16):
+            return "invalid_signal"
+        copied["candidates"] = [expected_candidate(c) for c in candidates]
+        if None in copied["candidates"]:  # type: ignore[operator]
+            return "invalid_signal"
+    elif kind == "media":
+        video, audio = data.get("video"), data.get("audio")
+        if not (isinstance(video, bool) and isinstance(audio, bool)):
+            return "invalid_signal"
+        copied.update(video=video, audio=audio)
+    return Signal(frame.get("ref"), to, copied, signalling.sends_media(copied))
+
+
+def expected_candidate(value: object) -> dict[str, object] | None:
+    if not isinstance(value, dict):
+        return None
+    text, mid = value.get("candidate"), value.get("sdpMid")
+    index, fragment = value.get("sdpMLineIndex"), value.get("usernameFragment")
+    fits = (
+        isinstance(text, str)
+        and len(text) <= 1024
+        and _utf8(text)
+        and (mid is None or (isinstance(mid, str) and len(mid) <= 32 and _utf8(mid)))
+        and (index is None or (type(index) is int and 0 <= index <= 255))
+        and (fragment is None or (isinstance(fragment, str) and len(fragment) <= 256))
+        and (fragment is None or _utf8(fragment))
+    )
+    if not fits:
+        return None
+    return {"candidate": text, "sdpMid": mid, "sdpMLineIndex": index, "usernameFragment": fragment}
 
 
 # The properties.
@@ -240,6 +352,8 @@ def check_request(request: Request) -> None:
         assert 1 <= len(request.key) <= 128
         assert request.key.isascii()
         assert isinstance(request.token, bool)
+    if isinstance(request, Signal):
+        assert json.loads(protocol.render_signal("p_1", request.data))["data"] == request.data
     again = parse(reserialise(request))
     assert again == request
     assert type(again.ref) is type(ref)
@@ -261,7 +375,7 @@ def check(text: str) -> Request | ProtocolError:
     if isinstance(result, ProtocolError):
         check_error(result)
     else:
-        assert isinstance(result, Join | Leave | Resume | Ping)
+        assert isinstance(result, Join | Leave | Resume | Ping | Signal)
         check_request(result)
     frame = decode_deeper(text)
     if frame is TOO_DEEP:
@@ -329,7 +443,8 @@ def test_truncated_and_deeply_nested_frames_get_an_answer(text: str) -> None:
 def test_valid_frames_parse_to_their_request(
     kind: str, room: str, nickname: str, key: str, token: bool, ref: Any
 ) -> None:
-    frame = {"type": kind, "ref": ref, "room": room, "nickname": nickname, "key": key}
+    frame = {"type": kind, "ref": ref, "room": room, "nickname": nickname, "key": key, "to": "p_1"}
+    frame["data"] = {"kind": "hello", "link": "l1", "peer_link": None}
     result = check(json.dumps({**frame, "token": token}))
     assert not isinstance(result, ProtocolError)
 
@@ -355,6 +470,8 @@ def test_every_reply_can_be_sent_as_utf8(text: str) -> None:
         reply = protocol.render_resumed(result.ref, "A", someone, None)
     elif isinstance(result, Leave):
         reply = protocol.render_ok(result.ref)
+    elif isinstance(result, Signal):
+        reply = protocol.render_signal(someone.id, result.data)
     else:
         reply = protocol.render_pong(result.ref)
     reply.encode()  # what `Conn.send` does before writing the frame

@@ -114,10 +114,16 @@ def test_events_render_as_documented() -> None:
 
 
 def test_replies_render_as_documented() -> None:
-    welcome = json.loads(protocol.render_welcome("alice", "PUBLISHER", [("A", [ALICE])]))
+    welcome = json.loads(
+        protocol.render_welcome(
+            "alice", "PUBLISHER", [("A", [ALICE])], media={"kind": "openvidu"}, room_size=None
+        )
+    )
     assert welcome == {
         "type": "welcome",
         "user": {"name": "alice", "role": "PUBLISHER"},
+        "media": {"kind": "openvidu"},
+        "room_size": None,
         "rooms": [{"name": "A", "participants": [protocol.participant_json(ALICE)]}],
     }
     token = json.loads(protocol.render_token(1, "A", "wss://x?token=t", ALICE, "key"))
@@ -129,6 +135,12 @@ def test_replies_render_as_documented() -> None:
     assert json.loads(protocol.render_ok("r")) == {"type": "ok", "ref": "r"}
     assert json.loads(protocol.render_pong(None)) == {"type": "pong", "ref": None}
     assert json.loads(protocol.render_taken_over("A", ALICE))["type"] == "taken_over"
+    data = {"kind": "hello", "link": "l1", "peer_link": None}
+    assert json.loads(protocol.render_signal("p_1", data)) == {
+        "type": "signal",
+        "from": "p_1",
+        "data": data,
+    }
 
 
 def test_user_text_is_sent_as_raw_utf8_not_escaped_html() -> None:
@@ -137,7 +149,7 @@ def test_user_text_is_sent_as_raw_utf8_not_escaped_html() -> None:
     assert "<b>Zoë</b>" in text  # JSON text; the page renders it with textContent
 
 
-@pytest.mark.parametrize("module", ["presence", "protocol"])
+@pytest.mark.parametrize("module", ["presence", "protocol", "signalling", "relay"])
 def test_core_modules_import_no_framework_and_no_asyncio(module: str) -> None:
     source = Path(protocol.__file__).with_name(f"{module}.py").read_text()
     imported: set[str] = set()

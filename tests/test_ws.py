@@ -56,6 +56,8 @@ async def test_welcome_tells_who_you_are_and_the_whole_lobby(lobby: Lobby) -> No
     assert alice.welcome == {
         "type": "welcome",
         "user": {"name": "alice", "role": "PUBLISHER"},
+        "media": {"kind": "openvidu"},
+        "room_size": None,
         "rooms": [],
     }
     await alice.join("TUTORIAL", "Alice")
@@ -625,7 +627,13 @@ async def test_healthz(lobby: Lobby) -> None:
     async with httpx.AsyncClient(base_url=lobby.http) as http:
         reply = await http.get("/healthz")
     assert reply.status_code == 200
-    assert reply.json() == {"status": "ok", "sockets": 1, "participants": 1, "demo": False}
+    assert reply.json() == {
+        "status": "ok",
+        "sockets": 1,
+        "participants": 1,
+        "demo": False,
+        "media": "openvidu",
+    }
 
 
 async def test_a_silent_client_is_found_by_pings_and_removed_after_grace(
@@ -736,6 +744,11 @@ async def test_a_join_waits_while_its_room_is_being_closed(
 class BrokenMedia:
     """A media back end with a bug in it (raises something that is not a MediaError)."""
 
+    peer_to_peer = False
+
+    def page_config(self, user: str) -> dict[str, object]:
+        return {"kind": "openvidu"}
+
     async def grant(self, room: str, identity: object) -> object:
         raise KeyError("a bug")
 
@@ -749,7 +762,7 @@ class BrokenMedia:
 async def test_a_bug_answers_internal_error_and_the_socket_stays_usable(
     make_lobby: LobbyFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    lobby = await make_lobby(media=BrokenMedia())
+    lobby = await make_lobby(backend=BrokenMedia())
     alice = await lobby.client("alice")
     with caplog.at_level(logging.ERROR, logger="lobby"):
         ref = await alice.request({"type": "join", "room": "R1", "nickname": "A"})
