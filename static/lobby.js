@@ -6,6 +6,7 @@
 import { connectSocket } from "./socket.js";
 import { Rooms } from "./rooms.js";
 import { Call } from "./call.js";
+import { PeerCall } from "./p2p.js";
 import { renderTiles } from "./tiles.js";
 import * as view from "./view.js";
 
@@ -16,6 +17,11 @@ const NICKNAME_MAX = 40;
 
 const page = document.getElementById("main").dataset;
 const me = { name: page.user, role: page.role };
+/** From `welcome`: who carries the calls (`{kind, ice_servers}`) and the room size limit. */
+let media = { kind: page.media };
+let roomSize = null;
+// Replies to signals carry this ref: they are errors only, and never wait in `pending`.
+const SIGNAL_REF = "signal";
 const rooms = new Rooms();
 /** The participant this page holds: {room, participant|null}, or null in the lobby. */
 let current = null;
@@ -62,6 +68,10 @@ function request(type, fields = {}, { quiet = false } = {}) {
   return ref;
 }
 
+function sendSignal(to, data) {
+  return socket.send({ type: "signal", to, data, ref: SIGNAL_REF });
+}
+
 function takePending(msg) {
   if (typeof msg.ref !== "number") return undefined;
   const request = pending.get(msg.ref);
@@ -94,6 +104,9 @@ function handle(msg) {
     case "taken_over":
       endCall("This call continued in another tab or window.");
       break;
+    case "signal":
+      call.signal?.(msg.from, msg.data);
+      break;
     case "token":
       onToken(takePending(msg), msg);
       break;
@@ -105,7 +118,8 @@ function handle(msg) {
       takePending(msg);
       break;
     case "error":
-      onError(takePending(msg), msg);
+      if (msg.ref === SIGNAL_REF) console.warn("lobby: a signal was refused:", msg.code, msg.message);
+      else onError(takePending(msg), msg);
       break;
     default:
       console.warn("lobby: unknown message type", msg.type);
@@ -114,6 +128,8 @@ function handle(msg) {
 
 function onWelcome(msg) {
   if (msg.user) Object.assign(me, msg.user);
+  if (msg.media) media = msg.media;
+  roomSize = msg.room_size ?? null;
   rooms.reset(msg.rooms);
   render();
   const saved = loadResume();
@@ -151,6 +167,7 @@ function onResumed(req, msg) {
     call.fail("The call did not get a new connection. Try again.");
   } else {
     render();
+    call.reconnected?.(); // signals meant for us while we were away are lost
   }
 }
 
@@ -194,6 +211,9 @@ function enterCall(token) {
     nickname: current.participant?.nickname ?? me.name,
     publish: canPublish(myRole()),
     participantId: current.participant?.id ?? null,
+    role: myRole(),
+    iceServers: media.ice_servers ?? [],
+    participants: roomParticipants(),
   });
 }
 
@@ -244,10 +264,15 @@ function retry() {
   }
 }
 
+function roomParticipants() {
+  return (current && rooms.get(current.room)?.participants) || [];
+}
+
 function render() {
   const selfId = current?.participant?.id;
-  view.renderRooms(rooms.list(), join, selfId);
-  const participants = (current && rooms.get(current.room)?.participants) || [];
+  view.renderRooms(rooms.list(), join, selfId, roomSize);
+  const participants = roomParticipants();
+  call.roster?.(participants);
   view.renderCallParticipants(participants, selfId);
   renderTiles(ui.videos, {
     participants,
@@ -260,7 +285,7 @@ function render() {
 
 // --- wiring -----------------------------------------------------------------
 
-const call = new Call({
+const callbacks = {
   state: (state, message) => {
     view.setCallState(state, message);
     render();
@@ -272,7 +297,9 @@ const call = new Call({
   playbackBlocked: (blocked) => {
     ui.callPlay.hidden = !blocked;
   },
-});
+};
+// Which media side runs the call: the page was served for one back end.
+const call = page.media === "p2p" ? new PeerCall(callbacks, sendSignal) : new Call(callbacks);
 
 const socket = connectSocket({
   onMessage: handle,
@@ -313,6 +340,9 @@ Object.defineProperty(window, "lobbyDebug", {
     },
     get callState() {
       return call.state;
+    },
+    get media() {
+      return structuredClone(media);
     },
     get connection() {
       return socket.status;

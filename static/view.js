@@ -80,7 +80,7 @@ export function setJoinBusy(busy) {
   ui.lobby.setAttribute("aria-busy", String(busy));
   ui.joinSubmit.disabled = busy;
   ui.joinSubmit.textContent = busy ? "Joining…" : "Join or create room";
-  for (const button of ui.rooms.querySelectorAll("button")) button.disabled = busy;
+  for (const card of cards.values()) setJoinable(card);
 }
 
 export function readNickname() {
@@ -102,7 +102,7 @@ const cards = new Map();
  * Bring the room list in line with `rooms`, touching only what changed so that
  * focus stays on a Join button and the live region announces only news.
  */
-export function renderRooms(rooms, onJoin, selfId) {
+export function renderRooms(rooms, onJoin, selfId, roomSize = null) {
   const names = new Set(rooms.map((room) => room.name));
   for (const [name, card] of cards) {
     if (!names.has(name)) {
@@ -119,6 +119,11 @@ export function renderRooms(rooms, onJoin, selfId) {
     placeAt(ui.rooms, card, index);
     card.querySelector(".room-count").textContent = people(room.participants.length);
     renderChips(card.querySelector(".chips"), room.participants, selfId);
+    const full = Boolean(roomSize) && room.participants.length >= roomSize;
+    if (card.hasAttribute("data-full") !== full) {
+      card.toggleAttribute("data-full", full);
+      setJoinable(card);
+    }
   });
   ui.roomsEmpty.hidden = rooms.length > 0;
   ui.roomCount.textContent = rooms.length ? `(${rooms.length})` : "";
@@ -137,8 +142,18 @@ function roomCard(name, onJoin) {
   join.setAttribute("aria-label", `Join ${name}`);
   join.disabled = joinBusy;
   join.addEventListener("click", () => onJoin(name));
+  join.dataset.room = name;
   card.append(head, chips, join);
   return card;
+}
+
+// A full room's button says so and cannot be pressed (the server would answer room_full).
+function setJoinable(card) {
+  const join = card.querySelector(".room-join");
+  const full = card.hasAttribute("data-full");
+  join.disabled = joinBusy || full;
+  join.textContent = full ? "Full" : "Join";
+  join.setAttribute("aria-label", full ? `${join.dataset.room} is full` : `Join ${join.dataset.room}`);
 }
 
 // Move `node` to position `index` of `parent` only if it is not there already:

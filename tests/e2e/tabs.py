@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -44,6 +45,20 @@ CHROMIUM_ARGS = [
     # Raw-IP ICE candidates: no mDNS names, so no multicast announcements on the LAN.
     "--disable-features=WebRtcHideLocalIpsWithMdns",
 ]
+
+
+def loopback_only() -> bool:
+    """Whether this process runs in a network namespace with nothing but loopback.
+
+    Only there may Chromium send WebRTC media: with `--allow-loopback-in-peer-connection`
+    it then offers 127.0.0.1 candidates and nothing else (`make test` runs the suite
+    under `unshare -n`; elsewhere media would go to the machine's external address).
+    """
+    return [name for _, name in socket.if_nameindex()] == ["lo"]
+
+
+if loopback_only():
+    CHROMIUM_ARGS.append("--allow-loopback-in-peer-connection")
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 # Page-side probes: camera/microphone requests (so a test can tell a page never
 # asked) and the ICE servers of every RTCPeerConnection (WebRTC traffic is not
@@ -58,11 +73,14 @@ if (navigator.mediaDevices) {
   };
 }
 window.iceServersUsed = [];
+window.peerConnections = [];
 const NativePeerConnection = window.RTCPeerConnection;
 if (NativePeerConnection) {
   window.RTCPeerConnection = function (config, ...rest) {
     window.iceServersUsed.push(JSON.parse(JSON.stringify(config?.iceServers ?? [])));
-    return new NativePeerConnection(config, ...rest);
+    const pc = new NativePeerConnection(config, ...rest);
+    window.peerConnections.push(pc);
+    return pc;
   };
   window.RTCPeerConnection.prototype = NativePeerConnection.prototype;
   Object.setPrototypeOf(window.RTCPeerConnection, NativePeerConnection);

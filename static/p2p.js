@@ -1,0 +1,443 @@
+// The call view's media side for peer-to-peer rooms: one RTCPeerConnection to
+// every other participant (a full mesh), negotiated through the lobby socket.
+//
+// The contract between pages is docs/protocol.md, "Peer-to-peer calls". In
+// short: each connection to a peer is a "link" with a fresh id on both sides;
+// a page says `hello` with its link id, the peer answers `ack` with its own,
+// and every later signal names both ids, so nothing from an older connection
+// (before a reload, a failure) reaches a newer one. Offers and answers follow
+// the perfect negotiation pattern: the polite side (id sorts last) rolls back
+// on a collision, the impolite side ignores the colliding offer.
+//
+// Same surface as call.js (start, stop, wait, fail, feeds, present, toggles),
+// plus `signal` (a frame from a peer), `roster` (who is in the room) and
+// `reconnected` (the lobby socket came back while the call went on).
+
+import { el } from "./view.js";
+
+const HELLO_RETRY_MS = [1000, 2000, 4000, 8000, 10_000];
+const CANDIDATE_BATCH_MS = 25; // trickled candidates go out together, not one frame each
+const MAX_CANDIDATES = 16; // per frame (the server's limit)
+
+function canPublish(role) {
+  return role === "PUBLISHER" || role === "MODERATOR";
+}
+
+function newLinkId() {
+  const bytes = crypto.getRandomValues(new Uint8Array(9));
+  return Array.from(bytes, (b) => b.toString(36).padStart(2, "0")).join("");
+}
+
+function describe(err) {
+  return (err && (err.message || err.name)) || String(err);
+}
+
+function stopTracks(stream) {
+  for (const track of stream?.getTracks() ?? []) track.stop();
+}
+
+function videoFor(stream, { muted }) {
+  const video = el("video");
+  video.autoplay = true;
+  video.playsInline = true;
+  video.muted = muted;
+  video.srcObject = stream;
+  return video;
+}
+
+/** One RTCPeerConnection to one peer, and what we know of the peer's side of it. */
+class Link {
+  constructor(peer, theirs) {
+    this.peer = peer; // participant id
+    this.id = newLinkId();
+    this.theirs = theirs; // the peer's link id, once it said hello or ack
+    this.pc = null;
+    this.polite = false;
+    this.makingOffer = false;
+    this.ignoreOffer = false;
+    this.queue = Promise.resolve(); // incoming signals, one at a time
+    this.tracksAdded = false;
+    this.candidates = [];
+    this.flushTimer = 0;
+    this.helloTimer = 0;
+    this.hellos = 0;
+    this.connected = false;
+    this.stream = null; // the peer's media
+    this.feed = null;
+    this.media = { video: true, audio: true };
+  }
+}
+
+export class PeerCall {
+  #on;
+  #send;
+  #generation = 0;
+  #state = "idle";
+  #me = null; // {id, role} while a call runs
+  #iceServers = [];
+  #stream = null; // your camera and microphone
+  #media = null; // {video, audio} while the camera is on
+  #local = null; // your feed
+  /** @type {Map<string, object>} participant id -> participant, the others in the room */
+  #peers = new Map();
+  /** @type {Map<string, Link>} participant id -> link */
+  #links = new Map();
+
+  /**
+   * @param {object} on the same callbacks as call.js's Call
+   * @param {(to: string, data: object) => boolean} send a `signal` to a participant
+   */
+  constructor(on, send) {
+    this.#on = on;
+    this.#send = send;
+  }
+
+  get state() {
+    return this.#state;
+  }
+
+  get live() {
+    return this.#me !== null && (this.#state === "connecting" || this.#state === "connected");
+  }
+
+  get feeds() {
+    const remote = [...this.#links.values()].map((link) => link.feed).filter(Boolean);
+    return [...(this.#local ? [this.#local] : []), ...remote];
+  }
+
+  /** Participant ids of the peers we have a working connection with. */
+  get present() {
+    return new Set([...this.#links.values()].filter((link) => link.connected).map((link) => link.peer));
+  }
+
+  start({ participantId, role, nickname, publish, iceServers, participants }) {
+    this.#teardown();
+    const generation = ++this.#generation;
+    this.#me = { id: participantId, role };
+    this.#iceServers = iceServers ?? [];
+    this.#setState(publish ? "connecting" : "connected");
+    this.roster(participants);
+    // Everyone already here hears from us; whoever comes later says hello to us.
+    for (const peer of this.#peers.values()) {
+      if (this.#wants(peer)) this.#hello(peer.id);
+    }
+    if (publish) this.#startCamera(nickname, () => generation === this.#generation);
+  }
+
+  stop() {
+    this.#generation += 1;
+    this.#teardown();
+    this.#setState("idle");
+  }
+
+  wait(message) {
+    this.#generation += 1;
+    this.#teardown();
+    this.#setState("connecting", message);
+  }
+
+  fail(message) {
+    this.#generation += 1;
+    this.#teardown();
+    this.#setState("error", message);
+  }
+
+  /** The room's participants (you included) as the lobby knows them. */
+  roster(participants) {
+    const others = new Map((participants ?? []).filter((p) => p.id !== this.#me?.id).map((p) => [p.id, p]));
+    for (const id of [...this.#links.keys()]) {
+      if (!others.has(id)) this.#closeLink(id);
+    }
+    this.#peers = others;
+  }
+
+  /** The lobby socket is back and the call went on: mend links whose signals may be lost. */
+  reconnected() {
+    if (!this.#me) return;
+    for (const peer of this.#peers.values()) {
+      const link = this.#links.get(peer.id);
+      if (this.#wants(peer) && !link?.connected) this.#hello(peer.id);
+    }
+  }
+
+  /** A `signal` frame from participant `from`. */
+  signal(from, data) {
+    if (!this.#me || !this.#peers.has(from) || !data) return;
+    const link = this.#links.get(from);
+    if (data.kind === "hello") {
+      this.#onHello(from, data.link, link);
+    } else if (data.kind === "ack") {
+      if (link && data.peer_link === link.id && link.theirs === null) {
+        link.theirs = data.link;
+        clearTimeout(link.helloTimer);
+        this.#open(link);
+      }
+    } else if (link?.pc && data.peer_link === link.id && data.link === link.theirs) {
+      link.queue = link.queue
+        .then(() => this.#negotiate(link, data))
+        .catch((err) => console.warn("p2p: signalling with", from, "failed:", describe(err)));
+    }
+  }
+
+  toggleVideo() {
+    if (!this.#media) return;
+    this.#media.video = !this.#media.video;
+    for (const track of this.#stream.getVideoTracks()) track.enabled = this.#media.video;
+    this.#local.video = this.#media.video ? "on" : "off";
+    this.#mediaChanged();
+  }
+
+  toggleAudio() {
+    if (!this.#media) return;
+    this.#media.audio = !this.#media.audio;
+    for (const track of this.#stream.getAudioTracks()) track.enabled = this.#media.audio;
+    this.#mediaChanged();
+  }
+
+  /** Called from a click: browsers allow playback with sound after a user gesture. */
+  resumePlayback() {
+    for (const link of this.#links.values()) {
+      const video = link.feed?.element.querySelector("video");
+      if (!video) continue;
+      video.muted = false;
+      video.play().catch(() => {});
+    }
+    this.#on.playbackBlocked(false);
+  }
+
+  // --- your camera -----------------------------------------------------------
+
+  async #startCamera(nickname, current) {
+    const feed = this.#feed("local", { participantId: this.#me.id, local: true, label: nickname });
+    this.#local = feed;
+    this.#on.feeds();
+    let stream;
+    try {
+      if (!navigator.mediaDevices) throw new Error("this page is not served over https");
+      stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: true });
+    } catch (err) {
+      if (!current()) return;
+      this.#local = null;
+      this.#on.publishProblem(`Your camera or microphone could not start (${describe(err)}). You can still watch and listen.`);
+      this.#setState("connected");
+      this.#on.feeds();
+      return;
+    }
+    if (!current()) {
+      stopTracks(stream);
+      return;
+    }
+    this.#stream = stream;
+    const video = videoFor(stream, { muted: true }); // never hear yourself
+    feed.element.classList.add("feed-mirror");
+    feed.element.append(video);
+    video.play().catch(() => {});
+    feed.sending = true;
+    this.#media = { video: true, audio: true };
+    this.#on.media({ ...this.#media });
+    for (const link of this.#links.values()) this.#addTracks(link);
+    this.#setState("connected");
+    this.#on.feeds();
+  }
+
+  #mediaChanged() {
+    this.#on.media({ ...this.#media });
+    for (const link of this.#links.values()) this.#sendTo(link, { kind: "media", ...this.#media });
+    this.#on.feeds();
+  }
+
+  // --- links -----------------------------------------------------------------
+
+  /** Two viewers have nothing to send each other. */
+  #wants(peer) {
+    return canPublish(this.#me.role) || canPublish(peer.role);
+  }
+
+  /** Start over with `peerId`: a fresh link, announced until the peer answers. */
+  #hello(peerId) {
+    this.#closeLink(peerId);
+    const link = new Link(peerId, null);
+    this.#links.set(peerId, link);
+    this.#sayHello(link);
+  }
+
+  #sayHello(link) {
+    clearTimeout(link.helloTimer);
+    this.#send(link.peer, { kind: "hello", link: link.id, peer_link: null });
+    const pause = HELLO_RETRY_MS[Math.min(link.hellos, HELLO_RETRY_MS.length - 1)];
+    link.hellos += 1;
+    // The peer may be away (reloading) and miss it: say it again until it answers.
+    link.helloTimer = setTimeout(() => {
+      if (this.#links.get(link.peer) === link && link.theirs === null) this.#sayHello(link);
+    }, pause);
+  }
+
+  #onHello(from, theirs, link) {
+    if (link && link.theirs === theirs) {
+      this.#sendTo(link, { kind: "ack" }); // our ack was lost: say it again
+      return;
+    }
+    if (link && link.theirs === null && this.#me.id < from) {
+      // Our hellos crossed: the one from the id that sorts first wins, so the
+      // peer will answer ours; make sure it has it now.
+      this.#sayHello(link);
+      return;
+    }
+    this.#closeLink(from);
+    const fresh = new Link(from, theirs);
+    this.#links.set(from, fresh);
+    this.#sendTo(fresh, { kind: "ack" });
+    this.#open(fresh);
+  }
+
+  #open(link) {
+    const pc = new RTCPeerConnection({ iceServers: this.#iceServers });
+    link.pc = pc;
+    link.polite = this.#me.id > link.peer;
+    const mine = () => this.#links.get(link.peer) === link;
+    pc.onnegotiationneeded = async () => {
+      try {
+        link.makingOffer = true;
+        await pc.setLocalDescription();
+        if (mine()) this.#sendDescription(link);
+      } catch (err) {
+        console.warn("p2p: offer failed:", describe(err));
+      } finally {
+        link.makingOffer = false;
+      }
+    };
+    pc.onicecandidate = ({ candidate }) => {
+      if (candidate?.candidate && mine()) this.#queueCandidate(link, candidate.toJSON());
+    };
+    pc.ontrack = ({ track }) => mine() && this.#onTrack(link, track);
+    pc.onconnectionstatechange = () => mine() && this.#onConnectionState(link);
+    this.#addTracks(link);
+    if (this.#media) this.#sendTo(link, { kind: "media", ...this.#media });
+  }
+
+  #addTracks(link) {
+    if (!this.#stream || !link.pc || link.tracksAdded) return;
+    link.tracksAdded = true;
+    for (const track of this.#stream.getTracks()) link.pc.addTrack(track, this.#stream);
+  }
+
+  async #negotiate(link, data) {
+    const pc = link.pc;
+    if (data.kind === "description") {
+      const description = data.description;
+      const collision = description.type === "offer" && (link.makingOffer || pc.signalingState !== "stable");
+      link.ignoreOffer = !link.polite && collision;
+      if (link.ignoreOffer) return;
+      await pc.setRemoteDescription(description); // rolls our own offer back if we are polite
+      if (description.type === "offer") {
+        await pc.setLocalDescription();
+        this.#sendDescription(link);
+      }
+    } else if (data.kind === "candidates") {
+      for (const candidate of data.candidates) {
+        try {
+          await pc.addIceCandidate(candidate);
+        } catch (err) {
+          if (!link.ignoreOffer) console.warn("p2p: a candidate was refused:", describe(err));
+        }
+      }
+    } else if (data.kind === "media") {
+      link.media = { video: data.video, audio: data.audio };
+      if (link.feed) link.feed.video = data.video ? "on" : "off";
+      this.#on.feeds();
+    }
+  }
+
+  #sendDescription(link) {
+    const { type, sdp } = link.pc.localDescription;
+    this.#sendTo(link, { kind: "description", description: { type, sdp } });
+  }
+
+  #queueCandidate(link, candidate) {
+    link.candidates.push(candidate);
+    if (link.flushTimer) return;
+    link.flushTimer = setTimeout(() => {
+      link.flushTimer = 0;
+      while (link.candidates.length) {
+        this.#sendTo(link, { kind: "candidates", candidates: link.candidates.splice(0, MAX_CANDIDATES) });
+      }
+    }, CANDIDATE_BATCH_MS);
+  }
+
+  #sendTo(link, payload) {
+    if (link.theirs === null) return;
+    this.#send(link.peer, { ...payload, link: link.id, peer_link: link.theirs });
+  }
+
+  #onTrack(link, track) {
+    const peer = this.#peers.get(link.peer);
+    // Viewers send nothing (the server refuses it too); never show what one sends.
+    if (!peer || !canPublish(peer.role)) return;
+    if (!link.stream) link.stream = new MediaStream();
+    link.stream.addTrack(track);
+    if (!link.feed) {
+      link.feed = this.#feed(`peer:${link.id}`, { participantId: peer.id, local: false, label: peer.nickname });
+      link.feed.sending = true;
+      const video = videoFor(link.stream, { muted: false });
+      link.feed.element.append(video);
+      this.#play(video);
+    }
+    link.feed.video = link.media.video ? "on" : "off";
+    this.#on.feeds();
+  }
+
+  #onConnectionState(link) {
+    const state = link.pc.connectionState;
+    const was = link.connected;
+    link.connected = state === "connected";
+    // Start over after a failure; one side does it, so the two do not race.
+    if (state === "failed" && this.#me.id < link.peer) this.#hello(link.peer);
+    else if (was !== link.connected) this.#on.feeds();
+  }
+
+  #play(video) {
+    video.play().catch((err) => {
+      if (err?.name !== "NotAllowedError") return;
+      // No click on this page yet (e.g. after a reload): show the video without
+      // sound now, and offer a button for the sound.
+      video.muted = true;
+      video.play().catch(() => {});
+      this.#on.playbackBlocked(true);
+    });
+  }
+
+  #closeLink(peerId) {
+    const link = this.#links.get(peerId);
+    if (!link) return;
+    this.#links.delete(peerId);
+    clearTimeout(link.helloTimer);
+    clearTimeout(link.flushTimer);
+    link.pc?.close();
+    stopTracks(link.stream);
+    if (link.feed || link.connected) this.#on.feeds();
+  }
+
+  #feed(key, { participantId, local, label }) {
+    return { key, participantId, local, label, element: el("div", "feed"), video: "on", sending: false };
+  }
+
+  #teardown() {
+    for (const id of [...this.#links.keys()]) this.#closeLink(id);
+    stopTracks(this.#stream);
+    this.#stream = null;
+    this.#local = null;
+    if (this.#media) {
+      this.#media = null;
+      this.#on.media(null);
+    }
+    this.#me = null;
+    this.#on.publishProblem(null);
+    this.#on.feeds();
+    this.#on.playbackBlocked(false);
+  }
+
+  #setState(state, message = "") {
+    this.#state = state;
+    this.#on.state(state, message);
+  }
+}
