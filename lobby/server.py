@@ -57,7 +57,10 @@ def serve(settings: Settings) -> None:
     )
     if settings.demo:
         log.warning(DEMO_BANNER)
-    log.info(
-        "Lobby on http://%s:%d, OpenVidu at %s", settings.host, settings.port, settings.openvidu_url
+    calls = (
+        f"OpenVidu at {settings.openvidu_url}"
+        if settings.media == "openvidu"
+        else f"peer to peer, rooms of up to {settings.room_size or 'any number of'} people"
     )
+    log.info("Lobby on http://%s:%d, calls %s", settings.host, settings.port, calls)
     uvicorn.Server(uvicorn_config(create_app(settings), settings)).run()

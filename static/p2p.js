@@ -7,7 +7,12 @@
 // and every later signal names both ids, so nothing from an older connection
 // (before a reload, a failure) reaches a newer one. Offers and answers follow
 // the perfect negotiation pattern: the polite side (id sorts last) rolls back
-// on a collision, the impolite side ignores the colliding offer.
+// on a collision, the impolite side ignores the colliding offer. The first
+// offer of a link always comes from the impolite side, though (with receive-
+// only transceivers if it has no camera), and the polite side adds its tracks
+// to that offer's transceivers before answering: one round trip, and no
+// collision at the start. (Chromium 156 can leave a connection without ICE
+// candidates when a rollback lands while its own first offer is gathering.)
 //
 // Same surface as call.js (start, stop, wait, fail, feeds, present, toggles),
 // plus `signal` (a frame from a peer), `roster` (who is in the room) and
@@ -16,6 +21,7 @@
 import { el } from "./view.js";
 
 const HELLO_RETRY_MS = [1000, 2000, 4000, 8000, 10_000];
+const CONNECT_TIMEOUT_MS = 10_000; // a link not connected by then starts over
 const CANDIDATE_BATCH_MS = 25; // trickled candidates go out together, not one frame each
 const MAX_CANDIDATES = 16; // per frame (the server's limit)
 
@@ -26,6 +32,11 @@ function canPublish(role) {
 function newLinkId() {
   const bytes = crypto.getRandomValues(new Uint8Array(9));
   return Array.from(bytes, (b) => b.toString(36).padStart(2, "0")).join("");
+}
+
+// Negotiation steps at debug level (hidden in the console unless "Verbose" is on).
+function trace(link, ...what) {
+  console.debug(`p2p ${link.peer} ${link.id}:`, ...what);
 }
 
 function describe(err) {
@@ -60,6 +71,7 @@ class Link {
     this.candidates = [];
     this.flushTimer = 0;
     this.helloTimer = 0;
+    this.connectTimer = 0;
     this.hellos = 0;
     this.connected = false;
     this.stream = null; // the peer's media
@@ -299,6 +311,7 @@ export class PeerCall {
       try {
         link.makingOffer = true;
         await pc.setLocalDescription();
+        trace(link, "negotiationneeded:", pc.localDescription?.type, pc.signalingState);
         if (mine()) this.#sendDescription(link);
       } catch (err) {
         console.warn("p2p: offer failed:", describe(err));
@@ -311,13 +324,27 @@ export class PeerCall {
     };
     pc.ontrack = ({ track }) => mine() && this.#onTrack(link, track);
     pc.onconnectionstatechange = () => mine() && this.#onConnectionState(link);
-    this.#addTracks(link);
+    pc.oniceconnectionstatechange = () => trace(link, "ice", pc.iceConnectionState);
+    pc.onicegatheringstatechange = () => trace(link, "gathering", pc.iceGatheringState);
+    if (!link.polite) {
+      // We make the first offer: with our tracks, or asking to receive only.
+      if (this.#stream) this.#addTracks(link);
+      else for (const kind of ["audio", "video"]) pc.addTransceiver(kind, { direction: "recvonly" });
+    }
     if (this.#media) this.#sendTo(link, { kind: "media", ...this.#media });
+    // Whatever went wrong on the way (a lost signal, a stuck negotiation), start over.
+    link.connectTimer = setTimeout(() => {
+      if (mine() && !link.connected && this.#me.id < link.peer) this.#hello(link.peer);
+    }, CONNECT_TIMEOUT_MS);
   }
 
+  /** Our tracks on `link`; on the polite side only once the peer's first offer is in. */
   #addTracks(link) {
     if (!this.#stream || !link.pc || link.tracksAdded) return;
+    if (link.polite && !link.pc.remoteDescription) return;
     link.tracksAdded = true;
+    // addTrack takes over an unused transceiver of the same kind (one of the
+    // offer's, or our receive-only one) before it makes a new one.
     for (const track of this.#stream.getTracks()) link.pc.addTrack(track, this.#stream);
   }
 
@@ -327,9 +354,11 @@ export class PeerCall {
       const description = data.description;
       const collision = description.type === "offer" && (link.makingOffer || pc.signalingState !== "stable");
       link.ignoreOffer = !link.polite && collision;
+      trace(link, "got", description.type, collision ? "(collision)" : "", link.ignoreOffer ? "ignored" : "");
       if (link.ignoreOffer) return;
       await pc.setRemoteDescription(description); // rolls our own offer back if we are polite
       if (description.type === "offer") {
+        this.#addTracks(link); // into the offer's transceivers, so the answer sends them
         await pc.setLocalDescription();
         this.#sendDescription(link);
       }
@@ -349,11 +378,13 @@ export class PeerCall {
   }
 
   #sendDescription(link) {
+    if (!link.pc.localDescription) return; // rolled back meanwhile
     const { type, sdp } = link.pc.localDescription;
     this.#sendTo(link, { kind: "description", description: { type, sdp } });
   }
 
   #queueCandidate(link, candidate) {
+    trace(link, "candidate", candidate.candidate);
     link.candidates.push(candidate);
     if (link.flushTimer) return;
     link.flushTimer = setTimeout(() => {
@@ -388,6 +419,7 @@ export class PeerCall {
 
   #onConnectionState(link) {
     const state = link.pc.connectionState;
+    trace(link, "connection", state);
     const was = link.connected;
     link.connected = state === "connected";
     // Start over after a failure; one side does it, so the two do not race.
@@ -411,6 +443,7 @@ export class PeerCall {
     if (!link) return;
     this.#links.delete(peerId);
     clearTimeout(link.helloTimer);
+    clearTimeout(link.connectTimer);
     clearTimeout(link.flushTimer);
     link.pc?.close();
     stopTracks(link.stream);

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -117,6 +118,31 @@ async def test_demo_server_serves_demo_users_and_says_so_loudly(demo_server: Pro
     assert "Traceback" not in out
     assert "DEMO MODE" in out
     assert "publisher1" in out
+
+
+async def test_make_run_with_nothing_configured_gives_peer_to_peer_calls(tmp_path: Path) -> None:
+    """What `make run` does on a fresh machine: no OpenVidu anywhere, calls still work."""
+    env = lobby_env(LOBBY_DATABASE=str(tmp_path / "demo.sqlite3"))
+    async with lobby_serve(env, "--demo") as served:
+        async with httpx.AsyncClient(base_url=served.url) as http:
+            token = csrf_from((await http.get("/")).text)
+            reply = await http.post(
+                "/login", data={"user": "publisher1", "pass": "pass", "csrf_token": token}
+            )
+            cookie = reply.cookies["lobby_session"]
+            assert (await http.get("/healthz")).json()["media"] == "p2p"
+        async with websockets.connect(
+            served.url.replace("http", "ws") + "/ws",
+            origin=websockets.Origin(served.url),
+            additional_headers={"Cookie": f"lobby_session={cookie}"},
+        ) as ws:
+            welcome = json.loads(await ws.recv())
+            assert welcome["media"] == {"kind": "p2p", "ice_servers": []}
+            assert welcome["room_size"] == 4
+            await ws.send(json.dumps({"type": "join", "room": "R", "nickname": "P1", "ref": 1}))
+            assert json.loads(await ws.recv())["type"] == "token"
+        out = await served.output()
+    assert "calls peer to peer, rooms of up to 4 people" in out
 
 
 async def test_a_normal_start_removes_demo_users(tmp_path: Path, standin: OpenViduStandin) -> None:

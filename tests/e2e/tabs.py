@@ -88,6 +88,28 @@ if (NativePeerConnection) {
 """
 
 
+# For failure reports: each connection's states and each video's playback.
+DIAGNOSIS = """async () => {
+  const connections = [];
+  for (const pc of window.peerConnections) {
+    const inbound = [];
+    for (const r of (await pc.getStats()).values()) {
+      if (r.type !== "inbound-rtp") continue;
+      inbound.push(`${r.kind}:${r.packetsReceived}/${r.framesDecoded}`);
+    }
+    const states = [pc.connectionState, pc.iceConnectionState, pc.signalingState];
+    connections.push(`${states.join("/")} ${inbound}`);
+  }
+  const videos = [...document.querySelectorAll("#videos figure.tile")].map((tile) => {
+    const v = tile.querySelector("video");
+    const size = v && `${v.videoWidth}x${v.videoHeight}`;
+    const what = v ? `${size} paused=${v.paused} ready=${v.readyState}` : "none";
+    return `${tile.dataset.participant}: ${what}`;
+  });
+  return { connections, videos };
+}"""
+
+
 def is_local(url: str) -> bool:
     """Whether a request to `url` stays on this machine."""
     parts = urlsplit(url)
@@ -236,6 +258,15 @@ class Tab:
             return []
         return [shot]
 
+    async def diagnose(self) -> None:
+        """Add the state of the page's peer connections and videos to its log."""
+        if self.closed or self.page.is_closed():
+            return
+        try:
+            self.log.append(f"[diagnosis] {await self.page.evaluate(DIAGNOSIS)}")
+        except Error as error:
+            self.log.append(f"[diagnosis failed] {error}")
+
     def write_log(self, folder: Path) -> Path:
         """Console, requests and lobby frames in one text file; its path."""
         log = folder / f"{self.name}.log"
@@ -277,6 +308,8 @@ class Tabs:
     async def save(self, folder: Path) -> list[Path]:
         """Every tab's screenshot and log in `folder`; the files written."""
         folder.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 (a test's end, nothing waits)
+        for tab in self.opened:
+            await tab.diagnose()
         saved = [shot for tab in self.opened for shot in await tab.screenshot(folder)]
         return saved + [tab.write_log(folder) for tab in self.opened]
 

@@ -9,11 +9,12 @@ skipped, and under `CI=true` that is a failure.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 
 import pytest
-from playwright.async_api import expect
+from playwright.async_api import Error, expect
 
 from tests.conftest import LobbyFactory
 from tests.e2e.tabs import Tab, Tabs, loopback_only
@@ -57,6 +58,14 @@ def participant_id(tab: Tab) -> str:
 
 async def sees_video_of(tab: Tab, pid: str) -> None:
     """`tab` shows participant `pid`'s camera: a sized video whose decoded frames keep growing."""
+    try:
+        await _sees_video_of(tab, pid)
+    except Error:
+        tab.log.append(f"[waited for] the video of {pid}")
+        raise
+
+
+async def _sees_video_of(tab: Tab, pid: str) -> None:
     selector = f'#videos figure.tile[data-participant="{pid}"] video'
     await expect(tab.page.locator(selector)).to_have_count(1, timeout=MEDIA_TIMEOUT)
     await expect(tab.page.locator(selector)).to_be_visible()
@@ -215,3 +224,43 @@ async def test_a_full_room_says_so(make_lobby: LobbyFactory, tabs: Tabs):
     await bob.page.click("#leave")
     await expect(join).to_have_text("Join")
     await expect(join).to_be_enabled()
+
+
+async def test_three_people_in_a_mesh_each_see_the_two_others(make_lobby: LobbyFactory, tabs: Tabs):
+    url = await peer_to_peer(make_lobby)
+    people = [await tabs.login(url, name) for name in ("alice", "bob", "mod")]
+    await people[0].create_room("TUTORIAL", "Alice")
+    await people[0].in_call()
+    for tab, nickname in zip(people[1:], ("Bob", "Carol"), strict=True):
+        await tab.join_listed("TUTORIAL", nickname)
+        await tab.in_call()
+    ids = [participant_id(tab) for tab in people]
+    for tab, me in zip(people, ids, strict=True):
+        for other in ids:
+            if other != me:
+                await sees_video_of(tab, other)
+        states = await tab.page.evaluate("window.peerConnections.map((pc) => pc.connectionState)")
+        assert states == ["connected", "connected"]  # one connection per other person
+
+
+async def test_two_pages_reloading_at_once_find_each_other_again(
+    make_lobby: LobbyFactory, tabs: Tabs
+):
+    """Both say hello to each other at the same time: one hello wins, the pair connects."""
+    url = await peer_to_peer(make_lobby, reconnect_grace=5.0)
+    alice = await tabs.login(url, "alice")
+    bob = await tabs.login(url, "bob")
+    await alice.create_room("TUTORIAL", "Alice")
+    await alice.in_call()
+    await bob.join_listed("TUTORIAL", "Bob")
+    await bob.in_call()
+    a, b = participant_id(alice), participant_id(bob)
+    await sees_video_of(alice, b)
+    await asyncio.gather(alice.page.reload(), bob.page.reload())
+    await asyncio.gather(alice.in_call(), bob.in_call())
+    assert (participant_id(alice), participant_id(bob)) == (a, b)
+    await sees_video_of(alice, b)
+    await sees_video_of(bob, a)
+    for tab in (alice, bob):
+        states = await tab.page.evaluate("window.peerConnections.map((pc) => pc.connectionState)")
+        assert states.count("connected") == 1, states
