@@ -51,10 +51,10 @@ pytest: install
 
 test: lint typecheck pytest
 
-# The README's pictures: the real pages in Chromium, against the stand-in.
+# The README's pictures: the real pages in Chromium, a peer-to-peer call with real video.
 .PHONY: screenshots
 screenshots: install
-	.venv/bin/python scripts/screenshots.py
+	scripts/loopback-only .venv/bin/python scripts/screenshots.py
 
 clean:
 	rm -rf .venv .tools static/vendor .pytest_cache .mypy_cache .ruff_cache .coverage

@@ -1,9 +1,10 @@
 """`make screenshots`: drive the real pages and write docs/img/lobby.png and docs/img/call.png.
 
-Everything runs on this machine: the OpenVidu stand-in, a lobby server (in this
-process, like the tests), and Debian's Chromium with a fake camera. The stand-in
-has no media server, so the call shows your own camera to you only (the page
-says so) and the others as named tiles.
+Everything runs on this machine: a lobby server with peer-to-peer rooms (in this
+process, like the tests) and Debian's Chromium with fake cameras, whose pages
+really send each other video. `make screenshots` runs it in a loopback-only
+network namespace (`scripts/loopback-only`), the only place Chromium sends
+WebRTC media on this machine.
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the stand-in and the test helpers live in tests/
 
 # After the path is set: these come from tests/.
-from lobby.app import create_app  # noqa: E402
-from lobby.openvidu import OpenViduBackend  # noqa: E402
+from lobby.app import create_app, media_backend  # noqa: E402
 from lobby.server import uvicorn_config  # noqa: E402
 from tests.conftest import PASSWORD, Client, Lobby, make_users  # noqa: E402
 from tests.conftest import test_settings as lobby_settings  # noqa: E402
@@ -77,11 +77,10 @@ async def shoot(browser: Browser, lobby: Lobby) -> None:
 
     await alice.locator('li.room-card[data-room="TUTORIAL"] button.room-join').click()
     await expect(alice.locator("#call")).to_have_attribute("data-state", "connected")
-    await expect(alice.locator("#publish-note")).to_be_visible()  # the publish was tried
-    # A few frames of the fake camera, then the picture.
+    # A few frames of her camera and of Bob's (from his browser), then the picture.
     await alice.wait_for_function(
-        "() => { const v = document.querySelector('figure.tile[data-tile=local] video');"
-        " return v !== null && v.readyState >= 2 && v.currentTime > 0.5; }"
+        "() => [...document.querySelectorAll('figure.tile video')].filter("
+        " (v) => v.readyState >= 2 && v.currentTime > 0.5).length === 2"
     )
     await alice.screenshot(path=str(IMAGES / "call.png"), full_page=True)
     for client in clients:
@@ -92,12 +91,12 @@ async def main() -> None:
     if not CHROMIUM.exists():
         sys.exit(f"screenshots need Debian's Chromium at {CHROMIUM} (apt-get install chromium)")
     IMAGES.mkdir(parents=True, exist_ok=True)
-    async with running_standin() as standin:
-        settings = lobby_settings(standin, reconnect_grace=10.0, log_level="warning")
+    async with running_standin() as standin:  # unused in p2p mode; the settings want a URL
+        settings = lobby_settings(standin, media="p2p", reconnect_grace=10.0, log_level="warning")
         users = make_users()
         for user, role in PEOPLE:
             users.add(user, role, PASSWORD)
-        app = create_app(settings, users=users, media=OpenViduBackend.from_settings(settings))
+        app = create_app(settings, users=users, media=media_backend(settings))
         async with (
             LiveServer(config=uvicorn_config(app, settings)) as live,
             async_playwright() as p,
