@@ -33,6 +33,7 @@ import httpx
 
 from lobby.config import Settings
 from lobby.media import Grant, Identity, MediaError
+from lobby.transport import Http1Transport
 
 logger = logging.getLogger("lobby.openvidu")
 
@@ -88,7 +89,10 @@ class OpenViduProtocolError(OpenViduError):
 
 
 class OpenViduBackend:
-    """`MediaBackend` over OpenVidu 2.x REST, sharing one `httpx.AsyncClient`."""
+    """`MediaBackend` over OpenVidu 2.x REST, sharing one `httpx.AsyncClient`.
+
+    Its transport is `Http1Transport` unless one is passed in.
+    """
 
     def __init__(
         self,
@@ -110,8 +114,9 @@ class OpenViduBackend:
             base_url=base_url.rstrip("/"),
             auth=httpx.BasicAuth("OPENVIDUAPP", secret),
             timeout=httpx.Timeout(timeout),
-            verify=tls,
-            transport=transport,
+            # Not httpx's default (httpcore): half the lobby's own time on a token went
+            # there. See lobby/transport.py and docs/bench/profile.md.
+            transport=transport or Http1Transport(verify=tls),
         )
         # Sessions we created or found (200 or 409) and have not closed since: a join into
         # one of them needs only its connection, one round trip instead of two. A stale
