@@ -149,11 +149,15 @@ class Http1Transport(httpx.AsyncBaseTransport):
     ) -> tuple[httpx.Response, bool]:
         """Send `request` on `conn` and read the whole answer; also: may `conn` be reused?"""
         body = await request.aread()
-        head = [f"{request.method} {request.url.raw_path.decode('ascii')} HTTP/1.1\r\n".encode()]
-        head += [b"%s: %s\r\n" % (name, value) for name, value in request.headers.raw]
-        head.append(b"\r\n")
+        lines = [b"%s %s HTTP/1.1\r\n" % (request.method.encode(), request.url.raw_path)]
+        lines += [b"%s: %s\r\n" % (name, value) for name, value in request.headers.raw]
+        lines.append(b"\r\n")
+        head = b"".join(lines)
+        # h11 refuses line breaks inside a header or the target; so do we (no injection).
+        if head.count(b"\n") != len(lines) or head.count(b"\r") != len(lines):
+            raise httpx.LocalProtocolError("a line break inside a header or the request target")
         try:
-            conn.writer.write(b"".join(head) + body)
+            conn.writer.write(head + body)
         except OSError as exc:
             raise httpx.WriteError(str(exc) or type(exc).__name__) from exc
         try:

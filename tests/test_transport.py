@@ -128,6 +128,15 @@ async def test_a_request_goes_out_as_httpx_built_it(scripted: Start) -> None:
     assert body == b'{"a":1}'
 
 
+async def test_a_line_break_in_a_header_is_refused_before_sending(scripted: Start) -> None:
+    server = await scripted([answer("200 OK")])
+    async with client() as http:
+        with pytest.raises(httpx.LocalProtocolError, match="line break"):
+            await http.get(server.url, headers={"x-evil": "a\r\nx-injected: 1"})
+        assert (await http.get(server.url)).status_code == 200
+    assert len(server.requests) == 1
+
+
 async def test_connections_are_kept_alive_and_reused(scripted: Start) -> None:
     server = await scripted([answer("200 OK", b"1"), answer("204 No Content"), answer("200 OK")])
     async with client() as http:
