@@ -33,6 +33,7 @@ import httpx
 
 from lobby.config import Settings
 from lobby.media import Grant, Identity, MediaError
+from lobby.transport import Http1Transport
 
 logger = logging.getLogger("lobby.openvidu")
 
@@ -88,7 +89,10 @@ class OpenViduProtocolError(OpenViduError):
 
 
 class OpenViduBackend:
-    """`MediaBackend` over OpenVidu 2.x REST, sharing one `httpx.AsyncClient`."""
+    """`MediaBackend` over OpenVidu 2.x REST, sharing one `httpx.AsyncClient`.
+
+    Its transport is `Http1Transport` unless one is passed in.
+    """
 
     def __init__(
         self,
@@ -110,13 +114,17 @@ class OpenViduBackend:
             base_url=base_url.rstrip("/"),
             auth=httpx.BasicAuth("OPENVIDUAPP", secret),
             timeout=httpx.Timeout(timeout),
-            verify=tls,
-            transport=transport,
+            # Not httpx's default (httpcore): half the lobby's own time on a token went
+            # there. See lobby/transport.py and docs/bench/profile.md.
+            transport=transport or Http1Transport(verify=tls),
         )
         # Sessions we created or found (200 or 409) and have not closed since: a join into
         # one of them needs only its connection, one round trip instead of two. A stale
         # entry (OpenVidu closed the session by itself) costs a 404, then the same two calls.
-        self._open: set[str] = set()
+        # Each maps to its connection URL, parsed once: httpx parses a path string twice
+        # per request (~0.1 ms), an `httpx.URL` not at all.
+        self._open: dict[str, httpx.URL] = {}
+        self._sessions = self._client.base_url.join(f"{_API}/sessions".lstrip("/"))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OpenViduBackend:
@@ -145,17 +153,19 @@ class OpenViduBackend:
             ),
         }
         path = f"{_API}/sessions/{_segment(room)}/connection"
-        if room not in self._open:
+        url = self._open.get(room)
+        if url is None:
             await self._ensure_session(room)
-        response = await self._call("POST", path, body, ok={200, 404})
+            url = self._client.base_url.join(path.lstrip("/"))
+        response = await self._call("POST", path, body, ok={200, 404}, url=url)
         if response.status_code == 404:
             # OpenVidu closed the session between our two calls (its last participant
             # left), or before this join: build it again, once. Twice in a row is not
             # a race any more.
-            self._open.discard(room)
+            self._open.pop(room, None)
             await self._ensure_session(room)
-            response = await self._call("POST", path, body, ok={200})
-        self._open.add(room)
+            response = await self._call("POST", path, body, ok={200}, url=url)
+        self._open[room] = url
         return Grant(room=room, **self._connection(response, path))
 
     async def revoke(self, grant: Grant) -> None:
@@ -164,7 +174,7 @@ class OpenViduBackend:
         await self._call("DELETE", path, None, ok={204, 400, 404})
 
     async def close_room(self, room: str) -> None:
-        self._open.discard(room)
+        self._open.pop(room, None)
         await self._call("DELETE", f"{_API}/sessions/{_segment(room)}", None, ok={204, 404})
 
     async def check(self) -> None:
@@ -175,14 +185,22 @@ class OpenViduBackend:
         await self._client.aclose()
 
     async def _ensure_session(self, room: str) -> None:
-        await self._call("POST", f"{_API}/sessions", {"customSessionId": room}, ok={200, 409})
+        body = {"customSessionId": room}
+        await self._call("POST", f"{_API}/sessions", body, ok={200, 409}, url=self._sessions)
 
     async def _call(
-        self, method: str, path: str, body: dict[str, Any] | None, *, ok: set[int]
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        *,
+        ok: set[int],
+        url: httpx.URL | None = None,
     ) -> httpx.Response:
+        """`method` on `path` (or on `url`, its parsed form); errors become `OpenViduError`s."""
         where = f"{method} {path}"
         try:
-            response = await self._client.request(method, path, json=body)
+            response = await self._client.request(method, url or path, json=body)
         except httpx.TimeoutException as exc:
             raise self._fail(
                 OpenViduTimeout, f"OpenVidu timed out after {self._timeout:g}s on {where}"

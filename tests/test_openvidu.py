@@ -127,6 +127,31 @@ async def test_a_room_closed_by_us_starts_with_its_session_again(standin, backen
     ]
 
 
+async def test_a_base_url_with_a_path_prefix_keeps_it_on_every_call():
+    """Connection URLs are parsed once per room and kept: they still start with the prefix."""
+    seen: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(f"{request.method} {request.url}")
+        if request.method == "DELETE":
+            return httpx.Response(204)
+        return httpx.Response(200, json={"id": "con_1", "token": "tok_1"})
+
+    backend = OpenViduBackend(
+        "https://proxy.test/ov/", SECRET, transport=httpx.MockTransport(answer)
+    )
+    await backend.grant("room 1", ALICE)
+    await backend.grant("room 1", BOB)
+    await backend.close_room("room 1")
+    await backend.aclose()
+    assert seen == [
+        "POST https://proxy.test/ov/openvidu/api/sessions",
+        "POST https://proxy.test/ov/openvidu/api/sessions/room%201/connection",
+        "POST https://proxy.test/ov/openvidu/api/sessions/room%201/connection",
+        "DELETE https://proxy.test/ov/openvidu/api/sessions/room%201",
+    ]
+
+
 @pytest.mark.parametrize("role", ["PUBLISHER", "SUBSCRIBER", "MODERATOR"])
 async def test_role_is_passed_through(standin, backend, role):
     identity = Identity("p1", "carol", "Carol", role)
