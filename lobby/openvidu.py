@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import socket
 import ssl
 from typing import Any, ClassVar
@@ -265,15 +266,24 @@ def _segment(value: str) -> str:
     return quote(value, safe="")
 
 
+_ERRNO = re.compile(r"\[Errno (\d+)\]")
+
+
 def _reason(exc: Exception) -> str:
     """The most specific cause: "connection refused", not "All connection attempts failed"."""
     cause: BaseException | None = exc
     while cause is not None:
         # SSL errors are OSErrors too, but their errno means nothing; their text is better.
-        if isinstance(cause, OSError) and cause.errno and not isinstance(cause, ssl.SSLError):
-            text = cause.strerror if isinstance(cause, socket.gaierror) else None
-            text = text or os.strerror(cause.errno)
-            return text[:1].lower() + text[1:]
+        if isinstance(cause, OSError) and not isinstance(cause, ssl.SSLError):
+            # asyncio sums up a host whose every address failed differently (IPv4
+            # refused, IPv6 unavailable for "localhost") in one OSError with no errno:
+            # "Multiple exceptions: [Errno 111] ...". The first address's says most.
+            found = None if cause.errno else _ERRNO.search(str(cause))
+            number = cause.errno or (int(found.group(1)) if found else 0)
+            if number:
+                text = cause.strerror if isinstance(cause, socket.gaierror) else None
+                text = text or os.strerror(number)
+                return text[:1].lower() + text[1:]
         cause = cause.__cause__ or cause.__context__
     return str(exc).strip() or type(exc).__name__
 

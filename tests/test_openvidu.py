@@ -489,3 +489,16 @@ async def test_standin_records_calls_and_wakes_waiters(standin, api):
     await standin.wait_for(lambda: bool(standin.calls))
     assert standin.calls == [Call("POST", SESSIONS, None, 400)]
     assert (await api.delete(f"{SESSIONS}/nope")).status_code == 404
+
+
+def test_the_reason_of_a_host_whose_every_address_failed_is_the_first_one() -> None:
+    from lobby.openvidu import _reason
+
+    summed_up = OSError(
+        "Multiple exceptions: [Errno 111] Connect call failed ('127.0.0.1', 4443), "
+        "[Errno 99] Cannot assign requested address"
+    )
+    wrapped = httpx.ConnectError(str(summed_up))
+    wrapped.__cause__ = summed_up
+    assert _reason(wrapped) == "connection refused"
+    assert _reason(httpx.ConnectError("no numbers here")) == "no numbers here"
