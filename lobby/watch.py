@@ -27,6 +27,7 @@ async def watch_sessions(
     *,
     interval: float = 1.0,
     full_every: float = 30.0,
+    chunk: int = 100,
 ) -> None:
     loop = asyncio.get_running_loop()
     seen, last_full = sessions.changed_elsewhere(), loop.time()
@@ -36,6 +37,21 @@ async def watch_sessions(
         if version == seen and loop.time() - last_full < full_every:
             continue
         seen, last_full = version, loop.time()
-        open_sessions = {conn.session_id for conn in hub}
-        for session_id in open_sessions - sessions.alive(open_sessions):
+        for session_id in await _ended(sessions, {conn.session_id for conn in hub}, chunk):
             rooms.end_session(session_id, SESSION_ENDED, "session ended")
+
+
+async def _ended(sessions: SessionStore, open_sessions: set[str], chunk: int) -> set[str]:
+    """Which of `open_sessions` are no longer valid, asked `chunk` at a time.
+
+    One query for every open session blocks the loop for 45 ms at 10,000 of them
+    (6 ms at 1,000): every join or event in flight waits that long, twice a minute
+    (the benchmark's token p99). A chunk costs well under a millisecond; between
+    chunks everything else runs. A session that ends meanwhile is caught next time.
+    """
+    ids, ended = list(open_sessions), set()
+    for start in range(0, len(ids), chunk):
+        part = ids[start : start + chunk]
+        ended.update(set(part) - sessions.alive(part))
+        await asyncio.sleep(0)
+    return ended

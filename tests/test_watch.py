@@ -1,0 +1,62 @@
+"""The session watcher: sockets of sessions ended in another process are closed."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from lobby import db as database
+from lobby.hub import Conn, Hub
+from lobby.p2p import PeerToPeerBackend
+from lobby.rooms import Rooms
+from lobby.sessions import SessionStore
+from lobby.users import UserStore
+from lobby.watch import watch_sessions
+from tests.conftest import CHEAP_HASHER, until
+
+
+class Transport:
+    """Where a socket's frames would go: kept, never sent."""
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+
+    def write(self, frame: bytes) -> bool:
+        self.frames.append(frame)
+        return True
+
+    def buffered(self) -> int:
+        return 0
+
+    def cut(self, code: int, reason: str) -> None:
+        raise AssertionError("nobody is too slow here")
+
+
+async def test_sessions_are_checked_a_chunk_at_a_time_and_ended_ones_closed(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "lobby.sqlite3")
+    db = database.connect(path)
+    UserStore(db, hasher=CHEAP_HASHER).add("alice", "PUBLISHER", "pw")
+    sessions = SessionStore(db, ttl=3600)
+    ids = [sessions.create("alice") for _ in range(7)]
+    hub = Hub()
+    rooms = Rooms(PeerToPeerBackend(), hub, grace=1.0)
+    closed: dict[str, int] = {}
+    for session_id in ids:
+
+        def close(code: int, reason: str, session_id: str = session_id) -> None:
+            closed[session_id] = code
+
+        rooms.connect(Conn("alice", "PUBLISHER", session_id, Transport(), close))
+    watcher = asyncio.create_task(watch_sessions(sessions, hub, rooms, interval=0.01, chunk=3))
+    await asyncio.sleep(0)  # it has read the database's version and sleeps
+    # Another process (the CLI) ends one session in the first chunk of 3 and the last one.
+    other = SessionStore(database.connect(path), ttl=3600)
+    other.delete(ids[1])
+    other.delete(ids[6])
+    try:
+        await until(lambda: len(closed) == 2)
+    finally:
+        watcher.cancel()
+    assert closed == {ids[1]: 4001, ids[6]: 4001}
