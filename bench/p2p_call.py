@@ -32,7 +32,8 @@ from lobby.presence import Participant, Presence  # noqa: E402
 from lobby.server import uvicorn_config  # noqa: E402
 from tests.conftest import make_users  # noqa: E402
 from tests.conftest import test_settings as lobby_settings  # noqa: E402
-from tests.e2e.tabs import CHROMIUM, CHROMIUM_ARGS, Tab, Tabs, loopback_only  # noqa: E402
+from tests.e2e.tabs import CHROMIUM, CHROMIUM_ARGS, Tabs, loopback_only  # noqa: E402
+from tests.e2e.test_p2p import participant_id  # noqa: E402
 from tests.live import LiveServer  # noqa: E402
 from tests.openvidu_standin import running_standin  # noqa: E402
 
@@ -44,11 +45,6 @@ async def shows_video(page: Page, pid: str) -> None:
     await page.wait_for_function(f"(pid) => ({SHOWS})(pid)?.videoWidth > 0", arg=pid, polling=10)
 
 
-def participant(tab: Tab) -> str:
-    replies = [f for f in tab.lobby_frames if f.get("type") in {"token", "resumed"}]
-    return str(replies[-1]["participant"]["id"])
-
-
 async def one_round(tabs: Tabs, url: str, room: str) -> dict[str, float]:
     alice = await tabs.login(url, "alice")
     bob = await tabs.login(url, "bob")
@@ -58,7 +54,7 @@ async def one_round(tabs: Tabs, url: str, room: str) -> dict[str, float]:
     started = time.monotonic()
     await bob.card(room).locator("button.room-join").click()
     await expect(bob.page.locator("#call")).to_have_attribute("data-state", "connected")
-    a, b = participant(alice), participant(bob)
+    a, b = participant_id(alice), participant_id(bob)
     await asyncio.gather(shows_video(alice.page, b), shows_video(bob.page, a))
     both = time.monotonic() - started
     signals = [f for f in alice.lobby_frames + bob.lobby_frames if f.get("type") == "signal"]

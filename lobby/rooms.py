@@ -51,7 +51,6 @@ class Rooms:
         self.hub = hub
         self.grace = grace
         self.room_size = room_size  # 0: no limit
-        self._media = media
         self.roster = roster
         # A member's grant is None between dropping a stale connection and getting
         # a fresh one (`_refresh`): then there is nothing of it to revoke.
@@ -72,7 +71,7 @@ class Rooms:
                 conn.user,
                 conn.role,
                 list(self.presence.rooms()),
-                media=self._media.page_config(conn.user),
+                media=self.calls.media.page_config(conn.user),
                 room_size=self.room_size or None,
             )
         )
@@ -273,7 +272,7 @@ class Rooms:
 
     def _signal(self, conn: Conn, request: Signal) -> None:
         """Relay peer-to-peer signalling to one participant of the sender's room."""
-        if not self._media.peer_to_peer:
+        if not self.calls.media.peer_to_peer:
             self._error(
                 conn, request.ref, "unknown_type", "This server's calls use OpenVidu: no 'signal'."
             )

@@ -9,7 +9,7 @@
 // is connected to the media session); tiles.js puts them in one tile per
 // participant of the lobby's room.
 
-import { el } from "./view.js";
+import { newFeed } from "./tiles.js";
 
 const DISCONNECT_MESSAGES = {
   networkDisconnect: "Your connection to the media server dropped.",
@@ -69,7 +69,7 @@ function closeSocket(OV) {
   }
 }
 
-function describe(err) {
+export function describe(err) {
   return (err && (err.message || err.name)) || String(err);
 }
 
@@ -255,7 +255,7 @@ export class Call {
   }
 
   async #publish(OV, session, { nickname, participantId }, current) {
-    const feed = this.#feed("local", { participantId, local: true, label: nickname });
+    const feed = newFeed("local", { participantId, local: true, label: nickname });
     this.#local = feed;
     this.#on.feeds();
     let publisher;
@@ -303,10 +303,6 @@ export class Call {
     this.#on.feeds();
   }
 
-  #feed(key, { participantId, local, label }) {
-    return { key, participantId, local, label, element: el("div", "feed"), video: "on", sending: false };
-  }
-
   #arrived(session, connection) {
     if (connection.connectionId === session.connection?.connectionId) return;
     this.#present.set(connection.connectionId, participantIdFromConnectionData(connection.data));
@@ -319,7 +315,7 @@ export class Call {
 
   #addRemote(session, stream) {
     const data = stream.connection?.data;
-    const feed = this.#feed(stream.streamId, {
+    const feed = newFeed(stream.streamId, {
       participantId: participantIdFromConnectionData(data),
       local: false,
       label: nicknameFromConnectionData(data),

@@ -18,6 +18,8 @@
 // plus `signal` (a frame from a peer), `roster` (who is in the room) and
 // `reconnected` (the lobby socket came back while the call went on).
 
+import { describe } from "./call.js";
+import { newFeed } from "./tiles.js";
 import { el } from "./view.js";
 
 const HELLO_RETRY_MS = [1000, 2000, 4000, 8000, 10_000];
@@ -37,10 +39,6 @@ function newLinkId() {
 // Negotiation steps at debug level (hidden in the console unless "Verbose" is on).
 function trace(link, ...what) {
   console.debug(`p2p ${link.peer} ${link.id}:`, ...what);
-}
-
-function describe(err) {
-  return (err && (err.message || err.name)) || String(err);
 }
 
 function stopTracks(stream) {
@@ -220,7 +218,7 @@ export class PeerCall {
   // --- your camera -----------------------------------------------------------
 
   async #startCamera(nickname, current) {
-    const feed = this.#feed("local", { participantId: this.#me.id, local: true, label: nickname });
+    const feed = newFeed("local", { participantId: this.#me.id, local: true, label: nickname });
     this.#local = feed;
     this.#on.feeds();
     let stream;
@@ -407,7 +405,7 @@ export class PeerCall {
     if (!link.stream) link.stream = new MediaStream();
     link.stream.addTrack(track);
     if (!link.feed) {
-      link.feed = this.#feed(`peer:${link.id}`, { participantId: peer.id, local: false, label: peer.nickname });
+      link.feed = newFeed(`peer:${link.id}`, { participantId: peer.id, local: false, label: peer.nickname });
       link.feed.sending = true;
       const video = videoFor(link.stream, { muted: false });
       link.feed.element.append(video);
@@ -448,10 +446,6 @@ export class PeerCall {
     link.pc?.close();
     stopTracks(link.stream);
     if (link.feed || link.connected) this.#on.feeds();
-  }
-
-  #feed(key, { participantId, local, label }) {
-    return { key, participantId, local, label, element: el("div", "feed"), video: "on", sending: false };
   }
 
   #teardown() {

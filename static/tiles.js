@@ -9,6 +9,14 @@ import { el } from "./view.js";
 
 const HUES = 8; // avatar colours, style.css [data-hue]
 
+/**
+ * A video to show, as call.js and p2p.js offer them: `element` holds the <video>
+ * (put it in the page once and leave it there); `video` is "on" or "off".
+ */
+export function newFeed(key, { participantId, local, label }) {
+  return { key, participantId, local, label, element: el("div", "feed"), video: "on", sending: false };
+}
+
 /** @type {Map<string, HTMLElement>} tile key -> tile */
 const tiles = new Map();
 
