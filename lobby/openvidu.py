@@ -21,6 +21,7 @@ Neither the secret nor a token ever appears in a log line or an exception.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -32,6 +33,7 @@ from urllib.parse import quote
 
 import httpx
 
+from lobby import __version__
 from lobby.config import Settings
 from lobby.media import Grant, Identity, MediaError
 from lobby.transport import Http1Transport
@@ -90,9 +92,12 @@ class OpenViduProtocolError(OpenViduError):
 
 
 class OpenViduBackend:
-    """`MediaBackend` over OpenVidu 2.x REST, sharing one `httpx.AsyncClient`.
+    """`MediaBackend` over OpenVidu 2.x REST, on one httpx transport.
 
-    Its transport is `Http1Transport` unless one is passed in.
+    Requests go straight to the transport (`Http1Transport` unless one is passed
+    in) as ready-made `httpx.Request`s. `httpx.AsyncClient` would add only what
+    OpenVidu does not use (a cookie jar, an auth flow, redirects, URL merging),
+    and that layer was half of a grant's time (docs/bench/profile.md).
     """
 
     def __init__(
@@ -109,23 +114,29 @@ class OpenViduBackend:
             ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
         )
         self._timeout = timeout
+        self._extensions = {"timeout": httpx.Timeout(timeout).as_dict()}
+        self._transport = transport or Http1Transport(verify=tls)
+        base = httpx.URL(base_url.rstrip("/") + "/")
         # Userinfo in a URL would be a credential; keep it out of log lines.
-        self._origin = str(httpx.URL(base_url).copy_with(username=None, password=None)).rstrip("/")
-        self._client = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"),
-            auth=httpx.BasicAuth("OPENVIDUAPP", secret),
-            timeout=httpx.Timeout(timeout),
-            # Not httpx's default (httpcore): half the lobby's own time on a token went
-            # there. See lobby/transport.py and docs/bench/profile.md.
-            transport=transport or Http1Transport(verify=tls),
+        self._origin = str(base.copy_with(username=None, password=None)).rstrip("/")
+        self._base = base.copy_with(username=None, password=None)
+        credentials = base64.b64encode(f"OPENVIDUAPP:{secret}".encode()).decode()
+        # Built once; every request copies them (Host and Content-Length are added per request).
+        self._headers = httpx.Headers(
+            {
+                "Authorization": f"Basic {credentials}",
+                "Accept": "application/json",
+                "User-Agent": f"lobby/{__version__}",
+            }
         )
+        self._json_headers = httpx.Headers(self._headers)
+        self._json_headers["Content-Type"] = "application/json"
         # Sessions we created or found (200 or 409) and have not closed since: a join into
         # one of them needs only its connection, one round trip instead of two. A stale
         # entry (OpenVidu closed the session by itself) costs a 404, then the same two calls.
-        # Each maps to its connection URL, parsed once: httpx parses a path string twice
-        # per request (~0.1 ms), an `httpx.URL` not at all.
+        # Each maps to its connection URL, parsed once (~0.1 ms a parse).
         self._open: dict[str, httpx.URL] = {}
-        self._sessions = self._client.base_url.join(f"{_API}/sessions".lstrip("/"))
+        self._sessions = self._url(f"{_API}/sessions")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OpenViduBackend:
@@ -157,7 +168,7 @@ class OpenViduBackend:
         url = self._open.get(room)
         if url is None:
             await self._ensure_session(room)
-            url = self._client.base_url.join(path.lstrip("/"))
+            url = self._url(path)
         response = await self._call("POST", path, body, ok={200, 404}, url=url)
         if response.status_code == 404:
             # OpenVidu closed the session between our two calls (its last participant
@@ -183,7 +194,10 @@ class OpenViduBackend:
         await self._call("GET", f"{_API}/sessions", None, ok={200})
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._transport.aclose()
+
+    def _url(self, path: str) -> httpx.URL:
+        return self._base.join(path.lstrip("/"))
 
     async def _ensure_session(self, room: str) -> None:
         body = {"customSessionId": room}
@@ -200,8 +214,20 @@ class OpenViduBackend:
     ) -> httpx.Response:
         """`method` on `path` (or on `url`, its parsed form); errors become `OpenViduError`s."""
         where = f"{method} {path}"
+        request = httpx.Request(
+            method,
+            url or self._url(path),
+            headers=self._headers if body is None else self._json_headers,
+            content=None if body is None else json.dumps(body).encode(),
+            extensions=self._extensions,
+        )
         try:
-            response = await self._client.request(method, url or path, json=body)
+            response = await self._transport.handle_async_request(request)
+            response.request = request
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
         except httpx.TimeoutException as exc:
             raise self._fail(
                 OpenViduTimeout, f"OpenVidu timed out after {self._timeout:g}s on {where}"
@@ -222,6 +248,8 @@ class OpenViduBackend:
                 OpenViduProtocolError, f"OpenVidu sent an unreadable answer to {where}: {exc}"
             ) from exc
         status = response.status_code
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s -> %d", where, status)
         if status in ok:
             return response
         if status == 401:

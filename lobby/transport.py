@@ -13,12 +13,13 @@ speaks just what a REST API needs, on asyncio streams:
   then unlikely) or when the server closed them; at most `max_connections` at once;
 - TLS with the context httpx would build (`httpx.create_ssl_context`).
 
-The client stays httpx (`httpx.AsyncClient(transport=...)`): auth, JSON, decoding and
-timeouts are configured there, and failures are httpx's own exceptions, as httpcore's
-would be: `ConnectError`/`ConnectTimeout` before a request was sent, `ReadTimeout` when
+`OpenViduBackend` hands it ready-made `httpx.Request`s and gets `httpx.Response`s
+back; failures are httpx's own exceptions, as httpcore's would be:
+`ConnectError`/`ConnectTimeout` before a request was sent, `ReadTimeout` when
 no complete answer came in time (the whole answer, so a slow trickle is cut off too),
 `PoolTimeout` while every connection is busy, `ReadError`/`WriteError` for a broken
-connection and `RemoteProtocolError` for an answer cut short or malformed. A request
+connection and `RemoteProtocolError` for an answer cut short or malformed. It works
+under `httpx.AsyncClient(transport=...)` too (the tests use it so). A request
 is never sent twice. Not supported, and not needed for OpenVidu: proxies, HTTP/2,
 request bodies streamed without a length, `Expect: 100-continue`.
 """

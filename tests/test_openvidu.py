@@ -13,6 +13,7 @@ import certifi
 import httpx
 import pytest
 
+import lobby
 from lobby.config import Settings
 from lobby.media import Identity, MediaError
 from lobby.openvidu import (
@@ -150,6 +151,40 @@ async def test_a_base_url_with_a_path_prefix_keeps_it_on_every_call():
         "POST https://proxy.test/ov/openvidu/api/sessions/room%201/connection",
         "DELETE https://proxy.test/ov/openvidu/api/sessions/room%201",
     ]
+
+
+async def test_requests_carry_basic_auth_json_and_a_timeout_and_nothing_else():
+    """What goes on the wire without httpx's client layer: the headers are ours, all of them."""
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.method == "DELETE":
+            return httpx.Response(204)
+        return httpx.Response(200, json={"id": "con_1", "token": "tok_1"})
+
+    backend = OpenViduBackend(
+        "http://user:pw@ov.test:4443", SECRET, timeout=2.5, transport=httpx.MockTransport(answer)
+    )
+    grant = await backend.grant("room1", ALICE)
+    await backend.revoke(grant)
+    await backend.aclose()
+    basic = "Basic " + base64.b64encode(f"OPENVIDUAPP:{SECRET}".encode()).decode()
+    post, _, delete = seen
+    assert str(post.url) == "http://ov.test:4443/openvidu/api/sessions"  # no userinfo
+    assert dict(post.headers) == {
+        "host": "ov.test:4443",
+        "authorization": basic,
+        "accept": "application/json",
+        "user-agent": f"lobby/{lobby.__version__}",
+        "content-type": "application/json",
+        "content-length": str(len(post.content)),
+    }
+    assert json.loads(post.content) == {"customSessionId": "room1"}
+    assert delete.content == b""
+    assert "content-type" not in delete.headers
+    assert delete.headers["authorization"] == basic
+    assert post.extensions["timeout"] == dict.fromkeys(("connect", "read", "write", "pool"), 2.5)
 
 
 @pytest.mark.parametrize("role", ["PUBLISHER", "SUBSCRIBER", "MODERATOR"])
@@ -385,7 +420,7 @@ async def test_no_log_line_or_error_ever_shows_the_secret_or_a_token(standin, ca
     secrets += [g.token.rsplit("token=", 1)[1] for g in grants]
     texts = [caplog.text, *(r.getMessage() for r in caplog.records)]
     texts += [f"{e} {e.message} {e!r}" for e in errors] + [repr(backend)]
-    assert len(caplog.records) > len(errors)  # httpx's own lines are covered too
+    assert len(caplog.records) > len(errors)  # the per-call debug lines are covered too
     for text in texts:
         for secret in secrets:
             assert secret not in text
