@@ -2,12 +2,20 @@
 
 It answers the calls the lobby makes the way `tests/openvidu_standin.py` does
 (same statuses, empty 409/404/400 bodies, bodies with OpenVidu's keys, Basic
-auth) but over a bare asyncio protocol on uvloop, so its own service time is
-small, and it is known: every API call is logged with the CLOCK_MONOTONIC
-times at which its last byte was read and its answer was written.
-`GET /_bench/log` hands that log over (and clears it), so the bench subtracts
-exactly the stand-in's own time from a token's latency: what is left is the
-lobby's overhead (its parsing, httpx, its event loop, the loopback hops).
+auth) but on bare non-blocking sockets under uvloop, so its own service time is
+small, and it is known. Every API call is logged with three CLOCK_MONOTONIC
+times: when the request's last byte *arrived* on the socket (the kernel's receive
+timestamp, `SO_TIMESTAMPNS`), when the stand-in got around to reading it, and
+when its answer was written. `GET /_bench/log` hands that log over (and clears
+it), so the bench subtracts the stand-in's own time from a token's latency:
+
+- from arrival to answer: OpenVidu's response time as the lobby sees it on the
+  wire, including the stand-in's own wake-up. On this machine waking an idle
+  process takes 0.1-0.5 ms; that is the media server's time, not the lobby's;
+- from reading to answer: the handler alone (what earlier runs subtracted).
+
+What is left is the lobby's overhead: its wake-ups, parsing, HTTP client, event
+loop, and the hops to and from the client.
 
 Connections never become active (no browser joins with a token), so sessions
 live until the lobby deletes them, as they would on OpenVidu.
@@ -19,6 +27,8 @@ import asyncio
 import base64
 import json
 import secrets
+import socket
+import struct
 import sys
 import time
 from typing import Any
@@ -40,7 +50,9 @@ class Stub:
         self.authorization = f"Basic {credentials}"
         self.ws_url = f"ws://127.0.0.1:{port}"
         self.sessions: dict[str, dict[str, dict[str, Any]]] = {}
-        self.log: list[tuple[str, str, str, int, int]] = []
+        # (method, path, room, arrived, read, answered): CLOCK_MONOTONIC ns
+        self.log: list[tuple[str, str, str, int, int, int]] = []
+        self.connections: set[Http] = set()
 
     def handle(
         self, method: str, path: str, headers: dict[str, str], body: bytes
@@ -103,22 +115,47 @@ class Stub:
         return 200, connection
 
 
-class Http(asyncio.Protocol):
-    """HTTP/1.1 with keep-alive, enough for httpx: Content-Length bodies, no chunking."""
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; the same number for the cmsg
 
-    def __init__(self, stub: Stub) -> None:
+
+def _arrival(ancillary: list[tuple[int, int, bytes]]) -> int:
+    """The kernel's receive timestamp (CLOCK_REALTIME) as CLOCK_MONOTONIC ns; now if absent."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+            sec, nsec = struct.unpack("qq", data[:16])
+            return sec * 1_000_000_000 + nsec - (time.time_ns() - time.monotonic_ns())
+    return time.monotonic_ns()
+
+
+class Http:
+    """HTTP/1.1 with keep-alive on one socket, enough for httpx: Content-Length bodies."""
+
+    def __init__(self, stub: Stub, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
         self.stub = stub
+        self.sock = sock
+        self.loop = loop
         self.buf = b""
-        self.started = 0  # when the request being parsed was complete
-        self.transport: asyncio.Transport | None = None
+        self.out = b""  # what the socket did not take yet (only the log is ever that big)
+        self.arrived = 0  # when the request being parsed was complete on the socket
+        self.started = 0  # when we read it
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        loop.add_reader(sock.fileno(), self.readable)
+        stub.connections.add(self)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        # The clock starts when the request is complete: httpx writes the head and the
-        # body separately, and the gap between them is the client's time, not ours.
-        self.started = time.monotonic_ns()
+    def readable(self) -> None:
+        try:
+            data, ancillary, _, _ = self.sock.recvmsg(65536, socket.CMSG_SPACE(16))
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.close()
+            return
+        # The clock starts when the request is complete: a client may write the head and
+        # the body separately, and the gap between them is the client's time, not ours.
+        self.arrived, self.started = _arrival(ancillary), time.monotonic_ns()
         self.buf += data
         while (end := self.buf.find(b"\r\n\r\n")) >= 0:
             lines = self.buf[:end].decode("latin-1").split("\r\n")
@@ -133,10 +170,43 @@ class Http(asyncio.Protocol):
             body = self.buf[end + 4 : end + 4 + length]
             self.buf = self.buf[end + 4 + length :]
             self.answer(method, target.split("?", 1)[0], headers, body)
-            self.started = time.monotonic_ns()  # a pipelined request waiting in the buffer
+            # A pipelined request waiting in the buffer has been there since this read.
+            self.started = time.monotonic_ns()
+
+    def write(self, data: bytes) -> None:
+        if not self.out:
+            try:
+                sent = self.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                self.close()
+                return
+            data = data[sent:]
+            if data:
+                self.loop.add_writer(self.sock.fileno(), self.flush)
+        self.out += data
+
+    def flush(self) -> None:
+        try:
+            sent = self.sock.send(self.out)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.close()
+            return
+        self.out = self.out[sent:]
+        if not self.out:
+            self.loop.remove_writer(self.sock.fileno())
+
+    def close(self) -> None:
+        if self.sock.fileno() >= 0:
+            self.loop.remove_reader(self.sock.fileno())
+            self.loop.remove_writer(self.sock.fileno())
+            self.sock.close()
+        self.stub.connections.discard(self)
 
     def answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> None:
-        assert self.transport is not None
         if path == "/_bench/log":
             status, payload = 200, self.stub.log
             self.stub.log = []
@@ -151,21 +221,35 @@ class Http(asyncio.Protocol):
             head += "content-type: application/json\r\n"
         if status != 204:
             head += f"content-length: {len(content)}\r\n"
-        self.transport.write(head.encode() + b"\r\n" + content)
+        self.write(head.encode() + b"\r\n" + content)
         if path != "/_bench/log":
             room = path[len(API) :].strip("/").split("/")[0] if path.startswith(API) else ""
             if not room and body:
                 room = json.loads(body).get("customSessionId", "")
-            self.stub.log.append((method, path, room, self.started, time.monotonic_ns()))
+            entry = (method, path, room, self.arrived, self.started, time.monotonic_ns())
+            self.stub.log.append(entry)
 
 
 async def serve(port: int, secret: str) -> None:
     stub = Stub(secret, port)
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: Http(stub), "127.0.0.1", port, backlog=1024)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen(1024)
+    listener.setblocking(False)
+
+    def accept() -> None:
+        try:
+            sock, _ = listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        sock.setblocking(False)
+        Http(stub, sock, loop)  # it keeps itself in stub.connections until closed
+
+    loop.add_reader(listener.fileno(), accept)
     print(f"listening {port}", flush=True)
-    async with server:
-        await server.serve_forever()
+    await asyncio.Event().wait()
 
 
 if __name__ == "__main__":

@@ -42,6 +42,9 @@ from bench.procs import (
     wait_quiet,
 )
 
+# Those that get tokens from the OpenVidu stub: the lobby, and Node `ws` doing the same
+# calls as the reference for the token's latency on this machine.
+TOKEN_SERVERS = ("lobby", "node-ws")
 CONTROLLER_SOCKETS = 20  # trigger, token, churners, stuck reader: each its own user
 STUB_SECRET = "bench-secret"
 
@@ -83,6 +86,9 @@ async def run_one(
         log(f"the machine is busy with other work ({background:.2f} cores); measuring anyway")
     port = free_port()
     env = lobby_env(ctx["db"], ctx["stub_url"]) if target.auth else None
+    if name in TOKEN_SERVERS and env is None:
+        # The reference gets its tokens from the same stub, the same way.
+        env = os.environ | {"OPENVIDU_URL": ctx["stub_url"], "OPENVIDU_SECRET": STUB_SECRET}
     command = target.command(port, args.lobby_path, args.lobby_loop)
     gc_log = ctx["tmp"] / f"gc-{n}.txt"
     if target.auth:
@@ -116,8 +122,8 @@ async def run_one(
             f"({result['connect']['rate']:.0f}/s, {result['connect']['errors']} errors), "
             f"{result['connect']['rss_per_socket_kib']:.1f} KiB/socket")  # fmt: skip
         await b.peer("trigger")
-        if target.auth:
-            await b.peer("token")
+        if name in TOKEN_SERVERS:
+            await b.peer("token", stamped=True)  # the token's arrival, not our wake-up
             await b.peer("host")
         for j in range(args.churners):
             await b.peer(f"churn{j}")
@@ -129,14 +135,16 @@ async def run_one(
             log(f"{name} N={n}: fan-out p50/p99 {fan['last_p50']:.1f}/{fan['last_p99']:.1f} ms, "
                 f"{fan['cpu_us_per_event']:.1f} µs CPU/event, "
                 f"generator {fan['gen_cores']:.2f} cores")  # fmt: skip
-        if target.auth and "token" in args.phases:
+        if name in TOKEN_SERVERS and "token" in args.phases:
             with profiled(server.pid, tool, ctx["out"] / f"profile-{args.profile}-token-{n}.txt"):
                 result["token"] = tok = await phases.token(b, args.token_samples)
             for kind in ("new", "existing"):
                 t = tok[kind]
                 log(f"{name} N={n}: token into a {kind} room: lobby overhead p50/p99 "
                     f"{t['overhead_p50']:.2f}/{t['overhead_p99']:.2f} ms "
-                    f"({t['calls_per_join']:.1f} OpenVidu calls)")  # fmt: skip
+                    f"(handler only {t['overhead_handler_p50']:.2f}/"
+                    f"{t['overhead_handler_p99']:.2f}; "
+                    f"{t['calls_per_join']:.1f} OpenVidu calls)")  # fmt: skip
         if "churn" in args.phases:
             result["churn"] = ch = await phases.churn(b, args.churn_seconds)
             log(f"{name} N={n}: churn {ch['ops_per_s']:.1f} joins+leaves/s, {ch['errors']} errors, "

@@ -184,12 +184,13 @@ class Peer(WS):
     def __init__(self, request: bytes, dialect: str) -> None:
         super().__init__(request, dialect)
         self.inbox: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
+        self.arrived = 0  # set by `StampedTransport` before each frame it hands over
 
     def on_text(self, payload: bytes) -> None:
         if self.dialect == "sio" and payload == b"2":
             self.transport.write(client_frame(b"3"))  # type: ignore[union-attr]
             return
-        self.inbox.put_nowait((time.monotonic_ns(), payload))
+        self.inbox.put_nowait((self.arrived or time.monotonic_ns(), payload))
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -215,6 +216,120 @@ class PeerError(Exception):
     def __init__(self, message: dict[str, Any]) -> None:
         super().__init__(f"{message.get('code')}: {message.get('message')}")
         self.message = message
+
+
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; the same number for the cmsg
+
+
+def kernel_arrival(ancillary: list[tuple[int, int, bytes]]) -> int:
+    """A `recvmsg` receive timestamp (CLOCK_REALTIME) as CLOCK_MONOTONIC ns; 0 if absent."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+            sec = int.from_bytes(data[:8], "little", signed=True)
+            nsec = int.from_bytes(data[8:16], "little", signed=True)
+            return sec * 1_000_000_000 + nsec - (time.time_ns() - time.monotonic_ns())
+    return 0
+
+
+def _frame_size(head: bytes) -> int | None:
+    """The whole size of the server frame starting `head`; None if the head is incomplete."""
+    if len(head) < 2:
+        return None
+    length, start = head[1] & 0x7F, 2
+    if length == 126:
+        length, start = int.from_bytes(head[2:4], "big"), 4
+    elif length == 127:
+        length, start = int.from_bytes(head[2:10], "big"), 10
+    return None if len(head) < start else start + length
+
+
+class StampedTransport:
+    """What `WS` uses of a transport, over a socket read one frame per `recvmsg`.
+
+    Each frame a `Peer` gets is stamped with the kernel's receive timestamp
+    (`SO_TIMESTAMPNS`) of its last byte: when the server's frame *arrived*, not
+    when this process got the CPU to read it. On two shared cores the
+    controller can wait milliseconds for the CPU behind the generators taking
+    in the very fan-out the frame started (a `joined` after a `token`); that is
+    the client's time, not the server's. One frame per read, because TCP
+    stamps a read with its last segment's time.
+    """
+
+    def __init__(self, sock: socket.socket, protocol: Peer) -> None:
+        self.sock = sock
+        self.protocol = protocol
+        self.remaining = 0  # bytes of a frame not read yet
+        self.closing = False
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        asyncio.get_running_loop().add_reader(sock.fileno(), self.readable)
+
+    def readable(self) -> None:
+        sock = self.sock
+        try:
+            if not self.protocol.upgraded:
+                data, arrived = sock.recv(65536), 0
+            else:
+                want = self.remaining
+                if not want:
+                    head = sock.recv(14, socket.MSG_PEEK)
+                    size = _frame_size(head)
+                    if size is None and head:
+                        return  # the rest of the head is on its way: read it whole
+                    want = size or 1  # 1: at the end of the stream, read the EOF
+                data, ancillary, _, _ = sock.recvmsg(want, socket.CMSG_SPACE(16))
+                self.remaining = want - len(data) if data else 0
+                arrived = kernel_arrival(ancillary)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.abort()
+            self.protocol.connection_lost(exc)
+            return
+        if not data:
+            self.abort()
+            self.protocol.connection_lost(None)
+            return
+        self.protocol.arrived = arrived
+        self.protocol.data_received(data)
+
+    def write(self, data: bytes) -> None:
+        if not self.closing:
+            self.sock.sendall(data)  # small frames to a blocking socket: never waits here
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.abort()
+
+    def abort(self) -> None:
+        if not self.closing:
+            self.closing = True
+            asyncio.get_running_loop().remove_reader(self.sock.fileno())
+            self.sock.close()
+
+
+async def open_stamped(
+    factory: Any,
+    host: str,
+    port: int,
+    *,
+    timeout: float = 15.0,  # noqa: ASYNC109 (every wait states its bound)
+) -> Peer:
+    """`open_socket` for one controller `Peer` whose frames carry kernel arrival times."""
+    sock = socket.create_connection((host, port), timeout=timeout)
+    sock.settimeout(None)
+    protocol = factory()
+    assert isinstance(protocol, Peer)
+    transport = StampedTransport(sock, protocol)
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    try:
+        async with asyncio.timeout(timeout):
+            await protocol.ready
+    except BaseException:
+        transport.abort()
+        raise
+    return protocol
 
 
 async def open_socket(

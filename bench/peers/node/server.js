@@ -1,6 +1,10 @@
 // The Node.js `ws` reference: the near-limit broadcast, one JSON.stringify per event and
 // `client.send(text)` to every open client. Same frames as the lobby (welcome; join ->
 // token + joined to all; leave -> ok + left + room_closed to all; ping -> pong), no auth.
+// With OPENVIDU_URL and OPENVIDU_SECRET set, a join gets its token from OpenVidu's REST
+// API as the lobby does (the session once per room, then a connection, on keep-alive
+// connections), and a leave deletes the connection and, once the room is empty, the
+// session: the reference for the lobby's time on a token.
 // Usage: node server.js PORT
 'use strict';
 const http = require('node:http');
@@ -8,6 +12,53 @@ const crypto = require('node:crypto');
 const { WebSocketServer, WebSocket } = require('ws');
 
 const port = Number(process.argv[2]);
+const openvidu = process.env.OPENVIDU_URL ? new URL(process.env.OPENVIDU_URL) : null;
+const agent = new http.Agent({ keepAlive: true });
+const authorization = 'Basic ' + Buffer.from(`OPENVIDUAPP:${process.env.OPENVIDU_SECRET || ''}`).toString('base64');
+const sessions = new Set(); // rooms whose OpenVidu session exists
+const members = new Map(); // room -> people in it
+
+function call(method, path, body) {
+  return new Promise((resolve, reject) => {
+    const content = body === undefined ? null : Buffer.from(JSON.stringify(body));
+    const headers = { Authorization: authorization, Accept: 'application/json' };
+    if (content) Object.assign(headers, { 'Content-Type': 'application/json', 'Content-Length': content.length });
+    const req = http.request({
+      agent, method, headers, host: openvidu.hostname, port: openvidu.port, path: '/openvidu/api' + path,
+    }, (res) => {
+      const parts = [];
+      res.on('data', (part) => parts.push(part));
+      res.on('end', () => {
+        const text = Buffer.concat(parts).toString();
+        resolve({ status: res.statusCode, json: text ? JSON.parse(text) : null });
+      });
+    });
+    req.on('error', reject);
+    req.end(content);
+  });
+}
+
+async function grant(room, nickname) {
+  const path = `/sessions/${encodeURIComponent(room)}`;
+  if (!sessions.has(room)) {
+    const made = await call('POST', '/sessions', { customSessionId: room });
+    if (made.status !== 200 && made.status !== 409) throw new Error(`session: HTTP ${made.status}`);
+    sessions.add(room);
+  }
+  const data = JSON.stringify({ serverData: 'anonymous', participantId: nickname });
+  const made = await call('POST', `${path}/connection`, { type: 'WEBRTC', role: 'PUBLISHER', data });
+  if (made.status !== 200) throw new Error(`connection: HTTP ${made.status}`);
+  return made.json;
+}
+
+async function revoke(room, connection) {
+  const path = `/sessions/${encodeURIComponent(room)}`;
+  await call('DELETE', `${path}/connection/${encodeURIComponent(connection)}`);
+  if (!members.get(room)) {
+    sessions.delete(room);
+    await call('DELETE', path);
+  }
+}
 const server = http.createServer((req, res) => { res.writeHead(404); res.end(); });
 const wss = new WebSocketServer({ server, path: '/ws', perMessageDeflate: false, maxPayload: 4096 });
 
@@ -27,15 +78,26 @@ function broadcast(text) {
 wss.on('connection', (ws) => {
   let me = null;
   let room = '';
+  let connection = null;
   ws.send(welcome);
-  ws.on('message', (data) => {
+  ws.on('message', async (data) => {
     let msg;
     try { msg = JSON.parse(data); } catch { return; }
     const ref = msg.ref === undefined ? null : msg.ref;
     if (msg.type === 'join') {
       room = String(msg.room || '');
       me = participant(String(msg.nickname || ''));
-      const token = `ws://media?sessionId=${room}&token=tok_${crypto.randomBytes(8).toString('hex')}`;
+      let token = `ws://media?sessionId=${room}&token=tok_${crypto.randomBytes(8).toString('hex')}`;
+      if (openvidu) {
+        members.set(room, (members.get(room) || 0) + 1);
+        try {
+          ({ id: connection, token } = await grant(room, me.id));
+        } catch (error) {
+          members.set(room, members.get(room) - 1);
+          ws.send(JSON.stringify({ type: 'error', ref, code: 'media_unavailable', message: String(error) }));
+          return;
+        }
+      }
       ws.send(JSON.stringify({ type: 'token', ref, room, token }));
       broadcast(JSON.stringify({ type: 'joined', room, participant: me }));
     } else if (msg.type === 'leave') {
@@ -44,6 +106,12 @@ wss.on('connection', (ws) => {
         broadcast(JSON.stringify({ type: 'left', room, participant: me, reason: 'left' }));
         broadcast(JSON.stringify({ type: 'room_closed', room }));
         me = null;
+        if (connection) {
+          members.set(room, members.get(room) - 1);
+          const gone = connection;
+          connection = null;
+          revoke(room, gone).catch(() => {});
+        }
       }
     } else if (msg.type === 'ping') {
       ws.send(JSON.stringify({ type: 'pong', ref }));
