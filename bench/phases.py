@@ -218,9 +218,12 @@ async def _stub_log(b: Bench) -> list[list[Any]]:
 async def token(b: Bench, samples: int) -> dict[str, Any]:
     """`join` → `token`, one at a time on a quiet server, minus the OpenVidu stub's own time.
 
-    Two kinds of join: into a new room (the lobby creates the OpenVidu session,
+    Two kinds of join: into a new room (the server creates the OpenVidu session,
     then a connection in it) and into a room someone is already in (`host`).
     Before each join the generator has read everything (the server is idle).
+    The `token` client's frames carry their kernel arrival time, and the stub
+    logs each request's: the overhead is the server's time on the wire, with
+    neither the client's nor the stub's wait for a CPU in it (see bench/README.md).
     """
     client, host = b.peers["token"], b.peers["host"]
     b.drain()

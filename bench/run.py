@@ -150,7 +150,7 @@ async def run_one(
             log(f"{name} N={n}: churn {ch['ops_per_s']:.1f} joins+leaves/s, {ch['errors']} errors, "
                 f"{ch['missed']} missed")  # fmt: skip
         if "stuck" in args.phases:
-            readers = 4 if args.quick else 5
+            readers = 3 if args.quick else 5  # 3: the last two show whether memory is reused
             result["stuck"] = st = await phases.stuck(b, args.rounds, args.push_bytes, readers)
             sf = st["fanout"]
             log(f"{name} N={n}: with a stuck reader p99 {sf['last_p99']} ms, "

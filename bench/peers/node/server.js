@@ -1,6 +1,7 @@
 // The Node.js `ws` reference: the near-limit broadcast, one JSON.stringify per event and
 // `client.send(text)` to every open client. Same frames as the lobby (welcome; join ->
-// token + joined to all; leave -> ok + left + room_closed to all; ping -> pong), no auth.
+// token + joined to all; leave -> ok + left to all, + room_closed once the room is empty;
+// ping -> pong), no auth.
 // With OPENVIDU_URL and OPENVIDU_SECRET set, a join gets its token from OpenVidu's REST
 // API as the lobby does (the session once per room, then a connection, on keep-alive
 // connections), and a leave deletes the connection and, once the room is empty, the
@@ -54,10 +55,7 @@ async function grant(room, nickname) {
 async function revoke(room, connection) {
   const path = `/sessions/${encodeURIComponent(room)}`;
   await call('DELETE', `${path}/connection/${encodeURIComponent(connection)}`);
-  if (!members.get(room)) {
-    sessions.delete(room);
-    await call('DELETE', path);
-  }
+  if (!members.get(room) && sessions.delete(room)) await call('DELETE', path);
 }
 const server = http.createServer((req, res) => { res.writeHead(404); res.end(); });
 const wss = new WebSocketServer({ server, path: '/ws', perMessageDeflate: false, maxPayload: 4096 });
@@ -88,8 +86,8 @@ wss.on('connection', (ws) => {
       room = String(msg.room || '');
       me = participant(String(msg.nickname || ''));
       let token = `ws://media?sessionId=${room}&token=tok_${crypto.randomBytes(8).toString('hex')}`;
+      members.set(room, (members.get(room) || 0) + 1);
       if (openvidu) {
-        members.set(room, (members.get(room) || 0) + 1);
         try {
           ({ id: connection, token } = await grant(room, me.id));
         } catch (error) {
@@ -104,10 +102,13 @@ wss.on('connection', (ws) => {
       ws.send(JSON.stringify({ type: 'ok', ref }));
       if (me) {
         broadcast(JSON.stringify({ type: 'left', room, participant: me, reason: 'left' }));
-        broadcast(JSON.stringify({ type: 'room_closed', room }));
+        members.set(room, members.get(room) - 1);
+        if (!members.get(room)) {
+          members.delete(room);
+          broadcast(JSON.stringify({ type: 'room_closed', room }));
+        }
         me = null;
         if (connection) {
-          members.set(room, members.get(room) - 1);
           const gone = connection;
           connection = null;
           revoke(room, gone).catch(() => {});
