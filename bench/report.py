@@ -251,7 +251,7 @@ def token_table(results: list[dict[str, Any]]) -> list[str]:
     if churned:
         out += ["", "Under churn (8 sockets joining and leaving flat out), join → token p50 / p99: "
                 + "; ".join(
-                    f"N = {r['n']:,}: {_f(r['churn']['token_p50_under_churn'])} / "
+                    f"N = {r['n']:,}, {r['label']}: {_f(r['churn']['token_p50_under_churn'])} / "
                     f"{_f(r['churn']['token_p99_under_churn'])} ms" for r in churned
                 ) + "."]  # fmt: skip
     return out
