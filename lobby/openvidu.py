@@ -121,9 +121,11 @@ class OpenViduBackend:
         self._origin = str(base.copy_with(username=None, password=None)).rstrip("/")
         self._base = base.copy_with(username=None, password=None)
         credentials = base64.b64encode(f"OPENVIDUAPP:{secret}".encode()).decode()
-        # Built once; every request copies them (Host and Content-Length are added per request).
+        # Built once and copied into each request, which then only adds its Content-Length:
+        # a request given its body as a `stream` is not prepared again by httpx (~40 µs).
         self._headers = httpx.Headers(
             {
+                "Host": base.netloc.decode("ascii"),
                 "Authorization": f"Basic {credentials}",
                 "Accept": "application/json",
                 "User-Agent": f"lobby/{__version__}",
@@ -214,11 +216,17 @@ class OpenViduBackend:
     ) -> httpx.Response:
         """`method` on `path` (or on `url`, its parsed form); errors become `OpenViduError`s."""
         where = f"{method} {path}"
+        if body is None:
+            headers, content = self._headers, b""
+        else:
+            content = json.dumps(body).encode()
+            headers = httpx.Headers(self._json_headers)
+            headers["Content-Length"] = str(len(content))
         request = httpx.Request(
             method,
             url or self._url(path),
-            headers=self._headers if body is None else self._json_headers,
-            content=None if body is None else json.dumps(body).encode(),
+            headers=headers,
+            stream=httpx.ByteStream(content),
             extensions=self._extensions,
         )
         try:
