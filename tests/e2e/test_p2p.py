@@ -87,16 +87,24 @@ async def peer_to_peer(make_lobby: LobbyFactory, **settings: object) -> str:
     return str(lobby.http)
 
 
-async def test_two_people_see_each_other_peer_to_peer(
-    make_lobby: LobbyFactory, standin: OpenViduStandin, tabs: Tabs
-):
-    url = await peer_to_peer(make_lobby)
+async def alice_and_bob_in_a_call(
+    make_lobby: LobbyFactory, tabs: Tabs, **settings: object
+) -> tuple[Tab, Tab]:
+    """Alice makes the room TUTORIAL, Bob joins it from the lobby; both are in the call."""
+    url = await peer_to_peer(make_lobby, **settings)
     alice = await tabs.login(url, "alice")
     bob = await tabs.login(url, "bob")
     await alice.create_room("TUTORIAL", "Alice")
     await alice.in_call()
     await bob.join_listed("TUTORIAL", "Bob")
     await bob.in_call()
+    return alice, bob
+
+
+async def test_two_people_see_each_other_peer_to_peer(
+    make_lobby: LobbyFactory, standin: OpenViduStandin, tabs: Tabs
+):
+    alice, bob = await alice_and_bob_in_a_call(make_lobby, tabs)
     a, b = participant_id(alice), participant_id(bob)
     await sees_video_of(alice, b)
     await sees_video_of(bob, a)
@@ -150,13 +158,7 @@ async def test_a_viewer_receives_video_and_sends_none(make_lobby: LobbyFactory, 
 async def test_a_reload_in_a_call_brings_the_video_back_and_nobody_leaves(
     make_lobby: LobbyFactory, tabs: Tabs
 ):
-    url = await peer_to_peer(make_lobby, reconnect_grace=5.0)
-    alice = await tabs.login(url, "alice")
-    bob = await tabs.login(url, "bob")
-    await alice.create_room("TUTORIAL", "Alice")
-    await alice.in_call()
-    await bob.join_listed("TUTORIAL", "Bob")
-    await bob.in_call()
+    alice, bob = await alice_and_bob_in_a_call(make_lobby, tabs, reconnect_grace=5.0)
     a = participant_id(alice)
     await sees_video_of(bob, a)
     await bob.watch_removals(
@@ -184,13 +186,7 @@ async def test_closing_a_tab_ends_its_connections_after_the_grace_period(
     make_lobby: LobbyFactory, tabs: Tabs
 ):
     grace = 1.0
-    url = await peer_to_peer(make_lobby, reconnect_grace=grace)
-    alice = await tabs.login(url, "alice")
-    bob = await tabs.login(url, "bob")
-    await alice.create_room("TUTORIAL", "Alice")
-    await alice.in_call()
-    await bob.join_listed("TUTORIAL", "Bob")
-    await bob.in_call()
+    alice, bob = await alice_and_bob_in_a_call(make_lobby, tabs, reconnect_grace=grace)
     a = participant_id(alice)
     await sees_video_of(bob, a)
     closed_at = time.monotonic()
@@ -247,13 +243,7 @@ async def test_two_pages_reloading_at_once_find_each_other_again(
     make_lobby: LobbyFactory, tabs: Tabs
 ):
     """Both say hello to each other at the same time: one hello wins, the pair connects."""
-    url = await peer_to_peer(make_lobby, reconnect_grace=5.0)
-    alice = await tabs.login(url, "alice")
-    bob = await tabs.login(url, "bob")
-    await alice.create_room("TUTORIAL", "Alice")
-    await alice.in_call()
-    await bob.join_listed("TUTORIAL", "Bob")
-    await bob.in_call()
+    alice, bob = await alice_and_bob_in_a_call(make_lobby, tabs, reconnect_grace=5.0)
     a, b = participant_id(alice), participant_id(bob)
     await sees_video_of(alice, b)
     await asyncio.gather(alice.page.reload(), bob.page.reload())
