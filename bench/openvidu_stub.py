@@ -28,12 +28,13 @@ import base64
 import json
 import secrets
 import socket
-import struct
 import sys
 import time
 from typing import Any
 
 import uvloop
+
+from bench.wsclient import SO_TIMESTAMPNS, kernel_arrival
 
 API = "/openvidu/api/sessions"
 PHRASES = {200: "OK", 204: "No Content", 400: "Bad Request", 401: "Unauthorized"}
@@ -115,18 +116,6 @@ class Stub:
         return 200, connection
 
 
-SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; the same number for the cmsg
-
-
-def _arrival(ancillary: list[tuple[int, int, bytes]]) -> int:
-    """The kernel's receive timestamp (CLOCK_REALTIME) as CLOCK_MONOTONIC ns; now if absent."""
-    for level, kind, data in ancillary:
-        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
-            sec, nsec = struct.unpack("qq", data[:16])
-            return sec * 1_000_000_000 + nsec - (time.time_ns() - time.monotonic_ns())
-    return time.monotonic_ns()
-
-
 class Http:
     """HTTP/1.1 with keep-alive on one socket, enough for httpx: Content-Length bodies."""
 
@@ -155,7 +144,8 @@ class Http:
             return
         # The clock starts when the request is complete: a client may write the head and
         # the body separately, and the gap between them is the client's time, not ours.
-        self.arrived, self.started = _arrival(ancillary), time.monotonic_ns()
+        self.started = time.monotonic_ns()
+        self.arrived = kernel_arrival(ancillary) or self.started
         self.buf += data
         while (end := self.buf.find(b"\r\n\r\n")) >= 0:
             lines = self.buf[:end].decode("latin-1").split("\r\n")

@@ -117,9 +117,9 @@ class OpenViduBackend:
         self._extensions = {"timeout": httpx.Timeout(timeout).as_dict()}
         self._transport = transport or Http1Transport(verify=tls)
         base = httpx.URL(base_url.rstrip("/") + "/")
-        # Userinfo in a URL would be a credential; keep it out of log lines.
-        self._origin = str(base.copy_with(username=None, password=None)).rstrip("/")
+        # Userinfo in a URL would be a credential; keep it out of requests and log lines.
         self._base = base.copy_with(username=None, password=None)
+        self._origin = str(self._base).rstrip("/")
         credentials = base64.b64encode(f"OPENVIDUAPP:{secret}".encode()).decode()
         # Built once and copied into each request, which then only adds its Content-Length:
         # a request given its body as a `stream` is not prepared again by httpx (~40 µs).
