@@ -53,9 +53,9 @@ import argon2
 import httpx
 import uvloop
 
-from lobby import db as database
-from lobby.sessions import SessionStore
-from lobby.users import UserStore
+from lobby.store import db as database
+from lobby.store.sessions import SessionStore
+from lobby.store.users import UserStore
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # for the stand-in, which lives with the tests
@@ -70,7 +70,8 @@ VICTIM = "victim"  # the brute-force target: a production-strength argon2id hash
 VICTIM_PASSWORD = secrets.token_urlsafe(16)
 # Users whose names are as long as names may be (32): their events are as fat as they get.
 DRIVERS = [f"driver{i}-" + "x" * 24 for i in range(4)]
-CUT_LINGER = 2.0  # lobby.wire.Writer.cut: seconds between the 4008 close and the abort
+# lobby.web.uvicorn_adapter.Writer.cut: seconds between the 4008 close and the abort.
+CUT_LINGER = 2.0
 UVICORN_CLOSE_TIMEOUT = 10.0  # uvicorn's sans-I/O protocol: wait for the peer's close frame
 
 

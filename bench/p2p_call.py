@@ -26,9 +26,9 @@ from playwright.async_api import Page, async_playwright, expect
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lobby import protocol, relay  # noqa: E402
 from lobby.app import create_app, media_backend  # noqa: E402
-from lobby.presence import Participant, Presence  # noqa: E402
+from lobby.rules import protocol, relay  # noqa: E402
+from lobby.rules.presence import Participant, Presence  # noqa: E402
 from lobby.server import uvicorn_config  # noqa: E402
 from tests.conftest import make_users  # noqa: E402
 from tests.conftest import test_settings as lobby_settings  # noqa: E402

@@ -21,8 +21,8 @@ def provision(path: str, count: int) -> list[str]:
     from argon2 import PasswordHasher
 
     from lobby import db as database
-    from lobby.sessions import SessionStore
-    from lobby.users import UserStore
+    from lobby.store.sessions import SessionStore
+    from lobby.store.users import UserStore
 
     cheap = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
     db = database.connect(path)

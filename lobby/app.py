@@ -14,23 +14,24 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from lobby import db as database
-from lobby import views
-from lobby.auth import Auth
-from lobby.breaker import Breaker
 from lobby.config import Settings
+from lobby.handler import RequestHandler
 from lobby.hub import Hub
-from lobby.media import MediaBackend
-from lobby.openvidu import OpenViduBackend
-from lobby.p2p import PeerToPeerBackend
-from lobby.rooms import Rooms
-from lobby.roster import Roster
-from lobby.sessions import SessionStore
-from lobby.state import AppState
-from lobby.throttle import LoginThrottle
-from lobby.users import UserStore
+from lobby.media.breaker import Breaker
+from lobby.media.openvidu import OpenViduBackend
+from lobby.media.p2p import PeerToPeerBackend
+from lobby.media.seam import MediaBackend
+from lobby.rules.limits import LoginThrottle
+from lobby.rules.protocol import CloseCode
+from lobby.store import db as database
+from lobby.store.roster import Roster
+from lobby.store.sessions import SessionStore
+from lobby.store.users import UserStore
 from lobby.watch import watch_sessions
-from lobby.ws import lobby_socket
+from lobby.web import pages
+from lobby.web.auth import Auth
+from lobby.web.socket import lobby_socket
+from lobby.web.state import AppState
 
 log = logging.getLogger("lobby")
 
@@ -41,7 +42,12 @@ def media_backend(settings: Settings) -> MediaBackend:
         return PeerToPeerBackend(
             settings.ice_servers, turn_secret=settings.turn_secret, turn_ttl=settings.session_ttl
         )
-    return OpenViduBackend.from_settings(settings)
+    return OpenViduBackend(
+        settings.openvidu_url,
+        settings.openvidu_secret,
+        timeout=settings.openvidu_timeout,
+        verify=settings.openvidu_ca_file or settings.openvidu_verify_tls,
+    )
 
 
 def create_app(
@@ -65,7 +71,7 @@ def create_app(
         sessions.purge_expired()
         backend = Breaker(media or media_backend(settings))
         hub = Hub()
-        rooms = Rooms(
+        handler = RequestHandler(
             backend,
             hub,
             grace=settings.reconnect_grace,
@@ -74,7 +80,7 @@ def create_app(
             recovered=backend.recovered,
             roster=Roster(db),
         )
-        restored = rooms.restore()
+        restored = handler.restore()
         if restored:
             log.info(
                 "restored %d participants; they have %gs to come back",
@@ -84,27 +90,27 @@ def create_app(
         auth = Auth(store, sessions, secret_key=settings.secret_key, ttl=settings.session_ttl)
         # `is None`, not `or`: an empty throttle has length 0 and counts as false.
         throttle = LoginThrottle() if login_throttle is None else login_throttle
-        app.state.lobby = AppState(settings, db, auth, backend, hub, rooms, throttle)
-        watcher = asyncio.create_task(watch_sessions(sessions, hub, rooms))
+        app.state.lobby = AppState(settings, db, auth, backend, hub, handler, throttle)
+        watcher = asyncio.create_task(watch_sessions(sessions, hub, handler))
         try:
             yield
         finally:
             watcher.cancel()
             for conn in hub:
-                conn.close(1012, "server restarting")
-            await rooms.drain()
+                conn.close(CloseCode.RESTARTING, "server restarting")
+            await handler.drain()
             await backend.aclose()
             if users is None:
                 db.close()
 
     routes = [
-        Route("/", views.login_page, methods=["GET"]),
-        Route("/login", views.login, methods=["POST"]),
-        Route("/logout", views.logout, methods=["POST"]),
-        Route("/lobby", views.lobby_page, methods=["GET"]),
-        Route("/healthz", views.healthz, methods=["GET"]),
+        Route("/", pages.login_page, methods=["GET"]),
+        Route("/login", pages.login, methods=["POST"]),
+        Route("/logout", pages.logout, methods=["POST"]),
+        Route("/lobby", pages.lobby_page, methods=["GET"]),
+        Route("/healthz", pages.healthz, methods=["GET"]),
         WebSocketRoute("/ws", lobby_socket),
-        Mount("/static", StaticFiles(directory=views.ROOT / "static"), name="static"),
+        Mount("/static", StaticFiles(directory=pages.ROOT / "static"), name="static"),
     ]
     return Starlette(
         routes=routes,

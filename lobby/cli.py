@@ -19,9 +19,10 @@ from contextlib import closing
 from dataclasses import replace
 
 from lobby.config import SETTINGS, ConfigError, Settings
-from lobby.db import SchemaError, connect
-from lobby.media import ROLES
-from lobby.users import UserError, UserStore, check_name
+from lobby.rules.grants import ROLES
+from lobby.store.db import SchemaError, connect
+from lobby.store.users import UserError, UserStore, check_name
+from lobby.web import IncompatibleUvicorn
 
 Serve = Callable[[Settings], object]
 
@@ -61,7 +62,11 @@ def _serve(args: argparse.Namespace, serve: Serve | None) -> int:
         from lobby.server import serve as serve_forever
 
         serve = serve_forever
-    serve(settings)
+    try:
+        serve(settings)
+    except IncompatibleUvicorn as exc:
+        print(f"lobby: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -12,6 +12,8 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from lobby.media.p2p import IceServer
+
 
 class ConfigError(ValueError):
     """A setting is missing or malformed; the message names it."""
@@ -166,19 +168,6 @@ P2P_ROOM_SIZE = 4
 MAX_FRAME_BYTES = 4096
 P2P_MAX_FRAME_BYTES = 32768
 ICE_SCHEMES = ("stun:", "stuns:", "turn:", "turns:")
-
-
-@dataclass(frozen=True, slots=True)
-class IceServer:
-    """One STUN/TURN server for the browsers' `RTCPeerConnection` (the `RTCIceServer` shape)."""
-
-    urls: tuple[str, ...]
-    username: str | None = None
-    credential: str | None = field(default=None, repr=False)
-
-    @property
-    def turn(self) -> bool:
-        return any(url.startswith(("turn:", "turns:")) for url in self.urls)
 
 
 def _bool(name: str, value: str) -> bool:

@@ -1,13 +1,14 @@
 """Live connections and the fan-out to them.
 
 A broadcast encodes and frames its message once and writes the same bytes to
-every connection without awaiting any of them (`lobby.wire`): a socket that
+every connection without awaiting any of them (a `FrameWriter` per socket, which
+the server puts in the ASGI scope under `WRITER_EXTENSION`): a socket that
 keeps up costs one `transport.write` per event and no task. A tab that stops
 reading only grows its own transport buffer; once that passes `max_buffered`
 bytes it is cut off (close code 4008, then aborted if the close cannot get
 through) and its buffer freed, and nobody else ever waits for it.
 
-Knows nothing of HTTP, presence or OpenVidu.
+Knows nothing of HTTP, presence or the media server.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
-from lobby.wire import text_frame
+from lobby.rules.frames import text_frame
+from lobby.rules.protocol import CloseCode
 
-SLOW_CLOSE_CODE = 4008
+WRITER_EXTENSION = "lobby.writer"  # the ASGI scope extension that carries a socket's writer
 MAX_BUFFERED = 1 << 20  # bytes a socket may fall behind before it is cut off
 _ids = itertools.count(1)
 
@@ -84,8 +86,8 @@ class Conn:
         if not self._writer.write(frame):
             self.close_code = 1006  # the transport is already going away
         elif self._writer.buffered() > self._max_buffered:
-            self.close_code = SLOW_CLOSE_CODE
-            self._writer.cut(SLOW_CLOSE_CODE, "too slow: stopped reading")
+            self.close_code = CloseCode.TOO_SLOW
+            self._writer.cut(CloseCode.TOO_SLOW, "too slow: stopped reading")
 
     def cut(self, code: int, reason: str) -> None:
         """Close without waiting for the peer's answer: it stops being read at once."""

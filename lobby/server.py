@@ -1,15 +1,22 @@
-"""Running the app under uvicorn with the socket settings the protocol promises."""
+"""Process start-up: the app under uvicorn, with the socket settings the protocol promises.
+
+uvicorn's internals are reached only through `lobby.web.uvicorn_adapter`, and only
+after checking that the installed uvicorn still has everything the adapter
+relies on (`IncompatibleUvicorn` otherwise: one sentence, no 403 for every socket).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
 
 from lobby.app import create_app
 from lobby.config import Settings
-from lobby.wire import DirectProtocol, head_timeout_protocol
+from lobby.web import UVICORN_SERIES, IncompatibleUvicorn
 
 log = logging.getLogger("lobby")
 
@@ -25,17 +32,39 @@ DEMO_BANNER = """
 ************************************************************************"""
 
 
+def protocols(
+    header_timeout: float, *, relied_on: dict[type[Any], tuple[str, ...]] | None = None
+) -> tuple[type[asyncio.Protocol], type[asyncio.Protocol]]:
+    """uvicorn's HTTP and WebSocket protocol classes for the lobby, from the adapter.
+
+    Raises `IncompatibleUvicorn` unless the installed uvicorn has everything the
+    adapter relies on (`relied_on`: the adapter's own list unless given).
+    """
+    needs = (
+        f"lobby needs uvicorn {UVICORN_SERIES}.x, but uvicorn {uvicorn.__version__} is installed"
+    )
+    try:
+        from lobby.web import uvicorn_adapter as adapter
+    except ImportError as exc:
+        raise IncompatibleUvicorn(f"{needs}: {exc}") from exc
+    gaps = adapter.missing(relied_on)
+    if gaps:
+        raise IncompatibleUvicorn(f"{needs}, which lacks {', '.join(gaps)}")
+    return adapter.head_timeout_protocol(header_timeout), adapter.DirectProtocol
+
+
 def uvicorn_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
+    http, ws = protocols(settings.header_timeout)
     return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         # httptools with a deadline on each request head (slowloris).
-        http=head_timeout_protocol(settings.header_timeout),
+        http=http,
         timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
         # uvicorn's sans-I/O websockets protocol (server pings, max_size enforced with
         # 1009) plus direct frame writes for the hub.
-        ws=DirectProtocol,
+        ws=ws,
         ws_max_size=settings.max_frame_bytes,
         ws_ping_interval=settings.ping_interval,
         ws_ping_timeout=settings.ping_timeout,
@@ -55,6 +84,8 @@ def serve(settings: Settings) -> None:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # httpx logs every OpenVidu call at INFO; lobby.media.openvidu logs what matters.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     if settings.demo:
         log.warning(DEMO_BANNER)
     calls = (
@@ -63,4 +94,5 @@ def serve(settings: Settings) -> None:
         else f"peer to peer, rooms of up to {settings.room_size or 'any number of'} people"
     )
     log.info("Lobby on http://%s:%d, calls %s", settings.host, settings.port, calls)
-    uvicorn.Server(uvicorn_config(create_app(settings), settings)).run()
+    config = uvicorn_config(create_app(settings), settings)  # checks uvicorn first
+    uvicorn.Server(config).run()

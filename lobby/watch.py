@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import asyncio
 
+from lobby.handler import RequestHandler
 from lobby.hub import Hub
-from lobby.rooms import Rooms
-from lobby.sessions import SessionStore
-
-SESSION_ENDED = 4001
+from lobby.rules.protocol import CloseCode
+from lobby.store.sessions import SessionStore
 
 
 async def watch_sessions(
     sessions: SessionStore,
     hub: Hub,
-    rooms: Rooms,
+    handler: RequestHandler,
     *,
     interval: float = 1.0,
     full_every: float = 30.0,
@@ -38,7 +37,7 @@ async def watch_sessions(
             continue
         seen, last_full = version, loop.time()
         for session_id in await _ended(sessions, {conn.session_id for conn in hub}, chunk):
-            rooms.end_session(session_id, SESSION_ENDED, "session ended")
+            handler.end_session(session_id, CloseCode.SESSION_ENDED, "session ended")
 
 
 async def _ended(sessions: SessionStore, open_sessions: set[str], chunk: int) -> set[str]:

@@ -15,12 +15,12 @@ import websockets
 from argon2 import PasswordHasher
 from websockets.exceptions import ConnectionClosed
 
-from lobby import db as database
 from lobby.app import create_app, media_backend
 from lobby.config import Settings
 from lobby.server import uvicorn_config
-from lobby.state import AppState
-from lobby.users import UserStore
+from lobby.store import db as database
+from lobby.store.users import UserStore
+from lobby.web.state import AppState
 from tests.live import LiveServer
 from tests.openvidu_standin import OpenViduStandin, running_standin
 

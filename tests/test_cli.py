@@ -15,9 +15,10 @@ import pytest
 import lobby
 from lobby.cli import database_path, main
 from lobby.config import Settings
-from lobby.db import connect
-from lobby.sessions import SessionStore
-from lobby.users import User, UserStore
+from lobby.store.db import connect
+from lobby.store.sessions import SessionStore
+from lobby.store.users import User, UserStore
+from lobby.web import IncompatibleUvicorn
 
 SECRETS = (
     "LOBBY_SECRET_KEY",
@@ -277,6 +278,18 @@ def test_serve_refuses_a_bad_port(database: str, capsys: pytest.CaptureFixture[s
         main(["serve", "--port", "70000"], serve=lambda settings: None)
     assert exited.value.code == 2
     assert "not a port number" in capsys.readouterr().err
+
+
+def test_serve_with_an_unfit_uvicorn_says_so_and_exits_2(
+    database: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def serve(settings: Settings) -> None:
+        raise IncompatibleUvicorn("lobby needs uvicorn 0.54.x, but uvicorn 0.99.0 is installed")
+
+    assert main(["serve", "--demo"], serve=serve) == 2
+    assert capsys.readouterr().err == (
+        "lobby: lobby needs uvicorn 0.54.x, but uvicorn 0.99.0 is installed\n"
+    )
 
 
 # --- the installed command ----------------------------------------------------------------

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from lobby import protocol, signalling
 from lobby.config import SETTINGS, ConfigError, Settings
+from lobby.rules import protocol, signalling
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -59,7 +59,7 @@ def test_every_error_code_is_documented_and_no_other() -> None:
 def test_every_close_code_is_documented_and_no_other() -> None:
     table = section(PROTOCOL, "## Close codes")
     documented = [int(c) for c in re.findall(r"^\| (\d{4}) \|", table, re.MULTILINE)]
-    assert sorted(documented) == sorted(protocol.CLOSE_CODES)
+    assert sorted(documented) == sorted(protocol.CloseCode)
 
 
 def test_documented_limits_match_the_code() -> None:

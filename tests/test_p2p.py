@@ -11,8 +11,7 @@ import json
 import httpx
 import pytest
 
-from lobby.config import IceServer
-from lobby.p2p import PeerToPeerBackend
+from lobby.media.p2p import IceServer, PeerToPeerBackend
 from tests.conftest import Client, Lobby, LobbyFactory, until
 from tests.openvidu_standin import OpenViduStandin
 from tests.test_signalling import RECEIVE, SEND
@@ -140,7 +139,7 @@ async def test_a_viewer_cannot_send_media_but_can_answer(p2p: Lobby) -> None:
 async def test_signals_to_an_away_peer_are_dropped(p2p: Lobby) -> None:
     (alice, _), (bob, b) = await in_room(p2p, "A", "alice", "bob")
     await bob.close()
-    await until(lambda: p2p.state.rooms.presence.member(b).away)  # type: ignore[union-attr]
+    await until(lambda: p2p.state.handler.presence.member(b).away)  # type: ignore[union-attr]
     await alice.send({"type": "signal", "to": b, "data": hello(), "ref": 5})
     await alice.send({"type": "ping", "ref": 6})
     assert (await alice.expect("pong"))["ref"] == 6  # and no error before it
@@ -184,7 +183,7 @@ async def test_a_full_room_answers_room_full_and_away_members_keep_their_seat(
     assert (error["ref"], error["code"]) == (ref, "room_full")
     assert "full" in error["message"]
     await bob.close()  # away, not gone: the seat stays Bob's for the grace period
-    await until(lambda: lobby.state.rooms.presence.member(b).away)
+    await until(lambda: lobby.state.handler.presence.member(b).away)
     await carol.request({"type": "join", "room": "A", "nickname": "Carol"})
     assert (await carol.until("error"))["code"] == "room_full"
     # Another room is fine, and a seat frees up when someone leaves.
@@ -214,7 +213,7 @@ async def test_two_joins_for_the_last_seat_one_wins_and_the_other_is_revoked(
     await standin.wait_for(
         lambda: any(c.method == "DELETE" and "/connection/" in c.path for c in standin.calls)
     )
-    assert lobby.state.rooms.presence.size("A") == 1
+    assert lobby.state.handler.presence.size("A") == 1
 
 
 def test_turn_credentials_follow_the_turn_rest_scheme() -> None:

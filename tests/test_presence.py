@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lobby.presence import Joined, Left, Outcome, Participant, Presence, RoomClosed
+from lobby.rules.presence import Joined, Left, Outcome, Participant, Presence, RoomClosed
 
 
 def person(pid: str, user: str = "alice") -> Participant:

@@ -1,4 +1,4 @@
-"""A stateful property test of the presence core, driven the way `lobby.rooms` drives it.
+"""A stateful property test of the presence core, driven the way `lobby.handler` drives it.
 
 Hypothesis runs random sequences of connect / join (and so switch) / leave /
 disconnect / grace expiry / resume / token refresh against one `Presence`, next
@@ -27,7 +27,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from lobby.presence import (
+from lobby.rules.presence import (
     Event,
     Joined,
     LeaveReason,
@@ -122,7 +122,7 @@ class PresenceMachine(RuleBasedStateMachine):
             for event in outcome.events:
                 apply_event(view, event)
 
-    # Steps, with the calls and checks `lobby.rooms.Rooms` makes
+    # Steps, with the calls and checks `lobby.handler.RequestHandler` makes
 
     def do_connect(self, user: str) -> int:
         sid = next(self.ids)
@@ -179,7 +179,10 @@ class PresenceMachine(RuleBasedStateMachine):
         restored=st.lists(st.tuples(st.sampled_from(USERS), st.sampled_from(ROOMS)), max_size=4)
     )
     def restart(self, restored: list[tuple[str, str]]) -> None:
-        """The last run's participants come back away, each with a grace timer (`Rooms.restore`)."""
+        """The last run's participants come back away, each with a grace timer.
+
+        As `RequestHandler.restore` does.
+        """
         for user, room in restored:
             n = next(self.ids)
             participant = Participant(f"p{n}", user, f"{user.title()} {n}", "PUBLISHER")

@@ -17,9 +17,9 @@ from typing import Any
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from lobby import protocol, signalling
-from lobby.presence import Participant
-from lobby.protocol import Join, Leave, Ping, ProtocolError, Request, Resume, Signal, parse
+from lobby.rules import protocol, signalling
+from lobby.rules.presence import Participant
+from lobby.rules.protocol import Join, Leave, Ping, ProtocolError, Request, Resume, Signal, parse
 
 MAX_FRAME = 4096  # bytes; the socket closes with 1009 above it (docs/protocol.md)
 MAX_SAFE_INTEGER = 2**53 - 1  # a ref number must be a JavaScript safe integer (ditto)
@@ -457,7 +457,7 @@ def test_every_reply_can_be_sent_as_utf8(text: str) -> None:
     """Every string a request carries can be encoded as UTF-8, as the server must.
 
     Regression: lone surrogates (JSON escapes like "\\ud800") in `ref` broke every
-    reply echoing it, and in `key` the digest `lobby.rooms` takes of it.
+    reply echoing it, and in `key` the digest `lobby.handler` takes of it.
     """
     result = parse(text)
     someone = Participant("p_1", "alice", "Alice", "PUBLISHER")
@@ -466,7 +466,7 @@ def test_every_reply_can_be_sent_as_utf8(text: str) -> None:
     elif isinstance(result, Join):
         reply = protocol.render_token(result.ref, result.room, "tok", someone, "key")
     elif isinstance(result, Resume):
-        result.key.encode()  # `lobby.rooms` hashes it to look the participant up
+        result.key.encode()  # `lobby.handler` hashes it to look the participant up
         reply = protocol.render_resumed(result.ref, "A", someone, None)
     elif isinstance(result, Leave):
         reply = protocol.render_ok(result.ref)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-from lobby.presence import Participant, Presence
-from lobby.protocol import ProtocolError, Signal, parse
-from lobby.relay import Delivery, route
+from lobby.rules.presence import Participant, Presence
+from lobby.rules.protocol import ProtocolError, Signal, parse
+from lobby.rules.relay import Delivery, route
 from tests.test_signalling import RECEIVE, SEND
 
 ALICE = Participant("p_a", "alice", "Alice", "PUBLISHER")

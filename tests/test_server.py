@@ -16,8 +16,8 @@ import httpx
 import pytest
 import websockets
 
-from lobby.db import connect
-from lobby.users import UserStore
+from lobby.store.db import connect
+from lobby.store.users import UserStore
 from tests.conftest import csrf_from
 from tests.openvidu_standin import OpenViduStandin
 

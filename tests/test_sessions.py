@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from argon2 import PasswordHasher
 
-from lobby.db import Database, connect
-from lobby.sessions import SessionStore
-from lobby.users import User, UserStore
+from lobby.store.db import Database, connect
+from lobby.store.sessions import SessionStore
+from lobby.store.users import User, UserStore
 
 TTL = 3600.0
 ALICE = User("alice", "PUBLISHER")

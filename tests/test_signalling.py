@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from lobby import protocol, signalling
-from lobby.protocol import ProtocolError, Request, Signal, parse
+from lobby.rules import protocol, signalling
+from lobby.rules.protocol import ProtocolError, Request, Signal, parse
 
 SEND = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n" + (
     "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=sendrecv\r\n"

@@ -11,10 +11,10 @@ from typing import Literal
 import pytest
 from argon2 import PasswordHasher
 
-from lobby.db import SCHEMA_VERSION, Database, SchemaError, connect, schema_version
-from lobby.media import ROLES
-from lobby.sessions import SessionStore
-from lobby.users import DEMO_USERS, Account, User, UserError, UserStore, check_name
+from lobby.rules.grants import ROLES
+from lobby.store.db import SCHEMA_VERSION, Database, SchemaError, connect, schema_version
+from lobby.store.sessions import SessionStore
+from lobby.store.users import DEMO_USERS, Account, User, UserError, UserStore, check_name
 
 
 def cheap_hasher(time_cost: int = 1) -> PasswordHasher:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from lobby.throttle import LoginThrottle
+from lobby.rules.limits import LoginThrottle
 from tests.conftest import PASSWORD, Lobby, LobbyFactory, csrf_from
 
 

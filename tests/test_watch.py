@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from lobby import db as database
+from lobby.handler import RequestHandler
 from lobby.hub import Conn, Hub
-from lobby.p2p import PeerToPeerBackend
-from lobby.rooms import Rooms
-from lobby.sessions import SessionStore
-from lobby.users import UserStore
+from lobby.media.p2p import PeerToPeerBackend
+from lobby.store import db as database
+from lobby.store.sessions import SessionStore
+from lobby.store.users import UserStore
 from lobby.watch import watch_sessions
 from tests.conftest import CHEAP_HASHER, until
 
@@ -41,15 +41,15 @@ async def test_sessions_are_checked_a_chunk_at_a_time_and_ended_ones_closed(
     sessions = SessionStore(db, ttl=3600)
     ids = [sessions.create("alice") for _ in range(7)]
     hub = Hub()
-    rooms = Rooms(PeerToPeerBackend(), hub, grace=1.0)
+    handler = RequestHandler(PeerToPeerBackend(), hub, grace=1.0)
     closed: dict[str, int] = {}
     for session_id in ids:
 
         def close(code: int, reason: str, session_id: str = session_id) -> None:
             closed[session_id] = code
 
-        rooms.connect(Conn("alice", "PUBLISHER", session_id, Transport(), close))
-    watcher = asyncio.create_task(watch_sessions(sessions, hub, rooms, interval=0.01, chunk=3))
+        handler.connect(Conn("alice", "PUBLISHER", session_id, Transport(), close))
+    watcher = asyncio.create_task(watch_sessions(sessions, hub, handler, interval=0.01, chunk=3))
     await asyncio.sleep(0)  # it has read the database's version and sleeps
     # Another process (the CLI) ends one session in the first chunk of 3 and the last one.
     other = SessionStore(database.connect(path), ttl=3600)

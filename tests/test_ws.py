@@ -16,8 +16,9 @@ import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
 
-from lobby.db import connect
-from lobby.users import UserStore
+from lobby.media.breaker import Breaker
+from lobby.store.db import connect
+from lobby.store.users import UserStore
 from tests.conftest import CHEAP_HASHER, PASSWORD, Client, Lobby, LobbyFactory, until
 from tests.openvidu_standin import OpenViduStandin, closed_port_url
 
@@ -432,14 +433,16 @@ async def test_openvidu_failures_answer_media_unavailable_and_the_lobby_lives_on
     assert "HTTP" not in error["message"]
     assert loop.time() - started < 3
     await bob.nothing()  # nobody saw a join
-    assert any(r.name.startswith("lobby.openvidu") for r in caplog.records)
+    assert any(r.name.startswith("lobby.media.openvidu") for r in caplog.records)
     assert all("MY_SECRET" not in r.getMessage() for r in caplog.records)
     # the lobby still works: pings, and joins once OpenVidu is back
     await alice.request({"type": "ping"})
     await alice.expect("pong")
     if fault != "down":
         standin.fault = None  # OpenVidu is back: the lobby notices by itself
-        await until(lambda: not lobby.state.media.down)
+        breaker = lobby.state.media
+        assert isinstance(breaker, Breaker)
+        await until(lambda: not breaker.down)
         await alice.join("R1")
         assert (await bob.expect("joined"))["room"] == "R1"
 
@@ -477,7 +480,7 @@ async def test_leave_during_a_slow_join_cancels_it_and_deletes_the_connection(
     assert paths(standin, "DELETE")[0].startswith("DELETE /openvidu/api/sessions/R1/connection/")
     await bob.nothing()
     await alice.nothing()
-    assert len(lobby.state.rooms.presence) == 0
+    assert len(lobby.state.handler.presence) == 0
 
 
 async def test_a_socket_closed_during_its_join_leaves_no_ghost(
@@ -497,7 +500,7 @@ async def test_a_socket_closed_during_its_join_leaves_no_ghost(
     )
     await standin.wait_for(lambda: "DELETE /openvidu/api/sessions/R1" in paths(standin))
     await bob.nothing()
-    assert len(lobby.state.rooms.presence) == 0
+    assert len(lobby.state.handler.presence) == 0
 
 
 async def test_a_second_join_while_one_is_in_flight_is_busy(
@@ -684,7 +687,9 @@ async def test_resume_with_token_while_openvidu_fails_keeps_the_participant(
     assert error["ref"] == ref
     await bob.nothing(within=lobby.settings.reconnect_grace + 0.3)  # resumed: no `left`
     standin.fault = None  # it can ask again once OpenVidu is back
-    await until(lambda: not lobby.state.media.down)
+    breaker = lobby.state.media
+    assert isinstance(breaker, Breaker)
+    await until(lambda: not breaker.down)
     await again.request({"type": "resume", "key": token["resume_key"], "token": True})
     assert TOKEN.match((await again.expect("resumed"))["token"])
 
@@ -702,7 +707,9 @@ async def test_a_failed_delete_is_logged_and_the_lobby_goes_on(
         await bob.expect("room_closed")
 
         def logged(text: str) -> bool:
-            return any(text in r.getMessage() for r in caplog.records if r.name == "lobby.calls")
+            return any(
+                text in r.getMessage() for r in caplog.records if r.name == "lobby.media.calls"
+            )
 
         # The connection delete failed (500); the session close then failed fast.
         await until(lambda: logged("could not delete connection"))
@@ -884,7 +891,7 @@ async def test_connections_not_deleted_during_an_outage_are_deleted_when_it_ends
         timeout=10,
     )
     assert list(standin.sessions["R1"].connections) != [alice_connection]
-    await until(lambda: lobby.state.rooms.calls.unfinished == 0)
+    await until(lambda: lobby.state.handler.calls.unfinished == 0)
 
 
 # Sessions ended elsewhere
@@ -998,7 +1005,7 @@ async def test_presence_survives_a_restart_and_the_absent_are_cleaned_up(
     await standin.wait_for(lambda: "DELETE /openvidu/api/sessions/R2" in paths(standin))
     assert f"DELETE /openvidu/api/sessions/R2/connection/{gone_connection}" in paths(standin)
     await bob.nothing(within=0.3)  # alice stayed, silently
-    assert [p.id for _, ps in second.state.rooms.presence.rooms() for p in ps] == [
+    assert [p.id for _, ps in second.state.handler.presence.rooms() for p in ps] == [
         kept["participant"]["id"]
     ]
 

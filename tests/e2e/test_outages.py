@@ -7,8 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 from playwright.async_api import expect
 
-from lobby.app import create_app
-from lobby.openvidu import OpenViduBackend
+from lobby.app import create_app, media_backend
 from tests.conftest import LobbyFactory, make_users, until
 from tests.conftest import test_settings as lobby_settings
 from tests.e2e.restart import RestartableLobby
@@ -68,7 +67,7 @@ async def restartable(standin: OpenViduStandin) -> AsyncIterator[RestartableLobb
     settings = lobby_settings(standin, reconnect_grace=1.0)
     users = make_users()  # one store: login sessions outlive the restart
     server = RestartableLobby(
-        lambda: create_app(settings, users=users, media=OpenViduBackend.from_settings(settings)),
+        lambda: create_app(settings, users=users, media=media_backend(settings)),
         settings,
     )
     await server.start()

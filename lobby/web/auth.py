@@ -20,8 +20,8 @@ import secrets
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
-from lobby.sessions import SessionStore
-from lobby.users import User, UserStore
+from lobby.store.sessions import SessionStore
+from lobby.store.users import User, UserStore
 
 SESSION_COOKIE = "lobby_session"
 CSRF_COOKIE = "lobby_csrf"

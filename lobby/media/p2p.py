@@ -22,9 +22,22 @@ import hmac
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from lobby.config import IceServer
-from lobby.media import Grant, Identity
+from lobby.rules.grants import Grant, Identity
+
+
+@dataclass(frozen=True, slots=True)
+class IceServer:
+    """One STUN/TURN server for the browsers' `RTCPeerConnection` (the `RTCIceServer` shape)."""
+
+    urls: tuple[str, ...]
+    username: str | None = None
+    credential: str | None = field(default=None, repr=False)
+
+    @property
+    def turn(self) -> bool:
+        return any(url.startswith(("turn:", "turns:")) for url in self.urls)
 
 
 class PeerToPeerBackend:

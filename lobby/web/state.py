@@ -8,12 +8,12 @@ from typing import cast
 
 from starlette.requests import HTTPConnection
 
-from lobby.auth import Auth
-from lobby.breaker import Breaker
 from lobby.config import Settings
+from lobby.handler import RequestHandler
 from lobby.hub import Hub
-from lobby.rooms import Rooms
-from lobby.throttle import LoginThrottle
+from lobby.media.seam import MediaBackend
+from lobby.rules.limits import LoginThrottle
+from lobby.web.auth import Auth
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,9 +21,9 @@ class AppState:
     settings: Settings
     db: sqlite3.Connection
     auth: Auth
-    media: Breaker
+    media: MediaBackend
     hub: Hub
-    rooms: Rooms
+    handler: RequestHandler
     login_throttle: LoginThrottle
 
 

@@ -1,4 +1,12 @@
-"""Writing WebSocket frames straight to the transport, without a task per socket.
+"""The one module that knows uvicorn's internals: direct frame writes and a request deadline.
+
+Nothing but `lobby.server` imports it. It subclasses two of uvicorn's private
+protocol classes and touches their private attributes, so it is written for one
+uvicorn series (`lobby.web.UVICORN_SERIES`, pinned in `pyproject.toml`), and
+`missing()` lists what it relies on that the installed uvicorn lacks: the server
+refuses to start rather than turn every socket into a 403 after a rename.
+
+Writing WebSocket frames straight to the transport, without a task per socket.
 
 Through plain ASGI every send is an awaited coroutine, so a fan-out either
 awaits each recipient (one stuck tab stalls everyone) or runs a queue and a
@@ -10,7 +18,7 @@ ready-made frames with `transport.write` and reports how much is still
 buffered, so the hub can cut off a socket whose buffer passes its bound.
 
 Server-to-client frames are not masked, so a text frame is the same bytes for
-every recipient: a broadcast frames its message once (`text_frame`).
+every recipient: a broadcast frames its message once (`lobby.rules.frames`).
 
 Before any of that, a connection speaks HTTP. uvicorn puts no time limit on
 reading a request head, so a client that opens connections and sends a head
@@ -22,9 +30,11 @@ Only the head is timed: an upgraded WebSocket then lives by its pings.
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import inspect
 import logging
-import struct
+import textwrap
 from typing import Any
 
 from uvicorn.config import Config
@@ -33,19 +43,10 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from uvicorn.server import ServerState
 from websockets.http11 import Request
 
-EXTENSION = "lobby.writer"
+from lobby.hub import WRITER_EXTENSION
+from lobby.rules.frames import close_frame
 
 log = logging.getLogger("lobby")
-
-
-def text_frame(payload: bytes) -> bytes:
-    """One final, unmasked text frame (RFC 6455 §5.2) carrying `payload` (UTF-8)."""
-    size = len(payload)
-    if size < 126:
-        return bytes((0x81, size)) + payload
-    if size < 1 << 16:
-        return struct.pack("!BBH", 0x81, 126, size) + payload
-    return struct.pack("!BBQ", 0x81, 127, size) + payload
 
 
 class Writer:
@@ -79,8 +80,7 @@ class Writer:
         protocol = self._protocol
         if protocol.close_sent or protocol.transport.is_closing():
             return
-        body = struct.pack("!H", code) + reason.encode()[:120]
-        protocol.transport.write(bytes((0x88, len(body))) + body)
+        protocol.transport.write(close_frame(code, reason))
         protocol.close_sent = True  # uvicorn writes nothing more either
         protocol.transport.close()  # flushes, then closes
         protocol.loop.call_later(linger, protocol.transport.abort)
@@ -172,7 +172,7 @@ class DirectProtocol(WebSocketsSansIOProtocol):
         # The ASGI task is created but has not run yet, so the scope can still grow.
         scope: dict[str, Any] | None = getattr(self, "scope", None)
         if scope is not None:
-            scope["extensions"][EXTENSION] = Writer(self)
+            scope["extensions"][WRITER_EXTENSION] = Writer(self)
 
 
 class HeadTimeoutProtocol(HttpToolsProtocol):
@@ -252,3 +252,73 @@ def head_timeout_protocol(timeout: float) -> type[HeadTimeoutProtocol]:
         header_timeout = timeout
 
     return BoundHeadTimeoutProtocol
+
+
+# What the classes above rely on, checked against the installed uvicorn at start.
+# Methods we override or call, and attributes we read, write or replace.
+RELIED_ON: dict[type[Any], tuple[str, ...]] = {
+    WebSocketsSansIOProtocol: (
+        "send",
+        "handle_connect",
+        "queue",
+        "writable",
+        "close_sent",
+        "disconnected",
+        "handshake_complete",
+        "transport",
+        "loop",
+        "scope",
+    ),
+    HttpToolsProtocol: (
+        "connection_made",
+        "connection_lost",
+        "on_message_begin",
+        "on_headers_complete",
+        "on_message_complete",
+        "_should_upgrade",
+        "parser",
+        "transport",
+        "loop",
+        "client",
+    ),
+}
+
+
+def missing(relied_on: dict[type[Any], tuple[str, ...]] | None = None) -> list[str]:
+    """`Class.attribute` for everything in `relied_on` the classes no longer have.
+
+    A method or class attribute shows in `dir`; an instance attribute counts when
+    some method of the class (or of a base) assigns `self.<name>`.
+    """
+    gaps = []
+    for cls, names in (RELIED_ON if relied_on is None else relied_on).items():
+        assigned = _assigned_on_self(cls)
+        gaps += [f"{cls.__name__}.{n}" for n in names if not hasattr(cls, n) and n not in assigned]
+    return gaps
+
+
+def _assigned_on_self(cls: type[Any]) -> set[str]:
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if klass is object:
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError):  # no source: only `dir` can tell
+            continue
+        for node in ast.walk(tree):
+            targets = (
+                node.targets
+                if isinstance(node, ast.Assign)
+                else [node.target]
+                if isinstance(node, (ast.AnnAssign, ast.AugAssign))
+                else []
+            )
+            for target in targets:
+                if (
+                    isinstance(target, ast.Attribute)
+                    and isinstance(target.value, ast.Name)
+                    and target.value.id == "self"
+                ):
+                    names.add(target.attr)
+    return names

@@ -10,9 +10,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
-from lobby.state import state_of
+from lobby.rules.protocol import CloseCode
+from lobby.web.state import state_of
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 OPENVIDU_BROWSER_VERSION = "2.32.2"
 OPENVIDU_BROWSER_URL = f"/static/vendor/openvidu-browser-{OPENVIDU_BROWSER_VERSION}.min.js"
 templates = Jinja2Templates(directory=ROOT / "templates")
@@ -120,7 +121,7 @@ async def logout(request: Request) -> Response:
     if not state.auth.check_session_csrf(session_id, form.get("csrf_token")):
         return Response("Your form expired; reload the page and try again.", status_code=403)
     state.auth.logout(session_id)
-    state.rooms.end_session(session_id, 4001, "logged out")
+    state.handler.end_session(session_id, CloseCode.SESSION_ENDED, "logged out")
     state.auth.clear_session_cookie(response, secure=_secure(request))
     return response
 
@@ -146,7 +147,7 @@ async def healthz(request: Request) -> Response:
         {
             "status": "ok",
             "sockets": len(state.hub),
-            "participants": len(state.rooms.presence),
+            "participants": len(state.handler.presence),
             "demo": state.settings.demo,
             "media": state.settings.media,
         }

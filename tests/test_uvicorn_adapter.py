@@ -6,21 +6,29 @@ import asyncio
 import contextlib
 import logging
 import struct
+import tomllib
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+import uvicorn
 from starlette.applications import Starlette
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from lobby.config import Settings
-from lobby.server import uvicorn_config
-from lobby.wire import (
+from lobby.rules.frames import text_frame
+from lobby.server import protocols, uvicorn_config
+from lobby.web import UVICORN_SERIES, IncompatibleUvicorn
+from lobby.web.uvicorn_adapter import (
+    RELIED_ON,
     DirectProtocol,
     Flag,
     HeadTimeoutProtocol,
     Inbox,
     head_timeout_protocol,
-    text_frame,
+    missing,
 )
 from tests.conftest import Lobby, LobbyFactory, until
 
@@ -251,3 +259,41 @@ async def test_an_accepted_socket_keeps_light_queues(lobby: Lobby) -> None:
     ref = await client.request({"type": "ping"})  # and it still reads and writes
     assert (await client.expect("pong"))["ref"] == ref
     await client.close()
+
+
+# The fence around uvicorn's internals
+
+
+def test_the_installed_uvicorn_has_everything_the_adapter_relies_on() -> None:
+    assert missing() == []
+    assert len(RELIED_ON[WebSocketsSansIOProtocol]) >= 10
+    assert len(RELIED_ON[HttpToolsProtocol]) >= 10
+    assert uvicorn.__version__.startswith(UVICORN_SERIES + ".")
+
+
+def test_a_renamed_attribute_or_method_is_named() -> None:
+    relied_on: dict[type[Any], tuple[str, ...]] = {
+        WebSocketsSansIOProtocol: ("close_sent", "no_such_flag"),
+        HttpToolsProtocol: ("on_headers_complete", "on_no_such_event"),
+    }
+    assert missing(relied_on) == [
+        "WebSocketsSansIOProtocol.no_such_flag",
+        "HttpToolsProtocol.on_no_such_event",
+    ]
+
+
+def test_the_server_refuses_an_unfit_uvicorn_in_one_sentence() -> None:
+    with pytest.raises(IncompatibleUvicorn) as caught:
+        protocols(5.0, relied_on={WebSocketsSansIOProtocol: ("writable", "gone_in_a_rename")})
+    assert str(caught.value) == (
+        f"lobby needs uvicorn {UVICORN_SERIES}.x, but uvicorn {uvicorn.__version__} is "
+        "installed, which lacks WebSocketsSansIOProtocol.gone_in_a_rename"
+    )
+
+
+def test_pyproject_pins_the_uvicorn_series_the_adapter_is_written_for() -> None:
+    major, minor = (int(n) for n in UVICORN_SERIES.split("."))
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    [requirement] = [d for d in project["project"]["dependencies"] if d.startswith("uvicorn")]
+    assert f">={major}.{minor}" in requirement
+    assert f"<{major}.{minor + 1}" in requirement

@@ -113,6 +113,18 @@ class Presence(Generic[G]):
         pid = self._by_key.get(resume_key)
         return None if pid is None else self._members[pid]
 
+    def resumable(self, socket: SocketId, resume_key: str, user: str) -> Member[G] | None:
+        """The participant `socket` may take back with `resume_key`, or None.
+
+        Only a participant of the socket's own user, and only if the socket holds
+        no other participant (it must leave that one first).
+        """
+        member = self.by_key(resume_key)
+        held = self.member_of(socket)
+        if member is None or member.participant.user != user:
+            return None
+        return member if held is None or held is member else None
+
     def has_room(self, room: str) -> bool:
         return room in self._rooms
 
@@ -186,8 +198,7 @@ class Presence(Generic[G]):
     def resume(self, socket: SocketId, member: Member[G]) -> SocketId | None:
         """Hand `member` to `socket`; returns the socket that held it before, if any.
 
-        The caller has checked that the key belongs to this socket's user and that
-        `socket` holds no other participant.
+        The caller has checked that `socket` may (`resumable`).
         """
         previous = member.socket
         if previous is not None:

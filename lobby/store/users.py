@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from lobby.db import Database
-from lobby.media import ROLES
+from lobby.rules.grants import ROLES
+from lobby.store.db import Database
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 DEMO_PASSWORD = "pass"

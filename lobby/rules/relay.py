@@ -17,9 +17,10 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
-from lobby import protocol
-from lobby.presence import Presence
-from lobby.protocol import ProtocolError, Signal
+from lobby.rules import protocol
+from lobby.rules.grants import can_publish
+from lobby.rules.presence import Presence
+from lobby.rules.protocol import ProtocolError, Signal
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +41,7 @@ def route(
         return ProtocolError(
             "unknown_peer", f"There is no other participant {signal.to!r} in your room.", signal.ref
         )
-    if signal.sends_media and sender.participant.role == "SUBSCRIBER":
+    if signal.sends_media and not can_publish(sender.participant.role):
         return ProtocolError(
             "not_allowed", "Viewers receive audio and video but cannot send them.", signal.ref
         )

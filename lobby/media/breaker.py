@@ -16,9 +16,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from lobby.media import Grant, Identity, MediaBackend, MediaError
+from lobby.media.seam import MediaBackend, MediaError
+from lobby.rules.grants import Grant, Identity
 
-log = logging.getLogger("lobby.breaker")
+log = logging.getLogger("lobby.media.breaker")
 T = TypeVar("T")
 
 

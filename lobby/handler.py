@@ -1,6 +1,6 @@
 """Live rooms: client requests applied to presence, the media back end and the hub.
 
-`Rooms.handle` takes one parsed request from a connection. Requests that need
+`RequestHandler.handle` takes one parsed request from a connection. Requests that need
 the media server (`join`, `resume` with a token) run as background tasks so the
 socket keeps reading; everything else is answered at once.
 
@@ -8,7 +8,7 @@ Races we rule out, and how:
 - A socket that closes, leaves or is taken over while its grant is being made
   must not leave a participant behind: after every await the request checks it
   is still the socket's current one (`_pending`), and if not, revokes the grant.
-- A room's media session must not be closed under a join: `lobby.calls`
+- A room's media session must not be closed under a join: `lobby.media.calls`
   keeps joins and closes of one room apart.
 - Events are broadcast synchronously right after presence changes, so every
   socket sees them in the order presence applied them, after its `welcome`.
@@ -24,19 +24,29 @@ import secrets
 from collections.abc import Coroutine
 from typing import Any
 
-from lobby import protocol, relay
-from lobby.calls import Calls
 from lobby.hub import Conn, Hub
-from lobby.limits import SlidingWindow
-from lobby.media import Grant, Identity, MediaBackend, MediaError
-from lobby.presence import Event, Joined, Left, Member, Outcome, Participant, Presence, RoomClosed
-from lobby.protocol import Join, Leave, Ping, ProtocolError, Ref, Request, Resume, Signal
-from lobby.roster import Entry, Roster
+from lobby.media.calls import Calls
+from lobby.media.seam import MediaBackend, MediaError
+from lobby.rules import protocol, relay
+from lobby.rules.grants import Grant, Identity
+from lobby.rules.limits import SlidingWindow
+from lobby.rules.presence import (
+    Event,
+    Joined,
+    Left,
+    Member,
+    Outcome,
+    Participant,
+    Presence,
+    RoomClosed,
+)
+from lobby.rules.protocol import Join, Leave, Ping, ProtocolError, Ref, Request, Resume, Signal
+from lobby.store.roster import Entry, Roster
 
-log = logging.getLogger("lobby.rooms")
+log = logging.getLogger("lobby.handler")
 
 
-class Rooms:
+class RequestHandler:
     def __init__(
         self,
         media: MediaBackend,
@@ -214,13 +224,8 @@ class Rooms:
         if conn.id in self._pending:
             self._error(conn, request.ref, "busy", "Your previous request is still in progress.")
             return
-        member = self.presence.by_key(_digest(request.key))
-        held = self.presence.member_of(conn.id)
-        if (
-            member is None
-            or member.participant.user != conn.user
-            or (held is not None and held is not member)
-        ):
+        member = self.presence.resumable(conn.id, _digest(request.key), conn.user)
+        if member is None:
             self._error(
                 conn,
                 request.ref,

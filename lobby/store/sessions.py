@@ -16,8 +16,8 @@ import secrets
 import time
 from collections.abc import Callable, Iterable
 
-from lobby.db import Database
-from lobby.users import User
+from lobby.store.db import Database
+from lobby.store.users import User
 
 
 def _key(session_id: str) -> str:

@@ -1,8 +1,9 @@
 """The one WebSocket endpoint, `/ws`: check session and Origin, then read and write.
 
 Each socket is one coroutine, its reader; frames to it are written directly by
-the hub (`lobby.wire`), so no writer task exists. When the reader ends, for any
-reason, the participant is handed to the grace period exactly once, in `finally`.
+the hub (through the writer `lobby.web.uvicorn_adapter` puts in the scope), so no
+writer task exists. When the reader ends, for any reason, the participant is
+handed to the grace period exactly once, in `finally`.
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ from urllib.parse import urlsplit
 from starlette.responses import PlainTextResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from lobby import protocol
 from lobby.config import Settings
-from lobby.hub import Conn
-from lobby.limits import TokenBucket
-from lobby.state import state_of
-from lobby.wire import EXTENSION
+from lobby.hub import WRITER_EXTENSION, Conn
+from lobby.rules import protocol
+from lobby.rules.limits import TokenBucket
+from lobby.rules.protocol import CloseCode
+from lobby.web.state import state_of
 
-log = logging.getLogger("lobby.ws")
+log = logging.getLogger("lobby.web.socket")
 
 
 def origin_allowed(websocket: WebSocket, allowed: tuple[str, ...]) -> bool:
@@ -46,7 +47,7 @@ async def lobby_socket(websocket: WebSocket) -> None:
         await _deny(websocket, 503, "This server is full; please try again shortly.")
         return
     current = state.auth.current(websocket)
-    writer = websocket.scope.get("extensions", {}).get(EXTENSION)
+    writer = websocket.scope.get("extensions", {}).get(WRITER_EXTENSION)
     if writer is None:
         log.error("no direct frame writer: serve the app with lobby.server.uvicorn_config")
     if current is None or writer is None or not origin_allowed(websocket, settings.allowed_origins):
@@ -64,14 +65,14 @@ async def lobby_socket(websocket: WebSocket) -> None:
         closing.append(asyncio.create_task(_close(websocket, code, reason)))
 
     conn = Conn(user.name, user.role, session_id, writer, close)
-    state.rooms.connect(conn)
+    state.handler.connect(conn)
     try:
         await _read(websocket, conn, settings)
     except Exception:
         log.exception("socket of %s failed", user.name)
-        conn.close(1011, "internal error")
+        conn.close(CloseCode.INTERNAL_ERROR, "internal error")
     finally:
-        state.rooms.disconnect(conn)
+        state.handler.disconnect(conn)
         if closing:
             await asyncio.wait(closing, timeout=1.0)
 
@@ -82,7 +83,7 @@ async def _deny(websocket: WebSocket, status: int, message: str) -> None:
 
 
 async def _read(websocket: WebSocket, conn: Conn, settings: Settings) -> None:
-    rooms = state_of(websocket).rooms
+    handler = state_of(websocket).handler
     clock = asyncio.get_running_loop().time
     bucket = TokenBucket(settings.message_rate, settings.message_burst, clock())
     max_bytes = settings.max_frame_bytes
@@ -97,7 +98,7 @@ async def _read(websocket: WebSocket, conn: Conn, settings: Settings) -> None:
                 # Cut, not close: a flooder that ignores the close frame would
                 # otherwise be read (and its frames thrown away) until uvicorn's
                 # close timeout.
-                conn.cut(1008, "too many messages")
+                conn.cut(CloseCode.FLOODING, "too many messages")
             else:
                 conn.send(
                     protocol.render_error(
@@ -109,7 +110,7 @@ async def _read(websocket: WebSocket, conn: Conn, settings: Settings) -> None:
             continue
         text = message.get("text")
         if text is None:
-            rooms.handle(
+            handler.handle(
                 conn,
                 protocol.ProtocolError(
                     "bad_request", "Binary frames are not accepted; send JSON text."
@@ -118,9 +119,9 @@ async def _read(websocket: WebSocket, conn: Conn, settings: Settings) -> None:
             continue
         # uvicorn enforces the limit already (ws_max_size); this guards other servers.
         if len(text) > max_bytes or (len(text) * 4 > max_bytes and len(text.encode()) > max_bytes):
-            conn.close(1009, "frame too big")
+            conn.close(CloseCode.TOO_BIG, "frame too big")
             continue
-        rooms.handle(conn, protocol.parse(text))
+        handler.handle(conn, protocol.parse(text))
 
 
 async def _close(websocket: WebSocket, code: int, reason: str) -> None:

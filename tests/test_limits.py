@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from lobby.throttle import LoginThrottle, address_key
+from lobby.rules.limits import LoginThrottle, address_key
 
 HOME = "198.51.100.7"
 AWAY = "203.0.113.9"

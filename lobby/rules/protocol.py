@@ -3,8 +3,8 @@
 `parse` turns one text frame into a typed request or a `ProtocolError` (never an
 exception); the `render_*` functions turn events and replies into the JSON text
 sent on the socket, once per event whatever the number of recipients.
-`docs/protocol.md` is the contract; `tests/test_protocol_docs.py` keeps the two
-in step through `CLIENT_TYPES`, `SERVER_TYPES` and `ERROR_CODES`.
+`docs/protocol.md` is the contract; `tests/test_docs.py` keeps the two in step
+through `CLIENT_TYPES`, `SERVER_TYPES`, `ERROR_CODES` and `CloseCode`.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Any
 
-from lobby import signalling
-from lobby.presence import Event, Joined, Left, Participant
+from lobby.rules import signalling
+from lobby.rules.presence import Event, Joined, Left, Participant
 
 Ref = str | int | float | None
 
@@ -52,7 +53,20 @@ ERROR_CODES = (
     "rate_limited",
     "internal_error",
 )
-CLOSE_CODES = (1000, 1001, 1008, 1009, 1011, 1012, 4001, 4008)
+
+
+class CloseCode(IntEnum):
+    """Every close code the server sends or a client may see (`docs/protocol.md`)."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    FLOODING = 1008
+    TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
+    RESTARTING = 1012
+    SESSION_ENDED = 4001
+    TOO_SLOW = 4008
+
 
 MAX_REF_LENGTH = 64
 MAX_SAFE_INTEGER = 2**53 - 1

@@ -21,9 +21,10 @@ from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
-from lobby.media import Grant, Identity, MediaBackend, MediaError
+from lobby.media.seam import MediaBackend, MediaError
+from lobby.rules.grants import Grant, Identity
 
-log = logging.getLogger("lobby.calls")
+log = logging.getLogger("lobby.media.calls")
 
 
 class Calls:

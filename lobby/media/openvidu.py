@@ -21,7 +21,6 @@ Neither the secret nor a token ever appears in a log line or an exception.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import os
@@ -34,11 +33,10 @@ from urllib.parse import quote
 import httpx
 
 from lobby import __version__
-from lobby.config import Settings
-from lobby.media import Grant, Identity, MediaError
-from lobby.transport import Http1Transport
+from lobby.media.seam import MediaError
+from lobby.rules.grants import Grant, Identity
 
-logger = logging.getLogger("lobby.openvidu")
+logger = logging.getLogger("lobby.media.openvidu")
 
 _API = "/openvidu/api"
 _UNAVAILABLE = "The video service is unavailable right now; please try again in a moment."
@@ -92,12 +90,10 @@ class OpenViduProtocolError(OpenViduError):
 
 
 class OpenViduBackend:
-    """`MediaBackend` over OpenVidu 2.x REST, on one httpx transport.
+    """`MediaBackend` over OpenVidu 2.x REST, on one keep-alive `httpx.AsyncClient`.
 
-    Requests go straight to the transport (`Http1Transport` unless one is passed
-    in) as ready-made `httpx.Request`s. `httpx.AsyncClient` would add only what
-    OpenVidu does not use (a cookie jar, an auth flow, redirects, URL merging),
-    and that layer was half of a grant's time (docs/bench/profile.md).
+    The client honours the usual proxy variables (`HTTPS_PROXY`, `NO_PROXY`, …);
+    `transport` replaces its network layer (tests pass `httpx.MockTransport`).
     """
 
     def __init__(
@@ -114,40 +110,23 @@ class OpenViduBackend:
             ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
         )
         self._timeout = timeout
-        self._extensions = {"timeout": httpx.Timeout(timeout).as_dict()}
-        self._transport = transport or Http1Transport(verify=tls)
-        base = httpx.URL(base_url.rstrip("/") + "/")
         # Userinfo in a URL would be a credential; keep it out of requests and log lines.
-        self._base = base.copy_with(username=None, password=None)
-        self._origin = str(self._base).rstrip("/")
-        credentials = base64.b64encode(f"OPENVIDUAPP:{secret}".encode()).decode()
-        # Built once and copied into each request, which then only adds its Content-Length:
-        # a request given its body as a `stream` is not prepared again by httpx (~40 µs).
-        self._headers = httpx.Headers(
-            {
-                "Host": base.netloc.decode("ascii"),
-                "Authorization": f"Basic {credentials}",
-                "Accept": "application/json",
-                "User-Agent": f"lobby/{__version__}",
-            }
+        base = httpx.URL(base_url.rstrip("/") + "/").copy_with(username=None, password=None)
+        self._origin = str(base).rstrip("/")
+        self._client = httpx.AsyncClient(
+            base_url=base,
+            auth=httpx.BasicAuth("OPENVIDUAPP", secret),
+            headers={"Accept": "application/json", "User-Agent": f"lobby/{__version__}"},
+            timeout=timeout,
+            verify=tls,
+            transport=transport,
+            # Every join makes one or two calls: keep connections open between them.
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
         )
-        self._json_headers = httpx.Headers(self._headers)
-        self._json_headers["Content-Type"] = "application/json"
         # Sessions we created or found (200 or 409) and have not closed since: a join into
         # one of them needs only its connection, one round trip instead of two. A stale
         # entry (OpenVidu closed the session by itself) costs a 404, then the same two calls.
-        # Each maps to its connection URL, parsed once (~0.1 ms a parse).
-        self._open: dict[str, httpx.URL] = {}
-        self._sessions = self._url(f"{_API}/sessions")
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> OpenViduBackend:
-        return cls(
-            settings.openvidu_url,
-            settings.openvidu_secret,
-            timeout=settings.openvidu_timeout,
-            verify=settings.openvidu_ca_file or settings.openvidu_verify_tls,
-        )
+        self._open: set[str] = set()
 
     def __repr__(self) -> str:
         return f"OpenViduBackend({self._origin!r})"
@@ -167,19 +146,17 @@ class OpenViduBackend:
             ),
         }
         path = f"{_API}/sessions/{_segment(room)}/connection"
-        url = self._open.get(room)
-        if url is None:
+        if room not in self._open:
             await self._ensure_session(room)
-            url = self._url(path)
-        response = await self._call("POST", path, body, ok={200, 404}, url=url)
+        response = await self._call("POST", path, body, ok={200, 404})
         if response.status_code == 404:
             # OpenVidu closed the session between our two calls (its last participant
             # left), or before this join: build it again, once. Twice in a row is not
             # a race any more.
-            self._open.pop(room, None)
+            self._open.discard(room)
             await self._ensure_session(room)
-            response = await self._call("POST", path, body, ok={200}, url=url)
-        self._open[room] = url
+            response = await self._call("POST", path, body, ok={200})
+        self._open.add(room)
         return Grant(room=room, **self._connection(response, path))
 
     async def revoke(self, grant: Grant) -> None:
@@ -188,7 +165,7 @@ class OpenViduBackend:
         await self._call("DELETE", path, None, ok={204, 400, 404})
 
     async def close_room(self, room: str) -> None:
-        self._open.pop(room, None)
+        self._open.discard(room)
         await self._call("DELETE", f"{_API}/sessions/{_segment(room)}", None, ok={204, 404})
 
     async def check(self) -> None:
@@ -196,46 +173,19 @@ class OpenViduBackend:
         await self._call("GET", f"{_API}/sessions", None, ok={200})
 
     async def aclose(self) -> None:
-        await self._transport.aclose()
-
-    def _url(self, path: str) -> httpx.URL:
-        return self._base.join(path.lstrip("/"))
+        await self._client.aclose()
 
     async def _ensure_session(self, room: str) -> None:
         body = {"customSessionId": room}
-        await self._call("POST", f"{_API}/sessions", body, ok={200, 409}, url=self._sessions)
+        await self._call("POST", f"{_API}/sessions", body, ok={200, 409})
 
     async def _call(
-        self,
-        method: str,
-        path: str,
-        body: dict[str, Any] | None,
-        *,
-        ok: set[int],
-        url: httpx.URL | None = None,
+        self, method: str, path: str, body: dict[str, Any] | None, *, ok: set[int]
     ) -> httpx.Response:
-        """`method` on `path` (or on `url`, its parsed form); errors become `OpenViduError`s."""
+        """`method` on `path` (below the base URL); errors become `OpenViduError`s."""
         where = f"{method} {path}"
-        if body is None:
-            headers, content = self._headers, b""
-        else:
-            content = json.dumps(body).encode()
-            headers = httpx.Headers(self._json_headers)
-            headers["Content-Length"] = str(len(content))
-        request = httpx.Request(
-            method,
-            url or self._url(path),
-            headers=headers,
-            stream=httpx.ByteStream(content),
-            extensions=self._extensions,
-        )
         try:
-            response = await self._transport.handle_async_request(request)
-            response.request = request
-            try:
-                await response.aread()
-            finally:
-                await response.aclose()
+            response = await self._client.request(method, path.lstrip("/"), json=body)
         except httpx.TimeoutException as exc:
             raise self._fail(
                 OpenViduTimeout, f"OpenVidu timed out after {self._timeout:g}s on {where}"
@@ -256,8 +206,6 @@ class OpenViduBackend:
                 OpenViduProtocolError, f"OpenVidu sent an unreadable answer to {where}: {exc}"
             ) from exc
         status = response.status_code
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("%s -> %d", where, status)
         if status in ok:
             return response
         if status == 401:

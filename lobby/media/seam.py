@@ -3,8 +3,8 @@
 The lobby's rooms and presence never talk to a media server directly; they ask a
 `MediaBackend` for a `Grant` (an opaque token for the browser plus the handle
 needed to revoke it) and tell it when a grant or a whole room is done with.
-OpenVidu 2 (REST, `lobby.openvidu`) is one implementation, built-in
-peer-to-peer rooms (`lobby.p2p`, the browsers connect to each other and the
+OpenVidu 2 (REST, `lobby.media.openvidu`) is one implementation, built-in
+peer-to-peer rooms (`lobby.media.p2p`, the browsers connect to each other and the
 lobby socket relays their signalling) the other. An OpenVidu 3 / LiveKit back
 end would mint a JWT locally in `grant` and call RoomService in
 `revoke`/`close_room`, so nothing here assumes REST; `page_config` tells the
@@ -17,30 +17,9 @@ human `message` the requester may see; details for operators go to the log.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
-Role = str  # "PUBLISHER" | "SUBSCRIBER" | "MODERATOR"; validated by lobby.users
-ROLES: tuple[Role, ...] = ("PUBLISHER", "SUBSCRIBER", "MODERATOR")
-
-
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """Who a grant is for: shown to the media server as connection data."""
-
-    participant_id: str
-    user: str
-    nickname: str
-    role: Role
-
-
-@dataclass(frozen=True, slots=True)
-class Grant:
-    """A token the browser uses to enter `room`, and the handle that revokes it."""
-
-    room: str
-    connection_id: str
-    token: str
+from lobby.rules.grants import Grant, Identity
 
 
 class MediaError(Exception):

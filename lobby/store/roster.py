@@ -13,9 +13,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from lobby.db import Database
-from lobby.media import Grant
-from lobby.presence import Participant
+from lobby.rules.grants import Grant
+from lobby.rules.presence import Participant
+from lobby.store.db import Database
 
 
 @dataclass(frozen=True, slots=True)
