@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 SIO_PATH = "/socket.io/?EIO=4&transport=websocket"
 PYINSTRUMENT_REPORT = "pyinstrument-last.txt"
+BASELINE = "lobby-baseline"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +38,7 @@ class Target:
     auth: bool  # needs a session cookie (the lobby)
 
     def command(self, port: int, lobby_path: str | None, loop: str | None = None) -> list[str]:
-        if self.name == "lobby":
+        if self.auth:  # the lobby, or an earlier copy of it (`--baseline`)
             extra = ["--lobby-path", lobby_path] if lobby_path else []
             extra += ["--loop", loop] if loop else []
             return [PY, "-m", "bench.serve_lobby", "--port", str(port), *extra]
@@ -51,6 +52,8 @@ TARGETS = {
     t.name: t
     for t in (
         Target("lobby", "Lobby", "json", "/ws", True),
+        # `--baseline DIR`: an earlier lobby package under the same load in the same run.
+        Target(BASELINE, "Lobby (baseline)", "json", "/ws", True),
         Target("node-ws", "Node.js ws", "json", "/ws", False),
         Target("starlette-loop", "Starlette loop", "json", "/ws", False),
         Target("python-socketio", "python-socketio", "sio", SIO_PATH, False),

@@ -9,6 +9,8 @@ mean little, ratios measured minutes apart mean a lot. Results go to
 
     python -m bench.run --quick              # `make bench`: N=1,000, under two minutes
     python -m bench.run                      # `make bench-full`: N=1,000 .. 15,000
+    python -m bench.run --n 10000 --servers lobby,node-ws --baseline /tmp/before
+                                             # this tree against an earlier one, same run
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import uvloop
 
 from bench import phases, report
 from bench.procs import (
+    BASELINE,
     PY,
     PYINSTRUMENT_REPORT,
     ROOT,
@@ -44,7 +47,7 @@ from bench.procs import (
 
 # Those that get tokens from the OpenVidu stub: the lobby, and Node `ws` doing the same
 # calls as the reference for the token's latency on this machine.
-TOKEN_SERVERS = ("lobby", "node-ws")
+TOKEN_SERVERS = ("lobby", BASELINE, "node-ws")
 CONTROLLER_SOCKETS = 20  # trigger, token, churners, stuck reader: each its own user
 STUB_SECRET = "bench-secret"
 
@@ -89,7 +92,8 @@ async def run_one(
     if name in TOKEN_SERVERS and env is None:
         # The reference gets its tokens from the same stub, the same way.
         env = os.environ | {"OPENVIDU_URL": ctx["stub_url"], "OPENVIDU_SECRET": STUB_SECRET}
-    command = target.command(port, args.lobby_path, args.lobby_loop)
+    path = args.baseline if name == BASELINE else args.lobby_path
+    command = target.command(port, path, args.lobby_loop)
     gc_log = ctx["tmp"] / f"gc-{n}.txt"
     if target.auth:
         command += ["--gc-log", str(gc_log)]
@@ -221,7 +225,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="N=1,000 only, shorter phases")
     parser.add_argument("--n", type=lambda s: [int(x) for x in s.split(",")], default=None)
-    parser.add_argument("--servers", type=lambda s: s.split(","), default=list(TARGETS))
+    parser.add_argument(
+        "--servers",
+        type=lambda s: s.split(","),
+        default=[name for name in TARGETS if name != BASELINE],
+    )
     parser.add_argument(
         "--phases",
         type=lambda s: s.split(","),
@@ -245,6 +253,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--lobby-path", help="run a patched copy of the lobby package from here")
     parser.add_argument(
+        "--baseline",
+        help="also run the lobby package found here (an earlier commit) as 'lobby-baseline'",
+    )
+    parser.add_argument(
         "--profile",
         choices=["perf", "pyinstrument"],
         help="profile the lobby's fan-out and token phases (slower: for the profile only)",
@@ -262,6 +274,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.churn_seconds = args.churn_seconds or (3.0 if quick else 8.0)
     args.patience = args.patience if args.patience is not None else (3.0 if quick else 600.0)
     args.out = args.out or str(ROOT / ("docs/bench/quick" if quick else "docs/bench"))
+    if args.baseline and BASELINE not in args.servers:
+        args.servers.insert(
+            args.servers.index("lobby") + 1 if "lobby" in args.servers else 0, BASELINE
+        )
+    if BASELINE in args.servers and not args.baseline:
+        parser.error(f"{BASELINE} needs --baseline DIR")
     unknown = set(args.servers) - set(TARGETS)
     if unknown:
         parser.error(f"unknown servers {sorted(unknown)}; choose from {sorted(TARGETS)}")
