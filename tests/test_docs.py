@@ -201,3 +201,21 @@ def test_security_doc_names_only_tests_that_exist() -> None:
         assert found, f"{module}::{test}{ellipsis} names no test"
         checked += 1
     assert checked > 40
+
+
+def test_the_readme_module_table_lists_every_module_and_nothing_else() -> None:
+    table = section(README, "## Architecture")
+    listed: set[str] = set()
+    for cell in re.findall(r"^\| ([^|]+) \|", table, re.MULTILINE):
+        listed.update(re.findall(r"`(lobby/[\w/]+(?:\.py|/))`", cell))
+    modules = {
+        p.relative_to(ROOT).as_posix()
+        for p in (ROOT / "lobby").rglob("*.py")
+        if p.name != "__init__.py"
+    }
+    packages = {
+        p.parent.relative_to(ROOT).as_posix() + "/"
+        for p in (ROOT / "lobby").rglob("__init__.py")
+        if p.parent != ROOT / "lobby"
+    }
+    assert listed == modules | packages
