@@ -20,7 +20,7 @@ def provision(path: str, count: int) -> list[str]:
     """Create `count` users (`b00000`, …, all PUBLISHER) with one session each; return the ids."""
     from argon2 import PasswordHasher
 
-    from lobby import db as database
+    from lobby.store import db as database
     from lobby.store.sessions import SessionStore
     from lobby.store.users import UserStore
 
