@@ -6,6 +6,7 @@
 import { connectSocket } from "./socket.js";
 import { Rooms } from "./rooms.js";
 import { Call } from "./call.js";
+import { canPublish } from "./callview.js";
 import { PeerCall } from "./p2p.js";
 import { renderTiles } from "./tiles.js";
 import * as view from "./view.js";
@@ -190,10 +191,6 @@ function onError(req, msg) {
 }
 
 // --- actions ----------------------------------------------------------------
-
-function canPublish(role) {
-  return role === "PUBLISHER" || role === "MODERATOR";
-}
 
 function myRole() {
   return current?.participant?.role ?? me.role;
