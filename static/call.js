@@ -1,14 +1,10 @@
-// The call view's media side: one openvidu-browser session at a time.
-//
-// `start` may be called again (new token after a reload, a retry, a room
-// switch); every async step checks its generation so a stale connect or
-// publish never touches the current call.
-//
-// The call does not draw the grid. It offers `feeds` (your camera, the others'
-// streams: an element holding the <video>, and whose it is) and `present` (who
-// is connected to the media session); tiles.js puts them in one tile per
-// participant of the lobby's room.
+// The media side of a call through OpenVidu: one openvidu-browser session at a
+// time. What every call shares (state, generation, feeds, stop/wait/fail) is
+// callview.js's `CallView`; this module adds the session, your publisher and
+// the others' subscribers, and `present` (who is connected to the media
+// session).
 
+import { CallView, describe, stopTracks } from "./callview.js";
 import { newFeed } from "./tiles.js";
 
 const DISCONNECT_MESSAGES = {
@@ -69,10 +65,6 @@ function closeSocket(OV) {
   }
 }
 
-export function describe(err) {
-  return (err && (err.message || err.name)) || String(err);
-}
-
 /** A sentence for a failed `session.publish`; openvidu-browser rejects with a string for server errors. */
 function publishFailure(err) {
   if (err?.name === "OPENVIDU_PERMISSION_DENIED") {
@@ -83,55 +75,25 @@ function publishFailure(err) {
   return `Others cannot see or hear you: the media server did not accept your camera (${reason}). You can still watch and listen.`;
 }
 
-function stopTracks(publisher) {
+function stopPublisher(publisher) {
   try {
-    publisher?.stream?.getMediaStream?.()?.getTracks().forEach((track) => track.stop());
+    stopTracks(publisher?.stream?.getMediaStream?.());
   } catch {
     // already gone
   }
 }
 
-export class Call {
-  #on;
-  #generation = 0;
-  #state = "idle";
+/** A call through the media server; `new Call(on)` with CallView's callbacks. */
+export class Call extends CallView {
   #ov = null;
   #session = null;
   #joined = false; // session.connect() succeeded
   #publisher = null;
-  #media = null; // {video, audio} while the camera is on
-  #local = null; // your feed
   #refused = false; // the media server refused your publish
   /** @type {Map<string, object>} stream id -> feed of someone else */
   #remote = new Map();
   /** @type {Map<string, string|null>} connection id -> participant id, others in the media session */
   #present = new Map();
-
-  /**
-   * @param {object} on callbacks: state(state, message), media({video, audio}|null),
-   *   feeds() (feeds or presence changed), publishProblem(message|null), notice(message),
-   *   playbackBlocked(bool)
-   */
-  constructor(on) {
-    this.#on = on;
-  }
-
-  get state() {
-    return this.#state;
-  }
-
-  /** A media session exists and is connected or connecting (a token is in use). */
-  get live() {
-    return this.#session !== null && (this.#state === "connecting" || this.#state === "connected");
-  }
-
-  /**
-   * Videos to show: {key, participantId, local, label, element, video: "on"|"off", sending}.
-   * `element` holds openvidu-browser's <video>; put it in the page once and leave it there.
-   */
-  get feeds() {
-    return [...(this.#local ? [this.#local] : []), ...this.#remote.values()];
-  }
 
   /** Participant ids of the others connected to the media session. */
   get present() {
@@ -139,10 +101,8 @@ export class Call {
   }
 
   async start({ token, nickname, publish, participantId }) {
-    this.#teardown();
-    const generation = ++this.#generation;
-    const current = () => generation === this.#generation;
-    this.#setState("connecting");
+    const current = this.begin();
+    this.setState("connecting");
 
     let OV;
     let session;
@@ -172,16 +132,16 @@ export class Call {
       console.warn("openvidu exception", event.name, event.message);
       // Candidates of a publish the media server refused fail too; that is already explained.
       if (event.name === "ICE_CANDIDATE_ERROR" && this.#refused) return;
-      if (current()) this.#on.notice(`Media problem: ${event.message || event.name}`);
+      if (current()) this.on.notice(`Media problem: ${event.message || event.name}`);
     });
     session.on("reconnecting", () => {
       if (dropIfStale()) return;
       // Before the join completed this means the media server cannot be reached:
       // openvidu-browser would retry silently for a long time, so give up now.
       if (!this.#joined) this.fail(UNREACHABLE);
-      else this.#setState("connecting", "Connection to the media server lost, reconnecting…");
+      else this.setState("connecting", "Connection to the media server lost, reconnecting…");
     });
-    session.on("reconnected", () => !dropIfStale() && this.#setState("connected"));
+    session.on("reconnected", () => !dropIfStale() && this.setState("connected"));
     session.on("sessionDisconnected", (event) => {
       if (dropIfStale() || event.reason === "disconnect") return;
       const why = DISCONNECT_MESSAGES[event.reason] ?? "You were disconnected from the call.";
@@ -203,61 +163,55 @@ export class Call {
       return;
     }
     this.#joined = true;
-    this.#setState("connected");
+    this.setState("connected");
     if (publish) await this.#publish(OV, session, { nickname, participantId }, current);
   }
 
-  /** End the call locally (the lobby tells the server separately). */
-  stop() {
-    this.#generation += 1;
-    this.#teardown();
-    this.#setState("idle");
+  // --- for CallView -----------------------------------------------------------
+
+  get running() {
+    return this.#session !== null;
   }
 
-  /** No media yet: show "connecting" while the lobby asks the server for a token. */
-  wait(message) {
-    this.#generation += 1;
-    this.#teardown();
-    this.#setState("connecting", message);
+  get remoteFeeds() {
+    return [...this.#remote.values()];
   }
 
-  /** End the media side and show `message` with a Retry button. */
-  fail(message) {
-    this.#generation += 1;
-    this.#teardown();
-    this.#setState("error", message);
-  }
-
-  toggleVideo() {
-    if (!this.#publisher) return;
-    this.#media.video = !this.#media.video;
-    this.#publisher.publishVideo(this.#media.video)?.catch?.((err) => {
-      this.#on.notice(`Your camera could not turn back on (${describe(err)}).`);
-    });
-    this.#local.video = this.#media.video ? "on" : "off";
-    this.#on.media({ ...this.#media });
-    this.#on.feeds();
-  }
-
-  toggleAudio() {
-    if (!this.#publisher) return;
-    this.#media.audio = !this.#media.audio;
-    this.#publisher.publishAudio(this.#media.audio);
-    this.#on.media({ ...this.#media });
-  }
-
-  /** Called from a click: browsers allow playback with sound after a user gesture. */
-  resumePlayback() {
-    for (const feed of this.feeds) {
-      for (const video of feed.element.querySelectorAll("video")) video.play().catch(() => {});
+  switchMedia(kind, on) {
+    if (kind === "audio") {
+      this.#publisher.publishAudio(on);
+      return;
     }
-    this.#on.playbackBlocked(false);
+    this.#publisher.publishVideo(on)?.catch?.((err) => {
+      this.on.notice(`Your camera could not turn back on (${describe(err)}).`);
+    });
   }
+
+  teardownMedia() {
+    const session = this.#session;
+    this.#session = null;
+    stopPublisher(this.#publisher);
+    this.#publisher = null;
+    try {
+      // disconnect() only closes the media socket of a session that joined.
+      if (this.#joined) session?.disconnect();
+      else if (this.#ov) closeSocket(this.#ov);
+    } catch (err) {
+      console.warn("openvidu disconnect failed", err);
+    }
+    this.#ov = null;
+    this.#joined = false;
+    this.#refused = false;
+    this.#remote.clear();
+    this.#present.clear();
+  }
+
+  // --- your camera ------------------------------------------------------------
 
   async #publish(OV, session, { nickname, participantId }, current) {
     const feed = newFeed("local", { participantId, local: true, label: nickname });
-    this.#local = feed;
-    this.#on.feeds();
+    this.local = feed;
+    this.on.feeds();
     let publisher;
     try {
       publisher = await OV.initPublisherAsync(feed.element, {
@@ -269,13 +223,13 @@ export class Call {
       });
     } catch (err) {
       if (!current()) return;
-      this.#local = null;
-      this.#on.feeds();
-      this.#on.publishProblem(`Your camera or microphone could not start (${describe(err)}). You can still watch and listen.`);
+      this.local = null;
+      this.on.feeds();
+      this.on.publishProblem(`Your camera or microphone could not start (${describe(err)}). You can still watch and listen.`);
       return;
     }
     if (!current()) {
-      stopTracks(publisher);
+      stopPublisher(publisher);
       return;
     }
     // openvidu-browser mutes your own video already; never risk hearing yourself.
@@ -284,8 +238,7 @@ export class Call {
       event.element.muted = true;
     });
     this.#publisher = publisher;
-    this.#media = { video: true, audio: true };
-    this.#on.media({ ...this.#media });
+    this.setMedia({ video: true, audio: true });
     try {
       await session.publish(publisher);
     } catch (err) {
@@ -293,24 +246,26 @@ export class Call {
       this.#refused = true;
       // Keep the preview (with its toggles), stop offering media nobody takes.
       publisher.stream?.disposeWebRtcPeer?.();
-      this.#on.publishProblem(publishFailure(err));
-      this.#on.feeds();
+      this.on.publishProblem(publishFailure(err));
+      this.on.feeds();
       return;
     }
     if (!current()) return;
     feed.sending = true;
-    this.#on.publishProblem(null);
-    this.#on.feeds();
+    this.on.publishProblem(null);
+    this.on.feeds();
   }
+
+  // --- the others -------------------------------------------------------------
 
   #arrived(session, connection) {
     if (connection.connectionId === session.connection?.connectionId) return;
     this.#present.set(connection.connectionId, participantIdFromConnectionData(connection.data));
-    this.#on.feeds();
+    this.on.feeds();
   }
 
   #departed(connection) {
-    if (this.#present.delete(connection.connectionId)) this.#on.feeds();
+    if (this.#present.delete(connection.connectionId)) this.on.feeds();
   }
 
   #addRemote(session, stream) {
@@ -323,23 +278,17 @@ export class Call {
     feed.video = stream.hasVideo === false || stream.videoActive === false ? "off" : "on";
     feed.sending = true;
     this.#remote.set(stream.streamId, feed);
-    this.#on.feeds();
+    this.on.feeds();
     try {
       const subscriber = session.subscribe(stream, feed.element);
-      subscriber.on("videoElementCreated", (event) => this.#play(event.element));
+      subscriber.on("videoElementCreated", (event) => this.play(event.element));
     } catch (err) {
-      this.#on.notice(`Could not show ${feed.label}'s video (${describe(err)}).`);
+      this.on.notice(`Could not show ${feed.label}'s video (${describe(err)}).`);
     }
   }
 
   #removeRemote(streamId) {
-    if (this.#remote.delete(streamId)) this.#on.feeds();
-  }
-
-  #play(video) {
-    video.play?.()?.catch((err) => {
-      if (err?.name === "NotAllowedError") this.#on.playbackBlocked(true);
-    });
+    if (this.#remote.delete(streamId)) this.on.feeds();
   }
 
   #propertyChanged(event) {
@@ -347,38 +296,6 @@ export class Call {
     const feed = this.#remote.get(event.stream?.streamId);
     if (!feed) return;
     feed.video = event.newValue ? "on" : "off";
-    this.#on.feeds();
-  }
-
-  #teardown() {
-    const session = this.#session;
-    this.#session = null;
-    stopTracks(this.#publisher);
-    this.#publisher = null;
-    if (this.#media) {
-      this.#media = null;
-      this.#on.media(null);
-    }
-    try {
-      // disconnect() only closes the media socket of a session that joined.
-      if (this.#joined) session?.disconnect();
-      else if (this.#ov) closeSocket(this.#ov);
-    } catch (err) {
-      console.warn("openvidu disconnect failed", err);
-    }
-    this.#ov = null;
-    this.#joined = false;
-    this.#local = null;
-    this.#refused = false;
-    this.#remote.clear();
-    this.#present.clear();
-    this.#on.publishProblem(null);
-    this.#on.feeds();
-    this.#on.playbackBlocked(false);
-  }
-
-  #setState(state, message = "") {
-    this.#state = state;
-    this.#on.state(state, message);
+    this.on.feeds();
   }
 }

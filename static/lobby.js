@@ -4,8 +4,9 @@
 // (`handle`); requests carry a numeric `ref` and wait in `pending` for their reply.
 
 import { connectSocket } from "./socket.js";
-import { Rooms } from "./rooms.js";
+import { Presence } from "./presence.js";
 import { Call } from "./call.js";
+import { canPublish } from "./callview.js";
 import { PeerCall } from "./p2p.js";
 import { renderTiles } from "./tiles.js";
 import * as view from "./view.js";
@@ -22,7 +23,7 @@ let media = { kind: page.media };
 let roomSize = null;
 // Replies to signals carry this ref: they are errors only, and never wait in `pending`.
 const SIGNAL_REF = "signal";
-const rooms = new Rooms();
+const presence = new Presence();
 /** The participant this page holds: {room, participant|null}, or null in the lobby. */
 let current = null;
 /** @type {Map<number, {type: string, abandoned?: boolean, token?: boolean}>} */
@@ -87,18 +88,18 @@ function handle(msg) {
       onWelcome(msg);
       break;
     case "joined":
-      rooms.add(msg.room, msg.participant);
+      presence.add(msg.room, msg.participant);
       render();
       break;
     case "left":
-      rooms.remove(msg.room, msg.participant.id);
+      presence.remove(msg.room, msg.participant.id);
       if (msg.participant.id === current?.participant?.id) {
         endCall("You are no longer in this call.");
       }
       render();
       break;
     case "room_closed":
-      rooms.close(msg.room);
+      presence.close(msg.room);
       render();
       break;
     case "taken_over":
@@ -130,7 +131,7 @@ function onWelcome(msg) {
   if (msg.user) Object.assign(me, msg.user);
   if (msg.media) media = msg.media;
   roomSize = msg.room_size ?? null;
-  rooms.reset(msg.rooms);
+  presence.reset(msg.rooms);
   render();
   const saved = loadResume();
   if (!saved) return;
@@ -190,10 +191,6 @@ function onError(req, msg) {
 }
 
 // --- actions ----------------------------------------------------------------
-
-function canPublish(role) {
-  return role === "PUBLISHER" || role === "MODERATOR";
-}
 
 function myRole() {
   return current?.participant?.role ?? me.role;
@@ -265,12 +262,12 @@ function retry() {
 }
 
 function roomParticipants() {
-  return (current && rooms.get(current.room)?.participants) || [];
+  return (current && presence.get(current.room)?.participants) || [];
 }
 
 function render() {
   const selfId = current?.participant?.id;
-  view.renderRooms(rooms.list(), join, selfId, roomSize);
+  view.renderRooms(presence.list(), join, selfId, roomSize);
   const participants = roomParticipants();
   call.roster?.(participants);
   view.renderCallParticipants(participants, selfId);
@@ -333,7 +330,7 @@ render();
 Object.defineProperty(window, "lobbyDebug", {
   value: Object.freeze({
     get rooms() {
-      return rooms.snapshot();
+      return presence.snapshot();
     },
     get current() {
       return current ? structuredClone(current) : null;

@@ -14,11 +14,12 @@
 // collision at the start. (Chromium 156 can leave a connection without ICE
 // candidates when a rollback lands while its own first offer is gathering.)
 //
-// Same surface as call.js (start, stop, wait, fail, feeds, present, toggles),
-// plus `signal` (a frame from a peer), `roster` (who is in the room) and
-// `reconnected` (the lobby socket came back while the call went on).
+// What every call shares (state, generation, feeds, stop/wait/fail, toggles)
+// is callview.js's `CallView`; this module adds the links, and `signal` (a
+// frame from a peer), `roster` (who is in the room) and `reconnected` (the
+// lobby socket came back while the call went on).
 
-import { describe } from "./call.js";
+import { CallView, canPublish, describe, stopTracks } from "./callview.js";
 import { newFeed } from "./tiles.js";
 import { el } from "./view.js";
 
@@ -26,10 +27,6 @@ const HELLO_RETRY_MS = [1000, 2000, 4000, 8000, 10_000];
 const CONNECT_TIMEOUT_MS = 10_000; // a link not connected by then starts over
 const CANDIDATE_BATCH_MS = 25; // trickled candidates go out together, not one frame each
 const MAX_CANDIDATES = 16; // per frame (the server's limit)
-
-function canPublish(role) {
-  return role === "PUBLISHER" || role === "MODERATOR";
-}
 
 function newLinkId() {
   const bytes = crypto.getRandomValues(new Uint8Array(9));
@@ -39,10 +36,6 @@ function newLinkId() {
 // Negotiation steps at debug level (hidden in the console unless "Verbose" is on).
 function trace(link, ...what) {
   console.debug(`p2p ${link.peer} ${link.id}:`, ...what);
-}
-
-function stopTracks(stream) {
-  for (const track of stream?.getTracks() ?? []) track.stop();
 }
 
 function videoFor(stream, { muted }) {
@@ -78,41 +71,23 @@ class Link {
   }
 }
 
-export class PeerCall {
-  #on;
+export class PeerCall extends CallView {
   #send;
-  #generation = 0;
-  #state = "idle";
   #me = null; // {id, role} while a call runs
   #iceServers = [];
   #stream = null; // your camera and microphone
-  #media = null; // {video, audio} while the camera is on
-  #local = null; // your feed
   /** @type {Map<string, object>} participant id -> participant, the others in the room */
   #peers = new Map();
   /** @type {Map<string, Link>} participant id -> link */
   #links = new Map();
 
   /**
-   * @param {object} on the same callbacks as call.js's Call
+   * @param {object} on the callbacks, see CallView
    * @param {(to: string, data: object) => boolean} send a `signal` to a participant
    */
   constructor(on, send) {
-    this.#on = on;
+    super(on);
     this.#send = send;
-  }
-
-  get state() {
-    return this.#state;
-  }
-
-  get live() {
-    return this.#me !== null && (this.#state === "connecting" || this.#state === "connected");
-  }
-
-  get feeds() {
-    const remote = [...this.#links.values()].map((link) => link.feed).filter(Boolean);
-    return [...(this.#local ? [this.#local] : []), ...remote];
   }
 
   /** Participant ids of the peers we have a working connection with. */
@@ -121,35 +96,16 @@ export class PeerCall {
   }
 
   start({ participantId, role, nickname, publish, iceServers, participants }) {
-    this.#teardown();
-    const generation = ++this.#generation;
+    const current = this.begin();
     this.#me = { id: participantId, role };
     this.#iceServers = iceServers ?? [];
-    this.#setState(publish ? "connecting" : "connected");
+    this.setState(publish ? "connecting" : "connected");
     this.roster(participants);
     // Everyone already here hears from us; whoever comes later says hello to us.
     for (const peer of this.#peers.values()) {
       if (this.#wants(peer)) this.#hello(peer.id);
     }
-    if (publish) this.#startCamera(nickname, () => generation === this.#generation);
-  }
-
-  stop() {
-    this.#generation += 1;
-    this.#teardown();
-    this.#setState("idle");
-  }
-
-  wait(message) {
-    this.#generation += 1;
-    this.#teardown();
-    this.#setState("connecting", message);
-  }
-
-  fail(message) {
-    this.#generation += 1;
-    this.#teardown();
-    this.#setState("error", message);
+    if (publish) this.#startCamera(nickname, current);
   }
 
   /** The room's participants (you included) as the lobby knows them. */
@@ -189,48 +145,46 @@ export class PeerCall {
     }
   }
 
-  toggleVideo() {
-    if (!this.#media) return;
-    this.#media.video = !this.#media.video;
-    for (const track of this.#stream.getVideoTracks()) track.enabled = this.#media.video;
-    this.#local.video = this.#media.video ? "on" : "off";
-    this.#mediaChanged();
+  // --- for CallView -----------------------------------------------------------
+
+  get running() {
+    return this.#me !== null;
   }
 
-  toggleAudio() {
-    if (!this.#media) return;
-    this.#media.audio = !this.#media.audio;
-    for (const track of this.#stream.getAudioTracks()) track.enabled = this.#media.audio;
-    this.#mediaChanged();
+  get remoteFeeds() {
+    return [...this.#links.values()].map((link) => link.feed).filter(Boolean);
   }
 
-  /** Called from a click: browsers allow playback with sound after a user gesture. */
-  resumePlayback() {
-    for (const link of this.#links.values()) {
-      const video = link.feed?.element.querySelector("video");
-      if (!video) continue;
-      video.muted = false;
-      video.play().catch(() => {});
-    }
-    this.#on.playbackBlocked(false);
+  switchMedia(kind, on) {
+    const tracks = kind === "video" ? this.#stream.getVideoTracks() : this.#stream.getAudioTracks();
+    for (const track of tracks) track.enabled = on;
+    // A disabled track still arrives (black, silent): the peers label your tile from this.
+    for (const link of this.#links.values()) this.#sendTo(link, { kind: "media", ...this.media });
+  }
+
+  teardownMedia() {
+    for (const id of [...this.#links.keys()]) this.#closeLink(id);
+    stopTracks(this.#stream);
+    this.#stream = null;
+    this.#me = null;
   }
 
   // --- your camera -----------------------------------------------------------
 
   async #startCamera(nickname, current) {
     const feed = newFeed("local", { participantId: this.#me.id, local: true, label: nickname });
-    this.#local = feed;
-    this.#on.feeds();
+    this.local = feed;
+    this.on.feeds();
     let stream;
     try {
       if (!navigator.mediaDevices) throw new Error("this page is not served over https");
       stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: true });
     } catch (err) {
       if (!current()) return;
-      this.#local = null;
-      this.#on.publishProblem(`Your camera or microphone could not start (${describe(err)}). You can still watch and listen.`);
-      this.#setState("connected");
-      this.#on.feeds();
+      this.local = null;
+      this.on.publishProblem(`Your camera or microphone could not start (${describe(err)}). You can still watch and listen.`);
+      this.setState("connected");
+      this.on.feeds();
       return;
     }
     if (!current()) {
@@ -243,17 +197,10 @@ export class PeerCall {
     feed.element.append(video);
     video.play().catch(() => {});
     feed.sending = true;
-    this.#media = { video: true, audio: true };
-    this.#on.media({ ...this.#media });
+    this.setMedia({ video: true, audio: true });
     for (const link of this.#links.values()) this.#addTracks(link);
-    this.#setState("connected");
-    this.#on.feeds();
-  }
-
-  #mediaChanged() {
-    this.#on.media({ ...this.#media });
-    for (const link of this.#links.values()) this.#sendTo(link, { kind: "media", ...this.#media });
-    this.#on.feeds();
+    this.setState("connected");
+    this.on.feeds();
   }
 
   // --- links -----------------------------------------------------------------
@@ -329,7 +276,7 @@ export class PeerCall {
       if (this.#stream) this.#addTracks(link);
       else for (const kind of ["audio", "video"]) pc.addTransceiver(kind, { direction: "recvonly" });
     }
-    if (this.#media) this.#sendTo(link, { kind: "media", ...this.#media });
+    if (this.media) this.#sendTo(link, { kind: "media", ...this.media });
     // Whatever went wrong on the way (a lost signal, a stuck negotiation), start over.
     link.connectTimer = setTimeout(() => {
       if (mine() && !link.connected && this.#me.id < link.peer) this.#hello(link.peer);
@@ -371,7 +318,7 @@ export class PeerCall {
     } else if (data.kind === "media") {
       link.media = { video: data.video, audio: data.audio };
       if (link.feed) link.feed.video = data.video ? "on" : "off";
-      this.#on.feeds();
+      this.on.feeds();
     }
   }
 
@@ -409,10 +356,10 @@ export class PeerCall {
       link.feed.sending = true;
       const video = videoFor(link.stream, { muted: false });
       link.feed.element.append(video);
-      this.#play(video);
+      this.play(video, { muteIfBlocked: true });
     }
     link.feed.video = link.media.video ? "on" : "off";
-    this.#on.feeds();
+    this.on.feeds();
   }
 
   #onConnectionState(link) {
@@ -422,18 +369,7 @@ export class PeerCall {
     link.connected = state === "connected";
     // Start over after a failure; one side does it, so the two do not race.
     if (state === "failed" && this.#me.id < link.peer) this.#hello(link.peer);
-    else if (was !== link.connected) this.#on.feeds();
-  }
-
-  #play(video) {
-    video.play().catch((err) => {
-      if (err?.name !== "NotAllowedError") return;
-      // No click on this page yet (e.g. after a reload): show the video without
-      // sound now, and offer a button for the sound.
-      video.muted = true;
-      video.play().catch(() => {});
-      this.#on.playbackBlocked(true);
-    });
+    else if (was !== link.connected) this.on.feeds();
   }
 
   #closeLink(peerId) {
@@ -445,26 +381,6 @@ export class PeerCall {
     clearTimeout(link.flushTimer);
     link.pc?.close();
     stopTracks(link.stream);
-    if (link.feed || link.connected) this.#on.feeds();
-  }
-
-  #teardown() {
-    for (const id of [...this.#links.keys()]) this.#closeLink(id);
-    stopTracks(this.#stream);
-    this.#stream = null;
-    this.#local = null;
-    if (this.#media) {
-      this.#media = null;
-      this.#on.media(null);
-    }
-    this.#me = null;
-    this.#on.publishProblem(null);
-    this.#on.feeds();
-    this.#on.playbackBlocked(false);
-  }
-
-  #setState(state, message = "") {
-    this.#state = state;
-    this.#on.state(state, message);
+    if (link.feed || link.connected) this.on.feeds();
   }
 }

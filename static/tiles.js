@@ -26,7 +26,7 @@ const tiles = new Map();
  * @param {object} view
  * @param {object[]} view.participants the room's participants, in join order
  * @param {string|undefined} view.selfId your participant id
- * @param {object[]} view.feeds Call.feeds
+ * @param {object[]} view.feeds the call's feeds (CallView.feeds)
  * @param {Set<string>} view.present participant ids of the others in the media session
  * @param {boolean} view.connected you are connected to the media session
  */

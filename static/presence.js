@@ -1,9 +1,9 @@
-// The lobby state: live rooms and their participants, no DOM.
-//
-// `welcome` replaces everything; `joined`, `left` and `room_closed` are applied
-// in the order the server sent them, so this always mirrors the server.
+// The lobby's presence in the browser: live rooms and their participants, no
+// DOM. It mirrors lobby/rules/presence.py's view as the protocol delivers it
+// (docs/protocol.md): `welcome` replaces everything; `joined`, `left` and
+// `room_closed` are applied in the order the server sent them.
 
-export class Rooms {
+export class Presence {
   /** @type {Map<string, {name: string, participants: object[]}>} in server order */
   #rooms = new Map();
 
