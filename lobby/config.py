@@ -356,7 +356,7 @@ def help_epilog() -> str:
     """Every setting and its default, for the end of `lobby serve --help`."""
     width = max(len(s.name) for s in SETTINGS) + 2
     rows = [f"  {s.name:<{width}}{_plain(s.readme_default)}" for s in SETTINGS]
-    return "\n".join(["settings (what each does: README.md, Configuration):", *rows])
+    return "\n".join(["settings and their defaults (README.md, Configuration, says more):", *rows])
 
 
 def _plain(markdown: str) -> str:
