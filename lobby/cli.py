@@ -18,7 +18,7 @@ from collections.abc import Callable
 from contextlib import closing
 from dataclasses import replace
 
-from lobby.config import SETTINGS, ConfigError, Settings
+from lobby.config import SETTINGS, ConfigError, Settings, help_epilog
 from lobby.rules.grants import ROLES
 from lobby.store.db import SchemaError, connect
 from lobby.store.users import UserError, UserStore, check_name
@@ -150,7 +150,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="run the server (settings from the environment)")
+    serve = commands.add_parser(
+        "serve",
+        help="run the server (settings from the environment)",
+        epilog=help_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # keeps the epilog's columns
+    )
     serve.add_argument("--host", help="address to listen on (default: LOBBY_HOST)")
     serve.add_argument("--port", type=_port, help="port to listen on (default: LOBBY_PORT)")
     serve.add_argument("--demo", action="store_true", help="demo mode, same as LOBBY_DEMO=true")

@@ -1,7 +1,10 @@
-"""One frozen `Settings`, read once from the environment.
+"""One frozen `Settings`, read once from the environment, and the table that declares it.
 
-Every setting the server reads is declared in `SETTINGS` with its default and a
-sentence for the README table; a test fails when the README misses one.
+Each `Setting` in `SETTINGS` says everything about one environment variable: the
+`Settings` field it fills, how its text is parsed, its default, and its line in
+the README. `Settings.from_env` parses each one alone, then settles the few that
+depend on each other (`_settle`). The README's table and `lobby serve --help`
+are generated from `SETTINGS`; `tests/test_docs.py` fails when the README drifts.
 """
 
 from __future__ import annotations
@@ -9,8 +12,9 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from lobby.media.p2p import IceServer
 
@@ -19,189 +23,108 @@ class ConfigError(ValueError):
     """A setting is missing or malformed; the message names it."""
 
 
-@dataclass(frozen=True, slots=True)
-class Setting:
-    name: str
-    default: str | None
-    help: str
-
-
-SETTINGS: tuple[Setting, ...] = (
-    Setting(
-        "LOBBY_MEDIA",
-        None,
-        "Who carries the calls: `openvidu` (an OpenVidu 2.x server) or `p2p` (browsers connect "
-        "to each other, the lobby relays their signalling). Default: `openvidu` when "
-        "`OPENVIDU_URL` is set, `p2p` otherwise.",
-    ),
-    Setting(
-        "OPENVIDU_URL",
-        None,
-        "Base URL of the OpenVidu 2.x server (its REST API lives under `/openvidu/api`); "
-        "setting it selects the OpenVidu back end. With `LOBBY_MEDIA=openvidu` and no URL: "
-        "`http://localhost:4443`, the openvidu-dev container.",
-    ),
-    Setting(
-        "OPENVIDU_SECRET",
-        None,
-        "OpenVidu secret (Basic auth `OPENVIDUAPP:<secret>`). Required with OpenVidu outside demo "
-        "mode; "
-        "demo mode uses `MY_SECRET`, the openvidu-dev container's default.",
-    ),
-    Setting(
-        "OPENVIDU_VERIFY_TLS",
-        "true",
-        "`false` turns off certificate checks for OpenVidu (development only).",
-    ),
-    Setting(
-        "OPENVIDU_CA_FILE",
-        None,
-        "PEM file of the CA that signed a self-signed OpenVidu certificate.",
-    ),
-    Setting(
-        "OPENVIDU_TIMEOUT",
-        "5",
-        "Seconds for each OpenVidu REST call; a join fails with `media_unavailable` after it.",
-    ),
-    Setting("LOBBY_DATABASE", "lobby.sqlite3", "SQLite file holding users and login sessions."),
-    Setting(
-        "LOBBY_SECRET_KEY",
-        None,
-        "Key that signs cookies and CSRF tokens. Required outside demo mode; demo mode "
-        "generates one at each start.",
-    ),
-    Setting(
-        "LOBBY_DEMO",
-        "false",
-        "`true` creates the demo users (`publisher1`, `publisher2`, `subscriber`, password "
-        "`pass`); same as `lobby serve --demo`.",
-    ),
-    Setting("LOBBY_HOST", "127.0.0.1", "Address `lobby serve` listens on."),
-    Setting("LOBBY_PORT", "5000", "Port `lobby serve` listens on."),
-    Setting(
-        "LOBBY_RECONNECT_GRACE",
-        "10",
-        "Seconds a participant whose socket went away stays in its room, waiting for its "
-        "page to come back (reload, network blip) before everyone sees it leave.",
-    ),
-    Setting(
-        "LOBBY_ALLOWED_ORIGINS",
-        "",
-        "Comma-separated extra origins (e.g. `https://app.example.com`) allowed to open "
-        "`/ws`, besides the server's own.",
-    ),
-    Setting("LOBBY_PING_INTERVAL", "15", "Seconds between server WebSocket pings."),
-    Setting(
-        "LOBBY_PING_TIMEOUT", "10", "Seconds to wait for a pong before the socket counts as gone."
-    ),
-    Setting("LOBBY_SESSION_TTL", "43200", "Seconds a login session lasts (default 12 hours)."),
-    Setting(
-        "LOBBY_FORWARDED_ALLOW_IPS",
-        "127.0.0.1",
-        "Proxies trusted to set `X-Forwarded-Proto`/`X-Forwarded-For` (uvicorn's "
-        "`forwarded_allow_ips`); cookies are `Secure` when the request came over https.",
-    ),
-    Setting("LOBBY_LOG_LEVEL", "info", "Log level: debug, info, warning, error."),
-    Setting(
-        "LOBBY_MAX_SOCKETS",
-        "18000",
-        "Lobby sockets this process holds; more are refused at the handshake with HTTP 503 "
-        "(keep it under the open-files limit).",
-    ),
-    Setting(
-        "LOBBY_MAX_SOCKETS_PER_USER",
-        "20",
-        "Open lobby sockets (tabs) per user; more are refused with HTTP 429.",
-    ),
-    Setting(
-        "LOBBY_MESSAGE_RATE",
-        "10",
-        "Messages per second a socket may send on average (token bucket).",
-    ),
-    Setting(
-        "LOBBY_MESSAGE_BURST",
-        "30",
-        "Messages a socket may send at once; beyond the bucket they get `rate_limited`, and a "
-        "socket that keeps flooding is closed with 1008.",
-    ),
-    Setting(
-        "LOBBY_JOINS_PER_MINUTE",
-        "30",
-        "`join`s per user per minute (each one costs OpenVidu calls); more get `rate_limited`.",
-    ),
-    Setting(
-        "LOBBY_ROOM_SIZE",
-        None,
-        "Most participants in one room (away ones count: they keep their seat for the grace "
-        "period); a `join` beyond it gets `room_full`. Default: 4 with `p2p` (every pair of "
-        "browsers has its own connection), no limit with OpenVidu. `0`: no limit.",
-    ),
-    Setting(
-        "LOBBY_ICE_SERVERS",
-        "[]",
-        "STUN/TURN servers for `p2p` calls, as JSON in the browser's `RTCIceServer` shape: "
-        '`[{"urls": "stun:stun.example.com:3478"}, {"urls": ["turn:turn.example.com:3478"], '
-        '"username": "u", "credential": "p"}]`. Empty: direct connections only (same machine '
-        'or network). See "Calls across NATs" below.',
-    ),
-    Setting(
-        "LOBBY_TURN_SECRET",
-        None,
-        "coturn's `static-auth-secret`: each page gets its own TURN credentials, valid for "
-        "`LOBBY_SESSION_TTL`, for the `turn:`/`turns:` servers of `LOBBY_ICE_SERVERS` that "
-        "have no `username` (the TURN REST scheme, `use-auth-secret` in coturn).",
-    ),
-    Setting(
-        "LOBBY_HEADER_TIMEOUT",
-        "5",
-        "Seconds a client has to send a whole HTTP request (a WebSocket upgrade's head; "
-        "any other request's head and body); slower connections are dropped (slowloris).",
-    ),
-)
-
 DEMO_OPENVIDU_SECRET = "MY_SECRET"
 DEV_OPENVIDU_URL = "http://localhost:4443"
 MEDIA_KINDS = ("openvidu", "p2p")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 P2P_ROOM_SIZE = 4
+MIN_SECRET_KEY_LENGTH = 16
 # Frames a client may send: lobby requests are small; a `signal` carries an SDP
 # offer (5-6 KB from Chromium with audio and video, more with simulcast).
 MAX_FRAME_BYTES = 4096
 P2P_MAX_FRAME_BYTES = 32768
 ICE_SCHEMES = ("stun:", "stuns:", "turn:", "turns:")
 
+# A parser turns one variable's text into its value, or raises a `ConfigError`
+# that names the variable (its first argument).
+Parser = Callable[[str, str], object]
 
-def _bool(name: str, value: str) -> bool:
-    lowered = value.strip().lower()
+
+def _text(name: str, text: str) -> str:
+    return text
+
+
+def _bool(name: str, text: str) -> bool:
+    lowered = text.strip().lower()
     if lowered in {"1", "true", "yes", "on"}:
         return True
     if lowered in {"0", "false", "no", "off", ""}:
         return False
-    raise ConfigError(f"{name} must be true or false, not {value!r}")
+    raise ConfigError(f"{name} must be true or false, not {text!r}")
 
 
-def _number(name: str, value: str, *, minimum: float = 0.0) -> float:
+def _number(minimum: float = 0.0) -> Callable[[str, str], float]:
+    def parse(name: str, text: str) -> float:
+        try:
+            number = float(text)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, not {text!r}") from None
+        if number < minimum:
+            raise ConfigError(f"{name} must be at least {minimum:g}, not {text!r}")
+        return number
+
+    return parse
+
+
+def _whole(minimum: int = 0) -> Callable[[str, str], int]:
+    number = _number(minimum)
+    return lambda name, text: int(number(name, text))
+
+
+def _choice(*options: str) -> Callable[[str, str], str]:
+    either = ", ".join(options[:-1]) + " or " + options[-1]
+
+    def parse(name: str, text: str) -> str:
+        chosen = text.lower()
+        if chosen not in options:
+            raise ConfigError(f"{name} must be {either}, not {chosen!r}")
+        return chosen
+
+    return parse
+
+
+def _optional(parse: Parser) -> Parser:
+    """None for a blank text (unset: `_settle` decides), else `parse` of the stripped text."""
+    return lambda name, text: parse(name, text.strip()) if text.strip() else None
+
+
+def _text_or_none(name: str, text: str) -> str | None:
+    return text or None
+
+
+def _origins(name: str, text: str) -> tuple[str, ...]:
+    return tuple(o.strip().rstrip("/") for o in text.split(",") if o.strip())
+
+
+def _http_url(name: str, text: str) -> str | None:
+    url = text.rstrip("/")
+    if not url:
+        return None  # unset: `_settle` decides
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"{name} must start with http:// or https://, not {url!r}")
+    return url
+
+
+def _secret_key(name: str, text: str) -> str | None:
+    if not text:
+        return None  # unset: `_settle` decides
+    if len(text) < MIN_SECRET_KEY_LENGTH:
+        raise ConfigError(f"{name} must be at least {MIN_SECRET_KEY_LENGTH} characters long")
+    return text
+
+
+def _ice_servers(name: str, text: str) -> tuple[IceServer, ...]:
+    """A JSON list of `RTCIceServer` objects, checked before pages see it."""
     try:
-        number = float(value)
+        parsed = json.loads(text or "[]")
     except ValueError:
-        raise ConfigError(f"{name} must be a number, not {value!r}") from None
-    if number < minimum:
-        raise ConfigError(f"{name} must be at least {minimum:g}, not {value!r}")
-    return number
-
-
-def _ice_servers(value: str, *, turn_secret: bool) -> tuple[IceServer, ...]:
-    """`LOBBY_ICE_SERVERS`: a JSON list of `RTCIceServer` objects, checked before pages see it."""
-    name = "LOBBY_ICE_SERVERS"
-    try:
-        parsed = json.loads(value or "[]")
-    except ValueError:
-        raise ConfigError(f"{name} must be a JSON list, not {value!r}") from None
+        raise ConfigError(f"{name} must be a JSON list, not {text!r}") from None
     if not isinstance(parsed, list):
         raise ConfigError(f"{name} must be a JSON list of objects with 'urls'")
-    return tuple(_ice_server(name, entry, turn_secret=turn_secret) for entry in parsed)
+    return tuple(_ice_server(name, entry) for entry in parsed)
 
 
-def _ice_server(name: str, entry: object, *, turn_secret: bool) -> IceServer:
+def _ice_server(name: str, entry: object) -> IceServer:
     if not isinstance(entry, dict) or not set(entry) <= {"urls", "username", "credential"}:
         raise ConfigError(f"{name}: each server is an object with 'urls', 'username', 'credential'")
     urls = entry.get("urls")
@@ -215,43 +138,150 @@ def _ice_server(name: str, entry: object, *, turn_secret: bool) -> IceServer:
     for key, text in (("username", username), ("credential", credential)):
         if text is not None and not isinstance(text, str):
             raise ConfigError(f"{name}: {key!r} must be a string")
-    server = IceServer(tuple(urls), username, credential)
-    if server.turn and (username is None or credential is None) and not turn_secret:
-        raise ConfigError(
-            f"{name}: TURN servers need 'username' and 'credential', or LOBBY_TURN_SECRET"
-        )
-    return server
+    return IceServer(tuple(urls), username, credential)
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One environment variable: the field it fills, how it is read, its default, its docs."""
+
+    name: str
+    attribute: str  # the `Settings` field
+    parse: Parser
+    default: str | None  # as an operator would write it; None: unset
+    help: str  # one paragraph, the README's "What it does"
+    shown: str = ""  # the README's default when it depends on other settings
+
+    @property
+    def readme_default(self) -> str:
+        if self.shown:
+            return self.shown
+        return f"`{self.default}`" if self.default else "—"
+
+
+# One entry per variable: name, `Settings` field, parser, default, then its help.
+# A table reads best with each entry's facts on its first line, so ruff leaves it alone.
+# fmt: off
+SETTINGS: tuple[Setting, ...] = (
+    Setting("LOBBY_MEDIA", "media", _optional(_choice(*MEDIA_KINDS)), None,
+            "Who carries the calls: `p2p` (built in: the browsers connect to each other, the "
+            "lobby relays their signalling) or `openvidu` (an OpenVidu 2.x server).",
+            shown="`p2p`, or `openvidu` when `OPENVIDU_URL` is set"),
+    Setting("OPENVIDU_URL", "openvidu_url", _http_url, None,
+            "Base URL of the OpenVidu 2.x server (its REST API lives under `/openvidu/api`); "
+            "setting it selects the OpenVidu back end. With `LOBBY_MEDIA=openvidu` and no URL: "
+            "`http://localhost:4443`, the openvidu-dev container."),
+    Setting("OPENVIDU_SECRET", "openvidu_secret", _text_or_none, None,
+            "OpenVidu secret (Basic auth `OPENVIDUAPP:<secret>`). Required with OpenVidu outside "
+            "demo mode; demo mode uses `MY_SECRET`, the openvidu-dev container's default."),
+    Setting("OPENVIDU_VERIFY_TLS", "openvidu_verify_tls", _bool, "true",
+            "`false` turns off certificate checks for OpenVidu (development only)."),
+    Setting("OPENVIDU_CA_FILE", "openvidu_ca_file", _text_or_none, None,
+            "PEM file of the CA that signed a self-signed OpenVidu certificate."),
+    Setting("OPENVIDU_TIMEOUT", "openvidu_timeout", _number(minimum=0.1), "5",
+            "Seconds for each OpenVidu REST call; a join fails with `media_unavailable` after it."),
+    Setting("LOBBY_DATABASE", "database", _text, "lobby.sqlite3",
+            "SQLite file holding users and login sessions."),
+    Setting("LOBBY_SECRET_KEY", "secret_key", _secret_key, None,
+            "Key that signs cookies and CSRF tokens. Required outside demo mode; demo mode "
+            "generates one at each start."),
+    Setting("LOBBY_DEMO", "demo", _bool, "false",
+            "`true` creates the demo users (`publisher1`, `publisher2`, `subscriber`, password "
+            "`pass`); same as `lobby serve --demo`."),
+    Setting("LOBBY_HOST", "host", _text, "127.0.0.1", "Address `lobby serve` listens on."),
+    Setting("LOBBY_PORT", "port", _whole(), "5000", "Port `lobby serve` listens on."),
+    Setting("LOBBY_RECONNECT_GRACE", "reconnect_grace", _number(), "10",
+            "Seconds a participant whose socket went away stays in its room, waiting for its page "
+            "to come back (reload, network blip) before everyone sees it leave."),
+    Setting("LOBBY_ALLOWED_ORIGINS", "allowed_origins", _origins, "",
+            "Comma-separated extra origins (e.g. `https://app.example.com`) allowed to open "
+            "`/ws`, besides the server's own."),
+    Setting("LOBBY_PING_INTERVAL", "ping_interval", _number(minimum=0.1), "15",
+            "Seconds between server WebSocket pings."),
+    Setting("LOBBY_PING_TIMEOUT", "ping_timeout", _number(minimum=0.1), "10",
+            "Seconds to wait for a pong before the socket counts as gone."),
+    Setting("LOBBY_SESSION_TTL", "session_ttl", _number(minimum=60), "43200",
+            "Seconds a login session lasts (default 12 hours)."),
+    Setting("LOBBY_FORWARDED_ALLOW_IPS", "forwarded_allow_ips", _text, "127.0.0.1",
+            "Proxies trusted to set `X-Forwarded-Proto`/`X-Forwarded-For` (uvicorn's "
+            "`forwarded_allow_ips`); cookies are `Secure` when the request came over https."),
+    Setting("LOBBY_LOG_LEVEL", "log_level", _choice(*LOG_LEVELS), "info",
+            "Log level: debug, info, warning, error."),
+    Setting("LOBBY_MAX_SOCKETS", "max_sockets", _whole(minimum=1), "18000",
+            "Lobby sockets this process holds; more are refused at the handshake with HTTP 503 "
+            "(keep it under the open-files limit)."),
+    Setting("LOBBY_MAX_SOCKETS_PER_USER", "max_sockets_per_user", _whole(minimum=1), "20",
+            "Open lobby sockets (tabs) per user; more are refused with HTTP 429."),
+    Setting("LOBBY_MESSAGE_RATE", "message_rate", _number(minimum=0.1), "10",
+            "Messages per second a socket may send on average (token bucket)."),
+    Setting("LOBBY_MESSAGE_BURST", "message_burst", _whole(minimum=1), "30",
+            "Messages a socket may send at once; beyond the bucket they get `rate_limited`, and a "
+            "socket that keeps flooding is closed with 1008."),
+    Setting("LOBBY_JOINS_PER_MINUTE", "joins_per_minute", _whole(minimum=1), "30",
+            "`join`s per user per minute (each one costs OpenVidu calls); more get "
+            "`rate_limited`."),
+    Setting("LOBBY_ROOM_SIZE", "room_size", _optional(_whole()), None,
+            "Most participants in one room (away ones count: they keep their seat for the grace "
+            "period); a `join` beyond it gets `room_full`. `0`: no limit. With `p2p` every pair "
+            "of browsers has its own connection, so each browser sends its camera once per other "
+            "participant.", shown="`4` with `p2p`, no limit with OpenVidu"),
+    Setting("LOBBY_ICE_SERVERS", "ice_servers", _ice_servers, "[]",
+            "STUN/TURN servers for `p2p` calls, JSON in the browser's `RTCIceServer` shape, e.g. "
+            '`[{"urls": "stun:stun.example.com:3478"}, {"urls": '
+            '["turn:turn.example.com:3478?transport=udp"], "username": "u", "credential": "p"}]`. '
+            "Empty: direct connections only (same machine or network). See "
+            "[Calls across NATs](docs/deployment.md#calls-across-nats-coturn)."),
+    Setting("LOBBY_TURN_SECRET", "turn_secret", _text_or_none, None,
+            "coturn's `static-auth-secret` (`use-auth-secret`, the TURN REST scheme): each page "
+            "gets its own TURN credentials, valid for `LOBBY_SESSION_TTL`, for the "
+            "`turn:`/`turns:` servers of `LOBBY_ICE_SERVERS` listed without `username` and "
+            "`credential`, so no long-lived TURN password reaches a browser."),
+    Setting("LOBBY_HEADER_TIMEOUT", "header_timeout", _number(minimum=0.1), "5",
+            "Seconds a client has to send a whole HTTP request (a WebSocket upgrade's head; any "
+            "other request's head and body); slower connections are dropped (slowloris)."),
+)
+# fmt: on
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def _default(name: str) -> Any:
+    """The value of `name`'s default: what `Settings` fields start from."""
+    setting = _BY_NAME[name]
+    return setting.parse(name, setting.default or "")
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
+    """Every setting, parsed. Defaults: the table's; for those `_settle` decides, demo mode's
+    with OpenVidu (what code and tests that build a `Settings` want)."""
+
     media: str = "openvidu"
     openvidu_url: str = DEV_OPENVIDU_URL
     openvidu_secret: str = field(default=DEMO_OPENVIDU_SECRET, repr=False)
-    openvidu_verify_tls: bool = True
-    openvidu_ca_file: str | None = None
-    openvidu_timeout: float = 5.0
-    database: str = "lobby.sqlite3"
+    openvidu_verify_tls: bool = _default("OPENVIDU_VERIFY_TLS")
+    openvidu_ca_file: str | None = _default("OPENVIDU_CA_FILE")
+    openvidu_timeout: float = _default("OPENVIDU_TIMEOUT")
+    database: str = _default("LOBBY_DATABASE")
     secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
-    demo: bool = False
-    host: str = "127.0.0.1"
-    port: int = 5000
-    reconnect_grace: float = 10.0
-    allowed_origins: tuple[str, ...] = ()
-    ping_interval: float = 15.0
-    ping_timeout: float = 10.0
-    session_ttl: float = 43200.0
-    forwarded_allow_ips: str = "127.0.0.1"
-    log_level: str = "info"
-    max_sockets: int = 18000
-    max_sockets_per_user: int = 20
-    message_rate: float = 10.0
-    message_burst: int = 30
-    joins_per_minute: int = 30
-    header_timeout: float = 5.0
+    demo: bool = _default("LOBBY_DEMO")
+    host: str = _default("LOBBY_HOST")
+    port: int = _default("LOBBY_PORT")
+    reconnect_grace: float = _default("LOBBY_RECONNECT_GRACE")
+    allowed_origins: tuple[str, ...] = _default("LOBBY_ALLOWED_ORIGINS")
+    ping_interval: float = _default("LOBBY_PING_INTERVAL")
+    ping_timeout: float = _default("LOBBY_PING_TIMEOUT")
+    session_ttl: float = _default("LOBBY_SESSION_TTL")
+    forwarded_allow_ips: str = _default("LOBBY_FORWARDED_ALLOW_IPS")
+    log_level: str = _default("LOBBY_LOG_LEVEL")
+    max_sockets: int = _default("LOBBY_MAX_SOCKETS")
+    max_sockets_per_user: int = _default("LOBBY_MAX_SOCKETS_PER_USER")
+    message_rate: float = _default("LOBBY_MESSAGE_RATE")
+    message_burst: int = _default("LOBBY_MESSAGE_BURST")
+    joins_per_minute: int = _default("LOBBY_JOINS_PER_MINUTE")
+    header_timeout: float = _default("LOBBY_HEADER_TIMEOUT")
     room_size: int = 0  # 0: no limit
-    ice_servers: tuple[IceServer, ...] = ()
-    turn_secret: str | None = field(default=None, repr=False)
+    ice_servers: tuple[IceServer, ...] = _default("LOBBY_ICE_SERVERS")
+    turn_secret: str | None = field(default=_default("LOBBY_TURN_SECRET"), repr=False)
 
     @property
     def max_frame_bytes(self) -> int:
@@ -262,82 +292,76 @@ class Settings:
     def from_env(
         cls, env: Mapping[str, str] | None = None, *, demo: bool | None = None
     ) -> Settings:
-        """Read every setting; missing ones take the defaults in `SETTINGS`."""
-        source = os.environ if env is None else env
+        """Read every setting in `SETTINGS`; `demo` (from `--demo`) overrides `LOBBY_DEMO`."""
+        source = dict(os.environ if env is None else env)
+        if demo is not None:
+            source["LOBBY_DEMO"] = "true" if demo else "false"
+        alone = {
+            s.attribute: s.parse(s.name, source.get(s.name, s.default or "")) for s in SETTINGS
+        }
+        return cls(**_settle(alone))
 
-        def get(name: str) -> str:
-            value = source.get(name)
-            if value is not None:
-                return value
-            default = next(s.default for s in SETTINGS if s.name == name)
-            return default or ""
 
-        is_demo = _bool("LOBBY_DEMO", get("LOBBY_DEMO")) if demo is None else demo
-        url = get("OPENVIDU_URL").rstrip("/")
-        media = get("LOBBY_MEDIA").strip().lower() or ("openvidu" if url else "p2p")
-        if media not in MEDIA_KINDS:
-            raise ConfigError(f"LOBBY_MEDIA must be openvidu or p2p, not {media!r}")
-        url = url or DEV_OPENVIDU_URL
-        secret = get("OPENVIDU_SECRET") or (DEMO_OPENVIDU_SECRET if is_demo else "")
-        if not secret and media == "openvidu":
-            raise ConfigError("OPENVIDU_SECRET is required with OpenVidu outside demo mode")
-        key = get("LOBBY_SECRET_KEY") or (secrets.token_urlsafe(32) if is_demo else "")
-        if not key:
-            raise ConfigError(
-                "LOBBY_SECRET_KEY is required outside demo mode "
-                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
-            )
-        if len(key) < 16:
-            raise ConfigError("LOBBY_SECRET_KEY must be at least 16 characters long")
-        if not url.startswith(("http://", "https://")):
-            raise ConfigError(f"OPENVIDU_URL must start with http:// or https://, not {url!r}")
-        log_level = get("LOBBY_LOG_LEVEL").lower()
-        if log_level not in {"debug", "info", "warning", "error"}:
-            raise ConfigError(
-                f"LOBBY_LOG_LEVEL must be debug, info, warning or error, not {log_level!r}"
-            )
-        ping_interval = _number("LOBBY_PING_INTERVAL", get("LOBBY_PING_INTERVAL"), minimum=0.1)
-        ping_timeout = _number("LOBBY_PING_TIMEOUT", get("LOBBY_PING_TIMEOUT"), minimum=0.1)
-        room_size = get("LOBBY_ROOM_SIZE").strip()
-        turn_secret = get("LOBBY_TURN_SECRET") or None
-        return cls(
-            media=media,
-            openvidu_url=url,
-            openvidu_secret=secret,
-            openvidu_verify_tls=_bool("OPENVIDU_VERIFY_TLS", get("OPENVIDU_VERIFY_TLS")),
-            openvidu_ca_file=get("OPENVIDU_CA_FILE") or None,
-            openvidu_timeout=_number("OPENVIDU_TIMEOUT", get("OPENVIDU_TIMEOUT"), minimum=0.1),
-            database=get("LOBBY_DATABASE"),
-            secret_key=key,
-            demo=is_demo,
-            host=get("LOBBY_HOST"),
-            port=int(_number("LOBBY_PORT", get("LOBBY_PORT"))),
-            reconnect_grace=_number("LOBBY_RECONNECT_GRACE", get("LOBBY_RECONNECT_GRACE")),
-            allowed_origins=tuple(
-                o.strip().rstrip("/") for o in get("LOBBY_ALLOWED_ORIGINS").split(",") if o.strip()
-            ),
-            ping_interval=ping_interval,
-            ping_timeout=ping_timeout,
-            session_ttl=_number("LOBBY_SESSION_TTL", get("LOBBY_SESSION_TTL"), minimum=60),
-            forwarded_allow_ips=get("LOBBY_FORWARDED_ALLOW_IPS"),
-            log_level=log_level,
-            max_sockets=int(_number("LOBBY_MAX_SOCKETS", get("LOBBY_MAX_SOCKETS"), minimum=1)),
-            max_sockets_per_user=int(
-                _number("LOBBY_MAX_SOCKETS_PER_USER", get("LOBBY_MAX_SOCKETS_PER_USER"), minimum=1)
-            ),
-            message_rate=_number("LOBBY_MESSAGE_RATE", get("LOBBY_MESSAGE_RATE"), minimum=0.1),
-            message_burst=int(
-                _number("LOBBY_MESSAGE_BURST", get("LOBBY_MESSAGE_BURST"), minimum=1)
-            ),
-            joins_per_minute=int(
-                _number("LOBBY_JOINS_PER_MINUTE", get("LOBBY_JOINS_PER_MINUTE"), minimum=1)
-            ),
-            header_timeout=_number(
-                "LOBBY_HEADER_TIMEOUT", get("LOBBY_HEADER_TIMEOUT"), minimum=0.1
-            ),
-            room_size=int(_number("LOBBY_ROOM_SIZE", room_size))
-            if room_size
-            else (P2P_ROOM_SIZE if media == "p2p" else 0),
-            ice_servers=_ice_servers(get("LOBBY_ICE_SERVERS"), turn_secret=bool(turn_secret)),
-            turn_secret=turn_secret,
+def _settle(alone: dict[str, Any]) -> dict[str, Any]:
+    """The settings whose default or validity depends on another, from each parsed alone."""
+    demo: bool = alone["demo"]
+    url: str | None = alone["openvidu_url"]
+    media: str = alone["media"] or ("openvidu" if url else "p2p")  # the URL alone picks OpenVidu
+    # A full mesh sends each camera to every other page, so p2p rooms stay small.
+    default_room_size = P2P_ROOM_SIZE if media == "p2p" else 0
+    settled = alone | {
+        "media": media,
+        "openvidu_url": url or DEV_OPENVIDU_URL,
+        "openvidu_secret": _openvidu_secret(alone["openvidu_secret"], media=media, demo=demo),
+        "secret_key": _secret_key_or_demo(alone["secret_key"], demo=demo),
+        "room_size": alone["room_size"] if alone["room_size"] is not None else default_room_size,
+    }
+    _check_turn_credentials(alone["ice_servers"], alone["turn_secret"])
+    return settled
+
+
+def _openvidu_secret(given: str | None, *, media: str, demo: bool) -> str:
+    secret = given or (DEMO_OPENVIDU_SECRET if demo else "")
+    if not secret and media == "openvidu":
+        raise ConfigError("OPENVIDU_SECRET is required with OpenVidu outside demo mode")
+    return secret
+
+
+def _secret_key_or_demo(given: str | None, *, demo: bool) -> str:
+    if given:
+        return given
+    if demo:
+        return secrets.token_urlsafe(32)  # sessions end at each restart: fine for a demo
+    raise ConfigError(
+        "LOBBY_SECRET_KEY is required outside demo mode "
+        "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+    )
+
+
+def _check_turn_credentials(servers: tuple[IceServer, ...], turn_secret: str | None) -> None:
+    """A TURN server without its own credentials needs `LOBBY_TURN_SECRET` to make some."""
+    if not turn_secret and any(s.turn and None in (s.username, s.credential) for s in servers):
+        raise ConfigError(
+            "LOBBY_ICE_SERVERS: TURN servers need 'username' and 'credential', or LOBBY_TURN_SECRET"
         )
+
+
+def markdown_table() -> str:
+    """The README's settings table. Regenerate it with `python -m lobby.config`."""
+    rows = [f"| `{s.name}` | {s.readme_default} | {s.help} |" for s in SETTINGS]
+    return "\n".join(["| Setting | Default | What it does |", "| --- | --- | --- |", *rows])
+
+
+def help_epilog() -> str:
+    """Every setting and its default, for the end of `lobby serve --help`."""
+    width = max(len(s.name) for s in SETTINGS) + 2
+    rows = [f"  {s.name:<{width}}{_plain(s.readme_default)}" for s in SETTINGS]
+    return "\n".join(["settings and their defaults (README.md, Configuration, says more):", *rows])
+
+
+def _plain(markdown: str) -> str:
+    return "not set" if markdown == "—" else markdown.replace("`", "")
+
+
+if __name__ == "__main__":
+    print(markdown_table())

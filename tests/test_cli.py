@@ -14,7 +14,7 @@ import pytest
 
 import lobby
 from lobby.cli import database_path, main
-from lobby.config import Settings
+from lobby.config import Settings, help_epilog
 from lobby.store.db import connect
 from lobby.store.sessions import SessionStore
 from lobby.store.users import User, UserStore
@@ -278,6 +278,17 @@ def test_serve_refuses_a_bad_port(database: str, capsys: pytest.CaptureFixture[s
         main(["serve", "--port", "70000"], serve=lambda settings: None)
     assert exited.value.code == 2
     assert "not a port number" in capsys.readouterr().err
+
+
+def test_serve_help_ends_with_every_setting_and_its_default(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert out.endswith("\n\n" + help_epilog() + "\n")  # as written: columns kept
+    assert "  LOBBY_PORT                  5000\n" in out
 
 
 def test_serve_with_an_unfit_uvicorn_says_so_and_exits_2(
