@@ -9,14 +9,13 @@ are generated from `SETTINGS`; `tests/test_docs.py` fails when the README drifts
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from lobby.media.p2p import IceServer
+from lobby.media.p2p import IceServer, ice_servers_from_json
 
 
 class ConfigError(ValueError):
@@ -33,7 +32,6 @@ MIN_SECRET_KEY_LENGTH = 16
 # offer (5-6 KB from Chromium with audio and video, more with simulcast).
 MAX_FRAME_BYTES = 4096
 P2P_MAX_FRAME_BYTES = 32768
-ICE_SCHEMES = ("stun:", "stuns:", "turn:", "turns:")
 
 # A parser turns one variable's text into its value, or raises a `ConfigError`
 # that names the variable (its first argument).
@@ -114,31 +112,10 @@ def _secret_key(name: str, text: str) -> str | None:
 
 
 def _ice_servers(name: str, text: str) -> tuple[IceServer, ...]:
-    """A JSON list of `RTCIceServer` objects, checked before pages see it."""
     try:
-        parsed = json.loads(text or "[]")
-    except ValueError:
-        raise ConfigError(f"{name} must be a JSON list, not {text!r}") from None
-    if not isinstance(parsed, list):
-        raise ConfigError(f"{name} must be a JSON list of objects with 'urls'")
-    return tuple(_ice_server(name, entry) for entry in parsed)
-
-
-def _ice_server(name: str, entry: object) -> IceServer:
-    if not isinstance(entry, dict) or not set(entry) <= {"urls", "username", "credential"}:
-        raise ConfigError(f"{name}: each server is an object with 'urls', 'username', 'credential'")
-    urls = entry.get("urls")
-    urls = [urls] if isinstance(urls, str) else urls
-    if not isinstance(urls, list) or not urls or not all(isinstance(u, str) for u in urls):
-        raise ConfigError(f"{name}: 'urls' must be a URL or a non-empty list of URLs")
-    for url in urls:
-        if not url.startswith(ICE_SCHEMES):
-            raise ConfigError(f"{name}: {url!r} is not a stun:, stuns:, turn: or turns: URL")
-    username, credential = entry.get("username"), entry.get("credential")
-    for key, text in (("username", username), ("credential", credential)):
-        if text is not None and not isinstance(text, str):
-            raise ConfigError(f"{name}: {key!r} must be a string")
-    return IceServer(tuple(urls), username, credential)
+        return ice_servers_from_json(name, text)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 @dataclass(frozen=True, slots=True)

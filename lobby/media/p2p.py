@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import secrets
 import time
 from collections.abc import Callable
@@ -38,6 +39,40 @@ class IceServer:
     @property
     def turn(self) -> bool:
         return any(url.startswith(("turn:", "turns:")) for url in self.urls)
+
+
+ICE_SCHEMES = ("stun:", "stuns:", "turn:", "turns:")
+
+
+def ice_servers_from_json(name: str, text: str) -> tuple[IceServer, ...]:
+    """The setting `name`: a JSON list of `RTCIceServer` objects, checked before pages see it.
+
+    Raises `ValueError` with a sentence that names the setting.
+    """
+    try:
+        parsed = json.loads(text or "[]")
+    except ValueError:
+        raise ValueError(f"{name} must be a JSON list, not {text!r}") from None
+    if not isinstance(parsed, list):
+        raise ValueError(f"{name} must be a JSON list of objects with 'urls'")
+    return tuple(_ice_server(name, entry) for entry in parsed)
+
+
+def _ice_server(name: str, entry: object) -> IceServer:
+    if not isinstance(entry, dict) or not set(entry) <= {"urls", "username", "credential"}:
+        raise ValueError(f"{name}: each server is an object with 'urls', 'username', 'credential'")
+    urls = entry.get("urls")
+    urls = [urls] if isinstance(urls, str) else urls
+    if not isinstance(urls, list) or not urls or not all(isinstance(u, str) for u in urls):
+        raise ValueError(f"{name}: 'urls' must be a URL or a non-empty list of URLs")
+    for url in urls:
+        if not url.startswith(ICE_SCHEMES):
+            raise ValueError(f"{name}: {url!r} is not a stun:, stuns:, turn: or turns: URL")
+    username, credential = entry.get("username"), entry.get("credential")
+    for key, text in (("username", username), ("credential", credential)):
+        if text is not None and not isinstance(text, str):
+            raise ValueError(f"{name}: {key!r} must be a string")
+    return IceServer(tuple(urls), username, credential)
 
 
 class PeerToPeerBackend:
