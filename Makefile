@@ -2,15 +2,12 @@
 SHELL := /bin/bash
 export UV_PYTHON_DOWNLOADS := never
 
-OPENVIDU_BROWSER_VERSION := 2.32.2
-OPENVIDU_BROWSER_SHA256 := ea0942efddcbc95b2d8137c581816b4f8c97d9cbcef542f6abab5cbab933cdb2
-VENDOR := static/vendor/openvidu-browser-$(OPENVIDU_BROWSER_VERSION).min.js
 # uv from the PATH, or a private copy from PyPI on machines without it.
 UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
 
-.PHONY: install run test lint typecheck pytest clean
+.PHONY: install vendor run test lint typecheck pytest clean
 
-install: .venv/.installed $(VENDOR)
+install: .venv/.installed vendor
 
 .tools/bin/uv:
 	python3 -m venv .tools
@@ -20,16 +17,10 @@ install: .venv/.installed $(VENDOR)
 	$(UV) sync --locked
 	touch $@
 
-# The openvidu-browser bundle comes from the npm registry at a pinned version and
-# checksum; it is never committed.
-$(VENDOR):
-	@mkdir -p $(@D)
-	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
-	  (cd "$$tmp" && npm pack --silent openvidu-browser@$(OPENVIDU_BROWSER_VERSION) >/dev/null) && \
-	  tar -xzf "$$tmp"/openvidu-browser-$(OPENVIDU_BROWSER_VERSION).tgz -C "$$tmp" \
-	    package/static/js/openvidu-browser-$(OPENVIDU_BROWSER_VERSION).min.js && \
-	  echo "$(OPENVIDU_BROWSER_SHA256)  $$tmp/package/static/js/openvidu-browser-$(OPENVIDU_BROWSER_VERSION).min.js" | sha256sum --check --quiet && \
-	  mv "$$tmp"/package/static/js/openvidu-browser-$(OPENVIDU_BROWSER_VERSION).min.js $@
+# The browser libraries come from the npm registry at the version and checksum that
+# static/vendor.json names; never committed. Quick when they are already in static/vendor/.
+vendor:
+	python3 scripts/vendor.py
 
 # Demo users; calls peer to peer unless OPENVIDU_URL (or LOBBY_MEDIA=openvidu) says otherwise.
 run: install

@@ -22,7 +22,7 @@ from lobby.config import SETTINGS, ConfigError, Settings
 from lobby.rules.grants import ROLES
 from lobby.store.db import SchemaError, connect
 from lobby.store.users import UserError, UserStore, check_name
-from lobby.web import IncompatibleUvicorn
+from lobby.web import IncompatibleUvicorn, MissingLibrary
 
 Serve = Callable[[Settings], object]
 
@@ -64,7 +64,7 @@ def _serve(args: argparse.Namespace, serve: Serve | None) -> int:
         serve = serve_forever
     try:
         serve(settings)
-    except IncompatibleUvicorn as exc:
+    except (IncompatibleUvicorn, MissingLibrary) as exc:
         print(f"lobby: {exc}", file=sys.stderr)
         return 2
     return 0
