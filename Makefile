@@ -2,16 +2,21 @@
 SHELL := /bin/bash
 export UV_PYTHON_DOWNLOADS := never
 
-# uv from the PATH, or a private copy from PyPI on machines without it.
+# uv from the PATH, or a private copy from PyPI on machines without it, at a version that
+# reads uv.lock.
 UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
+UV_VERSION := 0.13.9
+# Who carries `make run`'s calls, chosen as lobby/config.py does: LOBBY_MEDIA, else OpenVidu
+# when OPENVIDU_URL is set, else peer to peer.
+MEDIA := $(or $(strip $(LOBBY_MEDIA)),$(if $(strip $(OPENVIDU_URL)),openvidu,p2p))
 
 .PHONY: install vendor run test lint typecheck pytest clean
 
-install: .venv/.installed vendor
+install: .venv/.installed
 
 .tools/bin/uv:
 	python3 -m venv .tools
-	.tools/bin/pip install --quiet uv
+	.tools/bin/pip install --quiet uv==$(UV_VERSION)
 
 .venv/.installed: pyproject.toml uv.lock | $(UV)
 	$(UV) sync --locked
@@ -23,7 +28,8 @@ vendor:
 	python3 scripts/vendor.py
 
 # Demo users; calls peer to peer unless OPENVIDU_URL (or LOBBY_MEDIA=openvidu) says otherwise.
-run: install
+# Only calls through OpenVidu load a library from npm (openvidu-browser), so only they fetch it.
+run: install $(if $(filter openvidu OpenVidu OPENVIDU,$(MEDIA)),vendor)
 	.venv/bin/lobby serve --demo
 
 lint: install
@@ -36,7 +42,7 @@ typecheck: install
 # Two runs, one coverage report: everything, then the calls with real WebRTC media between
 # pages, in a network namespace with only loopback (where Chromium thinks it is offline, so
 # the rest of the suite stays outside it).
-pytest: install
+pytest: install vendor
 	.venv/bin/pytest -m "not loopback_rtc" --cov --cov-report= --cov-fail-under=0 $(PYTEST_ARGS)
 	scripts/loopback-only .venv/bin/pytest -m loopback_rtc --cov --cov-append --cov-report=term $(PYTEST_ARGS)
 
