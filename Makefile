@@ -2,37 +2,34 @@
 SHELL := /bin/bash
 export UV_PYTHON_DOWNLOADS := never
 
-OPENVIDU_BROWSER_VERSION := 2.32.2
-OPENVIDU_BROWSER_SHA256 := ea0942efddcbc95b2d8137c581816b4f8c97d9cbcef542f6abab5cbab933cdb2
-VENDOR := static/vendor/openvidu-browser-$(OPENVIDU_BROWSER_VERSION).min.js
-# uv from the PATH, or a private copy from PyPI on machines without it.
+# uv from the PATH, or a private copy from PyPI on machines without it, at a version that
+# reads uv.lock.
 UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
+UV_VERSION := 0.13.9
+# Who carries `make run`'s calls, chosen as lobby/config.py does: LOBBY_MEDIA, else OpenVidu
+# when OPENVIDU_URL is set, else peer to peer.
+MEDIA := $(or $(strip $(LOBBY_MEDIA)),$(if $(strip $(OPENVIDU_URL)),openvidu,p2p))
 
-.PHONY: install run test lint typecheck pytest clean
+.PHONY: install vendor run test lint typecheck pytest clean
 
-install: .venv/.installed $(VENDOR)
+install: .venv/.installed
 
 .tools/bin/uv:
 	python3 -m venv .tools
-	.tools/bin/pip install --quiet uv
+	.tools/bin/pip install --quiet uv==$(UV_VERSION)
 
 .venv/.installed: pyproject.toml uv.lock | $(UV)
 	$(UV) sync --locked
 	touch $@
 
-# The openvidu-browser bundle comes from the npm registry at a pinned version and
-# checksum; it is never committed.
-$(VENDOR):
-	@mkdir -p $(@D)
-	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
-	  (cd "$$tmp" && npm pack --silent openvidu-browser@$(OPENVIDU_BROWSER_VERSION) >/dev/null) && \
-	  tar -xzf "$$tmp"/openvidu-browser-$(OPENVIDU_BROWSER_VERSION).tgz -C "$$tmp" \
-	    package/static/js/openvidu-browser-$(OPENVIDU_BROWSER_VERSION).min.js && \
-	  echo "$(OPENVIDU_BROWSER_SHA256)  $$tmp/package/static/js/openvidu-browser-$(OPENVIDU_BROWSER_VERSION).min.js" | sha256sum --check --quiet && \
-	  mv "$$tmp"/package/static/js/openvidu-browser-$(OPENVIDU_BROWSER_VERSION).min.js $@
+# The browser libraries come from the npm registry at the version and checksum that
+# static/vendor.json names; never committed. Quick when they are already in static/vendor/.
+vendor:
+	python3 scripts/vendor.py
 
 # Demo users; calls peer to peer unless OPENVIDU_URL (or LOBBY_MEDIA=openvidu) says otherwise.
-run: install
+# Only calls through OpenVidu load a library from npm (openvidu-browser), so only they fetch it.
+run: install $(if $(filter openvidu OpenVidu OPENVIDU,$(MEDIA)),vendor)
 	.venv/bin/lobby serve --demo
 
 lint: install
@@ -45,7 +42,7 @@ typecheck: install
 # Two runs, one coverage report: everything, then the calls with real WebRTC media between
 # pages, in a network namespace with only loopback (where Chromium thinks it is offline, so
 # the rest of the suite stays outside it).
-pytest: install
+pytest: install vendor
 	.venv/bin/pytest -m "not loopback_rtc" --cov --cov-report= --cov-fail-under=0 $(PYTEST_ARGS)
 	scripts/loopback-only .venv/bin/pytest -m loopback_rtc --cov --cov-append --cov-report=term $(PYTEST_ARGS)
 

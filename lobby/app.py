@@ -28,7 +28,7 @@ from lobby.store.roster import Roster
 from lobby.store.sessions import SessionStore
 from lobby.store.users import UserStore
 from lobby.watch import watch_sessions
-from lobby.web import pages
+from lobby.web import assets, pages
 from lobby.web.auth import Auth
 from lobby.web.socket import lobby_socket
 from lobby.web.state import AppState
@@ -110,7 +110,7 @@ def create_app(
         Route("/lobby", pages.lobby_page, methods=["GET"]),
         Route("/healthz", pages.healthz, methods=["GET"]),
         WebSocketRoute("/ws", lobby_socket),
-        Mount("/static", StaticFiles(directory=pages.ROOT / "static"), name="static"),
+        Mount(assets.STATIC_URL, StaticFiles(directory=assets.STATIC), name="static"),
     ]
     return Starlette(
         routes=routes,

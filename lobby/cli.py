@@ -17,12 +17,13 @@ import sys
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import replace
+from pathlib import Path
 
 from lobby.config import SETTINGS, ConfigError, Settings, help_epilog
 from lobby.rules.grants import ROLES
 from lobby.store.db import SchemaError, connect
 from lobby.store.users import UserError, UserStore, check_name
-from lobby.web import IncompatibleUvicorn
+from lobby.web import IncompatibleUvicorn, MissingLibrary
 
 Serve = Callable[[Settings], object]
 
@@ -64,7 +65,7 @@ def _serve(args: argparse.Namespace, serve: Serve | None) -> int:
         serve = serve_forever
     try:
         serve(settings)
-    except IncompatibleUvicorn as exc:
+    except (IncompatibleUvicorn, MissingLibrary) as exc:
         print(f"lobby: {exc}", file=sys.stderr)
         return 2
     return 0
@@ -72,15 +73,21 @@ def _serve(args: argparse.Namespace, serve: Serve | None) -> int:
 
 def _users(args: argparse.Namespace) -> int:
     path = database_path()
+    # Named in full on stderr: a relative LOBBY_DATABASE run from another folder would
+    # otherwise make a second, empty database without a word.
+    shown = path if path == ":memory:" else str(Path(path).resolve())
+    existed = path == ":memory:" or Path(path).exists()
     try:
         with closing(connect(path)) as db:
+            verb = "using the" if existed else "created a new"
+            print(f"lobby: {verb} database {shown}", file=sys.stderr)
             run: Callable[[UserStore, argparse.Namespace], None] = args.run
             run(UserStore(db), args)
     except (UserError, CommandError) as exc:
         print(f"lobby: {exc}", file=sys.stderr)
         return 1
     except (sqlite3.Error, SchemaError) as exc:
-        print(f"lobby: cannot use the database {path!r}: {exc}", file=sys.stderr)
+        print(f"lobby: cannot use the database {shown}: {exc}", file=sys.stderr)
         return 1
     return 0
 

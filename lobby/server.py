@@ -2,7 +2,8 @@
 
 uvicorn's internals are reached only through `lobby.web.uvicorn_adapter`, and only
 after checking that the installed uvicorn still has everything the adapter
-relies on (`IncompatibleUvicorn` otherwise: one sentence, no 403 for every socket).
+relies on (`IncompatibleUvicorn` otherwise: one sentence, no 403 for every socket), and
+that the browser library the pages load is there (`MissingLibrary`: no 404 for its script).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from starlette.types import ASGIApp
 
 from lobby.app import create_app
 from lobby.config import Settings
-from lobby.web import UVICORN_SERIES, IncompatibleUvicorn
+from lobby.web import UVICORN_SERIES, IncompatibleUvicorn, assets
 
 log = logging.getLogger("lobby")
 
@@ -80,6 +81,8 @@ def uvicorn_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
 
 
 def serve(settings: Settings) -> None:
+    """Serve until stopped; `IncompatibleUvicorn` or `MissingLibrary` (one sentence) first."""
+    assets.require(settings.media)  # before the banner: a refusal is the only line printed
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -214,12 +214,35 @@ def test_passwd_unknown_user_does_not_prompt(
     assert "no user named 'nobody'" in capsys.readouterr().err
 
 
+def test_users_commands_name_the_database_in_full_and_say_when_it_is_new(
+    database: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("LOBBY_DATABASE", "lobby.sqlite3")  # relative: to where it runs
+    full = (elsewhere / "lobby.sqlite3").resolve()
+
+    assert main(["users", "list"]) == 0
+    assert capsys.readouterr().err.splitlines()[0] == f"lobby: created a new database {full}"
+    stdin(monkeypatch, "pw\n")
+    assert main(["users", "add", "alice", "--role", "PUBLISHER", "--password-stdin"]) == 0
+    out, err = capsys.readouterr()
+    assert err == f"lobby: using the database {full}\n"
+    assert out == "added alice (PUBLISHER)\n"  # stdout stays the command's own
+    assert not Path(database).exists()
+
+
 def test_unusable_database_is_reported(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("LOBBY_DATABASE", str(tmp_path / "missing" / "lobby.sqlite3"))
+    path = tmp_path / "missing" / "lobby.sqlite3"
+    monkeypatch.setenv("LOBBY_DATABASE", str(path))
     assert main(["users", "list"]) == 1
-    assert "cannot use the database" in capsys.readouterr().err
+    assert f"cannot use the database {path.resolve()}: " in capsys.readouterr().err
 
 
 def test_database_path_defaults_to_the_documented_file(monkeypatch: pytest.MonkeyPatch) -> None:

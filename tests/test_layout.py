@@ -81,7 +81,13 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # Process start-up knows everything; the CLI keeps `users` free of the server.
     "lobby.app": (("lobby.*",), ("starlette",)),
     "lobby.server": (
-        ("lobby.app", "lobby.config", "lobby.web", "lobby.web.uvicorn_adapter"),
+        (
+            "lobby.app",
+            "lobby.config",
+            "lobby.web",
+            "lobby.web.assets",
+            "lobby.web.uvicorn_adapter",
+        ),
         ("starlette", "uvicorn"),
     ),
     "lobby.cli": (

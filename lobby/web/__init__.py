@@ -9,3 +9,7 @@ UVICORN_SERIES = "0.54"
 
 class IncompatibleUvicorn(RuntimeError):
     """The installed uvicorn lacks something `uvicorn_adapter` relies on; says which."""
+
+
+class MissingLibrary(RuntimeError):
+    """A browser library the pages would load is not in `static/vendor/`; says how to get it."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 from starlette.datastructures import FormData
 from starlette.requests import ClientDisconnect, Request
@@ -11,12 +10,10 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
 from lobby.rules.protocol import CloseCode
+from lobby.web import assets
 from lobby.web.state import state_of
 
-ROOT = Path(__file__).resolve().parents[2]
-OPENVIDU_BROWSER_VERSION = "2.32.2"
-OPENVIDU_BROWSER_URL = f"/static/vendor/openvidu-browser-{OPENVIDU_BROWSER_VERSION}.min.js"
-templates = Jinja2Templates(directory=ROOT / "templates")
+templates = Jinja2Templates(directory=assets.TEMPLATES)
 
 
 def _secure(request: Request) -> bool:
@@ -136,7 +133,7 @@ async def lobby_page(request: Request) -> Response:
         "user": user,
         "csrf_token": state.auth.session_csrf(session_id),
         "media": "p2p" if state.media.peer_to_peer else "openvidu",
-        "openvidu_browser_url": OPENVIDU_BROWSER_URL,
+        "openvidu_browser_url": assets.OPENVIDU_BROWSER.url,
     }
     return templates.TemplateResponse(request, "lobby.html", context)
 
