@@ -163,6 +163,10 @@ class Gate:
         """Wait until the held call has arrived at the gate."""
         await asyncio.wait_for(self.arrived.wait(), timeout)
 
+    @property
+    def released(self) -> bool:
+        return self._released.is_set()
+
     def release(self, error: Exception | None = None) -> None:
         """Let the call go on, or end it with `error`."""
         self._error = error
@@ -195,6 +199,7 @@ class FakeMedia:
         self.call_times: list[float] = []  # the loop's time of each call in `calls`
         self._faults: dict[str, tuple[Exception, int | None]] = {}
         self._holds: dict[str, list[Gate]] = {}
+        self._gates: list[Gate] = []
         self._numbers = itertools.count(1)
         self._recorded = asyncio.Event()
 
@@ -222,7 +227,14 @@ class FakeMedia:
         """The next call of `kind` is recorded, then waits until the gate is released."""
         gate = Gate()
         self._holds.setdefault(kind, []).append(gate)
+        self._gates.append(gate)
         return gate
+
+    def release_all(self) -> None:
+        """Let every held call go on (at the end of a test, so that nothing hangs)."""
+        for gate in self._gates:
+            if not gate.released:
+                gate.release()
 
     async def called(self, call: str, timeout: float = 5.0) -> None:
         """Wait until `call` (e.g. "close_room R1") has been made."""

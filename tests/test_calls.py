@@ -37,6 +37,7 @@ async def make_calls(media: FakeMedia) -> AsyncIterator[CallsFactory]:
         return calls
 
     yield make
+    media.release_all()
     for calls in made:
         await calls.drain()
 

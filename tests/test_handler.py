@@ -53,6 +53,7 @@ async def make_handler(media: FakeMedia) -> AsyncIterator[HandlerFactory]:
         return handler
 
     yield make
+    media.release_all()
     for handler in made:
         await handler.drain()
         await handler.calls.media.aclose()
@@ -878,7 +879,11 @@ async def test_the_roster_follows_joins_grants_and_leaves(
     assert roster.load() == [Entry(me, "R1", key, Grant("R1", "con_1", ""))]
     handler.disconnect(alice.conn)
     again = connect(handler, "alice")
+    gate = media.hold("grant")
     send(handler, again, "resume", key=token["resume_key"], token=True)
+    await gate.reached()  # the stale connection is revoked, the fresh one not made yet
+    assert roster.load() == [Entry(me, "R1", key, None)]  # so a crash now revokes nothing twice
+    gate.release()
     fresh = await again.expect("resumed")
     assert roster.load() == [Entry(me, "R1", key, Grant("R1", "con_2", ""))]
     stored = "\n".join(db.iterdump())
@@ -917,3 +922,22 @@ async def test_drain_waits_for_joins_in_flight_and_cancels_grace_timers(
     left = await observer.until("left")
     assert left["participant"]["user"] == "mod"
     assert rooms(handler) == {"R1": ["alice"], "R2": ["B"]}  # alice kept for the next run
+
+
+async def test_a_resume_cancels_its_grace_timer_so_drain_leaves_none_behind(
+    make_handler: HandlerFactory,
+) -> None:
+    handler = make_handler(grace=0.02)
+    alice, observer = connect(handler, "alice"), connect(handler, "sub")
+    token = await join(handler, alice, "R1")
+    handler.disconnect(alice.conn)
+    again = connect(handler, "alice")
+    send(handler, again, "resume", key=token["resume_key"])
+    handler.disconnect(again.conn)  # a second reload: one grace timer, the new one
+    await handler.drain()
+    witness = connect(handler, "mod")  # its grace starts after every timer of alice's
+    await join(handler, witness, "R3")
+    handler.disconnect(witness.conn)
+    observer.take()
+    assert (await observer.until("left"))["participant"]["user"] == "mod"
+    assert rooms(handler) == {"R1": ["alice"]}
