@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
 from lobby.rules.grants import Grant
@@ -15,8 +18,10 @@ MOD = Participant("p_m", "mod", "Mod", "MODERATOR")
 
 
 @pytest.fixture
-def db() -> Database:
-    return connect(":memory:")
+def db() -> Iterator[Database]:
+    database = connect(":memory:")
+    yield database
+    database.close()
 
 
 def entry(participant: Participant, room: str = "R1", connection_id: str = "") -> Entry:
@@ -77,9 +82,15 @@ def test_delete_removes_one_participant_and_tolerates_an_unknown_one(db: Databas
     assert [e.participant for e in roster.load()] == [BOB]
 
 
-def test_the_roster_survives_reopening_the_database_file(tmp_path: object) -> None:
-    path = str(tmp_path) + "/lobby.sqlite3"
-    Roster(connect(path)).save(entry(ALICE, "R1", "con_1"))
-    assert Roster(connect(path)).load() == [
-        Entry(ALICE, "R1", "digest-of-p_a", Grant("R1", "con_1", ""))
-    ]
+def test_the_roster_survives_reopening_the_database_file(tmp_path: Path) -> None:
+    path = str(tmp_path / "lobby.sqlite3")
+    first = connect(path)
+    Roster(first).save(entry(ALICE, "R1", "con_1"))
+    first.close()
+    second = connect(path)
+    try:
+        assert Roster(second).load() == [
+            Entry(ALICE, "R1", "digest-of-p_a", Grant("R1", "con_1", ""))
+        ]
+    finally:
+        second.close()
