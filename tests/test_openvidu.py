@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -105,6 +106,16 @@ async def test_a_grant_in_a_room_another_process_created_takes_the_409_in_its_st
         ("POST", SESSIONS, 409),
         ("POST", f"{SESSIONS}/room1/connection", 200),
     ]
+
+
+async def test_two_grants_at_once_in_a_new_room_share_one_session(standin, backend):
+    first, second = await asyncio.gather(backend.grant("room1", ALICE), backend.grant("room1", BOB))
+
+    creates = sorted(c.status or 0 for c in standin.calls if c.path == SESSIONS)
+    assert creates == [200, 409]  # both tried to create it; the second found it made
+    assert list(standin.sessions) == ["room1"]
+    connections = standin.sessions["room1"].connections
+    assert set(connections) == {first.connection_id, second.connection_id}
 
 
 async def test_a_known_session_openvidu_closed_by_itself_is_created_again(standin, backend):

@@ -6,30 +6,14 @@ import asyncio
 from pathlib import Path
 
 from lobby.handler import RequestHandler
-from lobby.hub import Conn, Hub
+from lobby.hub import Hub
 from lobby.media.p2p import PeerToPeerBackend
 from lobby.store import db as database
 from lobby.store.sessions import SessionStore
 from lobby.store.users import UserStore
 from lobby.watch import watch_sessions
 from tests.conftest import CHEAP_HASHER, until
-
-
-class Transport:
-    """Where a socket's frames would go: kept, never sent."""
-
-    def __init__(self) -> None:
-        self.frames: list[bytes] = []
-
-    def write(self, frame: bytes) -> bool:
-        self.frames.append(frame)
-        return True
-
-    def buffered(self) -> int:
-        return 0
-
-    def cut(self, code: int, reason: str) -> None:
-        raise AssertionError("nobody is too slow here")
+from tests.fakes import fake_socket
 
 
 async def test_sessions_are_checked_a_chunk_at_a_time_and_ended_ones_closed(
@@ -42,13 +26,13 @@ async def test_sessions_are_checked_a_chunk_at_a_time_and_ended_ones_closed(
     ids = [sessions.create("alice") for _ in range(7)]
     hub = Hub()
     handler = RequestHandler(PeerToPeerBackend(), hub, grace=1.0)
-    closed: dict[str, int] = {}
-    for session_id in ids:
+    sockets = {session_id: fake_socket("alice", session_id=session_id) for session_id in ids}
+    for socket in sockets.values():
+        handler.connect(socket.conn)
 
-        def close(code: int, reason: str, session_id: str = session_id) -> None:
-            closed[session_id] = code
+    def closed() -> dict[str, list[tuple[int, str]]]:
+        return {i: s.closer.closes for i, s in sockets.items() if s.closer.closes}
 
-        handler.connect(Conn("alice", "PUBLISHER", session_id, Transport(), close))
     watcher = asyncio.create_task(watch_sessions(sessions, hub, handler, interval=0.01, chunk=3))
     await asyncio.sleep(0)  # it has read the database's version and sleeps
     # Another process (the CLI) ends one session in the first chunk of 3 and the last one.
@@ -56,7 +40,7 @@ async def test_sessions_are_checked_a_chunk_at_a_time_and_ended_ones_closed(
     other.delete(ids[1])
     other.delete(ids[6])
     try:
-        await until(lambda: len(closed) == 2)
+        await until(lambda: len(closed()) == 2)
     finally:
         watcher.cancel()
-    assert closed == {ids[1]: 4001, ids[6]: 4001}
+    assert closed() == {ids[1]: [(4001, "session ended")], ids[6]: [(4001, "session ended")]}

@@ -34,8 +34,12 @@ class Calls:
         *,
         occupied: Callable[[str], bool],
         recovered: asyncio.Event | None = None,
+        first_retry: float = 0.5,
+        max_retry: float = 30.0,
     ) -> None:
         self.media = media
+        self._first_retry = first_retry
+        self._max_retry = max_retry
         self._occupied = occupied
         self._recovered = recovered or asyncio.Event()
         self._joining: Counter[str] = Counter()
@@ -111,11 +115,11 @@ class Calls:
 
     async def _retry(self) -> None:
         """Finish the missed clean-up: now and then, and at once when the media server is back."""
-        pause = 0.5
+        pause = self._first_retry
         while self._undeleted or self._unclosed:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._recovered.wait(), pause)
-            pause = min(pause * 2, 30.0)
+            pause = min(pause * 2, self._max_retry)
             for grant in list(self._undeleted.values()):
                 try:
                     await self.media.revoke(grant)
