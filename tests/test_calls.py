@@ -239,3 +239,41 @@ async def test_drain_waits_for_clean_up_under_way_and_stops_retrying(
     assert media.calls[-2:] == [f"revoke {grant.connection_id}", "close_room R1"]
     assert retriers() == []
     assert calls.unfinished == 1  # left undone: shutdown does not wait for an outage to end
+
+
+async def test_after_a_recovery_what_still_fails_is_retried_after_a_pause_not_in_a_spin(
+    make_calls: CallsFactory, media: FakeMedia
+) -> None:
+    """`recovered` stays set once the media server is back; it must not cut every pause short."""
+    recovered = asyncio.Event()
+    recovered.set()  # the media server came back earlier and has not failed since
+    calls = make_calls(recovered=recovered, first_retry=0.02, max_retry=0.02)
+    grant = await granted(calls, "R1")
+    media.fail("revoke", error=Refused("That connection cannot be deleted."), times=4)
+    await calls.revoke(grant)
+    await until(lambda: calls.unfinished == 0)
+    tries = [
+        t for c, t in zip(media.calls, media.call_times, strict=True) if c.startswith("revoke")
+    ]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(tries)]
+    assert len(gaps) == 4
+    # The first retry may use the comeback (at once); after that each one waits its pause.
+    assert min(gaps[1:]) >= 0.02 * 0.99, gaps
+    assert not recovered.is_set()  # consumed
+
+
+async def test_a_revoke_that_fails_while_draining_starts_no_retries(
+    make_calls: CallsFactory, media: FakeMedia
+) -> None:
+    calls = make_calls(first_retry=60.0)
+    grant = await granted(calls, "R1")
+    revoking = media.hold("revoke")
+    media.fail("revoke")
+    calls.clean_up([grant], [])
+    await revoking.reached()
+    draining = asyncio.create_task(calls.drain())
+    await asyncio.sleep(0)
+    revoking.release()
+    await draining
+    assert calls.unfinished == 1  # kept, but nobody retries it after shutdown
+    assert retriers() == []

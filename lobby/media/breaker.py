@@ -44,7 +44,8 @@ class Breaker:
         self._first_probe = first_probe
         self._max_probe = max_probe
         self._probe: asyncio.Task[None] | None = None
-        self.recovered = asyncio.Event()  # set each time the media server comes back
+        # Set each time the media server comes back; whoever retries on it clears it.
+        self.recovered = asyncio.Event()
 
     @property
     def down(self) -> bool:

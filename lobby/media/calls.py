@@ -48,6 +48,7 @@ class Calls:
         self._unclosed: set[str] = set()
         self._retrier: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._draining = False
 
     @property
     def unfinished(self) -> int:
@@ -110,15 +111,14 @@ class Calls:
             self._closing.pop(room).set_result(None)
 
     def _retry_later(self) -> None:
-        if self._retrier is None:
+        if self._retrier is None and not self._draining:
             self._retrier = asyncio.get_running_loop().create_task(self._retry())
 
     async def _retry(self) -> None:
         """Finish the missed clean-up: now and then, and at once when the media server is back."""
         pause = self._first_retry
         while self._undeleted or self._unclosed:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._recovered.wait(), pause)
+            await self._pause(pause)
             pause = min(pause * 2, self._max_retry)
             for grant in list(self._undeleted.values()):
                 try:
@@ -131,13 +131,25 @@ class Calls:
                 self.maybe_close(room)  # only if still empty; queued again if it fails
         self._retrier = None
 
+    async def _pause(self, seconds: float) -> None:
+        """Wait `seconds`, or less if the media server comes back meanwhile.
+
+        Waking on `recovered` consumes it: the event stays set after a comeback, and
+        what still fails after that is no outage to wait out, so without clearing it
+        every later pause would end at once and the retries would spin.
+        """
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._recovered.wait(), seconds)
+            self._recovered.clear()
+
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def drain(self) -> None:
-        """Wait for clean-up under way (at shutdown); stop retrying."""
+        """Wait for clean-up under way (at shutdown); stop retrying, and start no retries."""
+        self._draining = True
         if self._retrier is not None:
             self._retrier.cancel()
         while self._tasks:
