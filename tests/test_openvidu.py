@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import re
@@ -25,6 +26,7 @@ from lobby.media.openvidu import (
     OpenViduServerError,
     OpenViduTimeout,
     OpenViduUnreachable,
+    environment_proxy,
 )
 from lobby.media.seam import MediaError
 from lobby.rules.grants import Identity
@@ -166,6 +168,75 @@ async def test_a_base_url_with_a_path_prefix_keeps_it_on_every_call():
     ]
 
 
+@pytest.mark.parametrize(
+    ("url", "env", "proxy"),
+    [
+        ("https://ov.example", {}, None),
+        ("https://ov.example", {"HTTPS_PROXY": "http://p:3128"}, "http://p:3128"),
+        (
+            "https://ov.example",
+            {"https_proxy": "http://low:1", "HTTPS_PROXY": "http://up:2"},
+            "http://low:1",
+        ),
+        ("https://ov.example", {"HTTP_PROXY": "http://p:3128"}, None),  # another scheme's
+        ("http://ov.example", {"ALL_PROXY": "socks5://p:1080"}, "socks5://p:1080"),
+        ("https://ov.example", {"HTTPS_PROXY": "http://p", "NO_PROXY": "ov.example"}, None),
+        ("https://ov.example", {"HTTPS_PROXY": "http://p", "no_proxy": "a.b, .example"}, None),
+        (
+            "https://ov.example:4443",
+            {"HTTPS_PROXY": "http://p", "NO_PROXY": "ov.example:4443"},
+            None,
+        ),
+        ("https://ov.example", {"HTTPS_PROXY": "http://p", "NO_PROXY": "*"}, None),
+        (
+            "https://ov.example",
+            {"HTTPS_PROXY": "http://p", "NO_PROXY": "xov.example,other"},
+            "http://p",
+        ),
+    ],
+)
+def test_the_environment_names_the_proxy_as_curl_reads_it(
+    url: str, env: dict[str, str], proxy: str | None
+) -> None:
+    assert environment_proxy(httpx.URL(url), env) == proxy
+
+
+async def test_calls_go_through_the_proxy_the_environment_names():
+    """A real HTTP proxy on loopback: it sees absolute-form requests for the OpenVidu host."""
+    seen: list[bytes] = []
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            await answer(reader, writer)
+        writer.close()
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while head := await reader.readuntil(b"\r\n\r\n"):
+            seen.append(head.split(b"\r\n", 1)[0])
+            length = re.search(rb"(?i)content-length: *(\d+)", head)
+            await reader.readexactly(int(length.group(1)) if length else 0)
+            body = b'{"id": "con_1", "token": "tok_1"}'
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+            writer.write(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            await writer.drain()
+
+    server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    backend = OpenViduBackend(
+        "http://openvidu.internal:4443", SECRET, env={"HTTP_PROXY": f"http://127.0.0.1:{port}"}
+    )
+    try:
+        grant = await backend.grant("room1", ALICE)
+    finally:
+        await backend.aclose()
+        server.close()
+    assert grant.token == "tok_1"
+    assert seen == [
+        b"POST http://openvidu.internal:4443/openvidu/api/sessions HTTP/1.1",
+        b"POST http://openvidu.internal:4443/openvidu/api/sessions/room1/connection HTTP/1.1",
+    ]
+
+
 async def test_requests_carry_basic_auth_json_and_a_timeout_and_no_userinfo():
     seen: list[httpx.Request] = []
 
@@ -184,12 +255,14 @@ async def test_requests_carry_basic_auth_json_and_a_timeout_and_no_userinfo():
     basic = "Basic " + base64.b64encode(f"OPENVIDUAPP:{SECRET}".encode()).decode()
     post, _, delete = seen
     assert str(post.url) == "http://ov.test:4443/openvidu/api/sessions"  # no userinfo
-    assert post.headers["host"] == "ov.test:4443"
-    assert post.headers["authorization"] == basic
-    assert post.headers["accept"] == "application/json"
-    assert post.headers["user-agent"] == f"lobby/{lobby.__version__}"
-    assert post.headers["content-type"] == "application/json"
-    assert "cookie" not in post.headers
+    assert dict(post.headers) == {  # ours, all of them: no cookie, no client defaults
+        "host": "ov.test:4443",
+        "authorization": basic,
+        "accept": "application/json",
+        "user-agent": f"lobby/{lobby.__version__}",
+        "content-type": "application/json",
+        "content-length": str(len(post.content)),
+    }
     assert json.loads(post.content) == {"customSessionId": "room1"}
     assert delete.content == b""
     assert "content-type" not in delete.headers
