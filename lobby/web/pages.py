@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 
 from starlette.datastructures import FormData
@@ -11,6 +12,7 @@ from starlette.templating import Jinja2Templates
 
 from lobby.rules.protocol import CloseCode
 from lobby.web import assets
+from lobby.web.auth import Busy
 from lobby.web.state import state_of
 
 templates = Jinja2Templates(directory=assets.TEMPLATES)
@@ -75,11 +77,19 @@ async def login(request: Request) -> Response:
     throttle = state.login_throttle
     # Before the password is checked: a locked key is no password oracle. The
     # answer names no account state, so it is the same for unknown names.
-    wait = throttle.attempt(username, address)
-    if wait > 0:
-        return _too_many_failures(request, username=username, wait=wait)
-    # Unknown names cost one argon2 verify too (`UserStore.verify`): same answer, same time.
-    opened = await state.auth.login(username, password)
+    verdict = throttle.attempt(username, address)
+    if verdict.refused:
+        return _too_many_failures(request, username=username, wait=verdict.wait)
+    if verdict.slowdown > 0:
+        # Failures for this name from other addresses: slow the attempt down (the
+        # owner's too, a few seconds at most) instead of refusing the owner.
+        await asyncio.sleep(verdict.slowdown)
+    try:
+        # Unknown names cost one argon2 verify too (`UserStore.verify`): same answer, same time.
+        opened = await state.auth.login(username, password)
+    except Busy:
+        throttle.withdrawn(username, address)  # no password was checked: no guess to count
+        return _busy(request, username=username)
     if opened is None:
         return _login_form(
             request, error="Wrong user name or password.", username=username, status=401
@@ -101,6 +111,17 @@ def _too_many_failures(request: Request, *, username: str, wait: float) -> Respo
         status=429,
     )
     response.headers["Retry-After"] = str(seconds)
+    return response
+
+
+def _busy(request: Request, *, username: str) -> Response:
+    response = _login_form(
+        request,
+        error="The server is busy; please try again in a moment.",
+        username=username,
+        status=503,
+    )
+    response.headers["Retry-After"] = "1"
     return response
 
 
