@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import math
 
 from starlette.datastructures import FormData
@@ -156,10 +157,22 @@ async def lobby_page(request: Request) -> Response:
         "media": "p2p" if state.media.peer_to_peer else "openvidu",
         "openvidu_browser_url": assets.OPENVIDU_BROWSER.url,
     }
-    return templates.TemplateResponse(request, "lobby.html", context)
+    response = templates.TemplateResponse(request, "lobby.html", context)
+    # The page holds the user's name and CSRF token: no shared cache nor the browser's
+    # history may keep a copy for the next person at this computer.
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 async def healthz(request: Request) -> Response:
+    """"ok" for everyone; the counts and mode only for a client on this machine.
+
+    Strangers learn nothing from it (how busy the server is, whether it runs in
+    demo mode); an operator asks from the host itself (`curl 127.0.0.1:5000/healthz`).
+    Metrics will get their own endpoint.
+    """
+    if not _on_this_machine(request):
+        return JSONResponse({"status": "ok"})
     state = state_of(request)
     return JSONResponse(
         {
@@ -170,3 +183,17 @@ async def healthz(request: Request) -> Response:
             "media": state.settings.media,
         }
     )
+
+
+def _on_this_machine(request: Request) -> bool:
+    """A loopback client asking directly. A request a proxy forwarded is a stranger's,
+    whatever address it names: the proxy on this machine speaks for someone else."""
+    if "x-forwarded-for" in request.headers or "forwarded" in request.headers:
+        return False
+    try:
+        address = ipaddress.ip_address(request.client.host if request.client else "")
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
