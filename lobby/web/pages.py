@@ -165,7 +165,7 @@ async def lobby_page(request: Request) -> Response:
 
 
 async def healthz(request: Request) -> Response:
-    """"ok" for everyone; the counts and mode only for a client on this machine.
+    """`ok` for everyone; the counts and mode only for a client on this machine.
 
     Strangers learn nothing from it (how busy the server is, whether it runs in
     demo mode); an operator asks from the host itself (`curl 127.0.0.1:5000/healthz`).
