@@ -66,11 +66,22 @@ function tileEntries(participants, selfId, feeds) {
       key: `p:${p.id}`,
       participant: p,
       self: p.id === selfId,
-      label: p.nickname,
+      label: labelOf(p),
       feed: feedOf.get(p.id) ?? null,
     })),
     ...strays.map((feed) => ({ key: `f:${feed.key}`, participant: null, self: feed.local, label: feed.label, feed })),
   ];
+}
+
+/**
+ * Anyone may pick anyone's name as a nickname, so unless the nickname is exactly
+ * the participant's user name, the user name goes next to it ("Alice (bob)"),
+ * as on the lobby's chips. Exactly: user names differing only in case are
+ * different users.
+ */
+function labelOf(participant) {
+  const { nickname, user } = participant;
+  return nickname === user ? nickname : `${nickname} (${user})`;
 }
 
 function status({ participant, self, feed }, present, connected) {

@@ -33,6 +33,7 @@ RULES_STDLIB = {
     "struct",
     "time",
     "typing",
+    "unicodedata",
 }
 # part -> (lobby modules it may import, third-party packages it may import).
 # Patterns: `lobby.rules.*` is every module of that subpackage.

@@ -9,9 +9,11 @@ when a property fails; `database=None` keeps the run from writing into the repo.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import re
+import unicodedata
 from typing import Any
 
 from hypothesis import example, given, settings
@@ -55,10 +57,16 @@ spaces = st.text(st.sampled_from(" \t\n\xa0\u3000"), max_size=3)
 good_rooms = st.from_regex(ROOM, fullmatch=True)
 bad_rooms = st.one_of(st.sampled_from(["", "a b", "R" * 65, "é", "a/../b", "A\n"]), wild_text)
 rooms = st.one_of(good_rooms, bad_rooms, json_values)
-good_nicknames = st.text(st.characters(exclude_categories=["C", "Z"]), min_size=1, max_size=40)
+# No marks, and not only blanks: always accepted. Marks and blanks come in `wild_text`.
+good_nicknames = st.text(
+    st.characters(exclude_categories=["C", "Z", "M"]), min_size=1, max_size=40
+).filter(lambda text: not set(text) <= protocol.BLANKS)
 padded_nicknames = st.builds(lambda *parts: "".join(parts), spaces, good_nicknames, spaces)
 bad_nicknames = st.one_of(
-    st.sampled_from(["", " ", "n" * 41, "bell\x07", "two\nlines", "\u200b", "\x00A"]),
+    st.sampled_from(
+        ["", " ", "n" * 41, "bell\x07", "two\nlines", "\u200b", "\x00A", "\u2800", "\u3164"]
+    ),
+    st.builds(lambda base, marks: base + marks, st.sampled_from("aé"), st.text("\u0301\u20dd")),
     st.builds(lambda *parts: "".join(parts), spaces, wild_text, spaces),
 )
 nicknames = st.one_of(padded_nicknames, bad_nicknames, json_values)
@@ -266,6 +274,15 @@ def expected(frame: dict[str, Any]) -> Request | str:
     cleaned = nickname.strip()
     if not (1 <= len(cleaned) <= protocol.MAX_NICKNAME and cleaned.isprintable()):
         return "invalid_nickname"
+    marks = [unicodedata.category(c) in ("Mn", "Me") for c in cleaned]
+    runs = [len(list(run)) for is_mark, run in itertools.groupby(marks) if is_mark]
+    if max(runs, default=0) > 4 or sum(runs) > 12:
+        return "invalid_nickname"
+    blank = [
+        mark or c == " " or c in protocol.BLANKS for c, mark in zip(cleaned, marks, strict=True)
+    ]
+    if all(blank):
+        return "invalid_nickname"  # nothing visible
     return Join(ref, room, cleaned)
 
 

@@ -83,6 +83,49 @@ def test_bad_requests_become_errors_never_exceptions(frame: str, code: str) -> N
     assert result.message.endswith(".")
 
 
+@pytest.mark.parametrize(
+    "nickname",
+    [
+        "\u2800",  # braille blank
+        "\u3164",  # Hangul filler
+        "\u115f\u1160",  # Hangul choseong and jungseong fillers
+        "\uffa0 \u3164",  # halfwidth Hangul filler, a space, a filler
+        "\u200b",  # zero-width space (a format character, Cf)
+        "\u2800\u200d\u2800",  # blanks joined by a zero-width joiner
+        "\u0301\u0301",  # combining marks with nothing to sit on
+        "\u20dd",  # an enclosing mark (Me) alone
+        "a" + "\u0301" * 39,  # zalgo: 39 marks on one letter
+        "a" + "\u0301" * 5,  # five in a row
+        "a\u0301" * 13,  # 13 marks, each alone: too many in all
+    ],
+)
+def test_nicknames_that_render_blank_or_smeared_are_refused(nickname: str) -> None:
+    result = parse(json.dumps({"type": "join", "room": "r", "nickname": nickname}))
+    assert isinstance(result, ProtocolError)
+    assert result.code == "invalid_nickname"
+    assert result.message == (
+        "Nicknames are 1 to 40 printable characters with at least one visible, "
+        "and at most 4 combining marks in a row (12 in all)."
+    )
+
+
+@pytest.mark.parametrize(
+    "nickname",
+    [
+        "Nguye\u0302\u0303n",  # Vietnamese typed decomposed: two marks on one letter
+        "\u0e17\u0e35\u0e48",  # Thai: a consonant, a vowel and a tone mark
+        "\u0930\u093e\u091c\u0947\u0936 \u0915\u0941\u092e\u093e\u0930",  # Hindi
+        "a" + "\u0301" * 4,  # four in a row: allowed
+        "\u3164x",  # a filler next to a visible letter
+        "\u2800 \u2801",  # the braille blank next to a braille dot
+    ],
+)
+def test_nicknames_with_a_few_marks_or_some_blank_characters_are_fine(nickname: str) -> None:
+    assert parse(json.dumps({"type": "join", "room": "r", "nickname": nickname})) == Join(
+        None, "r", nickname
+    )
+
+
 def test_errors_echo_a_valid_ref() -> None:
     result = parse('{"type":"join","room":"","nickname":"a","ref":"r1"}')
     assert isinstance(result, ProtocolError)

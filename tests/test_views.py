@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
+from typing import Literal
+
 import httpx
 import pytest
+from argon2 import PasswordHasher
 
 from lobby.rules.limits import LoginThrottle
-from tests.conftest import PASSWORD, Lobby, LobbyFactory, csrf_from
+from lobby.store import db as database
+from lobby.store.users import UserStore
+from tests.conftest import PASSWORD, Lobby, LobbyFactory, csrf_from, until
 
 
 async def login_form(http: httpx.AsyncClient) -> str:
@@ -98,6 +106,31 @@ async def test_the_lobby_needs_a_login(lobby: Lobby) -> None:
         reply = await http.get("/lobby")
     assert reply.status_code == 303
     assert reply.headers["location"] == "/"
+
+
+async def test_the_lobby_page_is_never_stored_by_a_cache(lobby: Lobby) -> None:
+    cookie = await lobby.login("alice")
+    async with httpx.AsyncClient(base_url=lobby.http, cookies={"lobby_session": cookie}) as http:
+        page = await http.get("/lobby")
+    assert page.status_code == 200
+    assert page.headers["cache-control"] == "no-store"
+
+
+@pytest.mark.parametrize("forwarded", ["203.0.113.9", "127.0.0.1"])
+async def test_health_tells_strangers_only_ok(lobby: Lobby, forwarded: str) -> None:
+    # Through a proxy (trusted from loopback in tests), even one claiming loopback.
+    async with httpx.AsyncClient(base_url=lobby.http) as http:
+        stranger = await http.get("/healthz", headers={"X-Forwarded-For": forwarded})
+        local = await http.get("/healthz")
+    assert stranger.status_code == 200
+    assert stranger.json() == {"status": "ok"}
+    assert local.json() == {
+        "status": "ok",
+        "sockets": 0,
+        "participants": 0,
+        "demo": False,
+        "media": "openvidu",
+    }
 
 
 async def test_logout_needs_its_csrf_token_and_ends_the_session(lobby: Lobby) -> None:
@@ -206,12 +239,73 @@ async def test_a_locked_account_leaves_other_accounts_and_addresses_alone(
     assert 59 <= int(locked.headers["retry-after"]) <= 60
     assert (await try_login(lobby, "bob", PASSWORD, "198.51.100.1")).status_code == 303
     assert (await try_login(lobby, "bob", PASSWORD, "203.0.113.5")).status_code == 303
-    assert (await try_login(lobby, "alice", PASSWORD, "203.0.113.5")).status_code == 429
+    # Only that address is locked out of that account: the owner elsewhere gets in.
+    assert (await try_login(lobby, "alice", PASSWORD, "203.0.113.5")).status_code == 303
+
+
+async def test_wrong_passwords_from_one_address_only_slow_the_owner_down_elsewhere(
+    make_lobby: LobbyFactory,
+) -> None:
+    slowdown = 0.3
+    throttle = LoginThrottle(
+        free_failures=3, slowdown_base=slowdown, max_slowdown=slowdown, clock=FrozenClock()
+    )
+    lobby = await make_lobby(login_throttle=throttle)
+    answers = []
+    for user, expected in (("alice", 303), ("nobody", 401)):
+        for _ in range(4):  # the attacker's guesses lock its own address out of the account
+            assert (await try_login(lobby, user, "wrong", "198.51.100.1")).status_code == 401
+        assert (await try_login(lobby, user, "wrong", "198.51.100.1")).status_code == 429
+        start = time.monotonic()
+        reply = await try_login(lobby, user, PASSWORD, "203.0.113.5")
+        answers.append((reply.status_code, time.monotonic() - start >= slowdown))
+        assert reply.status_code == expected
+    # Both slowed down alike, a real account and an unknown name: nothing tells them apart.
+    assert answers == [(303, True), (401, True)]
+
+
+class HeldHasher(PasswordHasher):
+    """A cheap hasher whose `verify` (in a worker thread) waits until the test lets go."""
+
+    def __init__(self) -> None:
+        super().__init__(time_cost=1, memory_cost=8, parallelism=1)
+        self.release = threading.Event()
+
+    def verify(self, hash: str | bytes, password: str | bytes) -> Literal[True]:
+        self.release.wait(timeout=30)  # bounded: a failing test must not hang the run
+        return super().verify(hash, password)
+
+
+async def test_a_full_line_of_password_checks_answers_503_at_once(
+    make_lobby: LobbyFactory,
+) -> None:
+    hasher = HeldHasher()
+    users = UserStore(database.connect(":memory:"), hasher=hasher)
+    users.add("alice", "PUBLISHER", PASSWORD)
+    # A spray from many addresses: no lock may get in the way of filling the line.
+    lobby = await make_lobby(users=users, login_throttle=LoginThrottle(address_factor=10_000))
+    line = lobby.state.auth.verifications
+    spray = [
+        asyncio.create_task(try_login(lobby, f"guess{n}", "wrong", "198.51.100.1"))
+        for n in range(line.capacity)
+    ]
+    try:
+        await until(lambda: line.held == line.capacity)
+        async with asyncio.timeout(5):  # answered at once, not after the line
+            busy = await try_login(lobby, "alice", PASSWORD, "203.0.113.5")
+    finally:
+        hasher.release.set()
+    assert busy.status_code == 503
+    assert busy.headers["retry-after"] == "1"
+    assert "The server is busy; please try again in a moment." in busy.text
+    assert "lobby_session" not in busy.headers.get("set-cookie", "")
+    assert {reply.status_code for reply in await asyncio.gather(*spray)} == {401}
+    assert (await try_login(lobby, "alice", PASSWORD, "203.0.113.5")).status_code == 303
 
 
 async def test_a_success_forgives_the_account(lobby: Lobby) -> None:
     assert (await try_login(lobby, "alice", "wrong", "198.51.100.1")).status_code == 401
     throttle = lobby.state.login_throttle
-    assert len(throttle) == 2  # the account and the address
+    assert len(throttle) == 3  # the pair, the address and the account
     assert (await try_login(lobby, "alice", PASSWORD, "198.51.100.1")).status_code == 303
-    assert len(throttle) == 1  # the success forgave the account
+    assert len(throttle) == 1  # the success forgave the pair and the account

@@ -114,7 +114,8 @@ async def case_brute_force(b: Bench) -> Row:
     workers = min(32, (os.cpu_count() or 1) + 4)  # asyncio.to_thread's default pool
     row.did += (
         f". Spread out instead ({spread_n} guesses at once, {spread_n} unknown names, "
-        f"{spread_n} addresses): statuses {sorted(set(codes))}, none throttled, all done in "
+        f"{spread_n} addresses): statuses {sorted(set(codes))} (503: the line of waiting "
+        "checks was full), none locked, all done in "
         f"{secs(spread_wall)} (≈{spread_n / spread_wall:.0f} guesses/s: the CPU is the limit)"
     )
     row.cost += (

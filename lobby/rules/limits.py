@@ -5,21 +5,36 @@ sleeps. Every limiter keeps its memory bounded: a bucket is four numbers, a
 window keeps at most `limit` timestamps per key and forgets idle keys, and the
 login throttle forgets leaked-out keys and evicts the oldest past `max_keys`.
 
-Login throttling (`LoginThrottle`): growing lockouts per account name and per
-client address.
+Login throttling (`LoginThrottle`): lockouts per (account, address), a
+per-address budget, and across addresses only a growing delay.
 
-Every login attempt counts against two keys, the account name (lower-cased)
-and the client address. A key gets `free_failures` failures; each one beyond
-locks it for a delay that doubles (1, 2, 4, … seconds, capped at `max_delay`).
-The address allows `address_factor` times as many failures, because offices
-and mobile carriers put many people behind one NAT address; an IPv6 address
-counts by its /64, since one host usually holds a whole /64.
+Every login attempt counts against three keys:
+
+- the pair (account name lower-cased, client address): `free_failures`
+  failures, then each one beyond locks the pair for a delay that doubles (1, 2,
+  4, … seconds, capped at `max_delay`). A locked attempt is refused (429).
+  Locking the pair, not the account, is what keeps an attacker from locking the
+  owner out: wrong passwords from one address lock that address out of that
+  account, and nobody else.
+- the address: `address_factor` times as many failures before the same kind
+  of lock, for every account together: the budget of one address guessing
+  across many accounts. Generous, because offices and mobile carriers put many
+  people behind one NAT address. An IPv6 address counts by its /64 (in the pair
+  too), since one host usually holds a whole /64.
+- the account, from every address: never a lock, so the owner is never
+  refused because of someone else's guesses; beyond `free_failures` each
+  attempt is only *slowed down*: the server waits `slowdown` before checking
+  the password, a delay that doubles from `slowdown_base` up to
+  `max_slowdown` (a few seconds). Unknown names count the same way, so the
+  answers (and their timing) say nothing about which names exist.
 
 An attempt counts as a failure *before* the password is checked: concurrent
 guesses cannot all slip past `check` while argon2 runs. `succeeded` then
-forgives the account entirely, but takes back only the attempt's own count on
-the address, so an attacker holding one valid account cannot log in with it to
-reset the address's budget for guessing other accounts.
+forgives the pair and the account entirely (only the password's holder can
+cause that), but takes back only the attempt's own count on the address, so an
+attacker holding one valid account cannot log in with it to reset the
+address's budget for guessing other accounts. `withdrawn` takes back an
+attempt whose password was never checked (the server was too busy).
 
 Failures leak away with time: a key is forgiven one failure every
 `forget_after / free` seconds, so a quiet key has its whole allowance back
@@ -103,7 +118,8 @@ class SlidingWindow:
 
 # Login throttling
 
-Key = tuple[str, str]  # ("account", name) or ("address", host)
+# ("pair", name, host), ("address", host) or ("account", name); the kind first.
+Key = tuple[str, ...]
 
 
 @dataclass(slots=True)
@@ -113,6 +129,18 @@ class _Failures:
     count: int
     leak_from: float  # when the next forgiveness started accruing
     locked_until: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What to do with one login attempt."""
+
+    wait: float  # > 0: refuse it; the client may try again after this many seconds
+    slowdown: float = 0.0  # otherwise: wait this long before checking the password
+
+    @property
+    def refused(self) -> bool:
+        return self.wait > 0
 
 
 def address_key(host: str) -> str:
@@ -129,11 +157,12 @@ def address_key(host: str) -> str:
 
 
 class LoginThrottle:
-    """Per-account and per-address lockouts that grow with each failed login.
+    """Lockouts per (account, address) and per address; across addresses a growing delay.
 
-    Use: `wait = attempt(account, address)`; if `wait` is positive refuse the
-    login without checking the password, else check it and call `succeeded`
-    when it was right.
+    Use: `verdict = attempt(account, address)`; if `verdict.refused`, refuse the
+    login without checking the password (retry after `verdict.wait`); else wait
+    `verdict.slowdown` seconds, check the password, and call `succeeded` when it
+    was right.
     """
 
     def __init__(
@@ -143,18 +172,26 @@ class LoginThrottle:
         address_factor: int = 5,
         base_delay: float = 1.0,
         max_delay: float = 300.0,
+        slowdown_base: float = 0.5,
+        max_slowdown: float = 4.0,
         forget_after: float = 900.0,
         max_keys: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if min(free_failures, address_factor, forget_after) <= 0 or max_keys < 2:
-            # max_keys >= 2: an attempt's own two keys must survive the eviction it causes.
+        if min(free_failures, address_factor, forget_after) <= 0 or max_keys < 3:
+            # max_keys >= 3: an attempt's own three keys must survive the eviction it causes.
             raise ValueError(
-                "free_failures, address_factor, forget_after must be > 0, max_keys >= 2"
+                "free_failures, address_factor, forget_after must be > 0, max_keys >= 3"
             )
-        self._free = {"account": free_failures, "address": free_failures * address_factor}
+        self._free = {
+            "pair": free_failures,
+            "address": free_failures * address_factor,
+            "account": free_failures,
+        }
         self._base_delay = base_delay
         self._max_delay = max_delay
+        self._slowdown_base = slowdown_base
+        self._max_slowdown = max_slowdown
         self._forget_after = forget_after
         self._max_keys = max_keys
         self._clock = clock
@@ -168,40 +205,60 @@ class LoginThrottle:
     def check(self, account: str, address: str) -> float:
         """Seconds until this account may try again from this address; 0 means now."""
         now = self._clock()
+        # An account key never locks (its wait is 0); asking sweeps it when forgiven.
         return max(self._wait(key, now) for key in self._keys_of(account, address))
 
-    def attempt(self, account: str, address: str) -> float:
-        """Count a login attempt as a failure, unless locked: then only return the wait.
+    def attempt(self, account: str, address: str) -> Verdict:
+        """Count a login attempt as a failure, unless locked: then only say how long.
 
-        Returns what `check` returns. Nothing is counted while locked, so a
-        locked key's delay does not grow from attempts it refused.
+        Nothing is counted while locked, so a locked key's delay does not grow
+        from attempts it refused.
         """
         wait = self.check(account, address)
         if wait > 0:
-            return wait
+            return Verdict(wait)
         now = self._clock()
-        for key in self._keys_of(account, address):
+        keys = self._keys_of(account, address)
+        for key in keys:
             self._fail(key, now)
         self._trim(now)
-        return 0.0
+        return Verdict(0.0, self._slowdown(keys[2], now))
 
     def succeeded(self, account: str, address: str) -> None:
-        """The attempt's password was right: forgive the account, take back its address count."""
-        account_key, host_key = self._keys_of(account, address)
-        self._keys.pop(account_key, None)
-        failures = self._current(host_key, self._clock())
-        if failures is not None:
-            # Only this attempt's own count: a lock it set stays, so a success can
-            # never make the address *more* able to guess than before the attempt.
-            failures.count = max(0, failures.count - 1)
+        """The attempt's password was right: forgive the pair and the account, and take
+        back the attempt's own count on the address."""
+        pair, host, name = self._keys_of(account, address)
+        self._keys.pop(pair, None)
+        self._keys.pop(name, None)
+        self._take_back(host)
+
+    def withdrawn(self, account: str, address: str) -> None:
+        """The attempt's password was never checked: take back its count on every key."""
+        for key in self._keys_of(account, address):
+            self._take_back(key)
 
     @staticmethod
-    def _keys_of(account: str, address: str) -> tuple[Key, Key]:
-        return ("account", account.strip().lower()), ("address", address_key(address))
+    def _keys_of(account: str, address: str) -> tuple[Key, Key, Key]:
+        name, host = account.strip().lower(), address_key(address)
+        return ("pair", name, host), ("address", host), ("account", name)
+
+    def _take_back(self, key: Key) -> None:
+        failures = self._current(key, self._clock())
+        if failures is not None:
+            # Only this attempt's own count: a lock it set stays, so taking back can
+            # never make a key *more* able to guess than before the attempt.
+            failures.count = max(0, failures.count - 1)
 
     def _wait(self, key: Key, now: float) -> float:
         failures = self._current(key, now)
         return 0.0 if failures is None else max(0.0, failures.locked_until - now)
+
+    def _slowdown(self, key: Key, now: float) -> float:
+        failures = self._current(key, now)
+        excess = 0 if failures is None else failures.count - self._free[key[0]]
+        if excess <= 0:
+            return 0.0
+        return float(min(self._max_slowdown, self._slowdown_base * 2 ** min(excess - 1, 64)))
 
     def _current(self, key: Key, now: float) -> _Failures | None:
         """The key's failures less what time forgave; None (and dropped) if none are left."""
@@ -227,7 +284,7 @@ class LoginThrottle:
             failures.leak_from = now
         failures.count += 1
         excess = failures.count - self._free[key[0]]
-        if excess > 0:
+        if excess > 0 and key[0] != "account":  # an account is only ever slowed down
             failures.locked_until = now + self._delay(excess)
         self._keys.move_to_end(key)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
@@ -71,6 +72,17 @@ class CloseCode(IntEnum):
 MAX_REF_LENGTH = 64
 MAX_SAFE_INTEGER = 2**53 - 1
 MAX_NICKNAME = 40
+# Combining marks stack on the character before them: a few make accents and
+# Indic or Thai vowels, dozens make a name that bleeds over the rows around it.
+MAX_MARKS_IN_A_ROW = 4
+MAX_MARKS = 12
+# Letters and symbols that draw nothing: a nickname of these alone looks blank
+# (the Hangul fillers and the braille blank; invisible marks count as marks).
+BLANKS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+NICKNAME_RULE = (
+    "Nicknames are 1 to 40 printable characters with at least one visible, "
+    f"and at most {MAX_MARKS_IN_A_ROW} combining marks in a row ({MAX_MARKS} in all)."
+)
 ROOM_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_PARTICIPANT_ID = 64
 
@@ -175,7 +187,7 @@ def _parse_join(frame: dict[str, Any], ref: Ref) -> Join | ProtocolError:
         )
     cleaned = clean_nickname(nickname)
     if cleaned is None:
-        return ProtocolError("invalid_nickname", "Nicknames are 1 to 40 printable characters.", ref)
+        return ProtocolError("invalid_nickname", NICKNAME_RULE, ref)
     return Join(ref, room, cleaned)
 
 
@@ -205,11 +217,31 @@ def valid_room(room: str) -> bool:
 
 
 def clean_nickname(nickname: str) -> str | None:
-    """The nickname with outer spaces trimmed, or None when it is not acceptable."""
+    """The nickname with outer spaces trimmed, or None when it is not acceptable.
+
+    `isprintable` already refuses control and format characters (Cf: zero-width
+    spaces, direction overrides) and every space but U+0020.
+    """
     cleaned = nickname.strip()
-    if 1 <= len(cleaned) <= MAX_NICKNAME and cleaned.isprintable():
+    if 1 <= len(cleaned) <= MAX_NICKNAME and cleaned.isprintable() and _legible(cleaned):
         return cleaned
     return None
+
+
+def _legible(text: str) -> bool:
+    """Something visible, and combining marks few enough not to smear over the page."""
+    visible = False
+    in_a_row = in_all = 0
+    for char in text:
+        if unicodedata.category(char) in ("Mn", "Me"):
+            in_a_row += 1
+            in_all += 1
+            if in_a_row > MAX_MARKS_IN_A_ROW or in_all > MAX_MARKS:
+                return False
+        else:
+            in_a_row = 0
+            visible = visible or (char != " " and char not in BLANKS)
+    return visible
 
 
 # Rendering. Compact separators and raw UTF-8: every byte is paid once per socket.

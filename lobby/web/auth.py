@@ -12,10 +12,12 @@ must repeat.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import os
 import secrets
+from collections.abc import AsyncIterator
 
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
@@ -37,8 +39,8 @@ class Auth:
         self._ttl = ttl
         # argon2 takes ~64 MiB and a core for ~0.2 s: bound how many run at once,
         # or a spray of logins (many names and addresses, so no lockout applies)
-        # takes a pool thread's worth of memory each.
-        self._verifying = asyncio.Semaphore(os.cpu_count() or 1)
+        # takes a pool thread's worth of memory each; and bound how many wait.
+        self.verifications = Verifications(os.cpu_count() or 1)
 
     def current(self, conn: HTTPConnection) -> tuple[str, User] | None:
         """The request's session id and user, if it carries a live session."""
@@ -50,7 +52,7 @@ class Auth:
 
     async def login(self, name: str, password: str) -> tuple[str, User] | None:
         """Check a password (argon2 runs in a thread: it takes tens of ms) and open a session."""
-        async with self._verifying:
+        async with self.verifications.slot():  # `Busy` when too many wait already
             user = await asyncio.to_thread(self.users.verify, name, password)
         if user is None:
             return None
@@ -101,3 +103,35 @@ class Auth:
         response.set_cookie(
             CSRF_COOKIE, value, httponly=True, samesite="strict", secure=secure, path="/"
         )
+
+
+class Busy(Exception):
+    """Too many password checks are waiting already: answer 503 and let the client retry."""
+
+
+class Verifications:
+    """At most `running` password checks at once, `waiting_per_runner` times as many in line.
+
+    The line is bounded because an unbounded one hands a spray of wrong passwords
+    (many addresses, so no lock applies) the power to delay every right one: 80
+    guesses at once delayed the next login by 6.8 s on two cores. With the bound
+    a login waits at most about `waiting_per_runner` checks' time, or is told at
+    once to come back.
+    """
+
+    def __init__(self, running: int, *, waiting_per_runner: int = 4) -> None:
+        self._running = asyncio.Semaphore(running)
+        self.capacity = running * (1 + waiting_per_runner)
+        self.held = 0  # running or waiting
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold a place to check a password; raises `Busy` when none is left."""
+        if self.held >= self.capacity:
+            raise Busy
+        self.held += 1
+        try:
+            async with self._running:
+                yield
+        finally:
+            self.held -= 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import math
 
 from starlette.datastructures import FormData
@@ -11,6 +13,7 @@ from starlette.templating import Jinja2Templates
 
 from lobby.rules.protocol import CloseCode
 from lobby.web import assets
+from lobby.web.auth import Busy
 from lobby.web.state import state_of
 
 templates = Jinja2Templates(directory=assets.TEMPLATES)
@@ -75,11 +78,19 @@ async def login(request: Request) -> Response:
     throttle = state.login_throttle
     # Before the password is checked: a locked key is no password oracle. The
     # answer names no account state, so it is the same for unknown names.
-    wait = throttle.attempt(username, address)
-    if wait > 0:
-        return _too_many_failures(request, username=username, wait=wait)
-    # Unknown names cost one argon2 verify too (`UserStore.verify`): same answer, same time.
-    opened = await state.auth.login(username, password)
+    verdict = throttle.attempt(username, address)
+    if verdict.refused:
+        return _too_many_failures(request, username=username, wait=verdict.wait)
+    if verdict.slowdown > 0:
+        # Failures for this name from other addresses: slow the attempt down (the
+        # owner's too, a few seconds at most) instead of refusing the owner.
+        await asyncio.sleep(verdict.slowdown)
+    try:
+        # Unknown names cost one argon2 verify too (`UserStore.verify`): same answer, same time.
+        opened = await state.auth.login(username, password)
+    except Busy:
+        throttle.withdrawn(username, address)  # no password was checked: no guess to count
+        return _busy(request, username=username)
     if opened is None:
         return _login_form(
             request, error="Wrong user name or password.", username=username, status=401
@@ -101,6 +112,17 @@ def _too_many_failures(request: Request, *, username: str, wait: float) -> Respo
         status=429,
     )
     response.headers["Retry-After"] = str(seconds)
+    return response
+
+
+def _busy(request: Request, *, username: str) -> Response:
+    response = _login_form(
+        request,
+        error="The server is busy; please try again in a moment.",
+        username=username,
+        status=503,
+    )
+    response.headers["Retry-After"] = "1"
     return response
 
 
@@ -135,10 +157,22 @@ async def lobby_page(request: Request) -> Response:
         "media": "p2p" if state.media.peer_to_peer else "openvidu",
         "openvidu_browser_url": assets.OPENVIDU_BROWSER.url,
     }
-    return templates.TemplateResponse(request, "lobby.html", context)
+    response = templates.TemplateResponse(request, "lobby.html", context)
+    # The page holds the user's name and CSRF token: no shared cache nor the browser's
+    # history may keep a copy for the next person at this computer.
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 async def healthz(request: Request) -> Response:
+    """`ok` for everyone; the counts and mode only for a client on this machine.
+
+    Strangers learn nothing from it (how busy the server is, whether it runs in
+    demo mode); an operator asks from the host itself (`curl 127.0.0.1:5000/healthz`).
+    Metrics will get their own endpoint.
+    """
+    if not _on_this_machine(request):
+        return JSONResponse({"status": "ok"})
     state = state_of(request)
     return JSONResponse(
         {
@@ -149,3 +183,17 @@ async def healthz(request: Request) -> Response:
             "media": state.settings.media,
         }
     )
+
+
+def _on_this_machine(request: Request) -> bool:
+    """A loopback client asking directly. A request a proxy forwarded is a stranger's,
+    whatever address it names: the proxy on this machine speaks for someone else."""
+    if "x-forwarded-for" in request.headers or "forwarded" in request.headers:
+        return False
+    try:
+        address = ipaddress.ip_address(request.client.host if request.client else "")
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback

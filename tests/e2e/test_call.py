@@ -49,8 +49,12 @@ async def test_two_people_meet_in_a_room_created_by_name(
         (alice.issued_tokens()[0], "Alice"),
         (bob.issued_tokens()[0], "Bob"),
     ]
-    # The call view: a tile per person with the nickname, yours marked and muted.
-    for tab, me, other in ((alice, "Alice", "Bob"), (bob, "Bob", "Alice")):
+    # The call view: a tile per person with the nickname and the user name (they differ),
+    # yours marked and muted.
+    for tab, me, other in (
+        (alice, "Alice (alice)", "Bob (bob)"),
+        (bob, "Bob (bob)", "Alice (alice)"),
+    ):
         await expect(tab.tile("local").locator(".tile-label")).to_have_text(me)
         await expect(tab.tile("local").locator(".tile-you")).to_be_visible()
         await expect(tab.tile("remote").locator(".tile-label")).to_have_text(other)
@@ -165,7 +169,7 @@ async def test_a_subscriber_watches_without_a_camera(
     await expect(note).to_contain_text("Subscriber")
     await expect(note).to_contain_text("camera and microphone stay off")
     # It sees the others.
-    await expect(viewer.tile("remote").locator(".tile-label")).to_have_text("Alice")
+    await expect(viewer.tile("remote").locator(".tile-label")).to_have_text("Alice (alice)")
     await expect(viewer.page.locator("#call-participants li.chip")).to_have_text(
         ["Alice (alice)", "Viewer (sub)"]
     )
@@ -196,13 +200,16 @@ async def test_a_nickname_with_html_shows_as_text_everywhere(
     await alice.create_room("TUTORIAL", nickname)
     await alice.in_call()
     await expect(bob.card("TUTORIAL").locator("li.chip")).to_have_text([f"{nickname} (alice)"])
-    await bob.join_listed("TUTORIAL", "Bob")
+    # Bob takes another user's name as his nickname: the user name gives him away.
+    await bob.join_listed("TUTORIAL", "alice")
     await bob.in_call()
-    await expect(bob.tile("remote").locator(".tile-label")).to_have_text(nickname)
+    await expect(bob.tile("remote").locator(".tile-label")).to_have_text(f"{nickname} (alice)")
+    await expect(bob.tile("local").locator(".tile-label")).to_have_text("alice (bob)")
+    await expect(alice.tile("remote").locator(".tile-label")).to_have_text("alice (bob)")
     await expect(bob.page.locator("#call-participants li.chip").first).to_have_text(
         f"{nickname} (alice)"
     )
-    await expect(alice.tile("local").locator(".tile-label")).to_have_text(nickname)
+    await expect(alice.tile("local").locator(".tile-label")).to_have_text(f"{nickname} (alice)")
     await expect(alice.page.locator("#call-participants li.chip").first).to_have_text(
         f"{nickname} (alice)"
     )

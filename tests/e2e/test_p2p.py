@@ -108,7 +108,10 @@ async def test_two_people_see_each_other_peer_to_peer(
     a, b = participant_id(alice), participant_id(bob)
     await sees_video_of(alice, b)
     await sees_video_of(bob, a)
-    for tab, me, other in ((alice, "Alice", "Bob"), (bob, "Bob", "Alice")):
+    for tab, me, other in (
+        (alice, "Alice (alice)", "Bob (bob)"),
+        (bob, "Bob (bob)", "Alice (alice)"),
+    ):
         await expect(tab.tile("local").locator(".tile-label")).to_have_text(me)
         await expect(tab.tile("remote").locator(".tile-label")).to_have_text(other)
         assert await tab.tile("local").locator("video").evaluate("(v) => v.muted")
