@@ -215,3 +215,13 @@ async def test_a_success_forgives_the_account(lobby: Lobby) -> None:
     assert len(throttle) == 2  # the account and the address
     assert (await try_login(lobby, "alice", PASSWORD, "198.51.100.1")).status_code == 303
     assert len(throttle) == 1  # the success forgave the account
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:{port}", "127.0.0.1.evil.example"])
+async def test_a_request_naming_another_host_is_refused(lobby: Lobby, host: str) -> None:
+    """DNS rebinding: a page at evil.example, now resolving to us, would read our pages."""
+    async with httpx.AsyncClient(base_url=lobby.http) as http:
+        for path in ("/", "/healthz"):
+            page = await http.get(path, headers={"Host": host.format(port=lobby.live.port)})
+            assert page.status_code == 400
+        assert (await http.get("/healthz", headers={"Host": "localhost"})).status_code == 200
