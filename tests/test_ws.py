@@ -90,15 +90,23 @@ async def test_an_allowed_extra_origin_may_connect(make_lobby: LobbyFactory) -> 
     await socket.close()
 
 
-async def handshake_status(lobby: Lobby, *, host: str, origin: str, cookie: str) -> int:
+async def handshake_status(
+    lobby: Lobby,
+    *,
+    host: str,
+    origin: str,
+    cookie: str,
+    cookie_name: str = "lobby_session",
+    extra: str = "",
+) -> int:
     """The status of a hand-made upgrade request: the Host and Origin exactly as given."""
     reader, writer = await asyncio.open_connection("127.0.0.1", lobby.live.port)
     writer.write(
         (
             f"GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
             "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-            f"Sec-WebSocket-Version: 13\r\nOrigin: {origin}\r\n"
-            f"Cookie: lobby_session={cookie}\r\n\r\n"
+            f"Sec-WebSocket-Version: 13\r\nOrigin: {origin}\r\n{extra}"
+            f"Cookie: {cookie_name}={cookie}\r\n\r\n"
         ).encode()
     )
     head = await reader.readuntil(b"\r\n\r\n")
@@ -164,6 +172,23 @@ async def test_the_origin_must_be_our_public_url_not_the_host_we_are_reached_by(
     # the loopback names are no longer ours once a public URL is configured
     local = {"host": f"127.0.0.1:{lobby.live.port}", "cookie": cookie}
     assert await handshake_status(lobby, origin=lobby.http, **local) == 400
+
+
+async def test_over_https_a_socket_reads_only_the_host_prefixed_cookie(
+    make_lobby: LobbyFactory,
+) -> None:
+    """Behind a TLS proxy the session cookie is `__Host-lobby_session`; a plain `lobby_session`
+    (which a sibling host or a plain-http page could plant) opens nothing."""
+    lobby = await make_lobby(public_origins=("https://lobby.example.com",))
+    session = await lobby.login("alice", headers={"Host": "lobby.example.com"})
+    tls = {
+        "host": "lobby.example.com",
+        "origin": "https://lobby.example.com",
+        "cookie": session,
+        "extra": "X-Forwarded-Proto: https\r\n",
+    }
+    assert await handshake_status(lobby, cookie_name="__Host-lobby_session", **tls) == 101
+    assert await handshake_status(lobby, cookie_name="lobby_session", **tls) == 403
 
 
 async def test_the_process_cap_answers_503_before_anything_else(
