@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -30,6 +31,7 @@ from lobby.store.users import UserStore
 from lobby.watch import watch_sessions
 from lobby.web import assets, pages
 from lobby.web.auth import Auth
+from lobby.web.origins import Origins, SameSitePosts
 from lobby.web.socket import lobby_socket
 from lobby.web.state import AppState
 
@@ -58,6 +60,7 @@ def create_app(
     login_throttle: LoginThrottle | None = None,
 ) -> Starlette:
     """The whole server. `media`, `users` and `login_throttle` can be passed in (tests do)."""
+    origins = Origins(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -90,7 +93,7 @@ def create_app(
         auth = Auth(store, sessions, secret_key=settings.secret_key, ttl=settings.session_ttl)
         # `is None`, not `or`: an empty throttle has length 0 and counts as false.
         throttle = LoginThrottle() if login_throttle is None else login_throttle
-        app.state.lobby = AppState(settings, db, auth, backend, hub, handler, throttle)
+        app.state.lobby = AppState(settings, db, auth, backend, hub, handler, throttle, origins)
         watcher = asyncio.create_task(watch_sessions(sessions, hub, handler))
         try:
             yield
@@ -114,7 +117,13 @@ def create_app(
     ]
     return Starlette(
         routes=routes,
-        middleware=[Middleware(SecurityHeaders, settings=settings)],
+        middleware=[
+            Middleware(SecurityHeaders, settings=settings),
+            # Outermost first: a foreign Host is refused before anything else looks at the
+            # request (sockets too), then a cross-site post before its form is read.
+            Middleware(TrustedHostMiddleware, allowed_hosts=origins.hosts, www_redirect=False),
+            Middleware(SameSitePosts, origins=origins),
+        ],
         lifespan=lifespan,
     )
 

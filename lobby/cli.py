@@ -16,7 +16,6 @@ import sqlite3
 import sys
 from collections.abc import Callable
 from contextlib import closing
-from dataclasses import replace
 from pathlib import Path
 
 from lobby.config import SETTINGS, ConfigError, Settings, help_epilog
@@ -48,16 +47,18 @@ def main(argv: list[str] | None = None, *, serve: Serve | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace, serve: Serve | None) -> int:
+    # --host and --port stand for their variables, so the settings that depend on them (the
+    # public URL a wildcard address needs) are settled with them.
+    env = dict(os.environ)
+    if args.host is not None:
+        env["LOBBY_HOST"] = args.host
+    if args.port is not None:
+        env["LOBBY_PORT"] = str(args.port)
     try:
-        settings = Settings.from_env(demo=True if args.demo else None)
+        settings = Settings.from_env(env, demo=True if args.demo else None)
     except ConfigError as exc:
         print(f"lobby: {exc}", file=sys.stderr)
         return 2
-    settings = replace(
-        settings,
-        host=settings.host if args.host is None else args.host,
-        port=settings.port if args.port is None else args.port,
-    )
     if serve is None:
         # Imported here so the `users` commands work without the server's dependencies loaded.
         from lobby.server import serve as serve_forever

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lobby.media.p2p import IceServer, ice_servers_from_json
+from lobby.rules.origins import own_hosts, parse_origin
 
 
 class ConfigError(ValueError):
@@ -91,7 +92,17 @@ def _text_or_none(name: str, text: str) -> str | None:
 
 
 def _origins(name: str, text: str) -> tuple[str, ...]:
-    return tuple(o.strip().rstrip("/") for o in text.split(",") if o.strip())
+    """Comma-separated origins (a trailing slash tolerated), each as browsers write it."""
+    origins = []
+    for given in (o.strip() for o in text.split(",") if o.strip()):
+        origin = parse_origin(given.removesuffix("/"))
+        if origin is None:
+            raise ConfigError(
+                f"{name}: {given!r} is no origin (scheme://host[:port], no path), "
+                "e.g. https://lobby.example.com"
+            )
+        origins.append(str(origin))
+    return tuple(origins)
 
 
 def _http_url(name: str, text: str) -> str | None:
@@ -167,6 +178,13 @@ SETTINGS: tuple[Setting, ...] = (
             "`pass`); same as `lobby serve --demo`."),
     Setting("LOBBY_HOST", "host", _text, "127.0.0.1", "Address `lobby serve` listens on."),
     Setting("LOBBY_PORT", "port", _whole(), "5000", "Port `lobby serve` listens on."),
+    Setting("LOBBY_PUBLIC_URL", "public_origins", _origins, None,
+            "Comma-separated origins browsers reach the lobby at, e.g. `https://lobby.example.com` "
+            "behind a TLS proxy. A request whose `Host` names another host gets HTTP 400 (DNS "
+            "rebinding); sockets and form posts must come from one of these origins. Required "
+            "when `LOBBY_HOST` is `0.0.0.0` or `::`.",
+            shown="`http://` and the address and port the server listens on (with a loopback "
+            "`LOBBY_HOST`: `127.0.0.1`, `localhost` and `[::1]`)"),
     Setting("LOBBY_RECONNECT_GRACE", "reconnect_grace", _number(), "10",
             "Seconds a participant whose socket went away stays in its room, waiting for its page "
             "to come back (reload, network blip) before everyone sees it leave."),
@@ -243,6 +261,7 @@ class Settings:
     demo: bool = _default("LOBBY_DEMO")
     host: str = _default("LOBBY_HOST")
     port: int = _default("LOBBY_PORT")
+    public_origins: tuple[str, ...] = ()  # (): derived from where the server listens
     reconnect_grace: float = _default("LOBBY_RECONNECT_GRACE")
     allowed_origins: tuple[str, ...] = _default("LOBBY_ALLOWED_ORIGINS")
     ping_interval: float = _default("LOBBY_PING_INTERVAL")
@@ -294,6 +313,11 @@ def _settle(alone: dict[str, Any]) -> dict[str, Any]:
         "room_size": alone["room_size"] if alone["room_size"] is not None else default_room_size,
     }
     _check_turn_credentials(alone["ice_servers"], alone["turn_secret"])
+    if not alone["public_origins"] and not own_hosts(alone["host"]):
+        raise ConfigError(
+            f"LOBBY_PUBLIC_URL is required when LOBBY_HOST is {alone['host']!r} (every "
+            "interface): it names the origin browsers use, e.g. https://lobby.example.com"
+        )
     return settled
 
 

@@ -79,9 +79,11 @@ class Lobby:
         state: AppState = self.app.state.lobby
         return state
 
-    async def login(self, name: str, password: str = PASSWORD) -> str:
-        """Log in through the real form; returns the session cookie value."""
-        async with httpx.AsyncClient(base_url=self.http) as http:
+    async def login(
+        self, name: str, password: str = PASSWORD, *, headers: dict[str, str] | None = None
+    ) -> str:
+        """Log in through the real form (with extra `headers`); returns the session cookie."""
+        async with httpx.AsyncClient(base_url=self.http, headers=headers) as http:
             page = await http.get("/")
             token = csrf_from(page.text)
             reply = await http.post(

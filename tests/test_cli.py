@@ -276,12 +276,24 @@ def test_serve_without_secrets_is_a_config_error(
     assert started == []
 
 
-def test_serve_demo_with_host_and_port(database: str) -> None:
+def test_serve_demo_with_host_and_port(database: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOBBY_PUBLIC_URL", "http://192.0.2.7:8000")
     started: list[Settings] = []
     assert main(["serve", "--demo", "--host", "0.0.0.0", "--port", "0"], serve=started.append) == 0
     [settings] = started
     assert (settings.demo, settings.host, settings.port) == (True, "0.0.0.0", 0)
+    assert settings.public_origins == ("http://192.0.2.7:8000",)
     assert settings.database == database
+
+
+def test_serve_on_every_interface_needs_the_public_url(
+    database: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--host counts as LOBBY_HOST: 0.0.0.0 names no host that browsers could be checked by."""
+    started: list[Settings] = []
+    assert main(["serve", "--demo", "--host", "0.0.0.0"], serve=started.append) == 2
+    assert "LOBBY_PUBLIC_URL is required" in capsys.readouterr().err
+    assert started == []
 
 
 def test_serve_takes_the_environment_without_flags(

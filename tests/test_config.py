@@ -60,6 +60,12 @@ def test_defaults_in_demo_mode_need_no_environment() -> None:
         ({"LOBBY_DEMO": "1", "LOBBY_RECONNECT_GRACE": "-1"}, "at least 0"),
         ({"LOBBY_DEMO": "1", "OPENVIDU_URL": "localhost:4443"}, "must start with http"),
         ({"LOBBY_DEMO": "1", "LOBBY_LOG_LEVEL": "loud"}, "LOBBY_LOG_LEVEL"),
+        ({"LOBBY_DEMO": "1", "LOBBY_HOST": "0.0.0.0"}, "LOBBY_PUBLIC_URL is required"),
+        ({"LOBBY_DEMO": "1", "LOBBY_HOST": "::"}, "LOBBY_PUBLIC_URL is required"),
+        ({"LOBBY_DEMO": "1", "LOBBY_PUBLIC_URL": "lobby.example.com"}, "LOBBY_PUBLIC_URL: .* no"),
+        ({"LOBBY_DEMO": "1", "LOBBY_PUBLIC_URL": "https://x.example/app"}, "no origin"),
+        ({"LOBBY_DEMO": "1", "LOBBY_PUBLIC_URL": "http://["}, "no origin"),
+        ({"LOBBY_DEMO": "1", "LOBBY_ALLOWED_ORIGINS": "https://a.example?x"}, "no origin"),
     ],
 )
 def test_bad_or_missing_settings_name_the_setting(env: dict[str, str], message: str) -> None:
@@ -125,9 +131,21 @@ def test_production_settings_from_the_environment() -> None:
     assert settings.openvidu_verify_tls is False
     assert settings.openvidu_ca_file == "/etc/ca.pem"
     assert settings.allowed_origins == ("https://a.example", "https://b.example")
+    assert settings.public_origins == ()  # unset: the loopback names, on the port bound
     assert (settings.reconnect_grace, settings.ping_interval, settings.ping_timeout) == (2.5, 7, 3)
     assert "s3cret" not in repr(settings)
     assert "k" * 32 not in repr(settings)
+
+
+def test_public_urls_are_normalized_origins() -> None:
+    settings = Settings.from_env(
+        {
+            "LOBBY_PUBLIC_URL": "HTTPS://Lobby.Example.com:443/, http://[::1]:5000",
+            "LOBBY_HOST": "0.0.0.0",
+        },
+        demo=True,
+    )
+    assert settings.public_origins == ("https://lobby.example.com", "http://[::1]:5000")
 
 
 # The table

@@ -69,6 +69,7 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "lobby.web.auth",
             "lobby.web.assets",
             "lobby.web.state",
+            "lobby.web.origins",
             "lobby.config",
             "lobby.hub",
             "lobby.handler",
@@ -78,7 +79,7 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ),
         ("starlette",),
     ),
-    "lobby.config": (("lobby.media.p2p",), ()),
+    "lobby.config": (("lobby.media.p2p", "lobby.rules.origins"), ()),
     # Process start-up knows everything; the CLI keeps `users` free of the server.
     "lobby.app": (("lobby.*",), ("starlette",)),
     "lobby.server": (

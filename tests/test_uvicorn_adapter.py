@@ -36,7 +36,7 @@ TIMEOUT = 0.5
 # How long past the deadline a drop may take on a busy machine.
 SLACK = 1.5
 # A valid request head, long enough that dribbling it outlasts any deadline here.
-LONG_HEAD = b"GET / HTTP/1.1\r\nHost: lobby\r\nX-Pad: " + b"a" * 500 + b"\r\n\r\n"
+LONG_HEAD = b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Pad: " + b"a" * 500 + b"\r\n\r\n"
 
 
 @contextlib.asynccontextmanager
@@ -87,7 +87,7 @@ async def lobby(make_lobby: LobbyFactory) -> Lobby:
     return server
 
 
-@pytest.mark.parametrize("sent", [b"", b"GET / HTTP/1.1\r\nHost: lobby\r\n"])
+@pytest.mark.parametrize("sent", [b"", b"GET / HTTP/1.1\r\nHost: localhost\r\n"])
 async def test_an_unfinished_request_head_is_dropped_at_the_deadline(
     lobby: Lobby, sent: bytes
 ) -> None:
@@ -130,7 +130,7 @@ async def test_a_stalled_second_request_on_a_kept_alive_connection_is_dropped(
     lobby: Lobby,
 ) -> None:
     async with connect(lobby) as (reader, writer):
-        writer.write(b"GET /healthz HTTP/1.1\r\nHost: lobby\r\n\r\n")
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
         assert (await read_response(reader)).startswith(b"HTTP/1.1 200 ")
         writer.write(b"GET /healthz HTTP/1.1\r\nHo")
         assert await seconds_until_closed(reader) >= TIMEOUT * 0.8
@@ -145,7 +145,7 @@ async def test_a_body_that_never_arrives_is_dropped_at_the_deadline(
     try:
         async with connect(lobby) as (reader, writer):
             writer.write(
-                b"POST /login HTTP/1.1\r\nHost: lobby\r\n"
+                b"POST /login HTTP/1.1\r\nHost: localhost\r\n"
                 b"Content-Type: application/x-www-form-urlencoded\r\n"
                 b"Content-Length: 4096\r\n\r\nuser=bob"
             )
@@ -159,7 +159,7 @@ async def test_a_body_that_never_arrives_is_dropped_at_the_deadline(
 async def test_a_whole_request_in_time_is_answered(lobby: Lobby) -> None:
     async with connect(lobby) as (reader, writer):
         writer.write(
-            b"POST /login HTTP/1.1\r\nHost: lobby\r\n"
+            b"POST /login HTTP/1.1\r\nHost: localhost\r\n"
             b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 8\r\n\r\n"
             b"user=bob"
         )

@@ -10,10 +10,13 @@ from typing import Literal
 import httpx
 import pytest
 from argon2 import PasswordHasher
+from starlette.requests import Request
 
 from lobby.rules.limits import LoginThrottle
+from lobby.rules.protocol import CloseCode
 from lobby.store import db as database
 from lobby.store.users import UserStore
+from lobby.web.auth import Auth
 from tests.conftest import PASSWORD, Lobby, LobbyFactory, csrf_from, until
 
 
@@ -158,22 +161,162 @@ async def test_pages_carry_security_headers(lobby: Lobby) -> None:
     assert page.headers["referrer-policy"] == "same-origin"
 
 
-async def test_cookies_are_secure_behind_an_https_proxy(make_lobby: LobbyFactory) -> None:
+HTTPS_PROXY = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9"}
+
+
+def set_cookie(reply: httpx.Response, name: str) -> str:
+    return next(
+        v for k, v in reply.headers.multi_items() if k == "set-cookie" and v.startswith(name + "=")
+    )
+
+
+async def test_cookies_are_secure_and_host_only_behind_an_https_proxy(
+    make_lobby: LobbyFactory,
+) -> None:
+    """Over https the cookies are `__Host-` ones: no sibling host or plain-http page can plant
+    them. Over http the plain names stay (a local server has no https)."""
     lobby = await make_lobby()
-    headers = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9"}
-    async with httpx.AsyncClient(base_url=lobby.http, headers=headers) as http:
-        token = await login_form(http)
+    async with httpx.AsyncClient(base_url=lobby.http, headers=HTTPS_PROXY) as http:
+        page = await http.get("/")
+        token = csrf_from(page.text)
+        csrf_cookie = set_cookie(page, "__Host-lobby_csrf")
         # httpx keeps Secure cookies only for https URLs: pass the CSRF cookie by hand.
-        http.cookies.set("lobby_csrf", token)
+        http.cookies.set("__Host-lobby_csrf", token)
         reply = await http.post(
             "/login", data={"user": "alice", "pass": PASSWORD, "csrf_token": token}
         )
-    cookie = next(
-        v
-        for k, v in reply.headers.multi_items()
-        if k == "set-cookie" and v.startswith("lobby_session=")
-    )
-    assert "Secure" in cookie
+    assert reply.status_code == 303
+    cookie = set_cookie(reply, "__Host-lobby_session")
+    for header in (cookie, csrf_cookie):
+        assert "Secure" in header
+        assert "Path=/" in header
+        assert "Domain" not in header
+    session = cookie.split(";")[0].split("=", 1)[1]
+    # Each scheme reads its own name only: a plain cookie (plantable) counts for nothing
+    # over https, and the prefixed one is not read over plain http.
+    for headers, name, status in [
+        (HTTPS_PROXY, "__Host-lobby_session", 200),
+        (HTTPS_PROXY, "lobby_session", 303),
+        ({}, "__Host-lobby_session", 303),
+        ({}, "lobby_session", 200),
+    ]:
+        async with httpx.AsyncClient(base_url=lobby.http, headers=headers) as http:
+            lobby_page = await http.get("/lobby", headers={"Cookie": f"{name}={session}"})
+        assert lobby_page.status_code == status, (headers, name)
+
+
+async def test_a_planted_login_csrf_pair_is_refused(lobby: Lobby) -> None:
+    """Double submit alone trusts any cookie value; whoever can plant one (a sibling host, plain
+    http) would choose both halves. Only tokens signed with the secret key count."""
+    for planted in ("x" * 32, signed_with_another_key(lobby)):
+        async with httpx.AsyncClient(base_url=lobby.http, cookies={"lobby_csrf": planted}) as http:
+            reply = await http.post(
+                "/login", data={"user": "alice", "pass": PASSWORD, "csrf_token": planted}
+            )
+            assert reply.status_code == 403, planted
+            assert "lobby_session" not in reply.headers.get("set-cookie", "")
+            # the form shown again carries a fresh, signed token, not the planted one
+            assert csrf_from(reply.text) != planted
+
+
+def signed_with_another_key(lobby: Lobby) -> str:
+    """A login CSRF token as a server with another secret key makes them."""
+    auth = lobby.state.auth
+    other = Auth(auth.users, auth.sessions, secret_key="another-secret-key-0123456789", ttl=60)
+    return other.login_csrf(Request({"type": "http", "scheme": "http", "path": "/", "headers": []}))
+
+
+async def test_logging_in_again_retires_the_presented_session(lobby: Lobby) -> None:
+    """A session presented at login (someone else's, or planted) does not outlive it."""
+    first = await lobby.login("alice")
+    tab = await lobby.client("alice", cookie=first)
+    async with httpx.AsyncClient(base_url=lobby.http, cookies={"lobby_session": first}) as http:
+        token = await login_form_anyway(http)
+        reply = await http.post(
+            "/login", data={"user": "bob", "pass": PASSWORD, "csrf_token": token}
+        )
+    assert reply.status_code == 303
+    second = reply.cookies["lobby_session"]
+    assert second != first
+    assert await tab.close_code() == CloseCode.SESSION_ENDED
+    for cookie, status in [(first, 303), (second, 200)]:
+        async with httpx.AsyncClient(
+            base_url=lobby.http, cookies={"lobby_session": cookie}
+        ) as http:
+            assert (await http.get("/lobby")).status_code == status
+
+
+async def login_form_anyway(http: httpx.AsyncClient) -> str:
+    """The login form's token for a client that is logged in (GET / would redirect it)."""
+    cookies = http.cookies
+    async with httpx.AsyncClient(base_url=http.base_url) as fresh:
+        token = await login_form(fresh)
+        cookies.set("lobby_csrf", fresh.cookies["lobby_csrf"])
+    return token
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "http://evil.example"},
+        {"Origin": "null"},
+        {"Origin": "http://["},
+        {"Origin": "http://127.0.0.1:{port}/path"},
+        {"Origin": "https://127.0.0.1:{port}"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},
+        {"Origin": "http://evil.example", "Sec-Fetch-Site": "same-origin"},
+    ],
+)
+async def test_a_cross_site_post_is_refused(lobby: Lobby, headers: dict[str, str]) -> None:
+    """Login CSRF (logging the victim into the attacker's account) and forced logout: the
+    form's token is valid here, only the page it came from is foreign."""
+    port = lobby.live.port
+    sent = {k: v.format(port=port) for k, v in headers.items()}
+    async with httpx.AsyncClient(base_url=lobby.http) as http:
+        token = await login_form(http)
+        data = {"user": "alice", "pass": PASSWORD, "csrf_token": token}
+        refused = await http.post("/login", data=data, headers=sent)
+        assert refused.status_code == 403
+        assert "lobby_session" not in refused.headers.get("set-cookie", "")
+        assert (await http.post("/login", data=data)).status_code == 303  # same form, no headers
+        page = await http.get("/lobby")
+        logout = {"csrf_token": csrf_from(page.text)}
+        assert (await http.post("/logout", data=logout, headers=sent)).status_code == 403
+        assert (await http.get("/lobby")).status_code == 200  # still logged in
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "http://127.0.0.1:{port}"},
+        {"Origin": "http://localhost:{port}"},
+        {"Sec-Fetch-Site": "same-origin"},
+        {"Sec-Fetch-Site": "none"},
+        {},
+    ],
+)
+async def test_a_post_from_our_own_page_or_no_browser_is_accepted(
+    lobby: Lobby, headers: dict[str, str]
+) -> None:
+    """Without Origin or Sec-Fetch-Site the client is no browser (it cannot ride anyone's
+    cookies): the CSRF token decides."""
+    sent = {k: v.format(port=lobby.live.port) for k, v in headers.items()}
+    async with httpx.AsyncClient(base_url=lobby.http) as http:
+        token = await login_form(http)
+        data = {"user": "alice", "pass": PASSWORD, "csrf_token": token}
+        assert (await http.post("/login", data=data, headers=sent)).status_code == 303
+
+
+async def test_a_non_ascii_csrf_token_is_a_403_not_a_500(lobby: Lobby) -> None:
+    cookie = await lobby.login("alice")
+    async with httpx.AsyncClient(base_url=lobby.http, cookies={"lobby_session": cookie}) as http:
+        refused = await http.post("/logout", data={"csrf_token": "\u00e9" * 64})
+        assert refused.status_code == 403
+    async with httpx.AsyncClient(base_url=lobby.http) as http:
+        await login_form(http)
+        data = {"user": "alice", "pass": PASSWORD, "csrf_token": "\u00e9" * 32}
+        assert (await http.post("/login", data=data)).status_code == 403
 
 
 async def test_static_files_and_health(lobby: Lobby) -> None:
@@ -309,3 +452,13 @@ async def test_a_success_forgives_the_account(lobby: Lobby) -> None:
     assert len(throttle) == 3  # the pair, the address and the account
     assert (await try_login(lobby, "alice", PASSWORD, "198.51.100.1")).status_code == 303
     assert len(throttle) == 1  # the success forgave the pair and the account
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:{port}", "127.0.0.1.evil.example"])
+async def test_a_request_naming_another_host_is_refused(lobby: Lobby, host: str) -> None:
+    """DNS rebinding: a page at evil.example, now resolving to us, would read our pages."""
+    async with httpx.AsyncClient(base_url=lobby.http) as http:
+        for path in ("/", "/healthz"):
+            page = await http.get(path, headers={"Host": host.format(port=lobby.live.port)})
+            assert page.status_code == 400
+        assert (await http.get("/healthz", headers={"Host": "localhost"})).status_code == 200

@@ -90,6 +90,107 @@ async def test_an_allowed_extra_origin_may_connect(make_lobby: LobbyFactory) -> 
     await socket.close()
 
 
+async def handshake_status(
+    lobby: Lobby,
+    *,
+    host: str,
+    origin: str,
+    cookie: str,
+    cookie_name: str = "lobby_session",
+    extra: str = "",
+) -> int:
+    """The status of a hand-made upgrade request: the Host and Origin exactly as given."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", lobby.live.port)
+    writer.write(
+        (
+            f"GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            f"Sec-WebSocket-Version: 13\r\nOrigin: {origin}\r\n{extra}"
+            f"Cookie: {cookie_name}={cookie}\r\n\r\n"
+        ).encode()
+    )
+    head = await reader.readuntil(b"\r\n\r\n")
+    writer.close()
+    return int(head.split(b" ", 2)[1])
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "http://[",  # urlsplit raised on it: a 500 and a traceback per handshake
+        "http://127.0.0.1:{port}/evil",  # a path
+        "http://127.0.0.1:{port}?x",  # a query
+        "http://user@127.0.0.1:{port}",
+        "http://127.0.0.1:{port}:80",
+        "http://127.0.0.1:99999",
+        "null",
+        "",
+    ],
+)
+async def test_a_malformed_origin_is_refused_without_a_traceback(
+    lobby: Lobby, origin: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    cookie = await lobby.login("alice")
+    uvicorn_log = logging.getLogger("uvicorn.error")  # it does not propagate to caplog's
+    uvicorn_log.addHandler(caplog.handler)
+    try:
+        status = await handshake_status(
+            lobby,
+            host=f"127.0.0.1:{lobby.live.port}",
+            origin=origin.format(port=lobby.live.port),
+            cookie=cookie,
+        )
+    finally:
+        uvicorn_log.removeHandler(caplog.handler)
+    assert status == 403
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    # the same request with our own origin is accepted: only the Origin was wrong
+    ours = await handshake_status(
+        lobby, host=f"127.0.0.1:{lobby.live.port}", origin=lobby.http, cookie=cookie
+    )
+    assert ours == 101
+
+
+async def test_a_dns_rebinding_page_cannot_open_a_socket(lobby: Lobby) -> None:
+    """evil.example now resolves to us: its page's Host and Origin agree, and both are foreign."""
+    cookie = await lobby.login("alice")  # even with a valid session: the names decide
+    port = lobby.live.port
+    for host in (f"evil.example:{port}", "evil.example"):
+        status = await handshake_status(lobby, host=host, origin=f"http://{host}", cookie=cookie)
+        assert status == 400  # the Host is refused before the Origin is even looked at
+
+
+async def test_the_origin_must_be_our_public_url_not_the_host_we_are_reached_by(
+    make_lobby: LobbyFactory,
+) -> None:
+    lobby = await make_lobby(public_origins=("https://lobby.example.com",))
+    cookie = await lobby.login("alice", headers={"Host": "lobby.example.com"})
+    proxied = {"host": "lobby.example.com", "cookie": cookie}
+    assert await handshake_status(lobby, origin="https://lobby.example.com", **proxied) == 101
+    for other in ("http://lobby.example.com", "https://lobby.example.com:8443", lobby.http):
+        assert await handshake_status(lobby, origin=other, **proxied) == 403
+    # the loopback names are no longer ours once a public URL is configured
+    local = {"host": f"127.0.0.1:{lobby.live.port}", "cookie": cookie}
+    assert await handshake_status(lobby, origin=lobby.http, **local) == 400
+
+
+async def test_over_https_a_socket_reads_only_the_host_prefixed_cookie(
+    make_lobby: LobbyFactory,
+) -> None:
+    """Behind a TLS proxy the session cookie is `__Host-lobby_session`; a plain `lobby_session`
+    (which a sibling host or a plain-http page could plant) opens nothing."""
+    lobby = await make_lobby(public_origins=("https://lobby.example.com",))
+    session = await lobby.login("alice", headers={"Host": "lobby.example.com"})
+    tls = {
+        "host": "lobby.example.com",
+        "origin": "https://lobby.example.com",
+        "cookie": session,
+        "extra": "X-Forwarded-Proto: https\r\n",
+    }
+    assert await handshake_status(lobby, cookie_name="__Host-lobby_session", **tls) == 101
+    assert await handshake_status(lobby, cookie_name="lobby_session", **tls) == 403
+
+
 async def test_the_process_cap_answers_503_before_anything_else(
     make_lobby: LobbyFactory, caplog: pytest.LogCaptureFixture
 ) -> None:

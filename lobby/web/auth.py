@@ -27,6 +27,20 @@ from lobby.store.users import User, UserStore
 
 SESSION_COOKIE = "lobby_session"
 CSRF_COOKIE = "lobby_csrf"
+# Over https the cookies carry the `__Host-` prefix: the browser then takes them only
+# Secure, for this host alone and path /, so neither a sibling subdomain nor a plain-http
+# man in the middle can plant one (a planted login CSRF cookie, a fixed session).
+HOST_PREFIX = "__Host-"
+
+
+def cookie_name(name: str, conn: HTTPConnection) -> str:
+    """`name` as the cookie is called on this request: prefixed when it came over https."""
+    return HOST_PREFIX + name if _secure(conn) else name
+
+
+def _secure(conn: HTTPConnection) -> bool:
+    # uvicorn rewrites the scheme from X-Forwarded-Proto for trusted proxies (wss: sockets).
+    return conn.url.scheme in ("https", "wss")
 
 
 class Auth:
@@ -44,7 +58,7 @@ class Auth:
 
     def current(self, conn: HTTPConnection) -> tuple[str, User] | None:
         """The request's session id and user, if it carries a live session."""
-        session_id = conn.cookies.get(SESSION_COOKIE)
+        session_id = conn.cookies.get(cookie_name(SESSION_COOKIE, conn))
         if not session_id or len(session_id) > 128:
             return None
         user = self.sessions.get(session_id)
@@ -63,20 +77,25 @@ class Auth:
 
     # Cookies
 
-    def set_session_cookie(self, response: Response, session_id: str, *, secure: bool) -> None:
+    def set_session_cookie(self, response: Response, conn: HTTPConnection, session_id: str) -> None:
         response.set_cookie(
-            SESSION_COOKIE,
+            cookie_name(SESSION_COOKIE, conn),
             session_id,
             max_age=int(self._ttl),
             httponly=True,
             samesite="lax",
-            secure=secure,
+            secure=_secure(conn),
             path="/",
         )
 
-    def clear_session_cookie(self, response: Response, *, secure: bool) -> None:
+    @staticmethod
+    def clear_session_cookie(response: Response, conn: HTTPConnection) -> None:
         response.delete_cookie(
-            SESSION_COOKIE, httponly=True, samesite="lax", secure=secure, path="/"
+            cookie_name(SESSION_COOKIE, conn),
+            httponly=True,
+            samesite="lax",
+            secure=_secure(conn),
+            path="/",
         )
 
     # CSRF
@@ -85,24 +104,50 @@ class Auth:
         return hmac.new(self._key, b"csrf:" + session_id.encode(), hashlib.sha256).hexdigest()
 
     def check_session_csrf(self, session_id: str, token: object) -> bool:
-        return isinstance(token, str) and hmac.compare_digest(self.session_csrf(session_id), token)
+        return isinstance(token, str) and _same(self.session_csrf(session_id), token)
+
+    # Before login there is no session to bind a token to: the token is a nonce signed with
+    # the secret key, in a cookie and in the form (double submit). The signature means a
+    # value someone else planted in the cookie (a sibling host, plain http) is not accepted.
+
+    def login_csrf(self, conn: HTTPConnection) -> str:
+        """The pre-login CSRF token: the cookie's if it is one we signed, else a new one."""
+        current = conn.cookies.get(cookie_name(CSRF_COOKIE, conn), "")
+        if self._signed_login_csrf(current):
+            return current
+        nonce = secrets.token_urlsafe(24)
+        return f"{nonce}.{self._login_csrf_signature(nonce)}"
+
+    def check_login_csrf(self, conn: HTTPConnection, token: object) -> bool:
+        cookie = conn.cookies.get(cookie_name(CSRF_COOKIE, conn), "")
+        return isinstance(token, str) and self._signed_login_csrf(cookie) and _same(cookie, token)
 
     @staticmethod
-    def login_csrf(conn: HTTPConnection) -> str:
-        """The pre-login CSRF value: the cookie's if it has a sane one, else a new one."""
-        current = conn.cookies.get(CSRF_COOKIE, "")
-        return current if 20 <= len(current) <= 64 else secrets.token_urlsafe(24)
-
-    @staticmethod
-    def check_login_csrf(conn: HTTPConnection, token: object) -> bool:
-        cookie = conn.cookies.get(CSRF_COOKIE, "")
-        return bool(cookie) and isinstance(token, str) and hmac.compare_digest(cookie, token)
-
-    @staticmethod
-    def set_login_csrf_cookie(response: Response, value: str, *, secure: bool) -> None:
+    def set_login_csrf_cookie(response: Response, conn: HTTPConnection, value: str) -> None:
         response.set_cookie(
-            CSRF_COOKIE, value, httponly=True, samesite="strict", secure=secure, path="/"
+            cookie_name(CSRF_COOKIE, conn),
+            value,
+            httponly=True,
+            samesite="strict",
+            secure=_secure(conn),
+            path="/",
         )
+
+    def _login_csrf_signature(self, nonce: str) -> str:
+        return hmac.new(self._key, b"login-csrf:" + nonce.encode(), hashlib.sha256).hexdigest()
+
+    def _signed_login_csrf(self, value: str) -> bool:
+        nonce, dot, signature = value.partition(".")
+        return (
+            bool(dot)
+            and 20 <= len(nonce) <= 64
+            and _same(self._login_csrf_signature(nonce), signature)
+        )
+
+
+def _same(ours: str, theirs: str) -> bool:
+    # As bytes: `compare_digest` raises on a str with non-ASCII characters (a form can send any).
+    return hmac.compare_digest(ours.encode(), theirs.encode("utf-8", "surrogatepass"))
 
 
 class Busy(Exception):

@@ -19,11 +19,6 @@ from lobby.web.state import state_of
 templates = Jinja2Templates(directory=assets.TEMPLATES)
 
 
-def _secure(request: Request) -> bool:
-    # uvicorn rewrites the scheme from X-Forwarded-Proto for trusted proxies.
-    return request.url.scheme == "https"
-
-
 async def login_page(request: Request) -> Response:
     state = state_of(request)
     if state.auth.current(request) is not None:
@@ -41,7 +36,7 @@ def _login_form(request: Request, *, error: str | None, username: str, status: i
         "demo": state.settings.demo,
     }
     response = templates.TemplateResponse(request, "login.html", context, status_code=status)
-    state.auth.set_login_csrf_cookie(response, token, secure=_secure(request))
+    state.auth.set_login_csrf_cookie(response, request, token)
     return response
 
 
@@ -96,10 +91,21 @@ async def login(request: Request) -> Response:
             request, error="Wrong user name or password.", username=username, status=401
         )
     throttle.succeeded(username, address)
+    # A login retires the session the browser presented, whoever's it was: it cannot
+    # outlive the login that replaced it (a planted or shared session, a former user).
+    previous = state.auth.current(request)
+    if previous is not None:
+        _end_session(request, previous[0], "logged in again")
     session_id, _ = opened
     response = RedirectResponse("/lobby", status_code=303)
-    state.auth.set_session_cookie(response, session_id, secure=_secure(request))
+    state.auth.set_session_cookie(response, request, session_id)
     return response
+
+
+def _end_session(request: Request, session_id: str, reason: str) -> None:
+    state = state_of(request)
+    state.auth.logout(session_id)
+    state.handler.end_session(session_id, CloseCode.SESSION_ENDED, reason)
 
 
 def _too_many_failures(request: Request, *, username: str, wait: float) -> Response:
@@ -131,7 +137,7 @@ async def logout(request: Request) -> Response:
     current = state.auth.current(request)
     response = RedirectResponse("/", status_code=303)
     if current is None:
-        state.auth.clear_session_cookie(response, secure=_secure(request))
+        state.auth.clear_session_cookie(response, request)
         return response
     session_id, _ = current
     form = await _form(request)
@@ -139,9 +145,8 @@ async def logout(request: Request) -> Response:
         return Response(status_code=400)
     if not state.auth.check_session_csrf(session_id, form.get("csrf_token")):
         return Response("Your form expired; reload the page and try again.", status_code=403)
-    state.auth.logout(session_id)
-    state.handler.end_session(session_id, CloseCode.SESSION_ENDED, "logged out")
-    state.auth.clear_session_cookie(response, secure=_secure(request))
+    _end_session(request, session_id, "logged out")
+    state.auth.clear_session_cookie(response, request)
     return response
 
 

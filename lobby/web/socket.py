@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from urllib.parse import urlsplit
 
 from starlette.responses import PlainTextResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -26,19 +25,6 @@ from lobby.web.state import state_of
 log = logging.getLogger("lobby.web.socket")
 
 
-def origin_allowed(websocket: WebSocket, allowed: tuple[str, ...]) -> bool:
-    """Only our own pages (or configured ones) may open a cookie-authenticated socket."""
-    origin = websocket.headers.get("origin", "").rstrip("/")
-    if not origin:
-        return False
-    if origin in allowed:
-        return True
-    parts = urlsplit(origin)
-    scheme = "https" if websocket.url.scheme == "wss" else "http"
-    host = websocket.headers.get("host", "")
-    return parts.scheme == scheme and parts.netloc.lower() == host.lower() and bool(host)
-
-
 async def lobby_socket(websocket: WebSocket) -> None:
     state = state_of(websocket)
     settings = state.settings
@@ -50,7 +36,7 @@ async def lobby_socket(websocket: WebSocket) -> None:
     writer = websocket.scope.get("extensions", {}).get(WRITER_EXTENSION)
     if writer is None:
         log.error("no direct frame writer: serve the app with lobby.server.uvicorn_config")
-    if current is None or writer is None or not origin_allowed(websocket, settings.allowed_origins):
+    if current is None or writer is None or not state.origins.socket_may_connect(websocket):
         await websocket.close()  # before accept: uvicorn answers HTTP 403
         return
     session_id, user = current

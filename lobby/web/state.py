@@ -14,6 +14,7 @@ from lobby.hub import Hub
 from lobby.media.seam import MediaBackend
 from lobby.rules.limits import LoginThrottle
 from lobby.web.auth import Auth
+from lobby.web.origins import Origins
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +26,7 @@ class AppState:
     hub: Hub
     handler: RequestHandler
     login_throttle: LoginThrottle
+    origins: Origins
 
 
 def state_of(conn: HTTPConnection) -> AppState:
