@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from typing import Any
 
 import uvicorn
@@ -18,6 +19,7 @@ from starlette.types import ASGIApp
 from lobby.app import create_app
 from lobby.config import Settings
 from lobby.web import UVICORN_SERIES, IncompatibleUvicorn, assets
+from lobby.web.auth import CSRF_COOKIE, SESSION_COOKIE
 
 log = logging.getLogger("lobby")
 
@@ -31,6 +33,52 @@ DEMO_BANNER = """
 *  all with the password "pass", and the secret key is throw-away.     *
 *  Never expose a demo server to anyone else.                          *
 ************************************************************************"""
+
+
+# What `Redact` blanks out of a log line, each secret's value replaced by "[redacted]".
+_COOKIE_HEADERS = r"(?:set-)?cookie|(?:proxy-)?authorization"
+_SECRET_FIELDS = r"key|resume_key|token|password|pass|secret|csrf_token"
+_REDACTIONS = (
+    # A header line as websockets and h11 print them: "< Cookie: lobby_session=…".
+    re.compile(rf"(?im)\b({_COOKIE_HEADERS})(:[ \t]*)[^\r\n]+"),
+    # A header pair as httpcore prints them: (b'set-cookie', b'lobby_session=…').
+    re.compile(rf"(?i)(b?['\"](?:{_COOKIE_HEADERS})['\"],\s*b?['\"])()[^'\"]+"),
+    # Our cookies, wherever they turn up.
+    re.compile(rf"\b({SESSION_COOKIE}|{CSRF_COOKIE})(=)[^;,\s'\"]+"),
+    # JSON fields of frames ({"type": "resume", "key": "…"}), possibly cut short.
+    re.compile(rf'(\\?"(?:{_SECRET_FIELDS})\\?")(\s*:\s*\\?")[^"\\]+'),
+    # Query strings and forms: an OpenVidu token URL's "&token=…", a login's "pass=…".
+    re.compile(rf"(?<![\w-])({_SECRET_FIELDS})(=)[^&\s'\"]+"),
+)
+
+
+def redact(text: str) -> str:
+    """`text` with cookie and authorization values and secret-carrying fields blanked out."""
+    for pattern in _REDACTIONS:
+        text = pattern.sub(r"\1\2[redacted]", text)
+    return text
+
+
+class Redact(logging.Filter):
+    """Blanks secrets out of every record it sees (`redact`); drops none.
+
+    A second line: nothing of ours logs a cookie, resume key, token, password or
+    secret, and websockets' dump of headers and frames is off (`DirectProtocol`),
+    but a library's debug line may still echo a request.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string: the handler reports it, not us
+            return True
+        redacted = redact(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+REDACT = Redact()
 
 
 def protocols(
@@ -56,6 +104,9 @@ def protocols(
 
 def uvicorn_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
     http, ws = protocols(settings.header_timeout)
+    # Where uvicorn and websockets log about connections (a logger's filter sees only
+    # its own records; `serve` also puts one on every handler, for everything else).
+    logging.getLogger("uvicorn.error").addFilter(REDACT)  # once: a filter is added once
     return uvicorn.Config(
         app,
         host=settings.host,
@@ -98,4 +149,8 @@ def serve(settings: Settings) -> None:
     )
     log.info("Lobby on http://%s:%d, calls %s", settings.host, settings.port, calls)
     config = uvicorn_config(create_app(settings), settings)  # checks uvicorn first
+    # uvicorn's handlers exist now (its config set them up): every line printed is redacted.
+    for name in ("", "uvicorn", "uvicorn.access", "uvicorn.error"):
+        for handler in logging.getLogger(name).handlers:
+            handler.addFilter(REDACT)
     uvicorn.Server(config).run()

@@ -213,7 +213,11 @@ async def make_lobby(standin: OpenViduStandin) -> AsyncIterator[LobbyFactory]:
             media=backend or media_backend(settings),
             login_throttle=throttle,
         )
-        live = LiveServer(config=uvicorn_config(app, replace(settings, log_level="warning")))
+        # Quiet unless the test asks for a level (`log_level=`).
+        quiet = replace(
+            settings, log_level=settings.log_level if "log_level" in overrides else "warning"
+        )
+        live = LiveServer(config=uvicorn_config(app, quiet))
         await live.__aenter__()
         started.append((live, app))
         return Lobby(live, app, settings)

@@ -88,6 +88,7 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "lobby.config",
             "lobby.web",
             "lobby.web.assets",
+            "lobby.web.auth",
             "lobby.web.uvicorn_adapter",
         ),
         ("starlette", "uvicorn"),

@@ -14,7 +14,7 @@ import pytest
 from lobby.media.p2p import IceServer, PeerToPeerBackend
 from tests.conftest import Client, Lobby, LobbyFactory, until
 from tests.openvidu_standin import OpenViduStandin
-from tests.test_signalling import RECEIVE, SEND
+from tests.test_signalling import RECEIVE, SEND, SMUGGLE
 
 
 def hello(link: str = "l1") -> dict[str, object]:
@@ -134,6 +134,18 @@ async def test_a_viewer_cannot_send_media_but_can_answer(p2p: Lobby) -> None:
     answer = {**offer, "description": {"type": "answer", "sdp": RECEIVE}}
     await sub.send({"type": "signal", "to": a, "data": answer})
     assert (await alice.expect("signal"))["data"] == answer
+
+
+async def test_a_viewers_offer_hiding_its_video_behind_an_odd_line_break_is_refused(
+    p2p: Lobby,
+) -> None:
+    (alice, a), (sub, _) = await in_room(p2p, "A", "alice", "sub")
+    description = {"type": "offer", "sdp": SMUGGLE}
+    offer = {"kind": "description", "link": "ls", "peer_link": "la", "description": description}
+    ref = await sub.request({"type": "signal", "to": a, "data": offer})
+    error = await sub.until("error")
+    assert (error["ref"], error["code"]) == (ref, "invalid_signal")
+    await alice.nothing()
 
 
 async def test_signals_to_an_away_peer_are_dropped(p2p: Lobby) -> None:

@@ -76,8 +76,44 @@ keys = st.one_of(
 )
 good_links = st.from_regex(LINK, fullmatch=True)
 links = st.one_of(good_links, good_links, st.none(), wild_text, json_values)
+# SDP-like texts: lines a browser might read as directions or sections, joined by
+# real line ends and by characters some parser (not a browser) breaks lines at.
+sdp_line_texts = st.one_of(
+    st.sampled_from(
+        [
+            "v=0",
+            "s=-",
+            "t=0 0",
+            "m=audio 9 UDP/TLS/RTP/SAVPF 111",
+            "m=video 9 UDP/TLS/RTP/SAVPF 96",
+            "m=video\t9 X",
+            "m=application 0 x",
+            "a=mid:0",
+            "a=x:1",
+            "a=sendrecv",
+            "a=sendonly",
+            "a=recvonly",
+            "a=inactive",
+            "a=sendrecv:1",
+            "a=recvonly x",
+            "a=recvonly\tx",
+            "a=inactivex",
+            " a=sendrecv",
+            "a=sendrecv ",
+            "A=recvonly",
+        ]
+    ),
+    st.text(max_size=12),
+)
+line_ends = st.sampled_from(["\r\n", "\r\n", "\n", "\r"])
+odd_breaks = st.sampled_from(["\x1c", "\x1d", "\x1e", "\x0b", "\x0c", "\x85", "\u2028", "\u2029"])
+sdp_breaks = line_ends | line_ends | odd_breaks | st.sampled_from(["\x00", "\x7f", "\t", " ", ""])
+sdp_texts = st.lists(st.tuples(sdp_line_texts, sdp_breaks), min_size=1, max_size=14).map(
+    lambda lines: "".join(line + end for line, end in lines)
+)
 sdps = st.one_of(
     st.sampled_from(["v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=recvonly\r\n", "x" * 16385]),
+    sdp_texts,
     st.text(max_size=60),
     wild_text,
     json_values,
@@ -286,6 +322,56 @@ def expected(frame: dict[str, Any]) -> Request | str:
     return Join(ref, room, cleaned)
 
 
+# What a browser reads in an SDP, written apart from `lobby.rules.signalling`.
+SDP_SEPARATORS = {"\u2028", "\u2029"}
+
+
+def sdp_char_ok(char: str) -> bool:
+    """Tab, or a character that is neither a control (C0, DEL, C1) nor a line separator."""
+    code = ord(char)
+    return char == "\t" or (
+        code >= 0x20 and not 0x7F <= code <= 0x9F and char not in SDP_SEPARATORS
+    )
+
+
+def browser_lines(sdp: str) -> list[str] | None:
+    """The lines of `sdp`, each ended by LF or CRLF; None for any other control character
+    or an unended last line."""
+    lines: list[str] = []
+    current: list[str] = []
+    for at, char in enumerate(sdp):
+        if char == "\n":
+            lines.append("".join(current))
+            current = []
+        elif char == "\r" and sdp[at + 1 : at + 2] == "\n":
+            continue
+        elif sdp_char_ok(char):
+            current.append(char)
+        else:
+            return None
+    return lines if sdp and not current and sdp[-1] == "\n" else None
+
+
+def browser_sends(lines: list[str]) -> bool:
+    """Chromium's reading: a section's last direction attribute (the name alone or followed
+    by ':' or ' '), else the session's, else sendrecv; only audio and video count."""
+    session, kinds, directions = "sendrecv", list[str](), list[str | None]()
+    for line in lines:
+        media = re.match(r"m=([^ \t]*)", line)
+        direction = re.fullmatch(r"a=(sendrecv|sendonly|recvonly|inactive)(?:[: ].*)?", line)
+        if media:
+            kinds.append(media[1])
+            directions.append(None)
+        elif direction and kinds:
+            directions[-1] = direction[1]
+        elif direction:
+            session = direction[1]
+    return any(
+        kind in ("audio", "video") and (own or session) in ("sendrecv", "sendonly")
+        for kind, own in zip(kinds, directions, strict=True)
+    )
+
+
 def expected_signal(frame: dict[str, Any]) -> Signal | str:
     """What a `signal` frame means: the request with its data copied field by field, or a code."""
     to, data = frame.get("to"), frame.get("data")
@@ -303,6 +389,7 @@ def expected_signal(frame: dict[str, Any]) -> Signal | str:
     if not (is_link(peer) or (peer is None and kind == "hello")):
         return "invalid_signal"
     copied: dict[str, object] = {"kind": kind, "link": link, "peer_link": peer}
+    sends = False
     if kind == "description":
         description = data.get("description")
         if not isinstance(description, dict) or description.get("type") not in ("offer", "answer"):
@@ -310,6 +397,10 @@ def expected_signal(frame: dict[str, Any]) -> Signal | str:
         sdp = description.get("sdp")
         if not (isinstance(sdp, str) and 1 <= len(sdp) <= 16384 and _utf8(sdp)):
             return "invalid_signal"
+        lines = browser_lines(sdp)
+        if lines is None:
+            return "invalid_signal"
+        sends = browser_sends(lines)
         copied["description"] = {"type": description["type"], "sdp": sdp}
     elif kind == "candidates":
         candidates = data.get("candidates")
@@ -323,7 +414,7 @@ def expected_signal(frame: dict[str, Any]) -> Signal | str:
         if not (isinstance(video, bool) and isinstance(audio, bool)):
             return "invalid_signal"
         copied.update(video=video, audio=audio)
-    return Signal(frame.get("ref"), to, copied, signalling.sends_media(copied))
+    return Signal(frame.get("ref"), to, copied, sends)
 
 
 def expected_candidate(value: object) -> dict[str, object] | None:
@@ -464,6 +555,30 @@ def test_valid_frames_parse_to_their_request(
     frame["data"] = {"kind": "hello", "link": "l1", "peer_link": None}
     result = check(json.dumps({**frame, "token": token}))
     assert not isinstance(result, ProtocolError)
+
+
+SMUGGLE = (  # issue 17: a video section's sendrecv hidden behind \x1c
+    "v=0\r\ns=-\r\nt=0 0\r\nm=audio 9 X 111\r\na=recvonly\r\n"
+    "m=video 9 X 96\r\na=recvonly\r\na=x:1\x1cm=application 0 x\r\na=sendrecv\r\n"
+)
+
+
+@FAST
+@given(sdp_texts)
+@example(SMUGGLE)
+@example(SMUGGLE.replace("\x1c", "\r\n"))
+@example(SMUGGLE.replace("\x1c", "\u2028"))
+def test_sdps_are_read_line_by_line_as_browsers_read_them(sdp: str) -> None:
+    """Refused unless every line ends in LF or CRLF and holds no control character; else
+    judged sending exactly when a browser would send audio or video."""
+    data = {"kind": "description", "link": "l", "peer_link": "m"}
+    result = signalling.check({**data, "description": {"type": "offer", "sdp": sdp}})
+    lines = browser_lines(sdp)
+    if lines is None:
+        assert isinstance(result, str)
+    else:
+        assert isinstance(result, dict), result
+        assert signalling.sends_media(result) is browser_sends(lines)
 
 
 @FAST

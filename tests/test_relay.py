@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
+from lobby.rules import signalling
 from lobby.rules.presence import Participant, Presence
 from lobby.rules.protocol import ProtocolError, Signal, parse
 from lobby.rules.relay import Delivery, route
-from tests.test_signalling import RECEIVE, SEND
+from tests.test_signalling import RECEIVE, SEND, SMUGGLE
 
 ALICE = Participant("p_a", "alice", "Alice", "PUBLISHER")
 BOB = Participant("p_b", "bob", "Bob", "PUBLISHER")
@@ -113,3 +114,10 @@ def test_viewers_receive_but_cannot_offer_to_send_media() -> None:
         "candidates": [{"candidate": "candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host"}],
     }
     assert isinstance(route(presence, 4, signal("p_a", candidates)), Delivery)
+
+
+def test_a_viewers_sending_section_hidden_behind_an_odd_line_break_is_not_allowed() -> None:
+    """Past `parse` (which refuses the characters), the relay still reads lines as browsers do."""
+    data = description(SMUGGLE)
+    smuggled = Signal(9, "p_a", data, signalling.sends_media(data))
+    assert error_code(route(lobby(), 4, smuggled)) == "not_allowed"

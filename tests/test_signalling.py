@@ -14,6 +14,65 @@ SEND = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n" + (
     "m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=sendrecv\r\n"
 )
 RECEIVE = SEND.replace("a=sendrecv", "a=recvonly")
+# Issue 17: \x1c is a line break to Python's `splitlines` but not to a browser, so
+# the old check saw an application section take the video section's last direction
+# (sendrecv: the last one wins) and the video stay recvonly, and Chromium accepted
+# the viewer's video.
+SMUGGLE = RECEIVE.replace(
+    "a=mid:1\r\na=recvonly\r\n",
+    "a=mid:1\r\na=recvonly\r\na=x:1\x1cm=application 0 x\r\na=sendrecv\r\n",
+)
+# An offer as Chromium writes it (audio and video, one track each; keys shortened).
+CHROMIUM_OFFER = "\r\n".join(
+    [
+        "v=0",
+        "o=- 4611731400430051336 2 IN IP4 127.0.0.1",
+        "s=-",
+        "t=0 0",
+        "a=group:BUNDLE 0 1",
+        "a=extmap-allow-mixed",
+        "a=msid-semantic: WMS 5bd3a9d1-4a47-4a3f-9e0e-1b2c3d4e5f60",
+        "m=audio 9 UDP/TLS/RTP/SAVPF 111 63 9 0 8 13 110 126",
+        "c=IN IP4 0.0.0.0",
+        "a=rtcp:9 IN IP4 0.0.0.0",
+        "a=ice-ufrag:Xq3v",
+        "a=ice-pwd:f8Gm2LqKp1tWv9yZ0aB3cD4e",
+        "a=ice-options:trickle",
+        "a=fingerprint:sha-256 5E:1B:0A:7C:33:9D:AB:42:6F:18:C2:91:E4:07:5D:3A:"
+        "88:B6:21:FE:4C:90:13:7A:D5:62:0E:B9:44:1F:8C:A7",
+        "a=setup:actpass",
+        "a=mid:0",
+        "a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+        "a=extmap:2 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
+        "a=sendrecv",
+        "a=msid:5bd3a9d1-4a47-4a3f-9e0e-1b2c3d4e5f60 0f6a1b2c-3d4e-4f50-8a9b-c0d1e2f3a4b5",
+        "a=rtcp-mux",
+        "a=rtpmap:111 opus/48000/2",
+        "a=rtcp-fb:111 transport-cc",
+        "a=fmtp:111 minptime=10;useinbandfec=1",
+        "a=rtpmap:126 telephone-event/8000",
+        "a=ssrc:3735928559 cname:Qm9vZ2llV29vZ2ll",
+        "m=video 9 UDP/TLS/RTP/SAVPF 96 97",
+        "c=IN IP4 0.0.0.0",
+        "a=rtcp:9 IN IP4 0.0.0.0",
+        "a=ice-ufrag:Xq3v",
+        "a=ice-pwd:f8Gm2LqKp1tWv9yZ0aB3cD4e",
+        "a=ice-options:trickle",
+        "a=setup:actpass",
+        "a=mid:1",
+        "a=sendrecv",
+        "a=rtcp-mux",
+        "a=rtcp-rsize",
+        "a=rtpmap:96 VP8/90000",
+        "a=rtcp-fb:96 goog-remb",
+        "a=rtcp-fb:96 nack pli",
+        "a=rtpmap:97 rtx/90000",
+        "a=fmtp:97 apt=96",
+        "a=ssrc-group:FID 2882400001 2882400002",
+        "a=ssrc:2882400001 cname:Qm9vZ2llV29vZ2ll",
+        "",
+    ]
+)
 
 
 def signal(data: object, to: object = "p_b", **extra: object) -> Request | ProtocolError:
@@ -169,6 +228,17 @@ def test_bad_signals_get_a_clear_error(data: object, to: object, code: str) -> N
         ("v=0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n", False),
         # Bare \n line ends count the same.
         (SEND.replace("\r\n", "\n"), True),
+        (CHROMIUM_OFFER, True),
+        (CHROMIUM_OFFER.replace("a=sendrecv", "a=recvonly"), False),
+        # Chromium reads "a=sendrecv" followed by ":" or " " as sendrecv, the last one wins...
+        (RECEIVE + "a=sendrecv:1\r\n", True),
+        (SEND.replace("a=sendrecv", "a=sendrecv\r\na=recvonly x"), False),
+        # ...but not a line that does not start with its type letter, nor a longer name.
+        (SEND.replace("a=sendrecv", "a=sendrecv\r\n a=recvonly"), True),
+        (SEND.replace("a=sendrecv", "a=sendrecv\r\na=recvonlyx"), True),
+        (RECEIVE + "a=sendrecvx\r\n", False),
+        # A tab is text (RFC 8866), not a separator that hides an attribute.
+        (SEND.replace("a=sendrecv", "a=sendrecv\r\na=x\ta=recvonly"), True),
     ],
 )
 def test_what_an_sdp_would_send(sdp: str, sends: bool) -> None:
@@ -177,3 +247,67 @@ def test_what_an_sdp_would_send(sdp: str, sends: bool) -> None:
     result = signal({**data, "description": {"type": "answer", "sdp": sdp}})
     assert isinstance(result, Signal)
     assert result.sends_media is sends
+
+
+def description_data(sdp: str) -> dict[str, object]:
+    return {
+        "kind": "description",
+        "link": "l",
+        "peer_link": "m",
+        "description": {"type": "offer", "sdp": sdp},
+    }
+
+
+def test_a_line_break_browsers_do_not_see_cannot_hide_a_sending_section() -> None:
+    refused = signal(description_data(SMUGGLE), ref=3)
+    assert isinstance(refused, ProtocolError)
+    assert (refused.code, refused.ref) == ("invalid_signal", 3)
+    assert "control characters" in refused.message
+    # Read as a browser reads it, the video section sends.
+    assert signalling.sdp_sends_media(SMUGGLE)
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        "\x1c",
+        "\x1d",
+        "\x1e",
+        "\x1f",
+        "\x0b",
+        "\x0c",
+        "\x00",
+        "\x07",
+        "\x7f",
+        "\x85",
+        "\x9f",
+        "\u2028",
+        "\u2029",
+        "\r",
+        "\rx",
+    ],
+)
+def test_sdps_with_control_characters_or_line_separators_are_refused(odd: str) -> None:
+    sdp = SEND.replace("s=-", f"s=-{odd}")
+    assert not signalling.is_sdp_text(sdp)
+    result = signal(description_data(sdp))
+    assert isinstance(result, ProtocolError)
+    assert result.code == "invalid_signal"
+    assert result.message.endswith(".")
+
+
+def test_an_sdp_must_end_its_last_line() -> None:
+    # Chromium refuses an unterminated last line; another parser might drop it or read it:
+    # its "a=recvonly" would count here and not there.
+    result = signal(description_data(SEND + "a=recvonly"))
+    assert isinstance(result, ProtocolError)
+    assert result.code == "invalid_signal"
+
+
+@pytest.mark.parametrize(
+    "sdp",
+    [SEND, RECEIVE, CHROMIUM_OFFER, SEND.replace("\r\n", "\n"), SEND.replace("s=-", "s=a\tb é")],
+)
+def test_browser_sdps_pass(sdp: str) -> None:
+    assert signalling.is_sdp_text(sdp)
+    assert isinstance(signal(description_data(sdp)), Signal)

@@ -23,8 +23,11 @@ from pathlib import Path
 import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
+from websockets.http11 import Request
+from websockets.server import ServerProtocol
 
 from lobby.media.breaker import Breaker
+from lobby.server import REDACT, redact
 from lobby.store.db import connect
 from lobby.store.users import UserStore
 from tests.conftest import CHEAP_HASHER, PASSWORD, Client, Lobby, LobbyFactory, until
@@ -582,31 +585,129 @@ async def test_presence_survives_a_restart_and_the_absent_are_cleaned_up(
 async def test_tokens_and_the_openvidu_secret_never_reach_logs_pages_or_errors(
     make_lobby: LobbyFactory, standin: OpenViduStandin, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """At LOBBY_LOG_LEVEL=debug, every record of the server (ours, uvicorn's, websockets'
+    through uvicorn's logger, httpx's) is free of cookies, resume keys, tokens, the
+    password and the secrets (issue 17: websockets printed the upgrade's Cookie header
+    and the start of every frame)."""
     import httpx
 
-    lobby = await make_lobby()
+    lobby = await make_lobby(log_level="debug")
     caplog.set_level(logging.INFO, logger="websockets.client")  # the test's side of the socket
-    with caplog.at_level(logging.DEBUG):  # everything else: ours, uvicorn's, httpx's
-        alice = await lobby.client("alice")
-        token = await alice.join("R1")
-        await alice.close()
-        again = await lobby.client("alice", cookie=alice.cookie)
-        await again.request({"type": "resume", "key": token["resume_key"], "token": True})
-        fresh = (await again.until("resumed"))["token"]
-        standin.fault = 401
-        await again.request({"type": "join", "room": "R2", "nickname": "x"})
-        error = await again.until("error")
-        async with httpx.AsyncClient(
-            base_url=lobby.http, cookies={"lobby_session": alice.cookie}
-        ) as http:
-            pages = [(await http.get(p)).text for p in ("/", "/lobby", "/healthz")]
-    # (The session cookie is not on the list: the test's own HTTP client logs its
-    # Set-Cookie header at DEBUG. The server never logs it.)
-    secrets = ["MY_SECRET", token["token"], fresh, token["resume_key"]]
+    # uvicorn's loggers do not propagate to the root logger, where caplog listens.
+    uvicorn_loggers = [logging.getLogger(n) for n in ("uvicorn", "uvicorn.access")]
+    for logger in uvicorn_loggers:
+        logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.DEBUG):  # everything else: ours, uvicorn's, httpx's
+            # The test's own HTTP client logs the Set-Cookie it receives at DEBUG
+            # (httpcore); the server's OpenVidu calls (join, resume) stay at DEBUG.
+            with caplog.at_level(logging.INFO, logger="httpcore"):
+                cookie = await lobby.login("alice")
+            alice = await lobby.client("alice", cookie=cookie)
+            token = await alice.join("R1")
+            await alice.close()
+            again = await lobby.client("alice", cookie=cookie)
+            await again.request({"type": "resume", "key": token["resume_key"], "token": True})
+            fresh = (await again.until("resumed"))["token"]
+            standin.fault = 401
+            await again.request({"type": "join", "room": "R2", "nickname": "x"})
+            error = await again.until("error")
+            with caplog.at_level(logging.INFO, logger="httpcore"):
+                async with httpx.AsyncClient(
+                    base_url=lobby.http, cookies={"lobby_session": cookie}
+                ) as http:
+                    pages = [(await http.get(p)).text for p in ("/", "/lobby", "/healthz")]
+    finally:
+        for logger in uvicorn_loggers:
+            logger.removeHandler(caplog.handler)
+    secrets = ["MY_SECRET", token["token"], fresh, token["resume_key"], cookie, PASSWORD]
     secrets += [t.split("token=")[1] for t in (token["token"], fresh)]
+    secrets += [lobby.settings.secret_key]
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "rejected the secret" in logged  # the log did say what was wrong...
-    for secret in secrets:  # ...without saying any secret
+    # ...websockets' own lines were captured, through uvicorn's logger...
+    assert any(
+        r.name == "uvicorn.error" and r.getMessage() == "connection open" for r in caplog.records
+    )
+    # ...but not its dump of every header and frame...
+    dumped = [r.getMessage() for r in caplog.records if r.name == "uvicorn.error"]
+    assert not [m for m in dumped if m[:2] in ("< ", "> ")]
+    for secret in secrets:  # ...and no secret anywhere
         assert secret not in logged
         assert secret not in json.dumps(error)
         assert all(secret not in page for page in pages)
+
+
+class Kept(logging.Handler):
+    """Keeps what it would print, after its filters."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def test_the_log_filter_blanks_what_a_websockets_dump_would_show() -> None:
+    """Should a library dump headers and frames after all, `Redact` blanks the secrets.
+
+    A real websockets `ServerProtocol` with a DEBUG logger (what uvicorn gives it at
+    LOBBY_LOG_LEVEL=debug) reads an upgrade and a resume, and sends a token.
+    """
+    cookie, csrf, key = "SeSsIoNvAlUe-0123456789", "CsRfVaLuE-0123456789", "k" * 43
+    kept = Kept()
+    kept.addFilter(REDACT)
+    logger = logging.getLogger("tests.redact")
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    logger.addHandler(kept)
+    try:
+        conn = ServerProtocol(logger=logger)
+        conn.receive_data(
+            b"GET /ws HTTP/1.1\r\nHost: lobby\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            b"Cookie: lobby_session=%s; lobby_csrf=%s\r\n\r\n" % (cookie.encode(), csrf.encode())
+        )
+        [request] = conn.events_received()
+        assert isinstance(request, Request)
+        conn.send_response(conn.accept(request))
+        payload = json.dumps({"type": "resume", "key": key, "token": True}).encode()
+        conn.receive_data(bytes([0x81, 0x80 | len(payload)]) + b"\x00" * 4 + payload)
+        conn.events_received()
+        conn.send_text(
+            json.dumps({"type": "token", "token": "wss://h?s=R1&token=tok_xyz"}).encode()
+        )
+    finally:
+        logger.removeHandler(kept)
+    logged = "\n".join(kept.lines)
+    assert "< Cookie: [redacted]" in logged  # the dump was there...
+    assert '"key": "[redacted]' in logged
+    for secret in (cookie, csrf, key[:8], "tok_xyz"):  # ...without the secrets
+        assert secret not in logged
+
+
+@pytest.mark.parametrize(
+    ("line", "shown"),
+    [
+        ("< Cookie: lobby_session=abc; other=1", "< Cookie: [redacted]"),
+        ("> set-cookie: lobby_session=abc; HttpOnly", "> set-cookie: [redacted]"),
+        ("Authorization: Basic T1BFTlZJRFVBUFA6TVlfU0VDUkVU", "Authorization: [redacted]"),
+        ("[(b'set-cookie', b'lobby_session=abc; Path=/')]", "[(b'set-cookie', b'[redacted]')]"),
+        (
+            "sent lobby_session=abc; lobby_csrf=def",
+            "sent lobby_session=[redacted]; lobby_csrf=[redacted]",
+        ),
+        (
+            "user=alice&pass=correct+horse&csrf_token=t",
+            "user=alice&pass=[redacted]&csrf_token=[redacted]",
+        ),
+        ("wss://h/?sessionId=R1&token=tok_abc", "wss://h/?sessionId=R1&token=[redacted]"),
+        ('{"type": "resume", "key": "abc', '{"type": "resume", "key": "[redacted]'),
+        ('{\\"token\\": \\"wss://h\\"}', '{\\"token\\": \\"[redacted]\\"}'),
+        ("GET /lobby HTTP/1.1 200", "GET /lobby HTTP/1.1 200"),
+        ("sec-websocket-key: dGhl", "sec-websocket-key: dGhl"),
+    ],
+)
+def test_redact_blanks_cookies_keys_tokens_and_passwords_only(line: str, shown: str) -> None:
+    assert redact(line) == shown

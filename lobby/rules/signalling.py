@@ -37,6 +37,11 @@ def check(data: dict[str, Any]) -> dict[str, object] | str:
         sdp = description.get("sdp")
         if not isinstance(sdp, str) or not 0 < len(sdp) <= MAX_SDP or not is_utf8(sdp):
             return f"'sdp' must be a string of up to {MAX_SDP} characters."
+        if not is_sdp_text(sdp):
+            return (
+                "'sdp' must be lines ending in CRLF (or LF), without control characters"
+                " (tab aside) or Unicode line separators."
+            )
         checked["description"] = {"type": description["type"], "sdp": sdp}
     elif kind == "candidates":
         candidates = data.get("candidates")
@@ -81,7 +86,34 @@ def _candidate(value: object) -> dict[str, object] | None:
     }
 
 
-_DIRECTIONS = ("a=sendrecv", "a=sendonly", "a=recvonly", "a=inactive")
+# What may not appear in an SDP: C0 controls but tab (CR and LF only as a line end),
+# DEL, C1 controls (U+0085 among them) and the Unicode line and paragraph separators.
+# RFC 8866's text allows most of these, but Chromium and Firefox write plain ASCII
+# lines, and each is a line break to some parser (Python's `splitlines` breaks at
+# \x1c-\x1e, \x85, \u2028...): refusing them leaves one way to read the lines.
+_FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+_SENDING = ("sendrecv", "sendonly")
+_DIRECTIONS = (*_SENDING, "recvonly", "inactive")
+
+
+def is_sdp_text(sdp: str) -> bool:
+    """Whether `sdp` is lines each ending in CRLF or LF, with no other control characters."""
+    return sdp.endswith("\n") and not any(
+        _FORBIDDEN.search(line.removesuffix("\r")) for line in sdp.split("\n")
+    )
+
+
+def sdp_lines(sdp: str) -> list[str]:
+    """The lines of an SDP as browsers split them: at LF only, less a CR before it.
+
+    Chromium takes a line up to each "\n" and drops one "\r" before it; nothing
+    else ends a line, and no whitespace is stripped (a line must start with its
+    type letter, so " a=sendrecv" is no attribute to a browser and none here).
+    """
+    lines = [line.removesuffix("\r") for line in sdp.split("\n")]
+    if lines and lines[-1] == "":
+        lines.pop()  # what follows the last line end
+    return lines
 
 
 def sends_media(data: dict[str, object]) -> bool:
@@ -95,22 +127,33 @@ def sdp_sends_media(sdp: str) -> bool:
 
     A section without a direction takes the session's, and that defaults to
     sendrecv (RFC 4566), so leaving the attribute out does not get past this.
+    Attributes are recognised as Chromium does: "a=sendrecv" alone or followed
+    by ":" or " " ("a=recvonly x" is recvonly to Chromium, so it must be here too,
+    or an "a=sendrecv" before it would go unseen); the last one of a section wins.
     """
-    session = "a=sendrecv"
+    session = "sendrecv"
     sections: list[list[str | None]] = []  # [media kind, direction or None]
-    for line in sdp.splitlines():
-        line = line.strip()
+    for line in sdp_lines(sdp):
         if line.startswith("m="):
-            sections.append([line[2:].split(" ", 1)[0], None])
-        elif line in _DIRECTIONS:
+            # Chromium splits at spaces; a tab here is no media type it knows,
+            # but reading up to either keeps a doubtful "video" counted.
+            sections.append([re.split("[ \t]", line[2:], maxsplit=1)[0], None])
+        elif (direction := _direction(line)) is not None:
             if sections:
-                sections[-1][1] = line
+                sections[-1][1] = direction
             else:
-                session = line
+                session = direction
     return any(
-        kind in ("audio", "video") and (direction or session) in ("a=sendrecv", "a=sendonly")
+        kind in ("audio", "video") and (direction or session) in _SENDING
         for kind, direction in sections
     )
+
+
+def _direction(line: str) -> str | None:
+    if not line.startswith("a="):
+        return None
+    name = re.split("[: ]", line[2:], maxsplit=1)[0]
+    return name if name in _DIRECTIONS else None
 
 
 def is_utf8(text: str) -> bool:

@@ -42,6 +42,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
 from websockets.http11 import Request
+from websockets.server import ServerProtocol
 
 from lobby.hub import WRITER_EXTENSION
 from lobby.rules.frames import close_frame
@@ -156,6 +157,11 @@ class DirectProtocol(WebSocketsSansIOProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # uvicorn hands websockets' protocol its "uvicorn.error" logger, and at DEBUG
+        # websockets then logs every upgrade request's headers (the session cookie)
+        # and the start of every frame (resume keys, tokens). It decides once, here,
+        # from the logger's level; its info and error lines stay.
+        self.conn.debug = False
         self.queue = Inbox()  # type: ignore[assignment]
         self.writable = Flag()  # type: ignore[assignment]
         self.writable.set()
@@ -268,7 +274,10 @@ RELIED_ON: dict[type[Any], tuple[str, ...]] = {
         "transport",
         "loop",
         "scope",
+        "conn",
     ),
+    # websockets' protocol object behind uvicorn's `conn`: its debug switch.
+    ServerProtocol: ("debug",),
     HttpToolsProtocol: (
         "connection_made",
         "connection_lost",
