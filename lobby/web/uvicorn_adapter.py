@@ -20,6 +20,13 @@ buffered, so the hub can cut off a socket whose buffer passes its bound.
 Server-to-client frames are not masked, so a text frame is the same bytes for
 every recipient: a broadcast frames its message once (`lobby.rules.frames`).
 
+The app's token bucket sees only whole data messages, but uvicorn answers
+every ping and buffers every fragment on its own, and the websockets parser
+takes a whole read (up to 256 KiB, some 40,000 empty frames: a quarter of a
+second of CPU) at a time. So `DirectProtocol` charges every frame to a
+`FrameBudget` as the parser yields it, and a frame beyond the budget stops the
+parser there: the socket gets a 1008 and is cut (no longer read).
+
 Before any of that, a connection speaks HTTP. uvicorn puts no time limit on
 reading a request head, so a client that opens connections and sends a head
 slowly, or never finishes it, holds a socket each for as long as it likes
@@ -35,18 +42,28 @@ import asyncio
 import inspect
 import logging
 import textwrap
+import time
 from typing import Any
 
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
+from websockets.exceptions import ProtocolError
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
+from websockets.server import ServerProtocol
+from websockets.typing import BytesLike
 
 from lobby.hub import WRITER_EXTENSION
 from lobby.rules.frames import close_frame
+from lobby.rules.limits import FrameBudget
+from lobby.rules.protocol import CloseCode
 
 log = logging.getLogger("lobby")
+
+# Seconds a cut socket has to take its close frame before it is aborted.
+CUT_LINGER = 2.0
 
 
 class Writer:
@@ -70,7 +87,7 @@ class Writer:
         """Bytes written but not yet taken by the kernel: how far behind the reader is."""
         return self._protocol.transport.get_write_buffer_size()
 
-    def cut(self, code: int, reason: str, *, linger: float = 2.0) -> None:
+    def cut(self, code: int, reason: str, *, linger: float = CUT_LINGER) -> None:
         """Close a socket that fell behind, without ever buffering more for it.
 
         The close frame goes behind what is already buffered, for a client that is
@@ -148,10 +165,53 @@ class Flag:
             await waiter
 
 
+class Flooding(ProtocolError):
+    """A frame beyond the socket's `FrameBudget`: raised in the parser to stop it there.
+
+    A `ProtocolError`, because websockets' parser catches those quietly: it
+    then stops for good, where any other exception would also log a traceback.
+    """
+
+
+class ChargedServerProtocol(ServerProtocol):
+    """websockets' server protocol, charging each incoming frame before handling it."""
+
+    budget: FrameBudget  # set by `DirectProtocol`
+    # The payload of the server's ping in flight: the pong answering it is free,
+    # so the server's own keepalive (LOBBY_PING_INTERVAL may be short) never counts.
+    awaited_pong: bytes | None = None
+
+    def send_ping(self, data: BytesLike) -> None:
+        super().send_ping(data)
+        self.awaited_pong = bytes(data)
+
+    def recv_frame(self, frame: Frame) -> None:
+        opcode = frame.opcode
+        if opcode is Opcode.PONG and self.awaited_pong == frame.data:
+            self.awaited_pong = None
+            refused = None
+        elif opcode is Opcode.PING or opcode is Opcode.PONG:
+            # time.monotonic is what the event loop's clock reads, without needing the loop.
+            refused = self.budget.control(time.monotonic())
+        elif opcode is Opcode.CLOSE:
+            refused = None  # the last frame anyway
+        else:
+            refused = self.budget.data(
+                first=opcode is not Opcode.CONT, fin=frame.fin, size=len(frame.data)
+            )
+        if refused is not None:
+            # Our close code first: the parser's own `fail` on the exception then
+            # finds the connection closing and adds nothing.
+            self.fail(CloseCode.FLOODING, refused)
+            raise Flooding(refused)
+        super().recv_frame(frame)
+
+
 class DirectProtocol(WebSocketsSansIOProtocol):
     """uvicorn's sans-I/O WebSocket protocol, plus a `Writer` in the ASGI scope.
 
-    It also keeps less per idle socket: a lighter receive queue and `writable` flag.
+    It also keeps less per idle socket (a lighter receive queue and `writable`
+    flag), and charges every incoming frame to a `FrameBudget`.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -159,6 +219,26 @@ class DirectProtocol(WebSocketsSansIOProtocol):
         self.queue = Inbox()  # type: ignore[assignment]
         self.writable = Flag()  # type: ignore[assignment]
         self.writable.set()
+        # Swapping the class keeps the connection uvicorn configured (size limit,
+        # extensions) and adds no per-socket closure or reference cycle.
+        self.conn.__class__ = ChargedServerProtocol
+        self.conn.budget = FrameBudget(time.monotonic())  # type: ignore[attr-defined]
+
+    def handle_parser_exception(self) -> None:
+        flooding = self.conn.parser_exc
+        if not isinstance(flooding, Flooding):
+            super().handle_parser_exception()
+            return
+        # Like `Writer.cut`: the close frame (and any pongs already due) go out,
+        # nothing more is read, and a peer that does not take them is aborted.
+        log.debug("cut %s: %s", self.client, flooding)
+        self.queue.put_nowait(
+            {"type": "websocket.disconnect", "code": CloseCode.FLOODING, "reason": str(flooding)}
+        )
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        self.transport.close()
+        self.loop.call_later(CUT_LINGER, self.transport.abort)
 
     async def send(self, message: Any) -> None:
         await super().send(message)
@@ -268,7 +348,14 @@ RELIED_ON: dict[type[Any], tuple[str, ...]] = {
         "transport",
         "loop",
         "scope",
+        "conn",
+        "client",
+        "handle_parser_exception",
     ),
+    # websockets (under uvicorn) runs the frame parser; `ChargedServerProtocol`
+    # overrides the method each parsed frame goes through and relies on how
+    # the parser handles a `ProtocolError` raised there.
+    ServerProtocol: ("recv_frame", "send_ping", "fail", "parser_exc", "data_to_send"),
     HttpToolsProtocol: (
         "connection_made",
         "connection_lost",
