@@ -60,7 +60,7 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),
     "lobby.web.uvicorn_adapter": (
         ("lobby.hub", "lobby.rules.frames", "lobby.rules.limits", "lobby.rules.protocol"),
-        ("uvicorn", "websockets"),
+        ("httptools", "uvicorn", "websockets"),
     ),
     "lobby.web.*": (
         (

@@ -12,9 +12,11 @@ import os
 import struct
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 
 from lobby.rules.limits import CONTROL_BURST, MAX_FRAGMENTS
+from lobby.web.uvicorn_adapter import MAX_HEAD_BYTES, MAX_HEADERS, MAX_URL_BYTES
 from tests.conftest import Client, Lobby, LobbyFactory, until
 
 Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
@@ -96,12 +98,18 @@ async def close_code(reader: asyncio.StreamReader, writer: asyncio.StreamWriter)
         return None
 
 
-async def keep_sending(writer: asyncio.StreamWriter, data: bytes) -> None:
-    """Send `data` over and over, never reading, until the server stops taking it."""
+async def keep_sending(
+    writer: asyncio.StreamWriter, data: bytes, *, times: int | None = None
+) -> int:
+    """Send `data` over and over (`times` times at most), never reading, until the server
+    stops taking it; how many times the server took it."""
+    sent = 0
     with contextlib.suppress(ConnectionError):
-        while not writer.is_closing():
+        while not writer.is_closing() and sent != times:
             writer.write(data)
             await writer.drain()
+            sent += 1
+    return sent
 
 
 async def round_trip(client: Client) -> None:
@@ -201,3 +209,107 @@ async def test_pongs_to_frequent_server_pings_never_count(make_lobby: LobbyFacto
 async def lobby(make_lobby: LobbyFactory) -> Lobby:
     server: Lobby = await make_lobby(ping_interval=LONG_PING_INTERVAL)
     return server
+
+
+# Request heads
+
+
+@pytest.fixture
+async def patient(make_lobby: LobbyFactory) -> Lobby:
+    """A lobby whose head deadline is far off: only the size limits can end a head."""
+    server: Lobby = await make_lobby(header_timeout=60)
+    return server
+
+
+def head(size: int, *, path: str = "/healthz", extra: bytes = b"") -> bytes:
+    """A GET head of exactly `size` bytes, padded with one header."""
+    start = f"GET {path} HTTP/1.1\r\nHost: lobby\r\n".encode() + extra + b"X-Pad: "
+    padded = start + b"a" * (size - len(start) - 4) + b"\r\n\r\n"
+    assert len(padded) == size
+    return padded
+
+
+@contextlib.asynccontextmanager
+async def connect(lobby: Lobby) -> AsyncIterator[Stream]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", lobby.live.port)
+    try:
+        yield reader, writer
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+async def response(reader: asyncio.StreamReader) -> tuple[int, dict[bytes, bytes]]:
+    """The status and headers of one whole response (body read and dropped)."""
+    raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    status_line, *lines = raw[:-4].split(b"\r\n")
+    headers = {k.strip().lower(): v.strip() for k, v in (line.split(b":", 1) for line in lines)}
+    await asyncio.wait_for(reader.readexactly(int(headers[b"content-length"])), 5)
+    return int(status_line.split()[1]), headers
+
+
+async def refused(lobby: Lobby, request: bytes) -> int:
+    """Send `request`; the status of the answer, which must close the connection."""
+    async with connect(lobby) as (reader, writer):
+        writer.write(request)
+        status, headers = await response(reader)
+        assert headers[b"connection"] == b"close"
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # and it is closed
+        return status
+
+
+async def test_a_head_at_the_limit_is_served_one_byte_more_gets_431(patient: Lobby) -> None:
+    async with connect(patient) as (reader, writer):
+        writer.write(head(MAX_HEAD_BYTES))
+        assert (await response(reader))[0] == 200
+    assert await refused(patient, head(MAX_HEAD_BYTES + 1)) == 431
+
+
+async def test_a_kept_alive_connections_next_head_is_counted_afresh(patient: Lobby) -> None:
+    async with connect(patient) as (reader, writer):
+        for _ in range(3):  # not added up across requests
+            writer.write(head(MAX_HEAD_BYTES))
+            assert (await response(reader))[0] == 200
+        writer.write(head(MAX_HEAD_BYTES + 1))  # but counted for each
+        status, headers = await response(reader)
+        assert (status, headers[b"connection"]) == (431, b"close")
+
+
+async def test_too_many_tiny_headers_get_431(patient: Lobby) -> None:
+    many = b"".join(b"X-%d: y\r\n" % i for i in range(MAX_HEADERS - 2))  # with Host and X-Pad
+    async with connect(patient) as (reader, writer):
+        writer.write(head(2048, extra=many))
+        assert (await response(reader))[0] == 200
+    assert await refused(patient, head(2048, extra=many + b"X-One-More: y\r\n")) == 431
+
+
+async def test_a_huge_url_gets_414(patient: Lobby) -> None:
+    path = "/healthz?q=" + "a" * (MAX_URL_BYTES - len("/healthz?q="))
+    async with connect(patient) as (reader, writer):
+        writer.write(head(MAX_HEAD_BYTES, path=path))
+        assert (await response(reader))[0] == 200
+    assert await refused(patient, head(MAX_HEAD_BYTES, path=path + "a")) == 414
+
+
+async def test_a_websocket_upgrade_with_a_huge_head_gets_431(patient: Lobby) -> None:
+    upgrade = (
+        b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    )
+    assert await refused(patient, head(MAX_HEAD_BYTES + 1, path="/ws", extra=upgrade)) == 431
+
+
+async def test_an_endless_header_is_cut_short_and_healthz_stays_answered(
+    patient: Lobby,
+) -> None:
+    """32 MB of one header value: refused after 16 KiB, the rest never read."""
+    async with connect(patient) as (reader, writer), httpx.AsyncClient() as http:
+        writer.write(b"GET / HTTP/1.1\r\nHost: lobby\r\nX-Huge: ")
+        sender = asyncio.create_task(keep_sending(writer, b"a" * (1 << 20), times=32))
+        # A 431, or a reset overtaking it (the server stops reading with bytes in flight).
+        with contextlib.suppress(ConnectionError):
+            assert (await response(reader))[0] == 431
+        assert (await http.get(patient.http + "/healthz")).status_code == 200
+        # The server took at most kernel buffers' worth, far from all 32 MB.
+        assert await asyncio.wait_for(sender, 10) < 32

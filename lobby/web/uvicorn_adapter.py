@@ -33,6 +33,13 @@ slowly, or never finishes it, holds a socket each for as long as it likes
 (slowloris). `HeadTimeoutProtocol` is uvicorn's httptools protocol with such a
 limit; `head_timeout_protocol` binds it to the `LOBBY_HEADER_TIMEOUT` seconds.
 Only the head is timed: an upgraded WebSocket then lives by its pings.
+
+Nor does uvicorn bound a head's size: a 48 MB header took seconds of CPU to
+parse, millions of tiny headers hundreds of MB, and a 16 MB head was served.
+`HeadTimeoutProtocol` counts a head's bytes before the parser sees them, and
+its headers and URL as the parser finds them, and answers a head past the
+limits (`MAX_HEAD_BYTES`, `MAX_HEADERS`, `MAX_URL_BYTES`) with 431 or 414 and
+`Connection: close`, parsing and reading nothing more.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ import textwrap
 import time
 from typing import Any
 
+import httptools
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -64,6 +72,13 @@ log = logging.getLogger("lobby")
 
 # Seconds a cut socket has to take its close frame before it is aborted.
 CUT_LINGER = 2.0
+
+# Request-head limits, as nginx and Node.js have them (Node: 16 KiB a head; nginx
+# and Apache: about 8 KiB a request line, Apache: 100 headers). Our own requests
+# (a session cookie, a CSRF form, a WebSocket upgrade) take under 2 KiB.
+MAX_HEAD_BYTES = 16 * 1024  # request line and headers: beyond, 431
+MAX_HEADERS = 100  # beyond, 431
+MAX_URL_BYTES = 8 * 1024  # beyond, 414
 
 
 class Writer:
@@ -255,6 +270,15 @@ class DirectProtocol(WebSocketsSansIOProtocol):
             scope["extensions"][WRITER_EXTENSION] = Writer(self)
 
 
+class HeadTooLarge(Exception):
+    """Raised in a parser callback: stops httptools there, and says which status to answer."""
+
+    def __init__(self, status: int, phrase: str) -> None:
+        super().__init__(phrase)
+        self.status = status
+        self.phrase = phrase
+
+
 class HeadTimeoutProtocol(HttpToolsProtocol):
     """uvicorn's httptools HTTP protocol, dropping connections slow to send a request.
 
@@ -264,6 +288,9 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
     WebSocket upgrade (from then on pings keep the socket honest), the head and
     body of anything else (our forms are tiny; uvicorn itself has no body
     deadline). Sending bytes does not restart it: dribbling gains nothing.
+
+    It also bounds each request head (`MAX_HEAD_BYTES`, `MAX_HEADERS`,
+    `MAX_URL_BYTES`), counted afresh for each request on a kept-alive connection.
     """
 
     header_timeout: float = 5.0  # seconds; `head_timeout_protocol` sets it per server
@@ -277,6 +304,10 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self._head_timer: asyncio.TimerHandle | None = None
+        # Bytes of the current request head so far; None once it is complete.
+        self._head_bytes: int | None = 0
+        self._url_bytes = 0
+        self._header_count = 0
 
     # The ignore mirrors uvicorn's own: asyncio.Protocol types the argument as a
     # BaseTransport, and both narrow it to the stream Transport they get.
@@ -288,13 +319,95 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
         self._stop_head_timer()
         super().connection_lost(exc)
 
+    def data_received(self, data: bytes) -> None:
+        # The head's bytes are counted before the parser sees them, and it is fed
+        # at most what is left of the limit: a huge head is refused after
+        # `MAX_HEAD_BYTES`, whatever one read brought in, and never parsed further.
+        while data and not self.transport.is_closing():
+            if self._head_bytes is None:  # a body: uvicorn's flow control bounds it
+                self._feed(data)
+                return
+            room = MAX_HEAD_BYTES - self._head_bytes
+            if room <= 0:
+                self._refuse(HeadTooLarge(431, "Request Header Fields Too Large"))
+                return
+            piece, data = data[:room], data[room:]
+            self._head_bytes += len(piece)
+            if not self._feed(piece):
+                return
+            # If the head ended inside `piece` and a pipelined request began there,
+            # that request's first bytes went uncounted: under one more limit's
+            # worth, so its head stays bounded all the same.
+
+    def _feed(self, data: bytes) -> bool:
+        """uvicorn's `data_received`, answering `HeadTooLarge`; False once the socket is done.
+
+        Its own would answer a callback's exception with 400 and log a warning.
+        """
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            if isinstance(exc.__context__, HeadTooLarge):
+                self._refuse(exc.__context__)
+                return False
+            self._invalid()
+            return False
+        except httptools.HttpParserError:
+            self._invalid()
+            return False
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return False
+        return True
+
+    def _invalid(self) -> None:
+        msg = "Invalid HTTP request received."
+        self.logger.warning(msg)
+        self.send_400_response(msg)
+
+    def _refuse(self, refusal: HeadTooLarge) -> None:
+        # Debug, not warning: under attack this fires for every connection.
+        log.debug("refused %s: %s", self.client, refusal.phrase)
+        body = f"{refusal.phrase}\n".encode()
+        content = [f"HTTP/1.1 {refusal.status} {refusal.phrase}\r\n".encode()]
+        for name, value in self.server_state.default_headers:
+            content += [name, b": ", value, b"\r\n"]
+        content.append(
+            b"content-type: text/plain; charset=utf-8\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+        )
+        content.append(body)
+        self.transport.write(b"".join(content))
+        # Close, not abort: the answer is flushed first. Reading stops now; the
+        # head deadline still aborts a peer that will not take the answer.
+        self.transport.close()
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._url_bytes = 0
+        self._header_count = 0
         # On a new connection the clock already runs from `connection_made`.
         if self._head_timer is None:
             self._start_head_timer()
 
+    def on_url(self, url: bytes) -> None:
+        self._url_bytes += len(url)  # httptools may hand the URL over in pieces
+        if self._url_bytes > MAX_URL_BYTES:
+            raise HeadTooLarge(414, "URI Too Long")
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        if self._header_count > MAX_HEADERS:
+            raise HeadTooLarge(431, "Request Header Fields Too Large")
+        super().on_header(name, value)
+
     def on_headers_complete(self) -> None:
+        self._head_bytes = None
         # First: for a WebSocket upgrade, uvicorn hands the transport to the
         # WebSocket protocol right after this, and this protocol hears no more.
         if self.parser.should_upgrade() and self._should_upgrade():
@@ -303,6 +416,7 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._stop_head_timer()
+        self._head_bytes = 0  # a kept-alive connection's next request starts afresh
         super().on_message_complete()
 
     def _start_head_timer(self) -> None:
@@ -359,14 +473,23 @@ RELIED_ON: dict[type[Any], tuple[str, ...]] = {
     HttpToolsProtocol: (
         "connection_made",
         "connection_lost",
+        "data_received",
         "on_message_begin",
+        "on_url",
+        "on_header",
         "on_headers_complete",
         "on_message_complete",
         "_should_upgrade",
+        "_unset_keepalive_if_required",
+        "handle_websocket_upgrade",
+        "_unsupported_upgrade_warning",
+        "send_400_response",
         "parser",
         "transport",
         "loop",
         "client",
+        "logger",
+        "server_state",
     ),
 }
 
