@@ -60,8 +60,8 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         (),
     ),
     "lobby.web.uvicorn_adapter": (
-        ("lobby.hub", "lobby.rules.frames"),
-        ("uvicorn", "websockets"),
+        ("lobby.hub", "lobby.rules.frames", "lobby.rules.limits", "lobby.rules.protocol"),
+        ("httptools", "uvicorn", "websockets"),
     ),
     "lobby.web.*": (
         (

@@ -1,4 +1,4 @@
-"""Rate limits: a token bucket per socket, a sliding window per user, login lockouts.
+"""Rate limits: token buckets and frame budgets per socket, windows per user, login lockouts.
 
 Pure and clock-injected: callers pass `now` (or a clock), so tests need no
 sleeps. Every limiter keeps its memory bounded: a bucket is four numbers, a
@@ -81,6 +81,46 @@ class TokenBucket:
     def flooding(self) -> bool:
         """Still sending a whole burst's worth after being told to slow down."""
         return self.strikes > self._burst
+
+
+# Below the message level (`FrameBudget`). The server answers every ping and
+# buffers every fragment before any message limit sees them, so these frames
+# are charged as they are parsed. Browsers never send pings (the server pings
+# them) and send one pong per server ping, so a few control frames a second is
+# generous; they send each message as one frame, other clients may split one.
+CONTROL_RATE = 3.0  # pings and pongs per second, on average
+CONTROL_BURST = 6  # pings and pongs at once
+MAX_FRAGMENTS = 32  # frames per message
+
+
+class FrameBudget:
+    """What one WebSocket may send besides whole messages: pings, pongs, fragments.
+
+    Each method charges one incoming frame and returns None while it is within
+    the budget, else the reason to close the socket (1008): there is no gentler
+    answer to a ping flood than ending it, and no client sends one by mistake.
+    An empty non-final fragment carries nothing and only makes the server
+    buffer and loop, so it is never within the budget.
+    """
+
+    __slots__ = ("_control", "_fragments")
+
+    def __init__(self, now: float) -> None:
+        self._control = TokenBucket(CONTROL_RATE, CONTROL_BURST, now)
+        self._fragments = 0  # frames of the message being received
+
+    def control(self, now: float) -> str | None:
+        """A ping or a pong."""
+        return None if self._control.take(now) else "too many pings"
+
+    def data(self, *, first: bool, fin: bool, size: int) -> str | None:
+        """A text or binary frame (`first`) or a continuation frame."""
+        if not fin and size == 0:
+            return "empty fragment"
+        self._fragments = 1 if first else self._fragments + 1
+        if self._fragments > MAX_FRAGMENTS:
+            return "too many fragments"
+        return None
 
 
 class SlidingWindow:

@@ -20,12 +20,26 @@ buffered, so the hub can cut off a socket whose buffer passes its bound.
 Server-to-client frames are not masked, so a text frame is the same bytes for
 every recipient: a broadcast frames its message once (`lobby.rules.frames`).
 
+The app's token bucket sees only whole data messages, but uvicorn answers
+every ping and buffers every fragment on its own, and the websockets parser
+takes a whole read (up to 256 KiB, some 40,000 empty frames: a quarter of a
+second of CPU) at a time. So `DirectProtocol` charges every frame to a
+`FrameBudget` as the parser yields it, and a frame beyond the budget stops the
+parser there: the socket gets a 1008 and is cut (no longer read).
+
 Before any of that, a connection speaks HTTP. uvicorn puts no time limit on
 reading a request head, so a client that opens connections and sends a head
 slowly, or never finishes it, holds a socket each for as long as it likes
 (slowloris). `HeadTimeoutProtocol` is uvicorn's httptools protocol with such a
 limit; `head_timeout_protocol` binds it to the `LOBBY_HEADER_TIMEOUT` seconds.
 Only the head is timed: an upgraded WebSocket then lives by its pings.
+
+Nor does uvicorn bound a head's size: a 48 MB header took seconds of CPU to
+parse, millions of tiny headers hundreds of MB, and a 16 MB head was served.
+`HeadTimeoutProtocol` counts a head's bytes before the parser sees them, and
+its headers and URL as the parser finds them, and answers a head past the
+limits (`MAX_HEAD_BYTES`, `MAX_HEADERS`, `MAX_URL_BYTES`) with 431 or 414 and
+`Connection: close`, parsing and reading nothing more.
 """
 
 from __future__ import annotations
@@ -35,19 +49,36 @@ import asyncio
 import inspect
 import logging
 import textwrap
+import time
 from typing import Any
 
+import httptools
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
+from websockets.exceptions import ProtocolError
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
+from websockets.typing import BytesLike
 
 from lobby.hub import WRITER_EXTENSION
 from lobby.rules.frames import close_frame
+from lobby.rules.limits import FrameBudget
+from lobby.rules.protocol import CloseCode
 
 log = logging.getLogger("lobby")
+
+# Seconds a cut socket has to take its close frame before it is aborted.
+CUT_LINGER = 2.0
+
+# Request-head limits, as nginx and Node.js have them (Node: 16 KiB a head; nginx
+# and Apache: about 8 KiB a request line, Apache: 100 headers). Our own requests
+# (a session cookie, a CSRF form, a WebSocket upgrade) take under 2 KiB.
+MAX_HEAD_BYTES = 16 * 1024  # request line and headers: beyond, 431
+MAX_HEADERS = 100  # beyond, 431
+MAX_URL_BYTES = 8 * 1024  # beyond, 414
 
 
 class Writer:
@@ -71,7 +102,7 @@ class Writer:
         """Bytes written but not yet taken by the kernel: how far behind the reader is."""
         return self._protocol.transport.get_write_buffer_size()
 
-    def cut(self, code: int, reason: str, *, linger: float = 2.0) -> None:
+    def cut(self, code: int, reason: str, *, linger: float = CUT_LINGER) -> None:
         """Close a socket that fell behind, without ever buffering more for it.
 
         The close frame goes behind what is already buffered, for a client that is
@@ -149,10 +180,53 @@ class Flag:
             await waiter
 
 
+class Flooding(ProtocolError):
+    """A frame beyond the socket's `FrameBudget`: raised in the parser to stop it there.
+
+    A `ProtocolError`, because websockets' parser catches those quietly: it
+    then stops for good, where any other exception would also log a traceback.
+    """
+
+
+class ChargedServerProtocol(ServerProtocol):
+    """websockets' server protocol, charging each incoming frame before handling it."""
+
+    budget: FrameBudget  # set by `DirectProtocol`
+    # The payload of the server's ping in flight: the pong answering it is free,
+    # so the server's own keepalive (LOBBY_PING_INTERVAL may be short) never counts.
+    awaited_pong: bytes | None = None
+
+    def send_ping(self, data: BytesLike) -> None:
+        super().send_ping(data)
+        self.awaited_pong = bytes(data)
+
+    def recv_frame(self, frame: Frame) -> None:
+        opcode = frame.opcode
+        if opcode is Opcode.PONG and self.awaited_pong == frame.data:
+            self.awaited_pong = None
+            refused = None
+        elif opcode is Opcode.PING or opcode is Opcode.PONG:
+            # time.monotonic is what the event loop's clock reads, without needing the loop.
+            refused = self.budget.control(time.monotonic())
+        elif opcode is Opcode.CLOSE:
+            refused = None  # the last frame anyway
+        else:
+            refused = self.budget.data(
+                first=opcode is not Opcode.CONT, fin=frame.fin, size=len(frame.data)
+            )
+        if refused is not None:
+            # Our close code first: the parser's own `fail` on the exception then
+            # finds the connection closing and adds nothing.
+            self.fail(CloseCode.FLOODING, refused)
+            raise Flooding(refused)
+        super().recv_frame(frame)
+
+
 class DirectProtocol(WebSocketsSansIOProtocol):
     """uvicorn's sans-I/O WebSocket protocol, plus a `Writer` in the ASGI scope.
 
-    It also keeps less per idle socket: a lighter receive queue and `writable` flag.
+    It also keeps less per idle socket (a lighter receive queue and `writable`
+    flag), and charges every incoming frame to a `FrameBudget`.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -165,6 +239,26 @@ class DirectProtocol(WebSocketsSansIOProtocol):
         self.queue = Inbox()  # type: ignore[assignment]
         self.writable = Flag()  # type: ignore[assignment]
         self.writable.set()
+        # Swapping the class keeps the connection uvicorn configured (size limit,
+        # extensions) and adds no per-socket closure or reference cycle.
+        self.conn.__class__ = ChargedServerProtocol
+        self.conn.budget = FrameBudget(time.monotonic())  # type: ignore[attr-defined]
+
+    def handle_parser_exception(self) -> None:
+        flooding = self.conn.parser_exc
+        if not isinstance(flooding, Flooding):
+            super().handle_parser_exception()
+            return
+        # Like `Writer.cut`: the close frame (and any pongs already due) go out,
+        # nothing more is read, and a peer that does not take them is aborted.
+        log.debug("cut %s: %s", self.client, flooding)
+        self.queue.put_nowait(
+            {"type": "websocket.disconnect", "code": CloseCode.FLOODING, "reason": str(flooding)}
+        )
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        self.transport.close()
+        self.loop.call_later(CUT_LINGER, self.transport.abort)
 
     async def send(self, message: Any) -> None:
         await super().send(message)
@@ -181,6 +275,15 @@ class DirectProtocol(WebSocketsSansIOProtocol):
             scope["extensions"][WRITER_EXTENSION] = Writer(self)
 
 
+class HeadTooLarge(Exception):
+    """Raised in a parser callback: stops httptools there, and says which status to answer."""
+
+    def __init__(self, status: int, phrase: str) -> None:
+        super().__init__(phrase)
+        self.status = status
+        self.phrase = phrase
+
+
 class HeadTimeoutProtocol(HttpToolsProtocol):
     """uvicorn's httptools HTTP protocol, dropping connections slow to send a request.
 
@@ -190,6 +293,9 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
     WebSocket upgrade (from then on pings keep the socket honest), the head and
     body of anything else (our forms are tiny; uvicorn itself has no body
     deadline). Sending bytes does not restart it: dribbling gains nothing.
+
+    It also bounds each request head (`MAX_HEAD_BYTES`, `MAX_HEADERS`,
+    `MAX_URL_BYTES`), counted afresh for each request on a kept-alive connection.
     """
 
     header_timeout: float = 5.0  # seconds; `head_timeout_protocol` sets it per server
@@ -203,6 +309,10 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self._head_timer: asyncio.TimerHandle | None = None
+        # Bytes of the current request head so far; None once it is complete.
+        self._head_bytes: int | None = 0
+        self._url_bytes = 0
+        self._header_count = 0
 
     # The ignore mirrors uvicorn's own: asyncio.Protocol types the argument as a
     # BaseTransport, and both narrow it to the stream Transport they get.
@@ -214,13 +324,95 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
         self._stop_head_timer()
         super().connection_lost(exc)
 
+    def data_received(self, data: bytes) -> None:
+        # The head's bytes are counted before the parser sees them, and it is fed
+        # at most what is left of the limit: a huge head is refused after
+        # `MAX_HEAD_BYTES`, whatever one read brought in, and never parsed further.
+        while data and not self.transport.is_closing():
+            if self._head_bytes is None:  # a body: uvicorn's flow control bounds it
+                self._feed(data)
+                return
+            room = MAX_HEAD_BYTES - self._head_bytes
+            if room <= 0:
+                self._refuse(HeadTooLarge(431, "Request Header Fields Too Large"))
+                return
+            piece, data = data[:room], data[room:]
+            self._head_bytes += len(piece)
+            if not self._feed(piece):
+                return
+            # If the head ended inside `piece` and a pipelined request began there,
+            # that request's first bytes went uncounted: under one more limit's
+            # worth, so its head stays bounded all the same.
+
+    def _feed(self, data: bytes) -> bool:
+        """uvicorn's `data_received`, answering `HeadTooLarge`; False once the socket is done.
+
+        Its own would answer a callback's exception with 400 and log a warning.
+        """
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            if isinstance(exc.__context__, HeadTooLarge):
+                self._refuse(exc.__context__)
+                return False
+            self._invalid()
+            return False
+        except httptools.HttpParserError:
+            self._invalid()
+            return False
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return False
+        return True
+
+    def _invalid(self) -> None:
+        msg = "Invalid HTTP request received."
+        self.logger.warning(msg)
+        self.send_400_response(msg)
+
+    def _refuse(self, refusal: HeadTooLarge) -> None:
+        # Debug, not warning: under attack this fires for every connection.
+        log.debug("refused %s: %s", self.client, refusal.phrase)
+        body = f"{refusal.phrase}\n".encode()
+        content = [f"HTTP/1.1 {refusal.status} {refusal.phrase}\r\n".encode()]
+        for name, value in self.server_state.default_headers:
+            content += [name, b": ", value, b"\r\n"]
+        content.append(
+            b"content-type: text/plain; charset=utf-8\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+        )
+        content.append(body)
+        self.transport.write(b"".join(content))
+        # Close, not abort: the answer is flushed first. Reading stops now; the
+        # head deadline still aborts a peer that will not take the answer.
+        self.transport.close()
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._url_bytes = 0
+        self._header_count = 0
         # On a new connection the clock already runs from `connection_made`.
         if self._head_timer is None:
             self._start_head_timer()
 
+    def on_url(self, url: bytes) -> None:
+        self._url_bytes += len(url)  # httptools may hand the URL over in pieces
+        if self._url_bytes > MAX_URL_BYTES:
+            raise HeadTooLarge(414, "URI Too Long")
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        if self._header_count > MAX_HEADERS:
+            raise HeadTooLarge(431, "Request Header Fields Too Large")
+        super().on_header(name, value)
+
     def on_headers_complete(self) -> None:
+        self._head_bytes = None
         # First: for a WebSocket upgrade, uvicorn hands the transport to the
         # WebSocket protocol right after this, and this protocol hears no more.
         if self.parser.should_upgrade() and self._should_upgrade():
@@ -229,6 +421,7 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._stop_head_timer()
+        self._head_bytes = 0  # a kept-alive connection's next request starts afresh
         super().on_message_complete()
 
     def _start_head_timer(self) -> None:
@@ -275,20 +468,40 @@ RELIED_ON: dict[type[Any], tuple[str, ...]] = {
         "loop",
         "scope",
         "conn",
+        "client",
+        "handle_parser_exception",
     ),
-    # websockets' protocol object behind uvicorn's `conn`: its debug switch.
-    ServerProtocol: ("debug",),
+    # websockets (under uvicorn) runs the frame parser; `ChargedServerProtocol`
+    # overrides the method each parsed frame goes through and relies on how
+    # the parser handles a `ProtocolError` raised there.
+    ServerProtocol: (
+        "recv_frame",
+        "send_ping",
+        "fail",
+        "parser_exc",
+        "data_to_send",
+        "debug",  # websockets' own dump of headers and frames, kept off (secrets)
+    ),
     HttpToolsProtocol: (
         "connection_made",
         "connection_lost",
+        "data_received",
         "on_message_begin",
+        "on_url",
+        "on_header",
         "on_headers_complete",
         "on_message_complete",
         "_should_upgrade",
+        "_unset_keepalive_if_required",
+        "handle_websocket_upgrade",
+        "_unsupported_upgrade_warning",
+        "send_400_response",
         "parser",
         "transport",
         "loop",
         "client",
+        "logger",
+        "server_state",
     ),
 }
 
