@@ -138,7 +138,7 @@ async def test_compression_is_never_negotiated(lobby: Lobby) -> None:
 )
 async def test_ambiguous_request_framing_is_refused_with_400(lobby: Lobby, framing: bytes) -> None:
     request = (
-        b"POST /login HTTP/1.1\r\nHost: lobby\r\n"
+        b"POST /login HTTP/1.1\r\nHost: localhost\r\n"
         + framing
         + b"Content-Type: application/x-www-form-urlencoded\r\n\r\n0\r\n\r\n"
     )
@@ -151,7 +151,7 @@ async def test_ambiguous_request_framing_is_refused_with_400(lobby: Lobby, frami
 async def test_a_20_mb_form_field_is_refused_after_a_megabyte(lobby: Lobby) -> None:
     size = 20 << 20
     head = (
-        b"POST /login HTTP/1.1\r\nHost: lobby\r\n"
+        b"POST /login HTTP/1.1\r\nHost: localhost\r\n"
         b"Content-Type: application/x-www-form-urlencoded\r\n"
         + f"Content-Length: {size}\r\n\r\nuser=alice&pass=".encode()
     )
@@ -192,7 +192,9 @@ async def test_nothing_outside_static_files_is_served_and_nothing_is_listed(
     lobby: Lobby, path: str
 ) -> None:
     async with raw(lobby) as (reader, writer):
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: lobby\r\nConnection: close\r\n\r\n".encode())
+        writer.write(
+            f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode()
+        )
         answer = await asyncio.wait_for(reader.read(), 5)
     assert answer.split(b" ", 2)[1] in (b"400", b"404"), answer[:200]
     assert b"SETTINGS" not in answer
