@@ -14,6 +14,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from lobby.media.p2p import IceServer, ice_servers_from_json
 from lobby.rules.origins import own_hosts, parse_origin
@@ -25,7 +26,11 @@ class ConfigError(ValueError):
 
 DEMO_OPENVIDU_SECRET = "MY_SECRET"
 DEV_OPENVIDU_URL = "http://localhost:4443"
-MEDIA_KINDS = ("openvidu", "p2p")
+# The LiveKit dev server (`livekit-server --dev`), which OpenVidu 3's local deployment runs too.
+DEV_LIVEKIT_URL = "ws://localhost:7880"
+DEMO_LIVEKIT_API_KEY = "devkey"
+DEMO_LIVEKIT_API_SECRET = "secret"
+MEDIA_KINDS = ("openvidu", "livekit", "p2p")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 P2P_ROOM_SIZE = 4
 MIN_SECRET_KEY_LENGTH = 16
@@ -114,6 +119,25 @@ def _http_url(name: str, text: str) -> str | None:
     return url
 
 
+def _url(schemes: tuple[str, ...]) -> Callable[[str, str], str | None]:
+    """A URL in one of `schemes`, with a host and no credentials; None when blank."""
+    either = " or ".join(f"{scheme}://" for scheme in schemes)
+
+    def parse(name: str, text: str) -> str | None:
+        url = text.strip().rstrip("/")
+        if not url:
+            return None  # unset: `_settle` decides
+        parts = urlsplit(url)
+        if parts.scheme.lower() not in schemes or not parts.hostname:
+            raise ConfigError(f"{name} must start with {either} and name a host, not {url!r}")
+        if "@" in parts.netloc:
+            # It would reach log lines and the page; the API key and secret have their own.
+            raise ConfigError(f"{name} must not carry a user name or password")
+        return url
+
+    return parse
+
+
 def _secret_key(name: str, text: str) -> str | None:
     if not text:
         return None  # unset: `_settle` decides
@@ -153,7 +177,8 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("LOBBY_MEDIA", "media", _optional(_choice(*MEDIA_KINDS)), None,
             "Who carries the calls: `p2p` (built in: the browsers connect to each other, the "
-            "lobby relays their signalling) or `openvidu` (an OpenVidu 2.x server).",
+            "lobby relays their signalling), `openvidu` (an OpenVidu 2.x server) or `livekit` "
+            "(a LiveKit server, which OpenVidu 3 is; only this setting selects it).",
             shown="`p2p`, or `openvidu` when `OPENVIDU_URL` is set"),
     Setting("OPENVIDU_URL", "openvidu_url", _http_url, None,
             "Base URL of the OpenVidu 2.x server (its REST API lives under `/openvidu/api`); "
@@ -168,6 +193,29 @@ SETTINGS: tuple[Setting, ...] = (
             "PEM file of the CA that signed a self-signed OpenVidu certificate."),
     Setting("OPENVIDU_TIMEOUT", "openvidu_timeout", _number(minimum=0.1), "5",
             "Seconds for each OpenVidu REST call; a join fails with `media_unavailable` after it."),
+    Setting("LIVEKIT_URL", "livekit_url", _url(("ws", "wss")), None,
+            "URL browsers connect to the LiveKit (OpenVidu 3) server at, `ws://` or `wss://`. "
+            "Required with `livekit` outside demo mode.",
+            shown="`ws://localhost:7880` in demo mode (the LiveKit dev server, OpenVidu 3's "
+            "local deployment)"),
+    Setting("LIVEKIT_API_URL", "livekit_api_url", _url(("http", "https")), None,
+            "URL the lobby calls LiveKit's RoomService at (server to server), when it differs "
+            "from the one browsers use.",
+            shown="`LIVEKIT_URL` with `ws` → `http`, `wss` → `https`"),
+    Setting("LIVEKIT_API_KEY", "livekit_api_key", _text_or_none, None,
+            "LiveKit API key: the issuer of the tokens the lobby signs. Required with `livekit` "
+            "outside demo mode; demo mode uses `devkey`, the dev server's."),
+    Setting("LIVEKIT_API_SECRET", "livekit_api_secret", _text_or_none, None,
+            "LiveKit API secret, which signs join tokens and RoomService calls. Required with "
+            "`livekit` outside demo mode; demo mode uses `secret`, the dev server's."),
+    Setting("LIVEKIT_TOKEN_TTL", "livekit_token_ttl", _number(minimum=1), "60",
+            "Seconds a LiveKit join token is valid. The page uses it at once, and LiveKit "
+            "refreshes the token of a connected participant itself, so keep it short: a LiveKit "
+            "token cannot be revoked before it expires. Removing the participant (on leave) is "
+            "what ends a call; until the token expires, its holder could join again."),
+    Setting("LIVEKIT_TIMEOUT", "livekit_timeout", _number(minimum=0.1), "5",
+            "Seconds for each LiveKit RoomService call (removing a participant, deleting a room, "
+            "the health check). Joins make none: their tokens are signed by the lobby."),
     Setting("LOBBY_DATABASE", "database", _text, "lobby.sqlite3",
             "SQLite file holding users and login sessions."),
     Setting("LOBBY_SECRET_KEY", "secret_key", _secret_key, None,
@@ -219,7 +267,7 @@ SETTINGS: tuple[Setting, ...] = (
             "Most participants in one room (away ones count: they keep their seat for the grace "
             "period); a `join` beyond it gets `room_full`. `0`: no limit. With `p2p` every pair "
             "of browsers has its own connection, so each browser sends its camera once per other "
-            "participant.", shown="`4` with `p2p`, no limit with OpenVidu"),
+            "participant.", shown="`4` with `p2p`, no limit with OpenVidu or LiveKit"),
     Setting("LOBBY_ICE_SERVERS", "ice_servers", _ice_servers, "[]",
             "STUN/TURN servers for `p2p` calls, JSON in the browser's `RTCIceServer` shape, e.g. "
             '`[{"urls": "stun:stun.example.com:3478"}, {"urls": '
@@ -256,6 +304,12 @@ class Settings:
     openvidu_verify_tls: bool = _default("OPENVIDU_VERIFY_TLS")
     openvidu_ca_file: str | None = _default("OPENVIDU_CA_FILE")
     openvidu_timeout: float = _default("OPENVIDU_TIMEOUT")
+    livekit_url: str = DEV_LIVEKIT_URL
+    livekit_api_url: str = "http://localhost:7880"
+    livekit_api_key: str = DEMO_LIVEKIT_API_KEY
+    livekit_api_secret: str = field(default=DEMO_LIVEKIT_API_SECRET, repr=False)
+    livekit_token_ttl: float = _default("LIVEKIT_TOKEN_TTL")
+    livekit_timeout: float = _default("LIVEKIT_TIMEOUT")
     database: str = _default("LOBBY_DATABASE")
     secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
     demo: bool = _default("LOBBY_DEMO")
@@ -309,6 +363,7 @@ def _settle(alone: dict[str, Any]) -> dict[str, Any]:
         "media": media,
         "openvidu_url": url or DEV_OPENVIDU_URL,
         "openvidu_secret": _openvidu_secret(alone["openvidu_secret"], media=media, demo=demo),
+        **_livekit(alone, needed=media == "livekit" and not demo),
         "secret_key": _secret_key_or_demo(alone["secret_key"], demo=demo),
         "room_size": alone["room_size"] if alone["room_size"] is not None else default_room_size,
     }
@@ -326,6 +381,26 @@ def _openvidu_secret(given: str | None, *, media: str, demo: bool) -> str:
     if not secret and media == "openvidu":
         raise ConfigError("OPENVIDU_SECRET is required with OpenVidu outside demo mode")
     return secret
+
+
+def _livekit(alone: dict[str, Any], *, needed: bool) -> dict[str, str]:
+    """The LiveKit server and credentials: the dev server's unless `needed` (then required)."""
+    given = {
+        "LIVEKIT_URL": alone["livekit_url"],
+        "LIVEKIT_API_KEY": alone["livekit_api_key"],
+        "LIVEKIT_API_SECRET": alone["livekit_api_secret"],
+    }
+    missing = [name for name, value in given.items() if not value]
+    if needed and missing:
+        raise ConfigError(f"{missing[0]} is required with LiveKit outside demo mode")
+    url = given["LIVEKIT_URL"] or DEV_LIVEKIT_URL
+    return {
+        "livekit_url": url,
+        # ws://host → http://host, wss://host → https://host: the same server, its HTTP side.
+        "livekit_api_url": alone["livekit_api_url"] or "http" + url[len("ws") :],
+        "livekit_api_key": given["LIVEKIT_API_KEY"] or DEMO_LIVEKIT_API_KEY,
+        "livekit_api_secret": given["LIVEKIT_API_SECRET"] or DEMO_LIVEKIT_API_SECRET,
+    }
 
 
 def _secret_key_or_demo(given: str | None, *, demo: bool) -> str:

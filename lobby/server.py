@@ -142,10 +142,12 @@ def serve(settings: Settings) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     if settings.demo:
         log.warning(DEMO_BANNER)
-    calls = (
-        f"OpenVidu at {settings.openvidu_url}"
-        if settings.media == "openvidu"
-        else f"peer to peer, rooms of up to {settings.room_size or 'any number of'} people"
+    calls = {
+        "openvidu": f"OpenVidu at {settings.openvidu_url}",
+        "livekit": f"LiveKit at {settings.livekit_url}",
+    }.get(
+        settings.media,
+        f"peer to peer, rooms of up to {settings.room_size or 'any number of'} people",
     )
     log.info("Lobby on http://%s:%d, calls %s", settings.host, settings.port, calls)
     config = uvicorn_config(create_app(settings), settings)  # checks uvicorn first

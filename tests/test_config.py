@@ -39,7 +39,7 @@ def test_defaults_in_demo_mode_need_no_environment() -> None:
         ({"OPENVIDU_URL": "http://ov:4443"}, "OPENVIDU_SECRET is required"),
         ({"LOBBY_MEDIA": "openvidu"}, "OPENVIDU_SECRET is required"),
         ({"OPENVIDU_SECRET": "s"}, "LOBBY_SECRET_KEY is required"),
-        ({"LOBBY_DEMO": "1", "LOBBY_MEDIA": "sfu"}, "LOBBY_MEDIA must be openvidu or p2p"),
+        ({"LOBBY_DEMO": "1", "LOBBY_MEDIA": "sfu"}, "LOBBY_MEDIA must be openvidu, livekit or p2p"),
         ({"LOBBY_DEMO": "1", "LOBBY_ROOM_SIZE": "many"}, "LOBBY_ROOM_SIZE must be a number"),
         ({"LOBBY_DEMO": "1", "LOBBY_ICE_SERVERS": "stun:x"}, "LOBBY_ICE_SERVERS must be a JSON"),
         ({"LOBBY_DEMO": "1", "LOBBY_ICE_SERVERS": '{"urls": "stun:x"}'}, "JSON list"),
@@ -66,6 +66,39 @@ def test_defaults_in_demo_mode_need_no_environment() -> None:
         ({"LOBBY_DEMO": "1", "LOBBY_PUBLIC_URL": "https://x.example/app"}, "no origin"),
         ({"LOBBY_DEMO": "1", "LOBBY_PUBLIC_URL": "http://["}, "no origin"),
         ({"LOBBY_DEMO": "1", "LOBBY_ALLOWED_ORIGINS": "https://a.example?x"}, "no origin"),
+        (
+            {"LOBBY_MEDIA": "livekit", "LOBBY_SECRET_KEY": "k" * 32},
+            "^LIVEKIT_URL is required with LiveKit outside demo mode$",
+        ),
+        (
+            {"LOBBY_MEDIA": "livekit", "LOBBY_SECRET_KEY": "k" * 32, "LIVEKIT_URL": "wss://lk"},
+            "^LIVEKIT_API_KEY is required with LiveKit outside demo mode$",
+        ),
+        (
+            {
+                "LOBBY_MEDIA": "livekit",
+                "LOBBY_SECRET_KEY": "k" * 32,
+                "LIVEKIT_URL": "wss://lk",
+                "LIVEKIT_API_KEY": "key",
+            },
+            "^LIVEKIT_API_SECRET is required with LiveKit outside demo mode$",
+        ),
+        (
+            {"LOBBY_DEMO": "1", "LIVEKIT_URL": "https://lk.example"},
+            "^LIVEKIT_URL must start with ws:// or wss:// and name a host, not 'https://lk.example'$",
+        ),
+        ({"LOBBY_DEMO": "1", "LIVEKIT_URL": "ws://"}, "^LIVEKIT_URL must start with ws://"),
+        (
+            {"LOBBY_DEMO": "1", "LIVEKIT_URL": "wss://key:pw@lk.example"},
+            "^LIVEKIT_URL must not carry a user name or password$",
+        ),
+        (
+            {"LOBBY_DEMO": "1", "LIVEKIT_API_URL": "ws://lk.example"},
+            "^LIVEKIT_API_URL must start with http:// or https://",
+        ),
+        ({"LOBBY_DEMO": "1", "LIVEKIT_TOKEN_TTL": "soon"}, "^LIVEKIT_TOKEN_TTL must be a number"),
+        ({"LOBBY_DEMO": "1", "LIVEKIT_TOKEN_TTL": "0"}, "^LIVEKIT_TOKEN_TTL must be at least 1"),
+        ({"LOBBY_DEMO": "1", "LIVEKIT_TIMEOUT": "0"}, "^LIVEKIT_TIMEOUT must be at least 0.1"),
     ],
 )
 def test_bad_or_missing_settings_name_the_setting(env: dict[str, str], message: str) -> None:
@@ -87,6 +120,53 @@ def test_openvidu_is_chosen_by_its_url_or_by_name() -> None:
     assert p2p.media == "p2p"
     # A p2p server in production needs no OpenVidu secret.
     assert Settings.from_env({"LOBBY_SECRET_KEY": "k" * 32}).media == "p2p"
+
+
+def test_livekit_in_demo_mode_is_the_dev_server() -> None:
+    settings = Settings.from_env({"LOBBY_MEDIA": "LiveKit"}, demo=True)
+    assert (settings.media, settings.room_size, settings.max_frame_bytes) == ("livekit", 0, 4096)
+    assert (settings.livekit_url, settings.livekit_api_url) == (
+        "ws://localhost:7880",
+        "http://localhost:7880",
+    )
+    assert (settings.livekit_api_key, settings.livekit_api_secret) == ("devkey", "secret")
+    assert (settings.livekit_token_ttl, settings.livekit_timeout) == (60, 5)
+
+
+def test_only_lobby_media_selects_livekit() -> None:
+    # LiveKit's own SDKs read LIVEKIT_URL from the environment: its presence picks nothing.
+    settings = Settings.from_env({"LIVEKIT_URL": "wss://lk.example"}, demo=True)
+    assert settings.media == "p2p"
+
+
+def test_livekit_in_production() -> None:
+    env = {
+        "LOBBY_MEDIA": "livekit",
+        "LOBBY_SECRET_KEY": "k" * 32,
+        "LIVEKIT_URL": "wss://lk.example:7443/",
+        "LIVEKIT_API_KEY": "APIkey",
+        "LIVEKIT_API_SECRET": "s3cret-livekit",
+        "LIVEKIT_TOKEN_TTL": "30",
+        "LIVEKIT_TIMEOUT": "2.5",
+    }
+    settings = Settings.from_env(env)
+    assert (settings.livekit_url, settings.livekit_api_url) == (
+        "wss://lk.example:7443",
+        "https://lk.example:7443",  # derived: the same server's HTTP side
+    )
+    assert (settings.livekit_api_key, settings.livekit_api_secret) == ("APIkey", "s3cret-livekit")
+    assert (settings.livekit_token_ttl, settings.livekit_timeout) == (30, 2.5)
+    assert "s3cret-livekit" not in repr(settings)
+    inside = Settings.from_env(env | {"LIVEKIT_API_URL": "http://livekit.internal:7880/"})
+    assert inside.livekit_api_url == "http://livekit.internal:7880"
+    plain = Settings.from_env(env | {"LIVEKIT_URL": "ws://10.0.0.5:7880"})
+    assert plain.livekit_api_url == "http://10.0.0.5:7880"
+
+
+def test_other_media_need_no_livekit_settings() -> None:
+    assert Settings.from_env({"LOBBY_SECRET_KEY": "k" * 32}).media == "p2p"
+    env = {"LOBBY_MEDIA": "openvidu", "OPENVIDU_SECRET": "s", "LOBBY_SECRET_KEY": "k" * 32}
+    assert Settings.from_env(env).media == "openvidu"
 
 
 def test_room_size_and_ice_servers_from_the_environment() -> None:
