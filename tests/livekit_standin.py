@@ -1,0 +1,380 @@
+"""A faithful LiveKit RoomService stand-in: Twirp over real HTTP, as the official client calls it.
+
+`livekit.api` (twirp_client.py) POSTs `/twirp/livekit.RoomService/<Method>` with
+`Content-Type: application/protobuf`, the request message serialized, and
+`Authorization: Bearer <JWT>` signed with the API secret, minted per call with
+the grant that call needs. It reads a 200's body as the response message and
+any other status's body as a Twirp error, JSON `{"code", "msg", "meta"}`. The
+stand-in answers the same way (and JSON bodies too, which curl users send).
+
+The grant each method needs follows livekit-server `pkg/service/auth.go`:
+CreateRoom and DeleteRoom `roomCreate`, ListRooms `roomList`, the participant
+methods `roomAdmin` and `room` equal to the request's room. A missing, invalid
+or insufficient token is Twirp `unauthenticated` (HTTP 401); unknown rooms and
+participants are `not_found` (404). Tokens are checked with the official
+`TokenVerifier`, so the stand-in accepts exactly what a LiveKit server given the
+same key and secret would.
+
+There is no media server: browsers never connect. Rooms and participants live in
+memory; `join` puts a participant in a room as a browser would (LiveKit creates
+the room at its first join). Test hooks: `join`, `calls` (each request with the
+grant its token carried), `fault` (every call answers a status, is `"slow"`, or
+is `"reset"` mid-answer), `delay`, `wait_for`, `reset`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, TypeAlias
+
+import jwt
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError, Message
+from livekit.api import TokenVerifier, VideoGrants
+from livekit.protocol.models import ParticipantInfo, Room
+from livekit.protocol.room import (
+    CreateRoomRequest,
+    DeleteRoomRequest,
+    DeleteRoomResponse,
+    ListParticipantsRequest,
+    ListParticipantsResponse,
+    ListRoomsRequest,
+    ListRoomsResponse,
+    RemoveParticipantResponse,
+    RoomParticipantIdentity,
+)
+from starlette.responses import JSONResponse, Response
+from starlette.types import Message as AsgiMessage
+from starlette.types import Receive, Scope, Send
+
+from tests.live import LiveServer
+
+PREFIX = "/twirp/livekit.RoomService/"
+PROTOBUF, JSON = "application/protobuf", "application/json"
+Fault: TypeAlias = int | Literal["slow", "reset"] | None
+# The Twirp spec's HTTP status for each error code the stand-in uses.
+STATUS = {
+    "bad_route": 404,
+    "malformed": 400,
+    "invalid_argument": 400,
+    "unauthenticated": 401,
+    "permission_denied": 403,
+    "not_found": 404,
+    "internal": 500,
+    "unavailable": 503,
+}
+# And back, for an injected fault: the code a LiveKit server would send with that status.
+CODE_FOR_STATUS = {401: "unauthenticated", 403: "permission_denied", 503: "unavailable"}
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    method: str  # the Twirp method, e.g. "RemoveParticipant"
+    request: dict[str, Any]  # the request message, snake_case keys, defaults left out
+    grants: VideoGrants | None  # the bearer token's video grant; None without a valid token
+    status: int | None = None  # None: the client went away before an answer
+    code: str | None = None  # the Twirp error code answered; None for a 200
+
+
+@dataclass(slots=True)
+class Participant:
+    identity: str
+    name: str = ""
+    metadata: str = ""
+    sid: str = field(default_factory=lambda: "PA_" + secrets.token_hex(6))
+    joined_at: int = field(default_factory=lambda: int(time.time()))
+
+    def info(self) -> ParticipantInfo:
+        return ParticipantInfo(
+            sid=self.sid,
+            identity=self.identity,
+            name=self.name,
+            metadata=self.metadata,
+            state=ParticipantInfo.ACTIVE,
+            joined_at=self.joined_at,
+        )
+
+
+@dataclass(slots=True)
+class StandinRoom:
+    name: str
+    sid: str = field(default_factory=lambda: "RM_" + secrets.token_hex(6))
+    creation_time: int = field(default_factory=lambda: int(time.time()))
+    participants: dict[str, Participant] = field(default_factory=dict)
+
+    def info(self) -> Room:
+        return Room(
+            sid=self.sid,
+            name=self.name,
+            creation_time=self.creation_time,
+            num_participants=len(self.participants),
+            empty_timeout=300,  # livekit-server's defaults
+            departure_timeout=20,
+        )
+
+
+class TwirpError(Exception):
+    """Answered as a Twirp error: its code, message and (by default the code's) HTTP status."""
+
+    def __init__(self, code: str, msg: str, status: int | None = None) -> None:
+        super().__init__(msg)
+        self.code, self.msg = code, msg
+        self.status = status or STATUS.get(code, 500)
+
+
+class _Reset(Exception):
+    """Raised after the answer started: uvicorn then drops the connection mid-body."""
+
+
+class _QuietReset(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], _Reset))
+
+
+def _twirp_error(error: TwirpError) -> Response:
+    return JSONResponse({"code": error.code, "msg": error.msg}, status_code=error.status)
+
+
+class LiveKitStandin:
+    """The stand-in as an ASGI app; `url` (http) and `ws_url` are set once it is served."""
+
+    def __init__(self, api_key: str = "devkey", api_secret: str = "secret") -> None:
+        self.api_key, self.api_secret = api_key, api_secret
+        self._verifier = TokenVerifier(api_key, api_secret)
+        self.url = ""
+        self.ws_url = ""
+        self.rooms: dict[str, StandinRoom] = {}
+        self.calls: list[Call] = []
+        self.fault: Fault = None
+        self.delay = 1.0
+        self._changed = asyncio.Condition()
+        # Method -> (request type, the grant check, the handler).
+        self._methods: dict[
+            str,
+            tuple[
+                type[Message],
+                Callable[[VideoGrants, Any], bool],
+                Callable[[Any], Message],
+            ],
+        ] = {
+            "CreateRoom": (CreateRoomRequest, _create, self._create_room),
+            "ListRooms": (ListRoomsRequest, _list, self._list_rooms),
+            "DeleteRoom": (DeleteRoomRequest, _create, self._delete_room),
+            "ListParticipants": (ListParticipantsRequest, _admin, self._list_participants),
+            "GetParticipant": (RoomParticipantIdentity, _admin, self._get_participant),
+            "RemoveParticipant": (RoomParticipantIdentity, _admin, self._remove_participant),
+        }
+
+    # -- test hooks ---------------------------------------------------------------
+
+    def join(self, room: str, identity: str, *, name: str = "", metadata: str = "") -> Participant:
+        """A browser joined `room` as `identity` (LiveKit creates the room at its first join)."""
+        joined = self.rooms.setdefault(room, StandinRoom(room))
+        participant = joined.participants[identity] = Participant(identity, name, metadata)
+        return participant
+
+    def reset(self) -> None:
+        self.rooms.clear()
+        self.calls.clear()
+        self.fault = None
+        self.delay = 1.0
+
+    # A `timeout` argument (rather than asyncio.timeout at each call site) keeps tests short.
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+        """Wait until `predicate()` holds; it is re-checked after every recorded call."""
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(predicate)
+
+    # -- ASGI: faults and the call log around the Twirp handler ---------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body, more = body + message.get("body", b""), message.get("more_body", False)
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        call = Call(scope["path"].removeprefix(PREFIX), {}, self._grants(headers))
+        recorded = False
+
+        async def recording_send(message: AsgiMessage) -> None:
+            nonlocal call, recorded
+            if message["type"] == "http.response.start":
+                call = replace(call, status=message["status"])
+            elif not message.get("more_body"):
+                # Record before the last byte goes out: once the client has its answer,
+                # `calls` already shows the request, so tests can assert right away.
+                recorded = True
+                await self._record(call)
+            await send(message)
+
+        try:
+            request: Message | None = None
+            try:
+                request = self._parse(scope, headers, call.method, body)
+                call = replace(call, request=_as_dict(request))
+                answer = await self._answer(call, request, headers, hangup=receive)
+            except TwirpError as error:
+                answer = _twirp_error(error)
+                call = replace(call, code=error.code)
+            if answer is not None:
+                await answer(scope, receive, recording_send)
+            elif self.fault == "reset":
+                await _reset_midway(recording_send)
+        finally:
+            if not recorded:  # the client hung up, or the answer was cut off
+                await self._record(call)
+
+    def _parse(self, scope: Scope, headers: dict[str, str], method: str, body: bytes) -> Message:
+        if scope["method"] != "POST" or not scope["path"].startswith(PREFIX):
+            raise TwirpError("bad_route", f"no handler for {scope['method']} {scope['path']}")
+        if method not in self._methods:
+            raise TwirpError("bad_route", f"no handler for method {method}")
+        kind = self._methods[method][0]
+        content_type = headers.get("content-type", "").split(";")[0].strip()
+        try:
+            if content_type == PROTOBUF:
+                return kind.FromString(body)
+            if content_type == JSON:
+                return json_format.Parse(body or b"{}", kind(), ignore_unknown_fields=True)
+        except (DecodeError, json_format.ParseError) as exc:
+            raise TwirpError("malformed", f"the request body is not a {kind.__name__}") from exc
+        raise TwirpError("bad_route", f"unexpected Content-Type: {content_type!r}")
+
+    def _grants(self, headers: dict[str, str]) -> VideoGrants | None:
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return None
+        try:
+            return self._verifier.verify(token).video
+        except jwt.PyJWTError:
+            return None
+
+    async def _answer(
+        self, call: Call, request: Message, headers: dict[str, str], *, hangup: Receive
+    ) -> Response | None:
+        """The answer to a parsed request; None when there is none (client gone, link cut).
+
+        Errors are raised as `TwirpError`s.
+        """
+        if isinstance(self.fault, int):
+            code = CODE_FOR_STATUS.get(self.fault, "internal")
+            raise TwirpError(code, "fault injected by the test", self.fault)
+        if self.fault == "slow" and not await self._slept_while_connected(hangup):
+            return None
+        if self.fault == "reset":
+            return None
+        _, allowed, handle = self._methods[call.method]
+        if call.grants is None or not allowed(call.grants, request):
+            raise TwirpError("unauthenticated", "permissions denied")
+        answer = handle(request)
+        if headers.get("content-type", "").split(";")[0].strip() == JSON:
+            text = json_format.MessageToJson(answer, preserving_proto_field_name=True)
+            return Response(text, media_type=JSON)
+        return Response(answer.SerializeToString(), media_type=PROTOBUF)
+
+    async def _slept_while_connected(self, hangup: Receive) -> bool:
+        """Sleep `delay` seconds; False when the client hangs up first (nothing is done)."""
+        disconnect = asyncio.ensure_future(hangup())
+        try:
+            done, _ = await asyncio.wait([disconnect], timeout=self.delay)
+        finally:
+            disconnect.cancel()
+        return not done
+
+    async def _record(self, call: Call) -> None:
+        self.calls.append(call)
+        async with self._changed:
+            self._changed.notify_all()
+
+    # -- RoomService (livekit-server pkg/service/roomservice.go) --------------------
+
+    def _room(self, name: str) -> StandinRoom:
+        if name not in self.rooms:
+            raise TwirpError("not_found", "requested room does not exist")
+        return self.rooms[name]
+
+    def _create_room(self, request: CreateRoomRequest) -> Message:
+        return self.rooms.setdefault(request.name, StandinRoom(request.name)).info()
+
+    def _list_rooms(self, request: ListRoomsRequest) -> Message:
+        names = set(request.names)
+        rooms = [r.info() for r in self.rooms.values() if not names or r.name in names]
+        return ListRoomsResponse(rooms=rooms)
+
+    def _delete_room(self, request: DeleteRoomRequest) -> Message:
+        self._room(request.room)
+        del self.rooms[request.room]  # everyone in it is disconnected (ROOM_DELETED)
+        return DeleteRoomResponse()
+
+    def _list_participants(self, request: ListParticipantsRequest) -> Message:
+        room = self._room(request.room)
+        return ListParticipantsResponse(participants=[p.info() for p in room.participants.values()])
+
+    def _participant(self, request: RoomParticipantIdentity) -> Participant:
+        participant = self._room(request.room).participants.get(request.identity)
+        if participant is None:
+            raise TwirpError("not_found", "participant not found")
+        return participant
+
+    def _get_participant(self, request: RoomParticipantIdentity) -> Message:
+        return self._participant(request).info()
+
+    def _remove_participant(self, request: RoomParticipantIdentity) -> Message:
+        self._participant(request)
+        # Disconnected (PARTICIPANT_REMOVED); the room stays for its departure timeout.
+        del self.rooms[request.room].participants[request.identity]
+        return RemoveParticipantResponse()
+
+
+def _create(grants: VideoGrants, request: Any) -> bool:
+    return bool(grants.room_create)
+
+
+def _list(grants: VideoGrants, request: Any) -> bool:
+    return bool(grants.room_list)
+
+
+def _admin(grants: VideoGrants, request: Any) -> bool:
+    return bool(grants.room_admin) and grants.room == request.room
+
+
+def _as_dict(message: Message | None) -> dict[str, Any]:
+    if message is None:
+        return {}
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+async def _reset_midway(send: Send) -> None:
+    """Promise 100 bytes of protobuf, send 4, then make uvicorn drop the connection."""
+    headers = [(b"content-type", PROTOBUF.encode()), (b"content-length", b"100")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"\n\x02RM", "more_body": True})
+    raise _Reset
+
+
+@asynccontextmanager
+async def running_standin(
+    api_key: str = "devkey", api_secret: str = "secret"
+) -> AsyncIterator[LiveKitStandin]:
+    """Serve a fresh stand-in on a free loopback port; `.url` is its http base URL."""
+    standin = LiveKitStandin(api_key, api_secret)
+    quiet = _QuietReset()
+    uvicorn_errors = logging.getLogger("uvicorn.error")
+    uvicorn_errors.addFilter(quiet)
+    try:
+        async with LiveServer(standin) as server:
+            standin.url, standin.ws_url = server.http, server.ws
+            yield standin
+    finally:
+        uvicorn_errors.removeFilter(quiet)
