@@ -19,6 +19,7 @@ from lobby.config import Settings
 from lobby.handler import RequestHandler
 from lobby.hub import Hub
 from lobby.media.breaker import Breaker
+from lobby.media.livekit import LiveKitBackend
 from lobby.media.openvidu import OpenViduBackend
 from lobby.media.p2p import PeerToPeerBackend
 from lobby.media.seam import MediaBackend
@@ -43,6 +44,15 @@ def media_backend(settings: Settings) -> MediaBackend:
     if settings.media == "p2p":
         return PeerToPeerBackend(
             settings.ice_servers, turn_secret=settings.turn_secret, turn_ttl=settings.session_ttl
+        )
+    if settings.media == "livekit":
+        return LiveKitBackend(
+            settings.livekit_url,
+            settings.livekit_api_url,
+            settings.livekit_api_key,
+            settings.livekit_api_secret,
+            token_ttl=settings.livekit_token_ttl,
+            timeout=settings.livekit_timeout,
         )
     return OpenViduBackend(
         settings.openvidu_url,
@@ -139,6 +149,12 @@ class SecurityHeaders:
             media = urlsplit(settings.openvidu_url)
             ws_scheme = "wss" if media.scheme == "https" else "ws"
             connect += f" {ws_scheme}://{media.netloc} {media.scheme}://{media.netloc}"
+        elif settings.media == "livekit":
+            # livekit-client opens its WebSocket at LIVEKIT_URL and, when that fails, asks
+            # the same host over HTTP(S) why (`/rtc/validate`).
+            media = urlsplit(settings.livekit_url)
+            http_scheme = "https" if media.scheme == "wss" else "http"
+            connect += f" {media.scheme}://{media.netloc} {http_scheme}://{media.netloc}"
         self.headers = [
             (
                 b"content-security-policy",

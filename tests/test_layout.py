@@ -40,7 +40,13 @@ RULES_STDLIB = {
 PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "lobby.rules.*": (("lobby.rules.*",), ()),
     "lobby.hub": (("lobby.rules.frames", "lobby.rules.protocol"), ()),
-    "lobby.media.*": (("lobby", "lobby.media.seam", "lobby.rules.grants"), ("httpx",)),
+    # livekit: the official LiveKit SDK; it speaks aiohttp and protobuf (`google`), whose
+    # errors lobby.media.livekit translates, and signs with PyJWT (`jwt`), whose short-key
+    # warning it says once.
+    "lobby.media.*": (
+        ("lobby", "lobby.media.seam", "lobby.rules.grants"),
+        ("httpx", "livekit", "aiohttp", "google", "jwt"),
+    ),
     "lobby.store.*": (
         ("lobby.store.db", "lobby.store.users", "lobby.rules.grants", "lobby.rules.presence"),
         ("argon2",),

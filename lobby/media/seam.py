@@ -5,8 +5,8 @@ The lobby's rooms and presence never talk to a media server directly; they ask a
 needed to revoke it) and tell it when a grant or a whole room is done with.
 OpenVidu 2 (REST, `lobby.media.openvidu`) is one implementation, built-in
 peer-to-peer rooms (`lobby.media.p2p`, the browsers connect to each other and the
-lobby socket relays their signalling) the other. An OpenVidu 3 / LiveKit back
-end would mint a JWT locally in `grant` and call RoomService in
+lobby socket relays their signalling) another. The LiveKit (OpenVidu 3) back end
+(`lobby.media.livekit`) mints a JWT locally in `grant` and calls RoomService in
 `revoke`/`close_room`, so nothing here assumes REST; `page_config` tells the
 page which client code runs the call and what it needs (a server URL, ICE
 servers).

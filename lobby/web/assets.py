@@ -63,7 +63,9 @@ def libraries(manifest: Path = STATIC / "vendor.json") -> dict[str, Library]:
 
 LIBRARIES = libraries()
 OPENVIDU_BROWSER = LIBRARIES["openvidu-browser"]
-# The library the pages load for each kind of call (peer to peer needs none).
+# The library the pages load for each kind of call (peer to peer needs none). livekit-client
+# comes with the LiveKit page (issue 12); until then a `livekit` page loads no library, so
+# `require` has nothing to refuse and `lobby serve` starts.
 FOR_MEDIA = {"openvidu": OPENVIDU_BROWSER}
 
 
