@@ -18,8 +18,8 @@ and `lobby.media.calls` and the breaker already decide what is retried.
 Every failure is translated here, at the boundary, into one exception family
 (`raise ... from exc`), and logged once on `lobby.media.livekit`::
 
-    MediaError                    lobby.media; code "media_unavailable"
-    └── LiveKitError              `.message` for users; str() and `.detail` for operators
+    MediaError                    lobby.media.seam; code "media_unavailable"
+    └── LiveKitError              (BackendError) `.message` for users; `.detail` for operators
         ├── LiveKitUnreachable      connect failed, or the link broke mid-call      (outage)
         ├── LiveKitTimeout          no answer within `timeout` seconds              (outage)
         ├── LiveKitAuthError        HTTP 401: the API key, secret or grant refused  (outage)
@@ -41,7 +41,7 @@ import os
 import ssl
 import warnings
 from collections.abc import Awaitable, Callable
-from typing import ClassVar, TypeVar
+from typing import TypeVar
 
 import aiohttp
 import jwt.warnings
@@ -50,62 +50,45 @@ from livekit import api
 from livekit.api.room_service import RoomService
 from livekit.protocol.room import DeleteRoomRequest, ListRoomsRequest, RoomParticipantIdentity
 
-from lobby.media.seam import MediaError
+from lobby.media.seam import (
+    BackendError,
+    Misconfigured,
+    ServerFailed,
+    TimedOut,
+    Unexpected,
+    Unreachable,
+)
 from lobby.rules.grants import Grant, Identity, can_publish
 
 logger = logging.getLogger("lobby.media.livekit")
 
-_UNAVAILABLE = "The video service is unavailable right now; please try again in a moment."
 _T = TypeVar("_T")
 # RFC 7518 wants an HS256 key of at least 32 bytes; LiveKit's dev server uses `secret`.
 MIN_SECRET_BYTES = 32
 
 
-class LiveKitError(MediaError):
+class LiveKitError(BackendError):
     """LiveKit could not do what was asked; `detail` says why, for operators."""
 
-    user_message: ClassVar[str] = _UNAVAILABLE
-    log_level: ClassVar[int] = logging.WARNING
 
-    def __init__(self, detail: str) -> None:
-        super().__init__(self.user_message)
-        self.detail = detail
-
-    def __str__(self) -> str:
-        return self.detail
-
-
-class LiveKitUnreachable(LiveKitError):
+class LiveKitUnreachable(LiveKitError, Unreachable):
     """No usable connection to LiveKit."""
 
-    outage = True
 
-
-class LiveKitTimeout(LiveKitError):
+class LiveKitTimeout(LiveKitError, TimedOut):
     """LiveKit did not answer in time."""
 
-    outage = True
 
-
-class LiveKitAuthError(LiveKitError):
+class LiveKitAuthError(LiveKitError, Misconfigured):
     """LiveKit refused our token: a configuration problem, not a transient one."""
 
-    outage = True
-    user_message = "The video service is not set up correctly; please tell the administrator."
-    log_level = logging.ERROR
 
-
-class LiveKitServerError(LiveKitError):
+class LiveKitServerError(LiveKitError, ServerFailed):
     """LiveKit failed internally (HTTP 5xx)."""
 
-    outage = True
 
-
-class LiveKitProtocolError(LiveKitError):
+class LiveKitProtocolError(LiveKitError, Unexpected):
     """LiveKit answered something this client does not expect."""
-
-    user_message = "The video service gave an unexpected answer; please try again later."
-    log_level = logging.ERROR
 
 
 class LiveKitBackend:
@@ -216,45 +199,40 @@ class LiveKitBackend:
                 return None
             raise self._twirp_failure(method, exc) from exc
         except TimeoutError as exc:  # ours, or aiohttp's (also a ClientError): first
-            raise self._fail(
-                LiveKitTimeout, f"LiveKit timed out after {self._timeout:g}s on {where}"
+            raise LiveKitTimeout.logged(
+                logger, f"LiveKit timed out after {self._timeout:g}s on {where}"
             ) from exc
         except aiohttp.ClientConnectorError as exc:
-            raise self._fail(
-                LiveKitUnreachable, f"LiveKit unreachable at {self._api_url}: {_reason(exc)}"
+            raise LiveKitUnreachable.logged(
+                logger, f"LiveKit unreachable at {self._api_url}: {_reason(exc)}"
             ) from exc
         except aiohttp.ClientError as exc:
             # The link broke mid-call: it may or may not have taken effect; never replayed here.
-            raise self._fail(
-                LiveKitUnreachable,
+            raise LiveKitUnreachable.logged(
+                logger,
                 f"LiveKit broke the connection during {where}: {type(exc).__name__}",
             ) from exc
         except DecodeError as exc:
-            raise self._fail(
-                LiveKitProtocolError, f"LiveKit sent an unreadable answer to {where}"
+            raise LiveKitProtocolError.logged(
+                logger, f"LiveKit sent an unreadable answer to {where}"
             ) from exc
 
     def _twirp_failure(self, method: str, exc: api.ServerError) -> LiveKitError:
         said = f"HTTP {exc.status} {exc.code}" + (f": {exc.message[:200]}" if exc.message else "")
         if exc.status == 401:
-            return self._fail(
-                LiveKitAuthError,
+            return LiveKitAuthError.logged(
+                logger,
                 f"LiveKit refused our token ({said}) on {method} at {self._api_url}; "
                 "check LIVEKIT_API_KEY and LIVEKIT_API_SECRET",
             )
         if exc.status >= 500:
-            return self._fail(
-                LiveKitServerError, f"LiveKit answered {said} to {method} at {self._api_url}"
+            return LiveKitServerError.logged(
+                logger, f"LiveKit answered {said} to {method} at {self._api_url}"
             )
-        return self._fail(
-            LiveKitProtocolError,
+        return LiveKitProtocolError.logged(
+            logger,
             f"LiveKit answered unexpected {said} to {method} at {self._api_url}",
         )
-
-    @staticmethod
-    def _fail(kind: type[LiveKitError], detail: str) -> LiveKitError:
-        logger.log(kind.log_level, "%s", detail)
-        return kind(detail)
 
 
 def _reason(exc: aiohttp.ClientConnectorError) -> str:

@@ -5,11 +5,12 @@ both mean "it is there") and create a WEBRTC connection in it, whose `token` the
 browser joins with. Revoking deletes the connection; closing deletes the session.
 
 Every failure is translated here, at the boundary, into one exception family
-(`raise ... from exc`), and logged once on `lobby.openvidu` with the operator's
-explanation::
+(`raise ... from exc`), and logged once on `lobby.media.openvidu` with the
+operator's explanation. Each kind is also one of `lobby.media.seam`'s (which
+decides outage, level and the user's sentence)::
 
-    MediaError                    lobby.media; code "media_unavailable"
-    └── OpenViduError             `.message` for users; str() and `.detail` for operators
+    MediaError                    lobby.media.seam; code "media_unavailable"
+    └── OpenViduError             (BackendError) `.message` for users; `.detail` for operators
         ├── OpenViduUnreachable     connect failed (DNS, refused, TLS) or the link broke mid-call
         ├── OpenViduTimeout         no answer within `timeout` seconds
         ├── OpenViduAuthError       HTTP 401: OpenVidu rejected the secret
@@ -29,66 +30,49 @@ import re
 import socket
 import ssl
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 from urllib.parse import quote
 
 import httpx
 
 from lobby import __version__
-from lobby.media.seam import MediaError
+from lobby.media.seam import (
+    BackendError,
+    Misconfigured,
+    ServerFailed,
+    TimedOut,
+    Unexpected,
+    Unreachable,
+)
 from lobby.rules.grants import Grant, Identity
 
 logger = logging.getLogger("lobby.media.openvidu")
 
 _API = "/openvidu/api"
-_UNAVAILABLE = "The video service is unavailable right now; please try again in a moment."
 
 
-class OpenViduError(MediaError):
+class OpenViduError(BackendError):
     """OpenVidu could not do what was asked; `detail` says why, for operators."""
 
-    user_message: ClassVar[str] = _UNAVAILABLE
-    log_level: ClassVar[int] = logging.WARNING
 
-    def __init__(self, detail: str) -> None:
-        super().__init__(self.user_message)
-        self.detail = detail
-
-    def __str__(self) -> str:
-        return self.detail
-
-
-class OpenViduUnreachable(OpenViduError):
+class OpenViduUnreachable(OpenViduError, Unreachable):
     """No usable connection to OpenVidu."""
 
-    outage = True
 
-
-class OpenViduTimeout(OpenViduError):
+class OpenViduTimeout(OpenViduError, TimedOut):
     """OpenVidu did not answer in time."""
 
-    outage = True
 
-
-class OpenViduAuthError(OpenViduError):
+class OpenViduAuthError(OpenViduError, Misconfigured):
     """OpenVidu rejected the secret: a configuration problem, not a transient one."""
 
-    outage = True
-    user_message = "The video service is not set up correctly; please tell the administrator."
-    log_level = logging.ERROR
 
-
-class OpenViduServerError(OpenViduError):
+class OpenViduServerError(OpenViduError, ServerFailed):
     """OpenVidu failed internally (HTTP 5xx)."""
 
-    outage = True
 
-
-class OpenViduProtocolError(OpenViduError):
+class OpenViduProtocolError(OpenViduError, Unexpected):
     """OpenVidu answered something this client does not expect."""
-
-    user_message = "The video service gave an unexpected answer; please try again later."
-    log_level = logging.ERROR
 
 
 class OpenViduBackend:
@@ -233,39 +217,39 @@ class OpenViduBackend:
             finally:
                 await response.aclose()
         except httpx.TimeoutException as exc:
-            raise self._fail(
-                OpenViduTimeout, f"OpenVidu timed out after {self._timeout:g}s on {where}"
+            raise OpenViduTimeout.logged(
+                logger, f"OpenVidu timed out after {self._timeout:g}s on {where}"
             ) from exc
         except httpx.ConnectError as exc:
-            raise self._fail(
-                OpenViduUnreachable, f"OpenVidu unreachable at {self._origin}: {_reason(exc)}"
+            raise OpenViduUnreachable.logged(
+                logger, f"OpenVidu unreachable at {self._origin}: {_reason(exc)}"
             ) from exc
         except httpx.TransportError as exc:
             # RemoteProtocolError, ReadError, ...: the request may or may not have
             # taken effect, so we never replay it; the caller may simply try again.
-            raise self._fail(
-                OpenViduUnreachable,
+            raise OpenViduUnreachable.logged(
+                logger,
                 f"OpenVidu broke the connection during {where} at {self._origin}: {_reason(exc)}",
             ) from exc
         except httpx.RequestError as exc:
-            raise self._fail(
-                OpenViduProtocolError, f"OpenVidu sent an unreadable answer to {where}: {exc}"
+            raise OpenViduProtocolError.logged(
+                logger, f"OpenVidu sent an unreadable answer to {where}: {exc}"
             ) from exc
         status = response.status_code
         if status in ok:
             return response
         if status == 401:
-            raise self._fail(
-                OpenViduAuthError,
+            raise OpenViduAuthError.logged(
+                logger,
                 f"OpenVidu rejected the secret (HTTP 401) at {self._origin}; check OPENVIDU_SECRET",
             )
         if status >= 500:
-            raise self._fail(
-                OpenViduServerError,
+            raise OpenViduServerError.logged(
+                logger,
                 f"OpenVidu answered HTTP {status} to {where} at {self._origin}",
             )
-        raise self._fail(
-            OpenViduProtocolError,
+        raise OpenViduProtocolError.logged(
+            logger,
             f"OpenVidu answered unexpected HTTP {status} to {where}{_explanation(response)}",
         )
 
@@ -280,15 +264,10 @@ class OpenViduBackend:
             and isinstance(data.get("token"), str)
         ):
             return {"connection_id": data["id"], "token": data["token"]}
-        raise self._fail(
-            OpenViduProtocolError,
+        raise OpenViduProtocolError.logged(
+            logger,
             f"OpenVidu answered POST {path} without a connection id and token",
         )
-
-    @staticmethod
-    def _fail(kind: type[OpenViduError], detail: str) -> OpenViduError:
-        logger.log(kind.log_level, "%s", detail)
-        return kind(detail)
 
 
 def environment_proxy(url: httpx.URL, env: Mapping[str, str]) -> str | None:

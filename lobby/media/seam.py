@@ -17,7 +17,8 @@ human `message` the requester may see; details for operators go to the log.
 
 from __future__ import annotations
 
-from typing import Protocol
+import logging
+from typing import ClassVar, Protocol, Self
 
 from lobby.rules.grants import Grant, Identity
 
@@ -36,6 +37,68 @@ class MediaError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+UNAVAILABLE = "The video service is unavailable right now; please try again in a moment."
+
+
+class BackendError(MediaError):
+    """A media server failed; `message` is for users, str() and `detail` for operators.
+
+    The five kinds below say how it failed, and with it whether that is an outage
+    and what the user reads. Each back end names its own subclass of each kind
+    (`OpenViduTimeout(OpenViduError, TimedOut)`), so logs and tests can tell
+    which server it was, while the behaviour is written once, here.
+    """
+
+    user_message: ClassVar[str] = UNAVAILABLE
+    log_level: ClassVar[int] = logging.WARNING
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(self.user_message)
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return self.detail
+
+    @classmethod
+    def logged(cls, logger: logging.Logger, detail: str) -> Self:
+        """The error, logged once at its level: translate at the boundary with `raise ….logged`."""
+        logger.log(cls.log_level, "%s", detail)
+        return cls(detail)
+
+
+class Unreachable(BackendError):
+    """No usable connection: connect failed, or the link broke mid-call."""
+
+    outage = True
+
+
+class TimedOut(BackendError):
+    """No answer in time."""
+
+    outage = True
+
+
+class Misconfigured(BackendError):
+    """The server refused our credentials: a configuration problem, not a transient one."""
+
+    outage = True
+    user_message = "The video service is not set up correctly; please tell the administrator."
+    log_level = logging.ERROR
+
+
+class ServerFailed(BackendError):
+    """The server failed internally (HTTP 5xx)."""
+
+    outage = True
+
+
+class Unexpected(BackendError):
+    """The server answered something the client does not expect."""
+
+    user_message = "The video service gave an unexpected answer; please try again later."
+    log_level = logging.ERROR
 
 
 class MediaBackend(Protocol):
