@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 from collections.abc import AsyncIterator, Callable
@@ -102,6 +103,24 @@ class Lobby:
         client = Client(socket, name, cookie)
         client.welcome = await client.expect("welcome")
         return client
+
+
+Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+@contextlib.asynccontextmanager
+async def raw_connection(lobby: Lobby) -> AsyncIterator[Stream]:
+    """A raw TCP connection to the lobby, for bytes no client library would send.
+
+    Closed on the way out, even if the test fails.
+    """
+    reader, writer = await asyncio.open_connection("127.0.0.1", lobby.live.port)
+    try:
+        yield reader, writer
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
 
 
 async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:

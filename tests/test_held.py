@@ -9,115 +9,49 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import struct
-from collections.abc import AsyncIterator
 
 import pytest
 
 from tests.conftest import Lobby
-
-Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
-
-
-@contextlib.asynccontextmanager
-async def raw(lobby: Lobby) -> AsyncIterator[Stream]:
-    """A raw TCP connection to the server, closed on the way out."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", lobby.live.port)
-    try:
-        yield reader, writer
-    finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
+from tests.conftest import raw_connection as raw
+from tests.raw_ws import CONT, TEXT, client_frame, close_code, logged_in_socket, upgrade_request
 
 
 async def response_head(reader: asyncio.StreamReader) -> bytes:
     return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
 
 
-def upgrade(lobby: Lobby, cookie: str, *extra: str) -> bytes:
-    lines = [
-        "GET /ws HTTP/1.1",
-        f"Host: 127.0.0.1:{lobby.live.port}",
-        "Upgrade: websocket",
-        "Connection: Upgrade",
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
-        "Sec-WebSocket-Version: 13",
-        f"Origin: {lobby.http}",
-        f"Cookie: lobby_session={cookie}",
-        *extra,
-    ]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-def frame(opcode: int, payload: bytes, *, fin: bool = True, rsv1: bool = False) -> bytes:
-    """A masked client frame (RFC 6455 section 5.2), for payloads under 126 bytes."""
-    assert len(payload) < 126
-    key = os.urandom(4)
-    masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-    first = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode
-    return bytes((first, 0x80 | len(payload))) + key + masked
-
-
-async def close_code(reader: asyncio.StreamReader) -> int:
-    """Read server frames until its close frame; the code in it."""
-    async with asyncio.timeout(5):
-        while True:
-            first, second = await reader.readexactly(2)
-            size = second & 0x7F
-            if size == 126:
-                size = struct.unpack("!H", await reader.readexactly(2))[0]
-            elif size == 127:
-                size = struct.unpack("!Q", await reader.readexactly(8))[0]
-            payload = await reader.readexactly(size)
-            if first & 0x0F == 0x8:
-                code: int = struct.unpack("!H", payload[:2])[0]
-                return code
-
-
-@contextlib.asynccontextmanager
-async def lobby_socket(lobby: Lobby, *extra: str) -> AsyncIterator[Stream]:
-    """A raw, accepted lobby socket (its `welcome` already read)."""
-    cookie = await lobby.login("alice")
-    async with raw(lobby) as (reader, writer):
-        writer.write(upgrade(lobby, cookie, *extra))
-        head = await response_head(reader)
-        assert head.startswith(b"HTTP/1.1 101"), head
-        yield reader, writer
-
-
 # WebSocket frames the protocol forbids
 
 
 async def test_a_text_frame_that_is_not_utf8_closes_with_1007(lobby: Lobby) -> None:
-    async with lobby_socket(lobby) as (reader, writer):
-        writer.write(frame(0x1, b'{"type":"ping","ref":"\xff\xfe"}'))
-        assert await close_code(reader) == 1007
+    async with logged_in_socket(lobby) as (reader, writer):
+        writer.write(client_frame(TEXT, b'{"type":"ping","ref":"\xff\xfe"}'))
+        assert await close_code(reader, writer) == 1007
 
 
 async def test_a_frame_with_rsv1_set_closes_with_1002(lobby: Lobby) -> None:
-    async with lobby_socket(lobby) as (reader, writer):
-        writer.write(frame(0x1, b'{"type":"ping"}', rsv1=True))
-        assert await close_code(reader) == 1002
+    async with logged_in_socket(lobby) as (reader, writer):
+        writer.write(client_frame(TEXT, b'{"type":"ping"}', rsv1=True))
+        assert await close_code(reader, writer) == 1002
 
 
 async def test_fragments_adding_up_past_the_frame_limit_close_with_1009(lobby: Lobby) -> None:
     chunk = b"x" * 125
-    fragments = [frame(0x1, chunk, fin=False)]
+    fragments = [client_frame(TEXT, chunk, fin=False)]
     fragments += [
-        frame(0x0, chunk, fin=False) for _ in range(lobby.settings.max_frame_bytes // 125)
+        client_frame(CONT, chunk, fin=False) for _ in range(lobby.settings.max_frame_bytes // 125)
     ]
-    async with lobby_socket(lobby) as (reader, writer):
+    async with logged_in_socket(lobby) as (reader, writer):
         writer.write(b"".join(fragments))
-        assert await close_code(reader) == 1009
+        assert await close_code(reader, writer) == 1009
 
 
 async def test_compression_is_never_negotiated(lobby: Lobby) -> None:
     offer = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits"
     cookie = await lobby.login("alice")
     async with raw(lobby) as (reader, writer):
-        writer.write(upgrade(lobby, cookie, offer))
+        writer.write(upgrade_request(lobby, cookie, offer))
         head = await response_head(reader)
     assert head.startswith(b"HTTP/1.1 101"), head
     assert b"sec-websocket-extensions" not in head.lower()

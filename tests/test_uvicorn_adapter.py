@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import struct
 import tomllib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -31,24 +29,13 @@ from lobby.web.uvicorn_adapter import (
     missing,
 )
 from tests.conftest import Lobby, LobbyFactory, until
+from tests.conftest import raw_connection as connect
 
 TIMEOUT = 0.5
 # How long past the deadline a drop may take on a busy machine.
 SLACK = 1.5
 # A valid request head, long enough that dribbling it outlasts any deadline here.
 LONG_HEAD = b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Pad: " + b"a" * 500 + b"\r\n\r\n"
-
-
-@contextlib.asynccontextmanager
-async def connect(lobby: Lobby) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
-    """A raw TCP connection to the server, closed on the way out even if the test fails."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", lobby.live.port)
-    try:
-        yield reader, writer
-    finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
 
 
 async def closed_within(reader: asyncio.StreamReader, seconds: float) -> bool:

@@ -8,9 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import struct
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -18,84 +16,22 @@ import pytest
 from lobby.rules.limits import CONTROL_BURST, MAX_FRAGMENTS
 from lobby.web.uvicorn_adapter import MAX_HEAD_BYTES, MAX_HEADERS, MAX_URL_BYTES
 from tests.conftest import Client, Lobby, LobbyFactory, until
+from tests.conftest import raw_connection as connect
+from tests.raw_ws import (
+    CONT,
+    PING,
+    PONG,
+    TEXT,
+    client_frame,
+    close_code,
+    logged_in_socket,
+    read_frame,
+)
 
-Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
-
-
-def client_frame(opcode: int, payload: bytes = b"", *, fin: bool = True) -> bytes:
-    """One masked client-to-server frame (RFC 6455 section 5.2)."""
-    mask = os.urandom(4)
-    size = len(payload)
-    head = bytes((0x80 * fin | opcode,))
-    if size < 126:
-        head += bytes((0x80 | size,))
-    elif size < 1 << 16:
-        head += struct.pack("!BH", 0x80 | 126, size)
-    else:
-        head += struct.pack("!BQ", 0x80 | 127, size)
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-
-
-PING, PONG, TEXT, CONT = 0x9, 0xA, 0x1, 0x0
 # Server pings far apart: a flooder that stopped answering them is not what ends it.
 LONG_PING_INTERVAL = 60
 # Without the budget these floods go on for ever; with it they end in well under this.
 FLOOD_TIMEOUT = 20
-
-
-@contextlib.asynccontextmanager
-async def logged_in_socket(lobby: Lobby, name: str = "alice") -> AsyncIterator[Stream]:
-    """A hand-made WebSocket of a logged-in user, past its `welcome`."""
-    cookie = await lobby.login(name)
-    reader, writer = await asyncio.open_connection("127.0.0.1", lobby.live.port)
-    try:
-        writer.write(
-            (
-                f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{lobby.live.port}\r\n"
-                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-                f"Origin: {lobby.http}\r\nCookie: lobby_session={cookie}\r\n\r\n"
-            ).encode()
-        )
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-        assert b" 101 " in head.split(b"\r\n")[0]
-        opcode, payload = await read_frame(reader)
-        assert (opcode, json.loads(payload)["type"]) == (TEXT, "welcome")
-        yield reader, writer
-    finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
-
-
-async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    """One unmasked server frame: its opcode and payload."""
-    first, second = await asyncio.wait_for(reader.readexactly(2), 5)
-    size = second & 0x7F
-    if size == 126:
-        (size,) = struct.unpack("!H", await reader.readexactly(2))
-    elif size == 127:
-        (size,) = struct.unpack("!Q", await reader.readexactly(8))
-    return first & 0x0F, await asyncio.wait_for(reader.readexactly(size), 5)
-
-
-async def close_code(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int | None:
-    """Read until the server's close frame, answering its pings as a live client does.
-
-    None if the connection was reset first: the server stops reading a flooder, so
-    its frames still in flight make the kernel reset the connection, and the reset
-    can overtake the close frame (as for a message flood, `docs/protocol.md`).
-    """
-    try:
-        while True:
-            opcode, payload = await read_frame(reader)
-            if opcode == PING:  # written whole between the flood's writes (whole frames)
-                writer.write(client_frame(PONG, payload))
-            if opcode == 0x8:
-                code: int = struct.unpack("!H", payload[:2])[0]
-                return code
-    except (asyncio.IncompleteReadError, ConnectionError):
-        return None
 
 
 async def keep_sending(
@@ -227,17 +163,6 @@ def head(size: int, *, path: str = "/healthz", extra: bytes = b"") -> bytes:
     padded = start + b"a" * (size - len(start) - 4) + b"\r\n\r\n"
     assert len(padded) == size
     return padded
-
-
-@contextlib.asynccontextmanager
-async def connect(lobby: Lobby) -> AsyncIterator[Stream]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", lobby.live.port)
-    try:
-        yield reader, writer
-    finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
 
 
 async def response(reader: asyncio.StreamReader) -> tuple[int, dict[bytes, bytes]]:
