@@ -27,9 +27,10 @@ install: .venv/.installed
 vendor:
 	python3 scripts/vendor.py
 
-# Demo users; calls peer to peer unless OPENVIDU_URL (or LOBBY_MEDIA=openvidu) says otherwise.
-# Only calls through OpenVidu load a library from npm (openvidu-browser), so only they fetch it.
-run: install $(if $(filter openvidu OpenVidu OPENVIDU,$(MEDIA)),vendor)
+# Demo users; calls peer to peer unless OPENVIDU_URL or LOBBY_MEDIA says otherwise. Calls
+# through OpenVidu or LiveKit load a library from npm (openvidu-browser, livekit-client), so
+# only peer-to-peer calls start without fetching them.
+run: install $(if $(filter p2p P2P,$(MEDIA)),,vendor)
 	.venv/bin/lobby serve --demo
 
 lint: install

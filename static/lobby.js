@@ -7,6 +7,7 @@ import { connectSocket } from "./socket.js";
 import { Presence } from "./presence.js";
 import { Call } from "./call.js";
 import { canPublish } from "./callview.js";
+import { LiveKitCall } from "./livekit.js";
 import { PeerCall } from "./p2p.js";
 import { renderTiles } from "./tiles.js";
 import * as view from "./view.js";
@@ -296,7 +297,12 @@ const callbacks = {
   },
 };
 // Which media side runs the call: the page was served for one back end.
-const call = page.media === "p2p" ? new PeerCall(callbacks, sendSignal) : new Call(callbacks);
+const call =
+  page.media === "p2p"
+    ? new PeerCall(callbacks, sendSignal)
+    : page.media === "livekit"
+      ? new LiveKitCall(callbacks, () => media.url)
+      : new Call(callbacks);
 
 const socket = connectSocket({
   onMessage: handle,

@@ -15,11 +15,22 @@ participants are `not_found` (404). Tokens are checked with the official
 `TokenVerifier`, so the stand-in accepts exactly what a LiveKit server given the
 same key and secret would.
 
-There is no media server: browsers never connect. Rooms and participants live in
-memory; `join` puts a participant in a room as a browser would (LiveKit creates
-the room at its first join). Test hooks: `join`, `calls` (each request with the
-grant its token carried), `fault` (every call answers a status, is `"slow"`, or
-is `"reset"` mid-answer), `delay`, `wait_for`, `reset`.
+Browsers reach it too, as far as a stand-in honestly can. livekit-client's
+`Room.connect(url, token)` opens its signalling WebSocket at `url` + `/rtc/v1`
+(`/rtc` for older servers) with the token as the `access_token` query parameter,
+and when the upgrade fails asks `/rtc/v1/validate` (or `/rtc/validate`) over
+HTTP why. The stand-in records every upgrade (`upgrades`: path, token and the
+token's claims as the official `TokenVerifier` reads them), refuses one whose
+token does not verify or grants no room join (as livekit-server does, HTTP 401
+on validate), and closes every accepted socket at once: LiveKit's signalling is
+protobuf, and there is no media server to fake it for, so the page sees its
+connection fail.
+
+Rooms and participants live in memory; `join` puts a participant in a room as a
+browser would (LiveKit creates the room at its first join). Test hooks: `join`,
+`calls` (each request with the grant its token carried), `upgrades`, `fault`
+(every call answers a status, is `"slow"`, or is `"reset"` mid-answer), `delay`,
+`wait_for`, `reset`.
 """
 
 from __future__ import annotations
@@ -32,11 +43,13 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeAlias
+from urllib.parse import parse_qs
 
 import jwt
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 from livekit.api import TokenVerifier, VideoGrants
+from livekit.api.access_token import Claims
 from livekit.protocol.models import ParticipantInfo, Room
 from livekit.protocol.room import (
     CreateRoomRequest,
@@ -49,13 +62,16 @@ from livekit.protocol.room import (
     RemoveParticipantResponse,
     RoomParticipantIdentity,
 )
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import Message as AsgiMessage
 from starlette.types import Receive, Scope, Send
 
 from tests.live import LiveServer
 
 PREFIX = "/twirp/livekit.RoomService/"
+# livekit-client's signalling paths (src/api/utils.ts: v1 first, v0 after a 404 on validate).
+RTC_PATHS = ("/rtc/v1", "/rtc")
+VALIDATE_PATHS = tuple(path + "/validate" for path in RTC_PATHS)
 PROTOBUF, JSON = "application/protobuf", "application/json"
 Fault: TypeAlias = int | Literal["slow", "reset"] | None
 # The Twirp spec's HTTP status for each error code the stand-in uses.
@@ -80,6 +96,17 @@ class Call:
     grants: VideoGrants | None  # the bearer token's video grant; None without a valid token
     status: int | None = None  # None: the client went away before an answer
     code: str | None = None  # the Twirp error code answered; None for a 200
+
+
+@dataclass(frozen=True, slots=True)
+class Upgrade:
+    """A WebSocket upgrade a browser asked for (or a validate request, `validate` True)."""
+
+    path: str
+    token: str  # the `access_token` query parameter, exactly as sent
+    claims: Claims | None  # as the official TokenVerifier reads the token; None if it fails
+    accepted: bool  # False: refused (bad token, no room join grant, or not a signalling path)
+    validate: bool = False
 
 
 @dataclass(slots=True)
@@ -151,6 +178,7 @@ class LiveKitStandin:
         self.ws_url = ""
         self.rooms: dict[str, StandinRoom] = {}
         self.calls: list[Call] = []
+        self.upgrades: list[Upgrade] = []
         self.fault: Fault = None
         self.delay = 1.0
         self._changed = asyncio.Condition()
@@ -182,6 +210,7 @@ class LiveKitStandin:
     def reset(self) -> None:
         self.rooms.clear()
         self.calls.clear()
+        self.upgrades.clear()
         self.fault = None
         self.delay = 1.0
 
@@ -198,6 +227,12 @@ class LiveKitStandin:
             while (await receive())["type"] != "lifespan.shutdown":
                 await send({"type": "lifespan.startup.complete"})
             await send({"type": "lifespan.shutdown.complete"})
+            return
+        if scope["type"] == "websocket":
+            await self._signalling(scope, receive, send)
+            return
+        if scope["path"] in VALIDATE_PATHS:
+            await self._validate(scope, receive, send)
             return
         body, more = b"", True
         while more:
@@ -294,6 +329,51 @@ class LiveKitStandin:
 
     async def _record(self, call: Call) -> None:
         self.calls.append(call)
+        async with self._changed:
+            self._changed.notify_all()
+
+    # -- signalling: what livekit-client opens (livekit-server pkg/service/rtcservice.go) --
+
+    def _upgrade(self, scope: Scope, *, validate: bool = False) -> Upgrade:
+        query = parse_qs(scope["query_string"].decode())
+        token = query.get("access_token", [""])[0]
+        claims: Claims | None
+        try:
+            claims = self._verifier.verify(token)
+        except jwt.PyJWTError:
+            claims = None
+        path = scope["path"].removesuffix("/validate") if validate else scope["path"]
+        joins = claims is not None and claims.video is not None and claims.video.room_join
+        accepted = bool(joins and claims and claims.identity) and path in RTC_PATHS
+        return Upgrade(scope["path"], token, claims, accepted, validate)
+
+    async def _signalling(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Record the upgrade; refuse it (HTTP 403) or accept it, then close at once."""
+        upgrade = self._upgrade(scope)
+        if (await receive())["type"] != "websocket.connect":
+            return
+        await self._record_upgrade(upgrade)
+        if not upgrade.accepted:
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.close", "code": 1011, "reason": "no media server here"})
+
+    async def _validate(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Why an upgrade failed, as livekit-server says it: 200, or 401 and a sentence."""
+        upgrade = self._upgrade(scope, validate=True)
+        await self._record_upgrade(upgrade)
+        answer = (
+            PlainTextResponse("success")
+            if upgrade.accepted
+            else PlainTextResponse("invalid token: permissions denied", status_code=401)
+        )
+        # The page calls it from another origin; livekit-server allows any.
+        answer.headers["access-control-allow-origin"] = "*"
+        await answer(scope, receive, send)
+
+    async def _record_upgrade(self, upgrade: Upgrade) -> None:
+        self.upgrades.append(upgrade)
         async with self._changed:
             self._changed.notify_all()
 

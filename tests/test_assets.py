@@ -18,8 +18,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 
-from tests.conftest import Lobby, csrf_from
+from tests.conftest import Lobby, LobbyFactory, csrf_from
 from tests.test_server import free_port, lobby_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,26 +31,40 @@ def script_urls(html: str) -> list[str]:
     return re.findall(r'<script[^>]* src="([^"]+)"', html)
 
 
-async def test_the_page_loads_the_file_the_fetch_script_writes(lobby: Lobby) -> None:
+@pytest.mark.parametrize(
+    ("media", "library"), [("openvidu", "openvidu-browser"), ("livekit", "livekit-client")]
+)
+async def test_the_page_loads_the_file_the_fetch_script_writes(
+    make_lobby: LobbyFactory, media: str, library: str
+) -> None:
+    lobby: Lobby = await make_lobby(media=media)
     cookie = await lobby.login("alice")
     async with httpx.AsyncClient(base_url=lobby.http, cookies={"lobby_session": cookie}) as http:
         page = await http.get("/lobby")
-        [url, _] = script_urls(page.text)  # openvidu-browser (the settings use OpenVidu), lobby.js
+        [url, _] = script_urls(page.text)  # the call's library, then lobby.js
         served = await http.get(url)
     # The script's own list of what it writes, from a real run of it.
     script = await asyncio.create_subprocess_exec(
         sys.executable,
         ROOT / "scripts" / "vendor.py",
         "--list",
-        "openvidu-browser",
+        library,
         stdout=asyncio.subprocess.PIPE,
     )
     listed, _ = await asyncio.wait_for(script.communicate(), 30)
     assert script.returncode == 0
     assert listed.decode().splitlines() == [url.removeprefix("/")]
     assert served.status_code == 200, f"{url}: fetch it with `make vendor`"
-    sha256 = MANIFEST["openvidu-browser"]["sha256"]
+    sha256 = MANIFEST[library]["sha256"]
     assert hashlib.sha256(served.content).hexdigest() == sha256
+
+
+async def test_peer_to_peer_pages_load_no_library(make_lobby: LobbyFactory) -> None:
+    lobby: Lobby = await make_lobby(media="p2p")
+    cookie = await lobby.login("alice")
+    async with httpx.AsyncClient(base_url=lobby.http, cookies={"lobby_session": cookie}) as http:
+        page = await http.get("/lobby")
+    assert script_urls(page.text) == ["/static/lobby.js"]
 
 
 # --- the wheel, installed ------------------------------------------------------------------
@@ -168,6 +183,11 @@ def test_the_installed_wheel_serves_its_own_pages_and_files(tmp_path: Path) -> N
         assert bundle.status_code == 200
         sha256 = MANIFEST["openvidu-browser"]["sha256"]
         assert hashlib.sha256(bundle.content).hexdigest() == sha256
+        # The wheel carries every library `make vendor` fetched: LiveKit's too.
+        livekit = MANIFEST["livekit-client"]
+        name = livekit["file"].replace("{version}", livekit["version"])
+        other = http.get(f"/static/vendor/{name}")
+        assert hashlib.sha256(other.content).hexdigest() == livekit["sha256"]
 
     # A wheel built without the bundle: the server says so at start instead of serving 404s.
     [installed] = venv.glob(f"lib/python*/site-packages/lobby{library}")

@@ -29,7 +29,7 @@ from lobby.media.livekit import (
 )
 from lobby.media.seam import MediaError
 from lobby.rules.grants import Identity
-from lobby.web import MissingLibrary, assets
+from lobby.web import assets
 from tests.livekit_standin import Call, LiveKitStandin, running_standin
 from tests.openvidu_standin import closed_port_url
 
@@ -304,7 +304,11 @@ def test_pages_may_connect_to_the_livekit_server_and_nowhere_else(url, allowed):
     assert f"connect-src 'self' {allowed};" in csp[b"content-security-policy"].decode()
 
 
-def test_serving_livekit_calls_is_refused_until_the_page_can_run_them():
-    # `lobby serve` checks this first: no page would be served that cannot use its token.
-    with pytest.raises(MissingLibrary, match="the livekit back end has no page yet"):
-        assets.require("livekit")
+def test_the_pages_for_livekit_calls_load_livekit_client():
+    # `lobby serve` checks this first (tests/test_assets.py shows it refusing a missing file).
+    library = assets.FOR_MEDIA["livekit"]
+    assert (library.name, library.url) == (
+        "livekit-client",
+        f"/static/vendor/livekit-client-{library.version}.umd.js",
+    )
+    assets.require("livekit")  # fetched by `make vendor`: nothing to refuse

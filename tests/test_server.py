@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 import websockets
+from livekit import api
 
 from lobby.store.db import connect
 from lobby.store.users import UserStore
@@ -43,7 +44,9 @@ class Process:
 
 
 def lobby_env(**values: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOBBY_", "OPENVIDU_"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("LOBBY_", "OPENVIDU_", "LIVEKIT_"))
+    }
     return env | values
 
 
@@ -143,6 +146,40 @@ async def test_make_run_with_nothing_configured_gives_peer_to_peer_calls(tmp_pat
             assert json.loads(await ws.recv())["type"] == "token"
         out = await served.output()
     assert "calls peer to peer, rooms of up to 4 people" in out
+
+
+# The dev server's secret is `secret`: too short for HS256, which PyJWT says at every check.
+@pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
+async def test_make_run_with_livekit_serves_its_page_and_tokens_for_the_dev_server(
+    tmp_path: Path,
+) -> None:
+    """`LOBBY_MEDIA=livekit make run`: the LiveKit dev server's URL, key and secret."""
+    env = lobby_env(LOBBY_DATABASE=str(tmp_path / "demo.sqlite3"), LOBBY_MEDIA="livekit")
+    async with lobby_serve(env, "--demo") as served:
+        async with httpx.AsyncClient(base_url=served.url) as http:
+            token = csrf_from((await http.get("/")).text)
+            reply = await http.post(
+                "/login", data={"user": "publisher1", "pass": "pass", "csrf_token": token}
+            )
+            cookie = reply.cookies["lobby_session"]
+            page = (await http.get("/lobby")).text
+        assert 'data-media="livekit"' in page
+        assert '<script src="/static/vendor/livekit-client-' in page
+        async with websockets.connect(
+            served.url.replace("http", "ws") + "/ws",
+            origin=websockets.Origin(served.url),
+            additional_headers={"Cookie": f"lobby_session={cookie}"},
+        ) as ws:
+            welcome = json.loads(await ws.recv())
+            assert welcome["media"] == {"kind": "livekit", "url": "ws://localhost:7880"}
+            await ws.send(json.dumps({"type": "join", "room": "R", "nickname": "P1", "ref": 1}))
+            answer = json.loads(await ws.recv())
+        out = await served.output()
+    claims = api.TokenVerifier("devkey", "secret").verify(answer["token"])
+    assert claims.identity == answer["participant"]["id"]
+    assert claims.video is not None
+    assert claims.video.room == "R"
+    assert "calls LiveKit at ws://localhost:7880" in out
 
 
 async def test_a_normal_start_removes_demo_users(tmp_path: Path, standin: OpenViduStandin) -> None:

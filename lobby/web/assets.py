@@ -62,23 +62,12 @@ def libraries(manifest: Path = STATIC / "vendor.json") -> dict[str, Library]:
 
 
 LIBRARIES = libraries()
-OPENVIDU_BROWSER = LIBRARIES["openvidu-browser"]
 # The library the pages load for each kind of call (peer to peer needs none).
-FOR_MEDIA = {"openvidu": OPENVIDU_BROWSER}
-# Kinds of call whose server side exists but whose page does not yet: serving them would
-# hand out tokens to a page that cannot use them, so `lobby serve` refuses instead.
-WITHOUT_PAGE = {
-    "livekit": "the call in the page (livekit-client) comes with the rest of issue 12",
-}
+FOR_MEDIA = {"openvidu": LIBRARIES["openvidu-browser"], "livekit": LIBRARIES["livekit-client"]}
 
 
 def require(media: str) -> None:
     """Raise `MissingLibrary` if the pages for `media` calls would load a file not here."""
-    if media in WITHOUT_PAGE:
-        raise MissingLibrary(
-            f"the {media} back end has no page yet: {WITHOUT_PAGE[media]}; "
-            "use LOBBY_MEDIA=p2p or openvidu meanwhile"
-        )
     lib = FOR_MEDIA.get(media)
     if lib is None or lib.path.is_file():
         return

@@ -14,7 +14,7 @@ from starlette.templating import Jinja2Templates
 from lobby.rules.protocol import CloseCode
 from lobby.web import assets
 from lobby.web.auth import Busy
-from lobby.web.state import state_of
+from lobby.web.state import AppState, state_of
 
 templates = Jinja2Templates(directory=assets.TEMPLATES)
 
@@ -156,17 +156,26 @@ async def lobby_page(request: Request) -> Response:
     if current is None:
         return RedirectResponse("/", status_code=303)
     session_id, user = current
+    media = _call_view(state)
+    library = assets.FOR_MEDIA.get(media)
     context = {
         "user": user,
         "csrf_token": state.auth.session_csrf(session_id),
-        "media": "p2p" if state.media.peer_to_peer else "openvidu",
-        "openvidu_browser_url": assets.OPENVIDU_BROWSER.url,
+        "media": media,
+        "library_url": library.url if library else None,
     }
     response = templates.TemplateResponse(request, "lobby.html", context)
     # The page holds the user's name and CSRF token: no shared cache nor the browser's
     # history may keep a copy for the next person at this computer.
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def _call_view(state: AppState) -> str:
+    """Which call view the page runs, and so which library it loads: p2p, openvidu or livekit."""
+    if state.media.peer_to_peer:
+        return "p2p"
+    return "livekit" if state.settings.media == "livekit" else "openvidu"
 
 
 async def healthz(request: Request) -> Response:
