@@ -194,8 +194,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OPENVIDU_TIMEOUT", "openvidu_timeout", _number(minimum=0.1), "5",
             "Seconds for each OpenVidu REST call; a join fails with `media_unavailable` after it."),
     Setting("LIVEKIT_URL", "livekit_url", _url(("ws", "wss")), None,
-            "URL browsers connect to the LiveKit (OpenVidu 3) server at, `ws://` or `wss://`. "
-            "Required with `livekit` outside demo mode.",
+            "URL browsers connect to the LiveKit (OpenVidu 3) server at, `ws://` or `wss://`: "
+            "livekit-client opens its signalling socket there with the lobby's token, so it must "
+            "be the address browsers reach (in production `wss://`, e.g. your OpenVidu 3 "
+            "domain or a LiveKit Cloud project's URL). Required with `livekit` outside demo mode.",
             shown="`ws://localhost:7880` in demo mode (the LiveKit dev server, OpenVidu 3's "
             "local deployment)"),
     Setting("LIVEKIT_API_URL", "livekit_api_url", _url(("http", "https")), None,

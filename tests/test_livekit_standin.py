@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import aiohttp
 import httpx
 import pytest
+import websockets
 from livekit import api
 from livekit.protocol.models import ParticipantInfo
 from livekit.protocol.room import (
@@ -213,3 +214,48 @@ async def test_a_reset_breaks_the_answer_midway(standin, lkapi):
     with pytest.raises(aiohttp.ClientPayloadError):
         await lkapi.room.list_rooms(ListRoomsRequest())
     assert [c.status for c in standin.calls] == [200]
+
+
+# -- the browser's side: livekit-client's signalling socket ------------------------------
+
+
+def join_token(room: str | None, identity: str = "p_1") -> str:
+    grants = api.VideoGrants(room_join=room is not None, room=room or "")
+    return api.AccessToken(KEY, SECRET).with_identity(identity).with_grants(grants).to_jwt()
+
+
+async def test_signalling_upgrades_are_recorded_checked_and_closed(standin):
+    good, no_join = join_token("room1"), join_token(None)
+
+    async with websockets.connect(
+        f"{standin.ws_url}/rtc/v1?access_token={good}&auto_subscribe=1"
+    ) as ws:
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await ws.recv()
+    for bad in (no_join, "not-a-jwt"):
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await websockets.connect(f"{standin.ws_url}/rtc?access_token={bad}")
+        assert refused.value.response.status_code == 403
+    async with httpx.AsyncClient(base_url=standin.url) as http:
+        valid = await http.get("/rtc/v1/validate", params={"access_token": good})
+        invalid = await http.get("/rtc/validate", params={"access_token": no_join})
+
+    # Accepted, then closed at once: there is no LiveKit signalling to speak.
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1011
+    assert (valid.status_code, valid.text) == (200, "success")
+    assert invalid.status_code == 401
+    assert invalid.headers["access-control-allow-origin"] == "*"  # pages ask from their origin
+    assert [(u.path, u.token, u.accepted, u.validate) for u in standin.upgrades] == [
+        ("/rtc/v1", good, True, False),
+        ("/rtc", no_join, False, False),
+        ("/rtc", "not-a-jwt", False, False),
+        ("/rtc/v1/validate", good, True, True),
+        ("/rtc/validate", no_join, False, True),
+    ]
+    first = standin.upgrades[0].claims
+    assert first is not None
+    assert first.video is not None
+    assert (first.identity, first.video.room) == ("p_1", "room1")
+    assert standin.upgrades[2].claims is None
+    assert standin.calls == []  # none of it is RoomService
