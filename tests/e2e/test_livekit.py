@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from playwright.async_api import expect
 
-from tests.conftest import Lobby, LobbyFactory
+from tests.conftest import Lobby, LobbyFactory, until
 from tests.e2e.tabs import Tab, Tabs
 from tests.livekit_standin import LiveKitStandin, Upgrade, running_standin
 from tests.test_server import free_port
@@ -47,6 +47,13 @@ def opened(livekit: LiveKitStandin) -> list[Upgrade]:
     return [u for u in livekit.upgrades if u.accepted and not u.validate]
 
 
+async def issued(tab: Tab, count: int) -> list[str]:
+    """The tokens the lobby sent this tab, once its frames have reached the test (they may
+    arrive after the stand-in saw the token used: Playwright reports frames asynchronously)."""
+    await until(lambda: len(tab.issued_tokens()) >= count)
+    return tab.issued_tokens()
+
+
 def participant_of(tab: Tab) -> dict[str, Any]:
     participant: dict[str, Any] = tab.frames("token")[-1]["participant"]
     return participant
@@ -71,7 +78,7 @@ async def test_the_page_connects_to_livekit_with_exactly_the_token_the_lobby_iss
 
     await alice.create_room("LKROOM", "Alice")
     await livekit.wait_for(lambda: len(opened(livekit)) == 1)
-    [token] = alice.issued_tokens()
+    [token] = await issued(alice, 1)
     [upgrade] = opened(livekit)
     # livekit-client's current signalling path, with the lobby's token, untouched.
     assert upgrade.path == "/rtc/v1"
@@ -102,7 +109,7 @@ async def test_the_page_connects_to_livekit_with_exactly_the_token_the_lobby_iss
     # Retry asks the lobby for a fresh token and connects with it.
     await retry.click()
     await livekit.wait_for(lambda: len(opened(livekit)) == 2)
-    tokens = alice.issued_tokens()
+    tokens = await issued(alice, 2)
     assert len(tokens) == 2
     assert alice.frames("resumed")[-1]["token"] == tokens[1]
     again = opened(livekit)[1]
@@ -122,7 +129,7 @@ async def test_a_viewer_connects_without_publish_rights_and_never_asks_for_a_cam
     await sub.create_room("LKROOM", "Sam")
     await livekit.wait_for(lambda: len(opened(livekit)) == 1)
     [upgrade] = opened(livekit)
-    assert upgrade.token == sub.issued_tokens()[0]
+    assert upgrade.token == (await issued(sub, 1))[0]
     claims = upgrade.claims
     assert claims is not None
     assert claims.video is not None
@@ -157,7 +164,7 @@ async def test_livekit_refusing_the_token_or_unreachable_is_explained_with_retry
         await expect(alice.page.locator("#call-retry")).to_be_visible()
         if where == "refused":
             # The upgrade was refused, and livekit-client asked the server why.
-            token = alice.issued_tokens()[0]
+            [token] = await issued(alice, 1)
             assert [(u.path, u.token, u.accepted) for u in stranger.upgrades] == [
                 ("/rtc/v1", token, False),
                 ("/rtc/v1/validate", token, False),
@@ -175,14 +182,17 @@ async def test_a_reload_rejoins_livekit_as_the_same_participant_and_nobody_sees_
     await alice.create_room("LKROOM", "Alice")
     await bob.join_listed("LKROOM", "Bob")
     await livekit.wait_for(lambda: len(opened(livekit)) == 2)
+    await issued(alice, 1)
     alice_id = participant_of(alice)["id"]
     await expect(bob.page.locator("#call-participants li.chip")).to_have_count(2)
     seen_by_bob = len(bob.lobby_frames)
+    await bob.watch_removals(f'[data-participant="{alice_id}"]')
 
     await alice.page.reload()
     # The reloaded page takes its participant back and opens LiveKit with a fresh token:
     # the same identity, so a LiveKit server replaces the connection the old page left.
     await livekit.wait_for(lambda: len(opened(livekit)) == 3)
+    await issued(alice, 2)  # the reloaded page's `resumed`, with its token
     resumed = alice.frames("resumed")[-1]
     assert resumed["participant"]["id"] == alice_id
     rejoined = opened(livekit)[2]
@@ -191,5 +201,6 @@ async def test_a_reload_rejoins_livekit_as_the_same_participant_and_nobody_sees_
     assert rejoined.claims.identity == alice_id
     await alice.in_call("error")
     await expect(alice.page.locator("#call-room")).to_have_text("LKROOM")
-    # Bob saw nobody leave or join.
+    # Bob saw nobody leave or join: no event, and Alice's tile and chip never went away.
     assert [f["type"] for f in bob.lobby_frames[seen_by_bob:]] == []
+    assert await bob.removed() == []
