@@ -19,7 +19,9 @@ There is no media server: browsers never connect. Rooms and participants live in
 memory; `join` puts a participant in a room as a browser would (LiveKit creates
 the room at its first join). Test hooks: `join`, `calls` (each request with the
 grant its token carried), `fault` (every call answers a status, is `"slow"`, or
-is `"reset"` mid-answer), `delay`, `wait_for`, `reset`.
+is `"reset"` mid-answer), `delay`, `on_answer` (awaited with the method's name once
+its answer is made and before it is sent: the world changes after the server
+answered), `wait_for`, `reset`.
 
 Webhooks (livekit-server `webhook/url_notifier.go`), to every URL in
 `webhook_urls`: POST, `Content-Type: application/webhook+json`, the body the
@@ -45,7 +47,7 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeAlias
@@ -187,6 +189,7 @@ class LiveKitStandin:
         self.calls: list[Call] = []
         self.fault: Fault = None
         self.delay = 1.0
+        self.on_answer: Callable[[str], Awaitable[None]] | None = None
         self.webhook_urls: list[str] = []
         self.deliveries: list[Delivery] = []
         self._sending: set[asyncio.Task[None]] = set()
@@ -258,9 +261,15 @@ class LiveKitStandin:
             created_at=int(time.time()),
         )
         body = json_format.MessageToJson(message, indent=None).encode()
+        return body, self.webhook_headers(body, secret=secret, ttl=ttl)
+
+    def webhook_headers(
+        self, body: bytes, *, secret: str | None = None, ttl: datetime.timedelta = WEBHOOK_TTL
+    ) -> dict[str, str]:
+        """The headers signing `body`: a JWT whose `sha256` claim is the body's digest."""
         token = AccessToken(self.api_key, secret or self.api_secret).with_ttl(ttl)
         token.claims.sha256 = base64.b64encode(hashlib.sha256(body).digest()).decode()
-        return body, {"Authorization": token.to_jwt(), "Content-Type": WEBHOOK_TYPE}
+        return {"Authorization": token.to_jwt(), "Content-Type": WEBHOOK_TYPE}
 
     async def send_webhook(self, event: str, room: str, participant: ParticipantInfo) -> None:
         """Send `event` to every webhook URL, one after the other, as the server's queue does."""
@@ -283,6 +292,7 @@ class LiveKitStandin:
         self.calls.clear()
         self.deliveries.clear()
         self.webhook_urls.clear()
+        self.on_answer = None
         self.fault = None
         self.delay = 1.0
 
@@ -379,6 +389,8 @@ class LiveKitStandin:
         if call.grants is None or not allowed(call.grants, request):
             raise TwirpError("unauthenticated", "permissions denied")
         answer = handle(request)
+        if self.on_answer is not None:
+            await self.on_answer(call.method)
         if headers.get("content-type", "").split(";")[0].strip() == JSON:
             text = json_format.MessageToJson(answer, preserving_proto_field_name=True)
             return Response(text, media_type=JSON)

@@ -60,6 +60,11 @@ async def livekit_webhook(request: Request) -> Response:
     except Exception:  # the SDK raises a bare Exception for a missing or wrong sha256
         return _refused(request, 401, "its token does not sign this body")
     participant, room = event.participant, event.room.name
+    # The SDK's parser is lenient (`[]` or a string for an object reads as empty): an event
+    # with no name, or about a participant with no identity, is no event LiveKit sends.
+    about_someone = event.event in LIVEKIT_JOINED | LIVEKIT_LEFT
+    if not event.event or (about_someone and not participant.identity):
+        return _refused(request, 400, "the body is not a LiveKit WebhookEvent")
     if event.event in LIVEKIT_JOINED:
         state.call_states.joined(room, participant.identity, participant.sid)
     elif event.event in LIVEKIT_LEFT:
