@@ -12,7 +12,8 @@ listed members are in the call, missing ones dropped out, and an *active*
 connection no member holds is removed from the media server (a leaked token, a
 stale tab). Never one the lobby is deleting already (`Calls.revoking`), nor one a
 member held when the question was asked (it left meanwhile: its clean-up is
-queued), so no connection is revoked twice. A join in flight has no active
+queued), nor a member's own LiveKit identity while its grant is being replaced,
+so no connection is revoked twice. A join in flight has no active
 connection yet: its token reaches the page only once the member exists.
 
 The media server down: logged once, nothing changes, the next round tries again
@@ -65,6 +66,12 @@ class CallStates:
     def _holder(self, room: str, handle: str) -> str | None:
         return self._holders(room).get(handle)
 
+    def _known(self, room: str) -> set[str]:
+        """Handles the lobby knows in `room`: its grants', and its participant ids, which
+        are LiveKit's identities even while a member's grant is being replaced."""
+        members = self._handler.presence.members_in(room)
+        return set(self._holders(room)) | {m.participant.id for m in members}
+
     # Reconciliation
 
     async def run(self) -> None:
@@ -94,17 +101,14 @@ class CallStates:
         self._failing = False
 
     async def _reconcile_room(self, lister: ParticipantLister, room: str) -> None:
-        before = self._holders(room)
+        before = self._known(room)
         listed = [c for c in await lister.participants(room) if c.active]
-        after = self._holders(room)
-        present = {after[c.handle]: c.sid for c in listed if c.handle in after}
+        holders = self._holders(room)
+        present = {holders[c.handle]: c.sid for c in listed if c.handle in holders}
         self._handler.apply(self._handler.presence.reconcile(room, present))
+        known = before | self._known(room)
         calls = self._handler.calls
-        strangers = [
-            c
-            for c in listed
-            if c.handle not in before and c.handle not in after and not calls.revoking(c.handle)
-        ]
+        strangers = [c for c in listed if c.handle not in known and not calls.revoking(c.handle)]
         for stranger in strangers:
             log.warning(
                 "removing connection %s from room %s: the lobby does not know it",
