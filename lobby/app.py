@@ -15,6 +15,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from lobby.callstates import CallStates
 from lobby.config import Settings
 from lobby.handler import RequestHandler
 from lobby.hub import Hub
@@ -30,7 +31,7 @@ from lobby.store.roster import Roster
 from lobby.store.sessions import SessionStore
 from lobby.store.users import UserStore
 from lobby.watch import watch_sessions
-from lobby.web import assets, pages
+from lobby.web import assets, pages, webhooks
 from lobby.web.auth import Auth
 from lobby.web.origins import Origins, SameSitePosts
 from lobby.web.socket import lobby_socket
@@ -92,6 +93,12 @@ def create_app(
             room_size=settings.room_size,
             recovered=backend.recovered,
             roster=Roster(db),
+            calls_from_media=settings.calls_from_media,
+        )
+        call_states = CallStates(
+            handler,
+            backend if backend.lists_participants else None,
+            interval=settings.call_reconcile_interval,
         )
         restored = handler.restore()
         if restored:
@@ -103,12 +110,16 @@ def create_app(
         auth = Auth(store, sessions, secret_key=settings.secret_key, ttl=settings.session_ttl)
         # `is None`, not `or`: an empty throttle has length 0 and counts as false.
         throttle = LoginThrottle() if login_throttle is None else login_throttle
-        app.state.lobby = AppState(settings, db, auth, backend, hub, handler, throttle, origins)
+        app.state.lobby = AppState(
+            settings, db, auth, backend, hub, handler, throttle, origins, call_states
+        )
         watcher = asyncio.create_task(watch_sessions(sessions, hub, handler))
+        reconciler = asyncio.create_task(call_states.run())
         try:
             yield
         finally:
             watcher.cancel()
+            reconciler.cancel()
             for conn in hub:
                 conn.close(CloseCode.RESTARTING, "server restarting")
             await handler.drain()
@@ -122,6 +133,10 @@ def create_app(
         Route("/logout", pages.logout, methods=["POST"]),
         Route("/lobby", pages.lobby_page, methods=["GET"]),
         Route("/healthz", pages.healthz, methods=["GET"]),
+        Route("/webhooks/livekit", webhooks.livekit_webhook, methods=["POST"]),
+        # Where OpenVidu 3's local deployment sends LiveKit's webhooks out of the box.
+        Route("/livekit/webhook", webhooks.livekit_webhook, methods=["POST"]),
+        Route("/webhooks/openvidu", webhooks.openvidu_webhook, methods=["POST"]),
         WebSocketRoute("/ws", lobby_socket),
         Mount(assets.STATIC_URL, StaticFiles(directory=assets.STATIC), name="static"),
     ]

@@ -193,6 +193,11 @@ SETTINGS: tuple[Setting, ...] = (
             "PEM file of the CA that signed a self-signed OpenVidu certificate."),
     Setting("OPENVIDU_TIMEOUT", "openvidu_timeout", _number(minimum=0.1), "5",
             "Seconds for each OpenVidu REST call; a join fails with `media_unavailable` after it."),
+    Setting("LOBBY_OPENVIDU_WEBHOOK_SECRET", "openvidu_webhook_secret", _secret_key, None,
+            "A secret (16 characters or more) that turns on OpenVidu 2's webhooks at "
+            "`POST /webhooks/openvidu`: OpenVidu must send it as "
+            '`OPENVIDU_WEBHOOK_HEADERS=["Authorization: Bearer <secret>"]`. With it the lobby '
+            "learns who is in each call from OpenVidu; without it, from the pages."),
     Setting("LIVEKIT_URL", "livekit_url", _url(("ws", "wss")), None,
             "URL browsers connect to the LiveKit (OpenVidu 3) server at, `ws://` or `wss://`: "
             "livekit-client opens its signalling socket there with the lobby's token, so it must "
@@ -218,6 +223,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LIVEKIT_TIMEOUT", "livekit_timeout", _number(minimum=0.1), "5",
             "Seconds for each LiveKit RoomService call (removing a participant, deleting a room, "
             "the health check). Joins make none: their tokens are signed by the lobby."),
+    Setting("LOBBY_CALL_RECONCILE_INTERVAL", "call_reconcile_interval", _number(), "30",
+            "Seconds between two checks of who the media server (LiveKit, OpenVidu) has in "
+            "each room's call: they correct call states whose webhook was lost and remove "
+            "participants the lobby does not know (a leaked token, a stale tab). `0`: never."),
     Setting("LOBBY_DATABASE", "database", _text, "lobby.sqlite3",
             "SQLite file holding users and login sessions."),
     Setting("LOBBY_SECRET_KEY", "secret_key", _secret_key, None,
@@ -306,12 +315,16 @@ class Settings:
     openvidu_verify_tls: bool = _default("OPENVIDU_VERIFY_TLS")
     openvidu_ca_file: str | None = _default("OPENVIDU_CA_FILE")
     openvidu_timeout: float = _default("OPENVIDU_TIMEOUT")
+    openvidu_webhook_secret: str | None = field(
+        default=_default("LOBBY_OPENVIDU_WEBHOOK_SECRET"), repr=False
+    )
     livekit_url: str = DEV_LIVEKIT_URL
     livekit_api_url: str = "http://localhost:7880"
     livekit_api_key: str = DEMO_LIVEKIT_API_KEY
     livekit_api_secret: str = field(default=DEMO_LIVEKIT_API_SECRET, repr=False)
     livekit_token_ttl: float = _default("LIVEKIT_TOKEN_TTL")
     livekit_timeout: float = _default("LIVEKIT_TIMEOUT")
+    call_reconcile_interval: float = _default("LOBBY_CALL_RECONCILE_INTERVAL")
     database: str = _default("LOBBY_DATABASE")
     secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
     demo: bool = _default("LOBBY_DEMO")
@@ -334,6 +347,13 @@ class Settings:
     room_size: int = 0  # 0: no limit
     ice_servers: tuple[IceServer, ...] = _default("LOBBY_ICE_SERVERS")
     turn_secret: str | None = field(default=_default("LOBBY_TURN_SECRET"), repr=False)
+
+    @property
+    def calls_from_media(self) -> bool:
+        """Does the media server tell us who is in each call (webhooks), not the pages?"""
+        return self.media == "livekit" or (
+            self.media == "openvidu" and self.openvidu_webhook_secret is not None
+        )
 
     @property
     def max_frame_bytes(self) -> int:

@@ -40,7 +40,17 @@ from lobby.rules.presence import (
     Presence,
     RoomClosed,
 )
-from lobby.rules.protocol import Join, Leave, Ping, ProtocolError, Ref, Request, Resume, Signal
+from lobby.rules.protocol import (
+    CallReport,
+    Join,
+    Leave,
+    Ping,
+    ProtocolError,
+    Ref,
+    Request,
+    Resume,
+    Signal,
+)
 from lobby.store.roster import Entry, Roster
 
 log = logging.getLogger("lobby.handler")
@@ -57,8 +67,12 @@ class RequestHandler:
         room_size: int = 0,
         recovered: asyncio.Event | None = None,
         roster: Roster | None = None,
+        calls_from_media: bool = False,
     ) -> None:
         self.hub = hub
+        # True when the media server tells us who is in the call (its webhooks): then
+        # pages' own `call_state` reports are ignored, so a page cannot claim otherwise.
+        self.calls_from_media = calls_from_media
         self.grace = grace
         self.room_size = room_size  # 0: no limit
         self.roster = roster
@@ -131,6 +145,8 @@ class RequestHandler:
             conn.send(protocol.render_pong(request.ref))
         elif isinstance(request, Signal):
             self._signal(conn, request)
+        elif isinstance(request, CallReport):
+            self._report(conn, request)
 
     def _begin(self, conn: Conn, ref: Ref) -> object | None:
         """Mark a media request in flight on `conn`; None (and an error) if it may not start."""
@@ -290,6 +306,11 @@ class RequestHandler:
             if target is not None:
                 target.send(routed.text)
 
+    def _report(self, conn: Conn, request: CallReport) -> None:
+        """The page's word on its own call: no reply; nothing if it holds no participant."""
+        if not self.calls_from_media:
+            self._apply(self.presence.report_call(conn.id, request.call))
+
     def _note_grant(self, member: Member[Grant | None]) -> None:
         if self.roster is not None:
             self.roster.new_grant(member.participant.id, member.grant)
@@ -299,6 +320,10 @@ class RequestHandler:
     def _expire(self, participant_id: str) -> None:
         self._expiry.pop(participant_id, None)
         self._apply(self.presence.expire(participant_id))
+
+    def apply(self, outcome: Outcome[Grant | None]) -> None:
+        """Carry out what a change of presence made elsewhere (call states) returned."""
+        self._apply(outcome)
 
     def _apply(self, outcome: Outcome[Grant | None]) -> None:
         """Record and tell everyone what changed, then clean up on the media server."""

@@ -141,9 +141,15 @@ export class Call extends CallView {
       if (!this.#joined) this.fail(UNREACHABLE);
       else this.setState("connecting", "Connection to the media server lost, reconnecting…");
     });
-    session.on("reconnected", () => !dropIfStale() && this.setState("connected"));
+    session.on("reconnected", () => {
+      if (dropIfStale()) return;
+      this.setState("connected");
+      this.on.report("connected");
+    });
     session.on("sessionDisconnected", (event) => {
       if (dropIfStale() || event.reason === "disconnect") return;
+      // The network took the media connection away (not OpenVidu nor the lobby ending it).
+      if (event.reason === "networkDisconnect") this.on.report("dropped");
       const why = DISCONNECT_MESSAGES[event.reason] ?? "You were disconnected from the call.";
       this.fail(`${why} Retry to rejoin.`);
     });
@@ -164,6 +170,7 @@ export class Call extends CallView {
     }
     this.#joined = true;
     this.setState("connected");
+    this.on.report("connected");
     if (publish) await this.#publish(OV, session, { nickname, participantId }, current);
   }
 

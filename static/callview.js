@@ -35,7 +35,8 @@ export class CallView {
   /**
    * Callbacks: state(state, message), media({video, audio}|null),
    * feeds() (feeds or presence changed), publishProblem(message|null),
-   * notice(message), playbackBlocked(bool).
+   * notice(message), playbackBlocked(bool), report("connected"|"dropped")
+   * (where this page's own call stands, for the lobby's call states).
    */
   on;
   /** Your feed, from the moment your camera is asked for; null without one. */

@@ -22,14 +22,18 @@ const me = { name: page.user, role: page.role };
 /** From `welcome`: who carries the calls (`{kind, ice_servers}`) and the room size limit. */
 let media = { kind: page.media };
 let roomSize = null;
-// Replies to signals carry this ref: they are errors only, and never wait in `pending`.
+// Replies to signals and call reports carry these refs: they are errors only, and never
+// wait in `pending`.
 const SIGNAL_REF = "signal";
+const REPORT_REF = "call_state";
 const presence = new Presence();
 /** The participant this page holds: {room, participant|null}, or null in the lobby. */
 let current = null;
 /** @type {Map<number, {type: string, abandoned?: boolean, token?: boolean}>} */
 const pending = new Map();
 let nextRef = 1;
+/** The call state this page last told the server about its own call (docs/protocol.md). */
+let reported = null;
 
 // --- resume key (sessionStorage: per tab, survives reloads) -------------------
 
@@ -74,6 +78,12 @@ function sendSignal(to, data) {
   return socket.send({ type: "signal", to, data, ref: SIGNAL_REF });
 }
 
+/** Tell the server where this page's call stands: "connected" or "dropped", once each change. */
+function reportCall(call) {
+  if (!current?.participant || call === reported) return;
+  if (socket.send({ type: "call_state", call, ref: REPORT_REF })) reported = call;
+}
+
 function takePending(msg) {
   if (typeof msg.ref !== "number") return undefined;
   const request = pending.get(msg.ref);
@@ -103,6 +113,10 @@ function handle(msg) {
       presence.close(msg.room);
       render();
       break;
+    case "call_state":
+      presence.setCall(msg.room, msg.participant, msg.call);
+      render();
+      break;
     case "taken_over":
       endCall("This call continued in another tab or window.");
       break;
@@ -120,8 +134,9 @@ function handle(msg) {
       takePending(msg);
       break;
     case "error":
-      if (msg.ref === SIGNAL_REF) console.warn("lobby: a signal was refused:", msg.code, msg.message);
-      else onError(takePending(msg), msg);
+      if (msg.ref === SIGNAL_REF || msg.ref === REPORT_REF) {
+        console.warn(`lobby: a ${msg.ref} was refused:`, msg.code, msg.message);
+      } else onError(takePending(msg), msg);
       break;
     default:
       console.warn("lobby: unknown message type", msg.type);
@@ -203,6 +218,7 @@ function showCall() {
 }
 
 function enterCall(token) {
+  reported = null; // a new call: its states are reported afresh
   showCall();
   call.start({
     token,
@@ -223,6 +239,7 @@ function endCall(message) {
   view.setJoinBusy(false);
   clearResume();
   current = null;
+  reported = null;
   call.stop();
   view.showLobby();
   render();
@@ -295,6 +312,7 @@ const callbacks = {
   playbackBlocked: (blocked) => {
     ui.callPlay.hidden = !blocked;
   },
+  report: reportCall,
 };
 // Which media side runs the call: the page was served for one back end.
 const call =

@@ -115,6 +115,19 @@ export class PeerCall extends CallView {
       if (!others.has(id)) this.#closeLink(id);
     }
     this.#peers = others;
+    this.#report();
+  }
+
+  /**
+   * Tell the lobby where this call stands: connected once your media runs and a
+   * link is up with everyone you exchange media with (or there is nobody), dropped
+   * when every such link failed. Anything in between changes nothing.
+   */
+  #report() {
+    if (!this.#me || this.state !== "connected") return;
+    const links = [...this.#peers.values()].filter((peer) => this.#wants(peer)).map((peer) => this.#links.get(peer.id));
+    if (links.length > 0 && links.every((link) => link?.pc?.connectionState === "failed")) this.on.report("dropped");
+    else if (links.every((link) => link?.connected)) this.on.report("connected");
   }
 
   /** The lobby socket is back and the call went on: mend links whose signals may be lost. */
@@ -184,6 +197,7 @@ export class PeerCall extends CallView {
       this.local = null;
       this.on.publishProblem(`Your camera or microphone could not start (${describe(err)}). You can still watch and listen.`);
       this.setState("connected");
+      this.#report();
       this.on.feeds();
       return;
     }
@@ -200,6 +214,7 @@ export class PeerCall extends CallView {
     this.setMedia({ video: true, audio: true });
     for (const link of this.#links.values()) this.#addTracks(link);
     this.setState("connected");
+    this.#report();
     this.on.feeds();
   }
 
@@ -367,6 +382,7 @@ export class PeerCall extends CallView {
     trace(link, "connection", state);
     const was = link.connected;
     link.connected = state === "connected";
+    this.#report(); // before a failed link is started over below
     // Start over after a failure; one side does it, so the two do not race.
     if (state === "failed" && this.#me.id < link.peer) this.#hello(link.peer);
     else if (was !== link.connected) this.on.feeds();

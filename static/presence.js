@@ -1,7 +1,7 @@
 // The lobby's presence in the browser: live rooms and their participants, no
 // DOM. It mirrors lobby/rules/presence.py's view as the protocol delivers it
-// (docs/protocol.md): `welcome` replaces everything; `joined`, `left` and
-// `room_closed` are applied in the order the server sent them.
+// (docs/protocol.md): `welcome` replaces everything; `joined`, `left`,
+// `room_closed` and `call_state` are applied in the order the server sent them.
 
 export class Presence {
   /** @type {Map<string, {name: string, participants: object[]}>} in server order */
@@ -30,6 +30,12 @@ export class Presence {
   remove(roomName, participantId) {
     const room = this.#rooms.get(roomName);
     if (room) room.participants = room.participants.filter((p) => p.id !== participantId);
+  }
+
+  /** A participant's call state changed (`call_state`): connecting, connected or dropped. */
+  setCall(roomName, participantId, call) {
+    const participant = this.#rooms.get(roomName)?.participants.find((p) => p.id === participantId);
+    if (participant) participant.call = call;
   }
 
   close(roomName) {

@@ -115,6 +115,8 @@ function fillTile(tile, { participant, self, label, feed, key }, statusText) {
   else delete tile.dataset.participant;
   tile.dataset.hue = String(hash(participant?.id ?? key) % HUES);
   tile.dataset.video = feed ? feed.video : "none";
+  if (participant?.call) tile.dataset.call = participant.call;
+  else delete tile.dataset.call;
   const media = tile.querySelector(".tile-media");
   setText(media.querySelector(".tile-avatar"), initial(label));
   const shown = media.querySelector(".feed");

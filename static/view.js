@@ -179,13 +179,25 @@ function renderChips(list, participants, selfId) {
   });
 }
 
-// The chip's text is exactly "nickname (user)"; "you" and the viewer mark are
-// CSS-generated from data attributes (still read out by screen readers).
+/** What each call state (docs/protocol.md, Call states) reads as. */
+export const CALL_TEXT = {
+  connecting: "connecting…",
+  connected: "in the call",
+  dropped: "dropped out of the call",
+};
+
+// The chip's text is exactly "nickname (user)"; "you", the viewer mark and the
+// call state's dot are CSS-generated from data attributes (still read out by
+// screen readers); the call state is also the chip's title and class.
 function fillChip(chip, participant, isSelf) {
   const text = `${participant.nickname} (${participant.user})`;
   if (chip.textContent !== text) chip.textContent = text; // unchanged: keep the live region quiet
   chip.dataset.role = participant.role;
   chip.toggleAttribute("data-self", isSelf);
+  const call = CALL_TEXT[participant.call] ? participant.call : "connecting";
+  chip.dataset.call = call;
+  chip.title = CALL_TEXT[call];
+  for (const state of Object.keys(CALL_TEXT)) chip.classList.toggle(`call-${state}`, state === call);
 }
 
 // --- views ------------------------------------------------------------------

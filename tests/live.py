@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
+from starlette.types import Receive, Scope, Send
 
 
 class QuietServer(uvicorn.Server):
@@ -60,3 +61,28 @@ class LiveServer:
         self.server.should_exit = True
         await asyncio.wait_for(self.task, 15)
         self.sock.close()
+
+
+class Recorder:
+    """An ASGI app answering 200 to every request and recording its headers and body.
+
+    What a webhook receiver sees, for checking what a stand-in sends.
+    """
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body, more = body + message.get("body", b""), message.get("more_body", False)
+        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        self.requests.append((headers, body))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})

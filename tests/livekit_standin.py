@@ -30,27 +30,46 @@ Rooms and participants live in memory; `join` puts a participant in a room as a
 browser would (LiveKit creates the room at its first join). Test hooks: `join`,
 `calls` (each request with the grant its token carried), `upgrades`, `fault`
 (every call answers a status, is `"slow"`, or is `"reset"` mid-answer), `delay`,
-`wait_for`, `reset`.
+`on_answer` (awaited with the method's name once its answer is made and before it
+is sent: the world changes after the server answered), `wait_for`, `reset`.
+
+Webhooks (livekit-server `webhook/url_notifier.go`), to every URL in
+`webhook_urls`: POST, `Content-Type: application/webhook+json`, the body the
+protojson of a `WebhookEvent` (lowerCamelCase keys, defaults left out, int64 as
+strings), `Authorization: <JWT>` with no "Bearer", signed with the API secret,
+issued by the key, valid 5 minutes, its `sha256` claim the base64 (standard) of
+the body's SHA-256. `connect` and `disconnect` are a browser joining and leaving
+(or losing its connection: `participant_connection_aborted`) with their webhooks;
+a second `connect` of one identity replaces the first, whose `participant_left`
+(DUPLICATE_IDENTITY) comes after the new one's `participant_joined`, as it may on
+the real server. RemoveParticipant sends `participant_left` (PARTICIPANT_REMOVED)
+too. `signed_webhook` builds a request as the server would (tests alter it),
+and `deliveries` records what each webhook was answered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import datetime
+import hashlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeAlias
 from urllib.parse import parse_qs
 
+import httpx
 import jwt
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
-from livekit.api import TokenVerifier, VideoGrants
+from livekit.api import AccessToken, TokenVerifier, VideoGrants
 from livekit.api.access_token import Claims
-from livekit.protocol.models import ParticipantInfo, Room
+from livekit.protocol.models import DisconnectReason, ParticipantInfo, Room
 from livekit.protocol.room import (
     CreateRoomRequest,
     DeleteRoomRequest,
@@ -62,6 +81,7 @@ from livekit.protocol.room import (
     RemoveParticipantResponse,
     RoomParticipantIdentity,
 )
+from livekit.protocol.webhook import WebhookEvent
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import Message as AsgiMessage
 from starlette.types import Receive, Scope, Send
@@ -87,6 +107,19 @@ STATUS = {
 }
 # And back, for an injected fault: the code a LiveKit server would send with that status.
 CODE_FOR_STATUS = {401: "unauthenticated", 403: "permission_denied", 503: "unavailable"}
+WEBHOOK_TYPE = "application/webhook+json"
+WEBHOOK_TTL = datetime.timedelta(minutes=5)  # livekit-server's webhook token lifetime
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One webhook sent to one URL, and the status it was answered (None: no answer)."""
+
+    url: str
+    event: str
+    identity: str
+    sid: str
+    status: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,14 +150,16 @@ class Participant:
     sid: str = field(default_factory=lambda: "PA_" + secrets.token_hex(6))
     joined_at: int = field(default_factory=lambda: int(time.time()))
 
-    def info(self) -> ParticipantInfo:
+    def info(self, reason: DisconnectReason | None = None) -> ParticipantInfo:
+        """As RoomService lists it; with a disconnect `reason`, as a left one is reported."""
         return ParticipantInfo(
             sid=self.sid,
             identity=self.identity,
             name=self.name,
             metadata=self.metadata,
-            state=ParticipantInfo.ACTIVE,
+            state=ParticipantInfo.ACTIVE if reason is None else ParticipantInfo.DISCONNECTED,
             joined_at=self.joined_at,
+            disconnect_reason=reason or DisconnectReason.UNKNOWN_REASON,
         )
 
 
@@ -181,6 +216,10 @@ class LiveKitStandin:
         self.upgrades: list[Upgrade] = []
         self.fault: Fault = None
         self.delay = 1.0
+        self.on_answer: Callable[[str], Awaitable[None]] | None = None
+        self.webhook_urls: list[str] = []
+        self.deliveries: list[Delivery] = []
+        self._sending: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Condition()
         # Method -> (request type, the grant check, the handler).
         self._methods: dict[
@@ -207,10 +246,81 @@ class LiveKitStandin:
         participant = joined.participants[identity] = Participant(identity, name, metadata)
         return participant
 
+    async def connect(self, room: str, identity: str, *, name: str = "") -> Participant:
+        """A browser joined the call: `participant_joined`, and for an identity already
+        there, `participant_left` of its older connection after it (DUPLICATE_IDENTITY)."""
+        older = self.rooms.get(room, StandinRoom(room)).participants.get(identity)
+        joined = self.join(room, identity, name=name)
+        await self.send_webhook("participant_joined", room, joined.info())
+        if older is not None:
+            info = older.info(DisconnectReason.DUPLICATE_IDENTITY)
+            await self.send_webhook("participant_left", room, info)
+        return joined
+
+    async def disconnect(
+        self,
+        room: str,
+        identity: str,
+        *,
+        aborted: bool = False,
+        reason: DisconnectReason = DisconnectReason.CLIENT_INITIATED,
+    ) -> None:
+        """A browser left the call, or (`aborted`) its connection never got going."""
+        gone = self.rooms[room].participants.pop(identity)
+        event = "participant_connection_aborted" if aborted else "participant_left"
+        await self.send_webhook(event, room, gone.info(reason))
+
+    def signed_webhook(
+        self,
+        event: str,
+        room: str,
+        participant: ParticipantInfo,
+        *,
+        secret: str | None = None,
+        ttl: datetime.timedelta = WEBHOOK_TTL,
+    ) -> tuple[bytes, dict[str, str]]:
+        """The body and headers of a webhook, as livekit-server sends it."""
+        message = WebhookEvent(
+            event=event,
+            room=self.rooms[room].info() if room in self.rooms else Room(name=room),
+            participant=participant,
+            id="EV_" + uuid.uuid4().hex[:12],
+            created_at=int(time.time()),
+        )
+        body = json_format.MessageToJson(message, indent=None).encode()
+        return body, self.webhook_headers(body, secret=secret, ttl=ttl)
+
+    def webhook_headers(
+        self, body: bytes, *, secret: str | None = None, ttl: datetime.timedelta = WEBHOOK_TTL
+    ) -> dict[str, str]:
+        """The headers signing `body`: a JWT whose `sha256` claim is the body's digest."""
+        token = AccessToken(self.api_key, secret or self.api_secret).with_ttl(ttl)
+        token.claims.sha256 = base64.b64encode(hashlib.sha256(body).digest()).decode()
+        return {"Authorization": token.to_jwt(), "Content-Type": WEBHOOK_TYPE}
+
+    async def send_webhook(self, event: str, room: str, participant: ParticipantInfo) -> None:
+        """Send `event` to every webhook URL, one after the other, as the server's queue does."""
+        body, headers = self.signed_webhook(event, room, participant)
+        async with httpx.AsyncClient(timeout=5) as http:
+            for url in self.webhook_urls:
+                try:
+                    status: int | None = (
+                        await http.post(url, content=body, headers=headers)
+                    ).status_code
+                except httpx.HTTPError:
+                    status = None
+                delivery = Delivery(url, event, participant.identity, participant.sid, status)
+                self.deliveries.append(delivery)
+                async with self._changed:
+                    self._changed.notify_all()
+
     def reset(self) -> None:
         self.rooms.clear()
         self.calls.clear()
         self.upgrades.clear()
+        self.deliveries.clear()
+        self.webhook_urls.clear()
+        self.on_answer = None
         self.fault = None
         self.delay = 1.0
 
@@ -313,6 +423,8 @@ class LiveKitStandin:
         if call.grants is None or not allowed(call.grants, request):
             raise TwirpError("unauthenticated", "permissions denied")
         answer = handle(request)
+        if self.on_answer is not None:
+            await self.on_answer(call.method)
         if headers.get("content-type", "").split(";")[0].strip() == JSON:
             text = json_format.MessageToJson(answer, preserving_proto_field_name=True)
             return Response(text, media_type=JSON)
@@ -413,7 +525,12 @@ class LiveKitStandin:
     def _remove_participant(self, request: RoomParticipantIdentity) -> Message:
         self._participant(request)
         # Disconnected (PARTICIPANT_REMOVED); the room stays for its departure timeout.
-        del self.rooms[request.room].participants[request.identity]
+        gone = self.rooms[request.room].participants.pop(request.identity)
+        if self.webhook_urls:  # after the answer, as the server's notifier queue sends it
+            info = gone.info(DisconnectReason.PARTICIPANT_REMOVED)
+            task = asyncio.create_task(self.send_webhook("participant_left", request.room, info))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
         return RemoveParticipantResponse()
 
 
@@ -456,5 +573,8 @@ async def running_standin(
         async with LiveServer(standin) as server:
             standin.url, standin.ws_url = server.http, server.ws
             yield standin
+            # Webhooks still on their way go out before the stand-in stops, as on the server.
+            if standin._sending:
+                await asyncio.wait(set(standin._sending))
     finally:
         uvicorn_errors.removeFilter(quiet)

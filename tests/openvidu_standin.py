@@ -16,6 +16,13 @@ There is no media server: media methods (`publishVideo`, `onIceCandidate`, …)
 are answered with error 301 saying so. The join answer carries a loopback STUN
 server, so openvidu-browser never falls back to public STUN servers.
 
+Webhooks (openvidu-server `HttpWebhookSender`), when `webhook_url` is set:
+`participantJoined` when a connection becomes active, `participantLeft` (with its
+`reason`) when an active one ends, POSTed as JSON with `webhook_headers` (what
+`OPENVIDU_WEBHOOK_HEADERS` configures) one after the other, in order, on one
+sender; each answer is recorded in `webhooks`. Any answer but 200 is only
+recorded, as OpenVidu only logs it.
+
 Test hooks are plain methods and attributes: `activate` (a participant joined
 without a browser), `drop_session` (OpenVidu closed a session on its own),
 `on_request` (change the world at an exact point), `fault` (every API call
@@ -42,6 +49,7 @@ from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from typing import Any, Literal, TypeAlias
 
+import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -97,6 +105,15 @@ class Call:
     path: str
     json: Any  # the parsed request body, None when absent or not JSON
     status: int | None  # None: the client went away before an answer
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookSent:
+    """One webhook the stand-in posted, and OpenVidu's record of its answer."""
+
+    event: str
+    connection_id: str
+    status: int | None  # None: no answer (refused, timed out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +284,11 @@ class OpenViduStandin:
             str, BrowserSocket
         ] = {}  # connection id -> the browser that joined with it
         self.refuse_browsers = False
+        self.webhook_url: str | None = None
+        self.webhook_headers: dict[str, str] = {}
+        self.webhooks: list[WebhookSent] = []
+        self._outgoing: asyncio.Queue[tuple[str, dict[str, str], dict[str, Any]]] | None = None
+        self._webhook_sender: asyncio.Task[None] | None = None
         self.ice_servers = [dict(server) for server in LOOPBACK_ICE_SERVERS]
         self._sockets: set[BrowserSocket] = set()
         self._changed = asyncio.Condition()
@@ -289,7 +311,9 @@ class OpenViduStandin:
 
     def activate(self, session_id: str, connection_id: str) -> None:
         """A browser joined with this connection's token."""
-        self.sessions[session_id].connections[connection_id].active_at = _now_ms()
+        connection = self.sessions[session_id].connections[connection_id]
+        connection.active_at = _now_ms()
+        self._webhook("participantJoined", connection)
 
     def drop_session(self, session_id: str) -> None:
         """OpenVidu closed the session on its own (e.g. its last participant left)."""
@@ -317,6 +341,16 @@ class OpenViduStandin:
         self.fault = None
         self.on_request = None
         self.refuse_browsers = False
+        self.webhook_url = None
+        self.webhook_headers = {}
+        self.webhooks.clear()
+        self._stop_webhooks()
+
+    def _stop_webhooks(self) -> None:
+        """Drop webhooks not sent yet and end their sender."""
+        if self._webhook_sender is not None:
+            self._webhook_sender.cancel()
+        self._outgoing = self._webhook_sender = None
 
     # A `timeout` argument (rather than asyncio.timeout at each call site) keeps tests short.
     async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -550,6 +584,7 @@ class OpenViduStandin:
         connection.client_data = metadata if isinstance(metadata, str) else json.dumps(metadata)
         connection.platform = platform if isinstance(platform, str) else PLATFORM
         joined = _participant(connection)
+        self._webhook("participantJoined", connection)
         for other in self._browsers_in(session.id):
             other.notify("participantJoined", joined)
         browser.session_id, browser.connection_id = session.id, connection.id
@@ -606,6 +641,7 @@ class OpenViduStandin:
         gone = session.connections.pop(connection_id, None) if session else None
         if session is None or gone is None or gone.active_at is None:
             return
+        self._webhook("participantLeft", gone, reason=reason)
         if evict and browser is not None:
             browser.notify("participantEvicted", {"connectionId": connection_id, "reason": reason})
         for other in self._browsers_in(session_id):
@@ -622,6 +658,50 @@ class OpenViduStandin:
             self._end(session_id, connection_id, reason, evict=True)
         self.sessions.pop(session_id, None)
         return True
+
+    # -- webhooks (HttpWebhookSender: one sender, in order) ---------------------------
+
+    def _webhook(self, event: str, connection: Connection, *, reason: str = "") -> None:
+        if self.webhook_url is None:
+            return
+        session = self.sessions.get(connection.session_id)
+        created = session.created_at if session else connection.created_at
+        body: dict[str, Any] = {
+            "event": event,
+            "sessionId": connection.session_id,
+            "uniqueSessionId": f"{connection.session_id}_{created}",
+            "timestamp": _now_ms(),
+            "participantId": connection.id,
+            "connectionId": connection.id,
+            "location": "unknown",
+            "ip": "127.0.0.1",
+            "platform": connection.platform,
+            "clientData": connection.client_data,
+            "serverData": connection.server_data,
+        }
+        if reason:
+            start = connection.active_at or connection.created_at
+            body |= {"startTime": start, "duration": (_now_ms() - start) // 1000, "reason": reason}
+        if self._outgoing is None:
+            self._outgoing = asyncio.Queue()
+            self._webhook_sender = asyncio.create_task(self._send_webhooks(self._outgoing))
+        self._outgoing.put_nowait((self.webhook_url, dict(self.webhook_headers), body))
+
+    async def _send_webhooks(
+        self, outgoing: asyncio.Queue[tuple[str, dict[str, str], dict[str, Any]]]
+    ) -> None:
+        async with httpx.AsyncClient(timeout=10) as http:
+            while True:
+                url, headers, body = await outgoing.get()
+                try:
+                    status: int | None = (
+                        await http.post(url, json=body, headers=headers)
+                    ).status_code
+                except httpx.HTTPError:
+                    status = None
+                self.webhooks.append(WebhookSent(body["event"], body["connectionId"], status))
+                async with self._changed:
+                    self._changed.notify_all()
 
     async def _record_rpc(self, call: RpcCall) -> None:
         self.rpc_calls.append(call)
@@ -676,4 +756,9 @@ async def running_standin(secret: str = "MY_SECRET") -> AsyncIterator[OpenViduSt
             standin.url = server.http
             yield standin
     finally:
+        sender = standin._webhook_sender
+        standin._stop_webhooks()
+        if sender is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
         uvicorn_errors.removeFilter(quiet)

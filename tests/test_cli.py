@@ -323,7 +323,7 @@ def test_serve_help_ends_with_every_setting_and_its_default(
     assert exited.value.code == 0
     out = capsys.readouterr().out
     assert out.endswith("\n\n" + help_epilog() + "\n")  # as written: columns kept
-    assert "  LOBBY_PORT                  5000\n" in out
+    assert "  LOBBY_PORT" + " " * 21 + "5000\n" in out  # the longest name and 2 spaces wide
 
 
 def test_serve_with_an_unfit_uvicorn_says_so_and_exits_2(

@@ -10,6 +10,7 @@ import pytest
 
 from lobby.config import Settings, markdown_table
 from lobby.rules import protocol, signalling
+from lobby.web import webhooks
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -80,6 +81,7 @@ def test_documented_limits_match_the_code() -> None:
     assert f"more than {signalling.MAX_CANDIDATES} candidates" in PROTOCOL
     assert f"up to {protocol.MAX_REF_LENGTH} characters" in PROTOCOL
     assert f"1\u2013{protocol.MAX_NICKNAME} printable characters" in PROTOCOL  # an en dash
+    assert PROTOCOL.count(f"over **{webhooks.MAX_BODY} bytes**") == 2
 
 
 def test_security_doc_names_only_tests_that_exist() -> None:

@@ -838,13 +838,25 @@ async def test_restore_gives_back_the_last_runs_participants_until_their_grace_e
         {
             "name": "R1",
             "participants": [
-                {"id": "p_kept", "user": "alice", "nickname": "Alice", "role": "PUBLISHER"}
+                {
+                    "id": "p_kept",
+                    "user": "alice",
+                    "nickname": "Alice",
+                    "role": "PUBLISHER",
+                    "call": "connecting",
+                }
             ],
         },
         {
             "name": "R2",
             "participants": [
-                {"id": "p_gone", "user": "mod", "nickname": "Mod", "role": "MODERATOR"}
+                {
+                    "id": "p_gone",
+                    "user": "mod",
+                    "nickname": "Mod",
+                    "role": "MODERATOR",
+                    "call": "connecting",
+                }
             ],
         },
     ]
@@ -941,3 +953,58 @@ async def test_a_resume_cancels_its_grace_timer_so_drain_leaves_none_behind(
     observer.take()
     assert (await observer.until("left"))["participant"]["user"] == "mod"
     assert rooms(handler) == {"R1": ["alice"]}
+
+
+# Call states
+
+
+async def test_a_pages_report_of_its_call_is_told_to_everyone_without_a_reply(
+    handler: RequestHandler,
+) -> None:
+    alice, bob = connect(handler, "alice"), connect(handler, "bob")
+    token = await join(handler, alice, "R1")
+    me = token["participant"]
+    assert me["call"] == "connecting"
+    alice.take(), bob.take()
+    send(handler, alice, "call_state", call="connected")
+    changed = {"type": "call_state", "room": "R1", "participant": me["id"], "call": "connected"}
+    assert alice.take() == [changed]  # the event only: no reply to the report itself
+    assert bob.take() == [changed]
+    send(handler, alice, "call_state", call="connected")  # no change: no event
+    assert alice.take() == bob.take() == []
+    [room] = welcome(handler)["rooms"]
+    assert room["participants"][0]["call"] == "connected"
+
+
+async def test_a_report_from_a_socket_in_no_room_changes_nothing(handler: RequestHandler) -> None:
+    alice, bob = connect(handler, "alice"), connect(handler, "bob")
+    await join(handler, bob, "R1")
+    alice.take(), bob.take()
+    send(handler, alice, "call_state", call="dropped")  # raced a leave: normal
+    assert alice.take() == bob.take() == []
+    [room] = welcome(handler)["rooms"]
+    assert room["participants"][0]["call"] == "connecting"
+
+
+async def test_a_report_without_a_valid_state_is_a_bad_request(handler: RequestHandler) -> None:
+    alice = connect(handler, "alice")
+    await join(handler, alice, "R1")
+    alice.take()
+    ref = send(handler, alice, "call_state", call="connecting")
+    [error] = alice.take()
+    assert (error["type"], error["code"], error["ref"]) == ("error", "bad_request", ref)
+    [room] = welcome(handler)["rooms"]
+    assert room["participants"][0]["call"] == "connecting"
+
+
+async def test_reports_are_ignored_when_the_media_server_tells_call_states(
+    make_handler: HandlerFactory,
+) -> None:
+    handler = make_handler(calls_from_media=True)
+    alice = connect(handler, "alice")
+    await join(handler, alice, "R1")
+    alice.take()
+    send(handler, alice, "call_state", call="connected")
+    assert alice.take() == []
+    [room] = welcome(handler)["rooms"]
+    assert room["participants"][0]["call"] == "connecting"

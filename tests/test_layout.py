@@ -61,6 +61,10 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ),
         (),
     ),
+    "lobby.callstates": (
+        ("lobby.handler", "lobby.media.seam", "lobby.rules.grants"),
+        (),
+    ),
     "lobby.watch": (
         ("lobby.hub", "lobby.handler", "lobby.rules.protocol", "lobby.store.sessions"),
         (),
@@ -76,6 +80,7 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "lobby.web.assets",
             "lobby.web.state",
             "lobby.web.origins",
+            "lobby.callstates",
             "lobby.config",
             "lobby.hub",
             "lobby.handler",
@@ -84,6 +89,12 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "lobby.store.*",
         ),
         ("starlette",),
+    ),
+    # The webhook endpoints verify LiveKit's signature with its SDK (PyJWT underneath) and
+    # read its protobuf JSON; they tell these libraries' errors apart.
+    "lobby.web.webhooks": (
+        ("lobby.web.state",),
+        ("starlette", "livekit", "jwt", "google"),
     ),
     "lobby.config": (("lobby.media.p2p", "lobby.rules.origins"), ()),
     # Process start-up knows everything; the CLI keeps `users` free of the server.

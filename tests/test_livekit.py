@@ -27,7 +27,7 @@ from lobby.media.livekit import (
     LiveKitTimeout,
     LiveKitUnreachable,
 )
-from lobby.media.seam import MediaError
+from lobby.media.seam import InCall, MediaError
 from lobby.rules.grants import Identity
 from lobby.web import assets
 from tests.livekit_standin import Call, LiveKitStandin, running_standin
@@ -312,3 +312,15 @@ def test_the_pages_for_livekit_calls_load_livekit_client():
         f"/static/vendor/livekit-client-{library.version}.umd.js",
     )
     assets.require("livekit")  # fetched by `make vendor`: nothing to refuse
+
+
+async def test_participants_are_listed_with_their_sids_and_a_grant_for_that_room_only(
+    standin, backend
+):
+    alice = standin.join("room1", "p-alice")
+    standin.join("room2", "p-bob")
+    listed = await backend.participants("room1")
+    assert listed == [InCall("p-alice", alice.sid, True)]
+    assert await backend.participants("nowhere") == []  # not_found: nobody in it
+    admin = api.VideoGrants(room_admin=True, room="room1")
+    assert standin.calls[0] == Call("ListParticipants", {"room": "room1"}, admin, 200)

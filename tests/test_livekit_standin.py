@@ -7,14 +7,18 @@ LiveKit server gives, the back end's tests against the stand-in mean something.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import httpx
+import jwt
 import pytest
 import websockets
 from livekit import api
-from livekit.protocol.models import ParticipantInfo
+from livekit.protocol.models import DisconnectReason, ParticipantInfo
 from livekit.protocol.room import (
     CreateRoomRequest,
     DeleteRoomRequest,
@@ -23,7 +27,8 @@ from livekit.protocol.room import (
     RoomParticipantIdentity,
 )
 
-from tests.livekit_standin import Call, LiveKitStandin, running_standin
+from tests.live import LiveServer, Recorder
+from tests.livekit_standin import WEBHOOK_TYPE, Call, LiveKitStandin, running_standin
 
 KEY, SECRET = "APIstandin", "standin-secret-0123456789-0123456789"
 
@@ -127,6 +132,8 @@ async def test_a_wrong_secret_is_unauthenticated(standin):
         (api.VideoGrants(room_list=True), "delete"),
         (api.VideoGrants(room_admin=True, room="room1"), "delete"),
         (api.VideoGrants(room_create=True), "list"),
+        (api.VideoGrants(room_admin=True, room="room2"), "participants"),
+        (api.VideoGrants(room_admin=True), "participants"),  # no room named
     ],
 )
 async def test_each_method_needs_its_own_grant(standin, video, call):
@@ -138,6 +145,9 @@ async def test_each_method_needs_its_own_grant(standin, video, call):
         ),
         "delete": lambda: client.room.delete_room(DeleteRoomRequest(room="room1")),
         "list": lambda: client.room.list_rooms(ListRoomsRequest()),
+        "participants": lambda: client.room.list_participants(
+            ListParticipantsRequest(room="room1")
+        ),
     }
     try:
         with pytest.raises(api.ServerError) as caught:
@@ -259,3 +269,78 @@ async def test_signalling_upgrades_are_recorded_checked_and_closed(standin):
     assert (first.identity, first.video.room) == ("p_1", "room1")
     assert standin.upgrades[2].claims is None
     assert standin.calls == []  # none of it is RoomService
+
+
+# -- webhooks ---------------------------------------------------------------------------
+
+
+class Receiver(Recorder):
+    """An app server's LiveKit webhook endpoint."""
+
+    def events(self, secret: str = SECRET) -> list[tuple[str, str, str]]:
+        """(event, identity, disconnect reason) of each request, read by the official receiver."""
+        receiver = api.WebhookReceiver(api.TokenVerifier(KEY, secret))
+        read = [receiver.receive(body.decode(), h["authorization"]) for h, body in self.requests]
+        return [
+            (
+                e.event,
+                e.participant.identity,
+                DisconnectReason.Name(e.participant.disconnect_reason),
+            )
+            for e in read
+        ]
+
+
+@pytest.fixture
+async def receiver(standin: LiveKitStandin) -> AsyncIterator[Receiver]:
+    app = Receiver()
+    async with LiveServer(app) as server:
+        standin.webhook_urls.append(server.http + "/livekit/webhook")
+        yield app
+
+
+async def test_webhooks_are_signed_as_livekit_signs_them_and_the_official_receiver_reads_them(
+    standin, receiver
+):
+    joined = await standin.connect("room1", "p-alice", name="Alice")
+    await standin.disconnect("room1", "p-alice", aborted=True)
+
+    [(headers, body), _] = receiver.requests
+    assert headers["content-type"] == WEBHOOK_TYPE
+    assert not headers["authorization"].lower().startswith("bearer")
+    claims = api.TokenVerifier(KEY, SECRET).verify(headers["authorization"])
+    assert claims.sha256 == base64.b64encode(hashlib.sha256(body).digest()).decode()
+    sent = json.loads(body)  # protojson: lowerCamelCase, int64 as strings, defaults left out
+    assert sent["event"] == "participant_joined"
+    assert sent["participant"]["sid"] == joined.sid
+    assert sent["participant"]["joinedAt"] == str(joined.joined_at)
+    assert isinstance(sent["createdAt"], str)
+    assert "numDropped" not in sent
+    assert receiver.events() == [
+        ("participant_joined", "p-alice", "UNKNOWN_REASON"),
+        ("participant_connection_aborted", "p-alice", "CLIENT_INITIATED"),
+    ]
+    assert [d.status for d in standin.deliveries] == [200, 200]
+    with pytest.raises(jwt.InvalidSignatureError):
+        receiver.events(secret="another-secret-0123456789-0123456789")
+
+
+async def test_a_second_connection_of_one_identity_replaces_the_first_after_joining(
+    standin, receiver
+):
+    first = await standin.connect("room1", "p-alice")
+    second = await standin.connect("room1", "p-alice")
+    assert [(d.event, d.sid) for d in standin.deliveries] == [
+        ("participant_joined", first.sid),
+        ("participant_joined", second.sid),
+        ("participant_left", first.sid),
+    ]
+    assert receiver.events()[2] == ("participant_left", "p-alice", "DUPLICATE_IDENTITY")
+    assert list(standin.rooms["room1"].participants.values()) == [second]
+
+
+async def test_a_removed_participant_is_reported_left(standin, lkapi, receiver):
+    await standin.connect("room1", "p-alice")
+    await lkapi.room.remove_participant(RoomParticipantIdentity(room="room1", identity="p-alice"))
+    await standin.wait_for(lambda: len(standin.deliveries) == 2)
+    assert receiver.events()[1] == ("participant_left", "p-alice", "PARTICIPANT_REMOVED")

@@ -28,7 +28,7 @@ from lobby.media.openvidu import (
     OpenViduUnreachable,
     environment_proxy,
 )
-from lobby.media.seam import MediaError
+from lobby.media.seam import InCall, MediaError
 from lobby.rules.grants import Identity
 from tests.openvidu_standin import Call, OpenViduStandin, closed_port_url, running_standin
 
@@ -620,3 +620,33 @@ def test_the_reason_of_a_host_whose_every_address_failed_is_the_first_one() -> N
     wrapped.__cause__ = summed_up
     assert _reason(wrapped) == "connection refused"
     assert _reason(httpx.ConnectError("no numbers here")) == "no numbers here"
+
+
+# -- who is in a call (for reconciling call states) -----------------------------------------
+
+
+async def test_participants_lists_the_sessions_connections_active_or_pending(standin, backend):
+    used, unused = await backend.grant("room1", ALICE), await backend.grant("room1", BOB)
+    standin.activate("room1", used.connection_id)
+    listed = await backend.participants("room1")
+    assert sorted(listed, key=lambda c: c.active) == [
+        InCall(unused.connection_id, None, False),
+        InCall(used.connection_id, None, True),
+    ]
+    assert standin.calls[-1] == Call("GET", f"{SESSIONS}/room1", None, 200)
+    assert await backend.participants("nowhere") == []  # 404: no session, nobody in it
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        httpx.Response(200, json={"id": "room1"}),
+        httpx.Response(200, json={"connections": {"content": [{"id": "con_A"}]}}),
+        httpx.Response(200, text="<html>proxy page</html>"),
+    ],
+)
+async def test_a_session_without_a_list_of_connections_is_a_protocol_error(response, caplog):
+    backend = OpenViduBackend("http://ov.test", SECRET, transport=respond(response))
+    with pytest.raises(OpenViduProtocolError, match="without a list of connections"):
+        await backend.participants("room1")
+    await backend.aclose()

@@ -16,6 +16,7 @@ import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
 
+from tests.live import LiveServer, Recorder
 from tests.openvidu_standin import (
     LOOPBACK_ICE_SERVERS,
     MEDIA_METHODS,
@@ -352,3 +353,29 @@ async def test_wait_for_wakes_on_browser_calls(standin, api, browsers):
     assert not waiter.done()
     await browser.result("joinRoom", join_params(connection["token"]))
     await asyncio.wait_for(waiter, 5)
+
+
+async def test_joins_and_leaves_are_posted_as_webhooks_in_order_with_the_configured_headers(
+    standin, api, browsers
+):
+    sink = Recorder()
+    async with LiveServer(sink) as server:
+        standin.webhook_url = server.http + "/webhooks/openvidu"
+        standin.webhook_headers = {"Authorization": "Bearer s3cret-for-webhooks"}
+        await issue(api, "r")  # pending: nobody joined with it, nothing to tell
+        alice, first = await joined(standin, api, browsers, "Alice")
+        await alice.close()
+        await standin.wait_for(lambda: len(standin.webhooks) == 2)
+    assert [(w.event, w.connection_id, w.status) for w in standin.webhooks] == [
+        ("participantJoined", first["id"], 200),
+        ("participantLeft", first["id"], 200),
+    ]
+    (joined_headers, joined_body), (_, left_body) = sink.requests
+    assert joined_headers["authorization"] == "Bearer s3cret-for-webhooks"
+    assert joined_headers["content-type"] == "application/json"
+    event, left = json.loads(joined_body), json.loads(left_body)
+    assert (event["sessionId"], event["connectionId"]) == ("r", first["id"])
+    assert event["uniqueSessionId"].startswith("r_")
+    assert event["serverData"] == SERVER_DATA
+    assert (left["event"], left["reason"]) == ("participantLeft", "networkDisconnect")
+    assert isinstance(left["duration"], int)

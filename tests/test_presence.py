@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from lobby.rules.presence import Joined, Left, Outcome, Participant, Presence, RoomClosed
+from lobby.rules.presence import (
+    CallChanged,
+    Joined,
+    Left,
+    Outcome,
+    Participant,
+    Presence,
+    RoomClosed,
+)
 
 
 def person(pid: str, user: str = "alice") -> Participant:
@@ -184,3 +194,120 @@ def test_a_room_is_full_at_its_limit_counting_away_members_but_not_oneself() -> 
     assert presence.is_full("A", 2, "s3")
     presence.expire("p2")
     assert not presence.is_full("A", 2, "s3")
+
+
+# Call states
+
+
+def in_room(*pids: str) -> Presence[str]:
+    """A presence with one participant per id in room A, socket `s<id>`, grant `g<id>`."""
+    presence: Presence[str] = Presence()
+    for pid in pids:
+        presence.join(f"s{pid}", person(pid), "A", f"k{pid}", f"g{pid}")
+    return presence
+
+
+def calls(presence: Presence[str]) -> dict[str, str]:
+    return {p.id: p.call for _, people in presence.rooms() for p in people}
+
+
+def test_a_participant_starts_connecting_and_the_media_server_puts_it_in_the_call() -> None:
+    presence = in_room("p1")
+    assert calls(presence) == {"p1": "connecting"}
+    outcome = presence.media_joined("p1", "PA_1")
+    connected = replace(person("p1"), call="connected")
+    assert outcome == Outcome(events=(CallChanged("A", connected),))
+    assert calls(presence) == {"p1": "connected"}
+    assert presence.media_joined("p1", "PA_1") == Outcome()  # no change, no event
+
+
+def test_leaving_the_call_with_the_lobby_socket_open_is_dropped() -> None:
+    presence = in_room("p1")
+    presence.media_joined("p1", "PA_1")
+    outcome = presence.media_left("p1", "PA_1")
+    assert [e.participant.call for e in outcome.events if isinstance(e, CallChanged)] == ["dropped"]
+    assert outcome.revoke == ()  # only a state: the participant stays in the room
+    assert calls(presence) == {"p1": "dropped"}
+
+
+def test_news_about_an_older_connection_changes_nothing() -> None:
+    presence = in_room("p1")
+    presence.media_joined("p1", "PA_old")
+    presence.media_joined("p1", "PA_new")  # the reloaded page came first
+    assert presence.media_left("p1", "PA_old") == Outcome()
+    assert calls(presence) == {"p1": "connected"}
+    presence.media_left("p1", "PA_new")
+    assert calls(presence) == {"p1": "dropped"}
+
+
+def test_a_fresh_grant_makes_news_of_the_stale_connection_meaningless() -> None:
+    presence = in_room("p1")
+    member = presence.member("p1")
+    assert member is not None
+    presence.media_joined("p1", "PA_old")
+    presence.replace_grant(member, "g1-fresh")
+    assert presence.media_left("p1", "PA_old") == Outcome()  # we removed it ourselves
+    assert calls(presence) == {"p1": "connected"}
+
+
+def test_an_away_member_keeps_its_state_when_the_media_server_says_it_left() -> None:
+    presence = in_room("p1")
+    presence.media_joined("p1", "PA_1")
+    presence.disconnect("sp1")  # its page is reloading
+    assert presence.media_left("p1", "PA_1") == Outcome()
+    assert presence.media_left("p1") == Outcome()
+    assert calls(presence) == {"p1": "connected"}
+
+
+def test_news_about_unknown_participants_changes_nothing() -> None:
+    presence = in_room("p1")
+    assert presence.media_joined("p_nobody", "PA_1") == Outcome()
+    assert presence.media_left("p_nobody", "PA_1") == Outcome()
+    assert calls(presence) == {"p1": "connecting"}
+
+
+def test_a_page_reports_its_own_call_and_a_socket_without_participant_changes_nothing() -> None:
+    presence = in_room("p1")
+    assert len(presence.report_call("sp1", "connected").events) == 1
+    assert presence.report_call("sp1", "connected") == Outcome()
+    assert presence.report_call("s_elsewhere", "dropped") == Outcome()
+    assert calls(presence) == {"p1": "connected"}
+    presence.report_call("sp1", "dropped")
+    assert calls(presence) == {"p1": "dropped"}
+
+
+def test_reconcile_puts_listed_members_in_the_call_and_drops_missing_ones() -> None:
+    presence = in_room("p1", "p2", "p3", "p4")
+    presence.media_joined("p2", "PA_2")
+    presence.media_joined("p3", "PA_3")
+    presence.media_joined("p4", "PA_4")
+    presence.disconnect("sp4")  # reloading: stays as it is
+    outcome = presence.reconcile("A", {"p1": "PA_1"})
+    changed = {
+        e.participant.id: e.participant.call for e in outcome.events if isinstance(e, CallChanged)
+    }
+    assert changed == {"p1": "connected", "p2": "dropped", "p3": "dropped"}
+    assert calls(presence) == {
+        "p1": "connected",
+        "p2": "dropped",
+        "p3": "dropped",
+        "p4": "connected",
+    }
+    # The sid the list gave is now the current one.
+    assert presence.media_left("p1", "PA_1").events
+
+
+def test_reconcile_leaves_a_member_still_connecting_alone() -> None:
+    presence = in_room("p1")
+    assert presence.reconcile("A", {}) == Outcome()  # its join may be in flight
+    assert presence.reconcile("B", {"p1": None}) == Outcome()  # another room's list
+    assert calls(presence) == {"p1": "connecting"}
+
+
+def test_the_call_state_is_part_of_every_later_event_of_the_participant() -> None:
+    presence = in_room("p1")
+    presence.media_joined("p1", "PA_1")
+    [left, closed] = presence.leave("sp1").events
+    assert isinstance(left, Left)
+    assert left.participant.call == "connected"
+    assert closed == RoomClosed("A")

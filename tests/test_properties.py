@@ -21,7 +21,17 @@ from hypothesis import strategies as st
 
 from lobby.rules import protocol, signalling
 from lobby.rules.presence import Participant
-from lobby.rules.protocol import Join, Leave, Ping, ProtocolError, Request, Resume, Signal, parse
+from lobby.rules.protocol import (
+    CallReport,
+    Join,
+    Leave,
+    Ping,
+    ProtocolError,
+    Request,
+    Resume,
+    Signal,
+    parse,
+)
 
 MAX_FRAME = 4096  # bytes; the socket closes with 1009 above it (docs/protocol.md)
 MAX_SAFE_INTEGER = 2**53 - 1  # a ref number must be a JavaScript safe integer (ditto)
@@ -164,6 +174,9 @@ field_values = {
     "token": st.one_of(st.booleans(), json_values),
     "to": participant_ids,
     "data": st.one_of(signal_data, signal_data, json_values),
+    "call": st.one_of(
+        st.sampled_from(["connected", "dropped", "connecting", "Dropped"]), json_values
+    ),
 }
 typed = st.fixed_dictionaries(
     {"type": types}, optional={k: v for k, v in field_values.items() if k != "type"}
@@ -187,6 +200,7 @@ def near_valid_dicts(draw: st.DrawFn) -> dict[str, Any]:
         "token": draw(st.booleans()),
         "to": draw(st.text(ascii_chars, min_size=1, max_size=64)),
         "data": draw(good_signal_data),
+        "call": draw(st.sampled_from(["connected", "dropped"])),
     }
     bad = {**field_values, "room": bad_rooms, "nickname": bad_nicknames, "data": signal_data}
     for name in draw(st.sets(st.sampled_from(sorted(frame)), max_size=2)):
@@ -299,6 +313,9 @@ def expected(frame: dict[str, Any]) -> Request | str:
         return "bad_request"
     if kind == "signal":
         return expected_signal(frame)
+    if kind == "call_state":
+        call = frame.get("call")
+        return CallReport(ref, call) if call in ("connected", "dropped") else "bad_request"
     if kind != "join":
         return "unknown_type"
     room, nickname = frame.get("room"), frame.get("nickname")
@@ -440,7 +457,8 @@ def expected_candidate(value: object) -> dict[str, object] | None:
 
 
 def reserialise(request: Request) -> str:
-    return json.dumps({"type": type(request).__name__.lower(), **dataclasses.asdict(request)})
+    kind = "call_state" if isinstance(request, CallReport) else type(request).__name__.lower()
+    return json.dumps({"type": kind, **dataclasses.asdict(request)})
 
 
 def check_request(request: Request) -> None:
@@ -483,7 +501,7 @@ def check(text: str) -> Request | ProtocolError:
     if isinstance(result, ProtocolError):
         check_error(result)
     else:
-        assert isinstance(result, Join | Leave | Resume | Ping | Signal)
+        assert isinstance(result, Join | Leave | Resume | Ping | Signal | CallReport)
         check_request(result)
     frame = decode_deeper(text)
     if frame is TOO_DEEP:
@@ -553,6 +571,7 @@ def test_valid_frames_parse_to_their_request(
 ) -> None:
     frame = {"type": kind, "ref": ref, "room": room, "nickname": nickname, "key": key, "to": "p_1"}
     frame["data"] = {"kind": "hello", "link": "l1", "peer_link": None}
+    frame["call"] = "connected"
     result = check(json.dumps({**frame, "token": token}))
     assert not isinstance(result, ProtocolError)
 

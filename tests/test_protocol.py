@@ -7,8 +7,8 @@ import json
 import pytest
 
 from lobby.rules import protocol
-from lobby.rules.presence import Joined, Left, Participant, RoomClosed
-from lobby.rules.protocol import Join, Leave, Ping, ProtocolError, Resume, parse
+from lobby.rules.presence import CallChanged, Joined, Left, Participant, RoomClosed
+from lobby.rules.protocol import CallReport, Join, Leave, Ping, ProtocolError, Resume, parse
 
 ALICE = Participant("p_1", "alice", "Alice", "PUBLISHER")
 
@@ -34,6 +34,8 @@ ALICE = Participant("p_1", "alice", "Alice", "PUBLISHER")
             Join(None, "r", "<img src=x onerror=alert(1)>"),
         ),
         ('{"type":"join","room":"r","nickname":"Zoë 🎥"}', Join(None, "r", "Zoë 🎥")),
+        ('{"type":"call_state","call":"connected"}', CallReport(None, "connected")),
+        ('{"type":"call_state","call":"dropped","ref":7}', CallReport(7, "dropped")),
     ],
 )
 def test_valid_requests(frame: str, expected: object) -> None:
@@ -143,7 +145,13 @@ def test_events_render_as_documented() -> None:
     assert json.loads(protocol.render_event(Joined("A", ALICE))) == {
         "type": "joined",
         "room": "A",
-        "participant": {"id": "p_1", "user": "alice", "nickname": "Alice", "role": "PUBLISHER"},
+        "participant": {
+            "id": "p_1",
+            "user": "alice",
+            "nickname": "Alice",
+            "role": "PUBLISHER",
+            "call": "connecting",
+        },
     }
     left = json.loads(protocol.render_event(Left("A", ALICE, "disconnected")))
     assert left["type"] == "left"
@@ -203,3 +211,32 @@ def test_text_that_cannot_be_sent_back_is_refused_and_errors_stay_sendable(frame
     result = parse(frame)
     assert isinstance(result, ProtocolError)
     protocol.render_error(result).encode()  # must not raise
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        '{"type":"call_state"}',
+        '{"type":"call_state","call":"connecting"}',  # the server's own starting point
+        '{"type":"call_state","call":"CONNECTED"}',
+        '{"type":"call_state","call":true,"ref":4}',
+        '{"type":"call_state","call":["connected"]}',
+    ],
+)
+def test_a_call_report_needs_a_state_a_page_may_report(frame: str) -> None:
+    result = parse(frame)
+    assert isinstance(result, ProtocolError)
+    assert result.code == "bad_request"
+    assert "'call'" in result.message
+    assert result.ref == json.loads(frame).get("ref")
+
+
+def test_a_call_state_change_names_the_participant_by_id() -> None:
+    dropped = Participant("p_1", "alice", "Alice", "PUBLISHER", "dropped")
+    assert json.loads(protocol.render_event(CallChanged("A", dropped))) == {
+        "type": "call_state",
+        "room": "A",
+        "participant": "p_1",
+        "call": "dropped",
+    }
+    assert protocol.participant_json(dropped)["call"] == "dropped"

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from lobby.media.seam import MediaBackend, MediaError
+from lobby.media.seam import InCall, MediaBackend, MediaError, ParticipantLister
 from lobby.rules.grants import Grant, Identity
 
 log = logging.getLogger("lobby.media.breaker")
@@ -69,6 +69,17 @@ class Breaker:
 
     async def check(self) -> None:
         await self._call(self.inner.check)
+
+    @property
+    def lists_participants(self) -> bool:
+        return isinstance(self.inner, ParticipantLister)
+
+    async def participants(self, room: str) -> list[InCall]:
+        """The inner back end's list (`ParticipantLister`), failing fast while it is down."""
+        inner = self.inner
+        if not isinstance(inner, ParticipantLister):
+            raise TypeError(f"{inner!r} cannot list participants")
+        return await self._call(lambda: inner.participants(room))
 
     async def aclose(self) -> None:
         if self._probe is not None:

@@ -45,6 +45,7 @@ class Calls:
         self._joining: Counter[str] = Counter()
         self._closing: dict[str, asyncio.Future[None]] = {}
         self._undeleted: dict[str, Grant] = {}
+        self._revoking: Counter[str] = Counter()  # connection ids being deleted now
         self._unclosed: set[str] = set()
         self._retrier: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -71,9 +72,21 @@ class Calls:
 
     def clean_up(self, grants: Iterable[Grant | None], rooms: Iterable[str]) -> None:
         """Revoke `grants` (None: nothing to revoke), then close `rooms` that are still empty."""
-        self._spawn(self._revoke_then_close(tuple(g for g in grants if g), tuple(rooms)))
+        queued = tuple(g for g in grants if g)
+        for grant in queued:  # counted now: `revoking` is true from this moment on
+            self._revoking[grant.connection_id] += 1
+        self._spawn(self._revoke_then_close(queued, tuple(rooms)))
+
+    def revoking(self, connection_id: str) -> bool:
+        """Is this connection being deleted, or waiting to be retried? Then leave it alone."""
+        return connection_id in self._revoking or connection_id in self._undeleted
 
     async def revoke(self, grant: Grant) -> None:
+        self._revoking[grant.connection_id] += 1
+        await self._revoke(grant)
+
+    async def _revoke(self, grant: Grant) -> None:
+        """Revoke a grant already counted in `_revoking`; uncount it when done."""
         try:
             await self.media.revoke(grant)
         except MediaError:
@@ -84,6 +97,10 @@ class Calls:
             )
             self._undeleted[grant.connection_id] = grant
             self._retry_later()
+        finally:
+            self._revoking[grant.connection_id] -= 1
+            if not self._revoking[grant.connection_id]:
+                del self._revoking[grant.connection_id]
 
     def maybe_close(self, room: str) -> None:
         """Close the room's media session if nobody is in it or on the way in."""
@@ -94,7 +111,7 @@ class Calls:
 
     async def _revoke_then_close(self, grants: tuple[Grant, ...], rooms: tuple[str, ...]) -> None:
         for grant in grants:
-            await self.revoke(grant)
+            await self._revoke(grant)
         for room in rooms:
             self.maybe_close(room)
 

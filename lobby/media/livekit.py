@@ -6,11 +6,12 @@ participant id, so the same id removes it later. LiveKit creates the room when
 the first browser joins. A LiveKit token cannot be revoked before it expires:
 `revoke` removes the participant (RemoveParticipant), which is what ends its
 call, and the token's short life (`LIVEKIT_TOKEN_TTL`) bounds what a copy of it
-is worth. `close_room` is DeleteRoom, `check` is ListRooms.
+is worth. `close_room` is DeleteRoom, `check` is ListRooms, `participants`
+(for reconciling call states) ListParticipants.
 
 RoomService goes through the official client (`livekit.api.LiveKitAPI`): Twirp,
 protobuf bodies, one bearer JWT per call carrying only the grant that call needs
-(`roomAdmin` and the room for RemoveParticipant, `roomCreate` for DeleteRoom,
+(`roomAdmin` and the room for RemoveParticipant and ListParticipants, `roomCreate` for DeleteRoom,
 `roomList` for ListRooms: the client's own choice, which tests/test_livekit.py
 pins down). Its region failover is off: it only ever applies to LiveKit Cloud,
 and `lobby.media.calls` and the breaker already decide what is retried.
@@ -48,10 +49,17 @@ import jwt.warnings
 from google.protobuf.message import DecodeError
 from livekit import api
 from livekit.api.room_service import RoomService
-from livekit.protocol.room import DeleteRoomRequest, ListRoomsRequest, RoomParticipantIdentity
+from livekit.protocol.models import ParticipantInfo
+from livekit.protocol.room import (
+    DeleteRoomRequest,
+    ListParticipantsRequest,
+    ListRoomsRequest,
+    RoomParticipantIdentity,
+)
 
 from lobby.media.seam import (
     BackendError,
+    InCall,
     Misconfigured,
     ServerFailed,
     TimedOut,
@@ -168,6 +176,18 @@ class LiveKitBackend:
     async def check(self) -> None:
         # Authenticated (a wrong key or secret shows) and always answerable.
         await self._call("ListRooms", lambda rooms: rooms.list_rooms(ListRoomsRequest()))
+
+    async def participants(self, room: str) -> list[InCall]:
+        request = ListParticipantsRequest(room=room)
+        listed = await self._call(
+            "ListParticipants", lambda rooms: rooms.list_participants(request), gone_ok=True
+        )
+        if listed is None:  # no such room: LiveKit has nobody in it
+            return []
+        return [
+            InCall(p.identity, p.sid, p.state != ParticipantInfo.DISCONNECTED)
+            for p in listed.participants
+        ]
 
     async def aclose(self) -> None:
         if self._api is not None:

@@ -3,6 +3,8 @@
 A grant is two calls: create the session (200, or 409 when it already exists:
 both mean "it is there") and create a WEBRTC connection in it, whose `token` the
 browser joins with. Revoking deletes the connection; closing deletes the session.
+`participants` reads the session with its connections (pending ones too: a
+connection nobody joined with yet is `active=False`), for reconciling call states.
 
 Every failure is translated here, at the boundary, into one exception family
 (`raise ... from exc`), and logged once on `lobby.media.openvidu` with the
@@ -38,6 +40,7 @@ import httpx
 from lobby import __version__
 from lobby.media.seam import (
     BackendError,
+    InCall,
     Misconfigured,
     ServerFailed,
     TimedOut,
@@ -175,6 +178,23 @@ class OpenViduBackend:
     async def check(self) -> None:
         # The session list: authenticated (so a wrong secret shows) and always there.
         await self._call("GET", f"{_API}/sessions", None, ok={200})
+
+    async def participants(self, room: str) -> list[InCall]:
+        path = f"{_API}/sessions/{_segment(room)}"
+        response = await self._call("GET", path + "?pendingConnections=true", None, ok={200, 404})
+        if response.status_code == 404:  # no session: nobody is in the call
+            return []
+        try:
+            content = response.json()["connections"]["content"]
+            return [
+                InCall(c["connectionId"], None, c["status"] == "active")
+                for c in content
+                if isinstance(c["connectionId"], str)
+            ]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise OpenViduProtocolError.logged(
+                logger, f"OpenVidu answered GET {path} without a list of connections"
+            ) from exc
 
     async def aclose(self) -> None:
         await self._transport.aclose()

@@ -11,6 +11,11 @@ lobby socket relays their signalling) another. The LiveKit (OpenVidu 3) back end
 page which client code runs the call and what it needs (a server URL, ICE
 servers).
 
+Back ends that can say who is in a room's call right now (LiveKit's
+ListParticipants, OpenVidu's session with its connections) are also a
+`ParticipantLister`: the lobby reconciles its call states with that list and
+removes connections it does not know. Peer-to-peer rooms have no such list.
+
 Exceptions: every failure is a `MediaError` carrying a stable `code` and a
 human `message` the requester may see; details for operators go to the log.
 """
@@ -18,7 +23,8 @@ human `message` the requester may see; details for operators go to the log.
 from __future__ import annotations
 
 import logging
-from typing import ClassVar, Protocol, Self
+from dataclasses import dataclass
+from typing import ClassVar, Protocol, Self, runtime_checkable
 
 from lobby.rules.grants import Grant, Identity
 
@@ -132,4 +138,26 @@ class MediaBackend(Protocol):
 
     async def aclose(self) -> None:
         """Release network resources."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class InCall:
+    """One connection the media server holds in a room.
+
+    `handle` is what the lobby's grant calls `connection_id` (LiveKit: the
+    participant identity; OpenVidu: the connection id); `sid` tells apart
+    successive connections of one LiveKit identity (None for OpenVidu); `active`
+    is False while nobody has used the connection yet (OpenVidu's pending ones).
+    """
+
+    handle: str
+    sid: str | None
+    active: bool
+
+
+@runtime_checkable
+class ParticipantLister(Protocol):
+    async def participants(self, room: str) -> list[InCall]:
+        """Every connection of `room` on the media server; none for an unknown room."""
         ...

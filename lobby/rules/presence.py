@@ -10,19 +10,30 @@ A participant belongs to at most one socket. When its socket goes away it is
 flicker, until either a new socket of the same user resumes it with its key or
 the caller's grace timer calls `expire`.
 
+Each participant also has a *call state* (`CallState`): `connecting` from its
+join until its call is confirmed, `connected` while it is in the call, `dropped`
+when its browser lost the media connection while its lobby socket stayed open.
+The media server's word (`media_joined`, `media_left`, `reconcile`) or the page's
+own (`report_call`) changes it; a `CallChanged` event goes out only when it
+actually changes. A member whose socket is away keeps its state when the media
+server says it left: its page is reloading and will join the call again, and a
+"dropped" in between would only flicker.
+
 The grant type `G` (what the media back end needs to revoke a connection) is
 opaque here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Hashable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Generic, Literal, TypeVar
 
 G = TypeVar("G")
 SocketId = Hashable
 LeaveReason = Literal["left", "switched", "disconnected"]
+CallState = Literal["connecting", "connected", "dropped"]
+CALL_STATES: tuple[CallState, ...] = ("connecting", "connected", "dropped")
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +42,7 @@ class Participant:
     user: str
     nickname: str
     role: str
+    call: CallState = "connecting"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +63,15 @@ class RoomClosed:
     room: str
 
 
-Event = Joined | Left | RoomClosed
+@dataclass(frozen=True, slots=True)
+class CallChanged:
+    """A participant's call state changed; `participant.call` is the new one."""
+
+    room: str
+    participant: Participant
+
+
+Event = Joined | Left | RoomClosed | CallChanged
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +99,9 @@ class Member(Generic[G]):
     resume_key: str
     grant: G
     socket: SocketId | None = field(default=None)
+    # The media server's id of the participant's current connection (LiveKit's `sid`),
+    # so that news about an older connection of the same participant changes nothing.
+    media_sid: str | None = field(default=None)
 
     @property
     def away(self) -> bool:
@@ -124,6 +147,10 @@ class Presence(Generic[G]):
         if member is None or member.participant.user != user:
             return None
         return member if held is None or held is member else None
+
+    def members_in(self, room: str) -> list[Member[G]]:
+        """The members of `room` in join order (none for an unknown room)."""
+        return list(self._rooms.get(room, {}).values())
 
     def has_room(self, room: str) -> bool:
         return room in self._rooms
@@ -208,9 +235,66 @@ class Presence(Generic[G]):
         return previous
 
     def replace_grant(self, member: Member[G], grant: G) -> G:
-        """Give `member` a fresh grant; returns the stale one, for revoking."""
+        """Give `member` a fresh grant; returns the stale one, for revoking.
+
+        News about the stale connection must change nothing from now on: forget its sid.
+        """
         stale, member.grant = member.grant, grant
+        member.media_sid = None
         return stale
+
+    # Call states
+
+    def media_joined(self, participant_id: str, sid: str | None = None) -> Outcome[G]:
+        """The media server says the participant is in the call, with connection `sid`."""
+        member = self._members.get(participant_id)
+        if member is None:
+            return Outcome()
+        member.media_sid = sid
+        return self._set_call(member, "connected")
+
+    def media_left(self, participant_id: str, sid: str | None = None) -> Outcome[G]:
+        """The media server says connection `sid` of the participant left the call.
+
+        Nothing changes for a connection that is not the member's current one (a
+        reloaded page's new one came first, or none was seen yet), nor for a member
+        that is away (its page is reloading: it will join again, or the grace period
+        ends its stay).
+        """
+        member = self._members.get(participant_id)
+        if member is None or member.away:
+            return Outcome()
+        if sid is not None and sid != member.media_sid:
+            return Outcome()
+        return self._set_call(member, "dropped")
+
+    def report_call(self, socket: SocketId, call: CallState) -> Outcome[G]:
+        """The page on `socket` reports its own call; nothing if it holds no participant."""
+        member = self.member_of(socket)
+        return Outcome() if member is None else self._set_call(member, call)
+
+    def reconcile(self, room: str, present: Mapping[str, str | None]) -> Outcome[G]:
+        """Correct `room`'s states from the media server's list: participant id -> sid.
+
+        Listed members are in the call. A member the list lacks dropped out if it was
+        in the call; one still `connecting` may have its join in flight, and an away
+        one is reloading, so both stay as they are.
+        """
+        outcome: Outcome[G] = Outcome()
+        for member in self.members_in(room):
+            pid = member.participant.id
+            if pid in present:
+                member.media_sid = present[pid]
+                outcome += self._set_call(member, "connected")
+            elif not member.away and member.participant.call == "connected":
+                outcome += self._set_call(member, "dropped")
+        return outcome
+
+    def _set_call(self, member: Member[G], call: CallState) -> Outcome[G]:
+        if member.participant.call == call:
+            return Outcome()
+        member.participant = replace(member.participant, call=call)
+        return Outcome(events=(CallChanged(member.room, member.participant),))
 
     def _remove(self, member: Member[G], reason: LeaveReason) -> Outcome[G]:
         pid = member.participant.id

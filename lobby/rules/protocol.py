@@ -19,11 +19,18 @@ from enum import IntEnum
 from typing import Any
 
 from lobby.rules import signalling
-from lobby.rules.presence import Event, Joined, Left, Participant
+from lobby.rules.presence import (
+    CallChanged,
+    CallState,
+    Event,
+    Joined,
+    Left,
+    Participant,
+)
 
 Ref = str | int | float | None
 
-CLIENT_TYPES = ("join", "leave", "resume", "ping", "signal")
+CLIENT_TYPES = ("join", "leave", "resume", "ping", "signal", "call_state")
 SERVER_TYPES = (
     "welcome",
     "token",
@@ -32,6 +39,7 @@ SERVER_TYPES = (
     "left",
     "room_closed",
     "taken_over",
+    "call_state",
     "signal",
     "ok",
     "pong",
@@ -121,7 +129,18 @@ class Signal:
     sends_media: bool  # a description whose audio or video would go out
 
 
-Request = Join | Leave | Resume | Ping | Signal
+@dataclass(frozen=True, slots=True)
+class CallReport:
+    """The page's report of its own call: in it, or its media connection lost."""
+
+    ref: Ref
+    call: CallState
+
+
+# What a page may report: `connecting` is the server's own starting point.
+REPORTABLE: tuple[CallState, ...] = ("connected", "dropped")
+
+Request = Join | Leave | Resume | Ping | Signal | CallReport
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +178,8 @@ def parse(text: str) -> Request | ProtocolError:
         return Ping(ref)
     if kind == "signal":
         return _parse_signal(frame, ref)
+    if kind == "call_state":
+        return _parse_call_report(frame, ref)
     shown = kind if len(kind) <= 32 else kind[:32] + "…"
     return ProtocolError("unknown_type", f"Unknown message type {shown!r}.", ref)
 
@@ -212,6 +233,16 @@ def _parse_signal(frame: dict[str, Any], ref: Ref) -> Signal | ProtocolError:
     return Signal(ref, to, checked, signalling.sends_media(checked))
 
 
+def _parse_call_report(frame: dict[str, Any], ref: Ref) -> CallReport | ProtocolError:
+    call = frame.get("call")
+    for state in REPORTABLE:  # the literal itself, so the type is the narrow one
+        if call == state:
+            return CallReport(ref, state)
+    return ProtocolError(
+        "bad_request", "'call_state' needs 'call': \"connected\" or \"dropped\".", ref
+    )
+
+
 def valid_room(room: str) -> bool:
     return ROOM_PATTERN.fullmatch(room) is not None
 
@@ -252,7 +283,7 @@ def _dump(obj: dict[str, object]) -> str:
 
 
 def participant_json(p: Participant) -> dict[str, object]:
-    return {"id": p.id, "user": p.user, "nickname": p.nickname, "role": p.role}
+    return {"id": p.id, "user": p.user, "nickname": p.nickname, "role": p.role, "call": p.call}
 
 
 def render_event(event: Event) -> str:
@@ -272,6 +303,11 @@ def render_event(event: Event) -> str:
                 "participant": participant_json(event.participant),
                 "reason": event.reason,
             }
+        )
+    if isinstance(event, CallChanged):
+        p = event.participant
+        return _dump(
+            {"type": "call_state", "room": event.room, "participant": p.id, "call": p.call}
         )
     return _dump({"type": "room_closed", "room": event.room})
 

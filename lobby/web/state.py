@@ -8,6 +8,7 @@ from typing import cast
 
 from starlette.requests import HTTPConnection
 
+from lobby.callstates import CallStates
 from lobby.config import Settings
 from lobby.handler import RequestHandler
 from lobby.hub import Hub
@@ -27,6 +28,7 @@ class AppState:
     handler: RequestHandler
     login_throttle: LoginThrottle
     origins: Origins
+    call_states: CallStates
 
 
 def state_of(conn: HTTPConnection) -> AppState:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 from playwright.async_api import expect
@@ -222,3 +223,29 @@ async def test_a_nickname_with_html_shows_as_text_everywhere(
         assert await tab.page.locator("img").count() == 0
         assert tab.dialogs == []
         assert not [url for url in tab.requests if url.endswith("/x")]
+
+
+async def test_the_lobby_shows_who_is_in_the_call_and_who_dropped_out_of_it(
+    make_lobby: LobbyFactory, standin: OpenViduStandin, tabs: Tabs
+):
+    lobby = await make_lobby()
+    alice = await tabs.login(lobby.http, "alice")
+    bob = await tabs.login(lobby.http, "bob")
+    await alice.create_room("TUTORIAL", "Alice")
+    await alice.in_call()
+    # Alice's page reports its call once openvidu-browser joined; everyone's lobby shows it.
+    chip = bob.card("TUTORIAL").locator("li.chip")
+    await expect(chip).to_have_attribute("data-call", "connected")
+    await expect(chip).to_have_attribute("title", "in the call")
+    await expect(chip).to_have_class(re.compile(r"\bcall-connected\b"))
+    await expect(chip).to_have_text("Alice (alice)")  # the state is no part of the name
+    mine = alice.page.locator("#call-participants li.chip")
+    await expect(mine).to_have_attribute("data-call", "connected")
+    # The network takes Alice's media connection away while her lobby socket stays open.
+    [browser] = standin.browsers.values()
+    browser.close()
+    await expect(chip).to_have_attribute("data-call", "dropped")
+    await expect(chip).to_have_attribute("title", "dropped out of the call")
+    await expect(chip).to_have_class(re.compile(r"\bcall-dropped\b"))
+    await expect(mine).to_have_attribute("data-call", "dropped")
+    await expect(alice.page.locator("#call-problem-text")).to_contain_text("dropped")

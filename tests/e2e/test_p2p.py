@@ -119,6 +119,10 @@ async def test_two_people_see_each_other_peer_to_peer(
         await expect(tab.page.locator("#error")).to_be_empty()
         # No ICE servers configured: nothing but direct loopback candidates, no STUN anywhere.
         assert await tab.page.evaluate("window.iceServersUsed") == [[]]
+        # Both pages reported their call up once their link was: everyone is in the call.
+        chips = tab.page.locator("#call-participants li.chip")
+        for index in range(2):
+            await expect(chips.nth(index)).to_have_attribute("data-call", "connected")
     # The video went browser to browser: no media server, and OpenVidu was never asked.
     assert standin.calls == []
     assert standin.rpc_calls == []
