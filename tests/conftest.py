@@ -43,6 +43,17 @@ def postgres() -> Iterator[PostgresServer]:
         server.destroy()
 
 
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of the test's own, to stop and start again (about a second)."""
+    server = PostgresServer.create()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.destroy()
+
+
 DIALECTS = ("sqlite", "postgresql")
 
 
