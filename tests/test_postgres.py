@@ -12,7 +12,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import psycopg
@@ -37,6 +37,21 @@ from tests.postgres import PostgresServer
 @pytest.fixture
 def url(postgres: PostgresServer) -> str:
     return postgres.fresh_database()
+
+
+@pytest.fixture
+def open_users() -> Iterator[Callable[[str], UserStore]]:
+    """Open an instance's own connection to a database; all closed after the lobbies stopped
+    (ask for this fixture before `make_lobby`, which then stops first)."""
+    opened: list[UserStore] = []
+
+    def open_(url: str) -> UserStore:
+        opened.append(UserStore(connect(url), CHEAP_HASHER))
+        return opened[-1]
+
+    yield open_
+    for store in opened:
+        store.db.close()
 
 
 @pytest.fixture
@@ -249,10 +264,9 @@ def _digest(session_id: str) -> str:
 
 
 async def test_a_lobby_whose_database_goes_away_answers_503_and_keeps_open_sockets(
-    own_postgres: PostgresServer, make_lobby: LobbyFactory
+    own_postgres: PostgresServer, open_users: Callable[[str], UserStore], make_lobby: LobbyFactory
 ) -> None:
-    db = connect(own_postgres.fresh_database())
-    users = UserStore(db, CHEAP_HASHER)
+    users = open_users(own_postgres.fresh_database())
     for name in ("alice", "bob"):
         users.add(name, "PUBLISHER", PASSWORD)
     lobby = await make_lobby(users=users)
@@ -300,4 +314,25 @@ async def test_a_lobby_whose_database_goes_away_answers_503_and_keeps_open_socke
     bob = await lobby.client("bob", cookie=bob_cookie)  # the session survived the outage
     await bob.close()
     await alice.close()
-    db.close()
+
+
+# --- several instances --------------------------------------------------------------------
+
+
+async def test_two_instances_share_logins_and_a_logout_on_one_closes_sockets_on_the_other(
+    url: str, open_users: Callable[[str], UserStore], make_lobby: LobbyFactory
+) -> None:
+    first, second = open_users(url), open_users(url)
+    first.add("alice", "PUBLISHER", PASSWORD)
+    one, other = await make_lobby(users=first), await make_lobby(users=second)
+    cookie = await one.login("alice")
+    elsewhere = await other.client("alice", cookie=cookie)  # logged in on one, valid on other
+    async with httpx.AsyncClient(base_url=one.http, cookies={"lobby_session": cookie}) as http:
+        page = await http.get("/lobby")
+        reply = await http.post("/logout", data={"csrf_token": csrf_from(page.text)})
+        assert reply.status_code == 303
+    # The other instance's watcher sees the write within a second or so and closes the socket.
+    assert await elsewhere.close_code(timeout=10) == 4001
+    with pytest.raises(InvalidStatus) as refused:
+        await other.client("alice", cookie=cookie)
+    assert refused.value.response.status_code == 403
