@@ -166,14 +166,18 @@ class PostgresDatabase:
         try:
             yield
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            if self._conn is not None and self._conn.closed:
-                self._conn = None
+            reason = _first_line(exc)  # names host and port, never the password
+            if self._conn is not None and not self._conn.closed:
+                # Connected, but the statement failed (timed out): the connection stays.
+                log.warning("PostgreSQL did not answer in time: %s", reason)
+                raise Unavailable(f"PostgreSQL did not answer in time: {reason}") from exc
+            self._conn = None
+            if self._opened:
                 self._reconnect()
             if not self._down:
                 self._down = True
-                # The message names host and port, never the password.
-                log.warning("PostgreSQL is unreachable: %s", _first_line(exc))
-            raise Unavailable(f"PostgreSQL is unreachable: {_first_line(exc)}") from exc
+                log.warning("PostgreSQL is unreachable: %s", reason)
+            raise Unavailable(f"PostgreSQL is unreachable: {reason}") from exc
 
 
 def _first_line(exc: BaseException) -> str:
