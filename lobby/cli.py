@@ -71,6 +71,9 @@ def _serve(args: argparse.Namespace, serve: Serve | None) -> int:
     except (IncompatibleUvicorn, MissingLibrary) as exc:
         print(f"lobby: {exc}", file=sys.stderr)
         return 2
+    except (sqlite3.Error, SchemaError, Unavailable) as exc:
+        print(f"lobby: cannot use the database {_shown(settings.database)}: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

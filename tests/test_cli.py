@@ -441,3 +441,17 @@ def test_entry_point_on_postgresql_in_a_real_process(pg_database: str) -> None:
     )
     assert added.returncode == 0, added.stderr
     assert verify(pg_database, "dan", "pw") == User("dan", "MODERATOR")
+
+
+def test_serve_with_an_unreachable_database_says_so_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before uvicorn starts: no lifespan traceback, one sentence and exit code 1."""
+    url = f"postgresql://lobby:hunter2@127.0.0.1:{free_port()}/lobby"  # nobody listens there
+    monkeypatch.setenv("LOBBY_DATABASE", url)
+    assert main(["serve", "--demo"]) == 1
+    err = capsys.readouterr().err
+    shown = url.replace("hunter2", "***")
+    assert f"lobby: cannot use the database {shown}: PostgreSQL is unreachable: " in err
+    assert "hunter2" not in err
+    assert "Traceback" not in err

@@ -106,6 +106,7 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         (
             "lobby.app",
             "lobby.config",
+            "lobby.store.db",
             "lobby.web",
             "lobby.web.assets",
             "lobby.web.auth",
