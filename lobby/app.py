@@ -92,7 +92,8 @@ def create_app(
             joins_per_minute=settings.joins_per_minute,
             room_size=settings.room_size,
             recovered=backend.recovered,
-            roster=Roster(db),
+            # Per instance and SQLite only: see lobby.store.roster.
+            roster=Roster(db) if db.dialect == "sqlite" else None,
             calls_from_media=settings.calls_from_media,
         )
         call_states = CallStates(
@@ -150,6 +151,7 @@ def create_app(
             Middleware(SameSitePosts, origins=origins),
         ],
         lifespan=lifespan,
+        exception_handlers={database.Unavailable: pages.database_unavailable},
     )
 
 

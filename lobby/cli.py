@@ -2,6 +2,7 @@
 
 The `users` commands need only the database, so they read `LOBBY_DATABASE` and
 nothing else: an administrator can add the first user before any secret is set.
+They work the same on a SQLite file and on a PostgreSQL database.
 
 Exit codes: 0 done, 1 refused (unknown or duplicate user, passwords that do not
 match, an unusable database), 2 bad usage or configuration, 130 interrupted.
@@ -17,10 +18,11 @@ import sys
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from lobby.config import SETTINGS, ConfigError, Settings, help_epilog
 from lobby.rules.grants import ROLES
-from lobby.store.db import SchemaError, connect
+from lobby.store.db import SchemaError, Unavailable, connect, is_postgres
 from lobby.store.users import UserError, UserStore, check_name
 from lobby.web import IncompatibleUvicorn, MissingLibrary
 
@@ -69,15 +71,15 @@ def _serve(args: argparse.Namespace, serve: Serve | None) -> int:
     except (IncompatibleUvicorn, MissingLibrary) as exc:
         print(f"lobby: {exc}", file=sys.stderr)
         return 2
+    except (sqlite3.Error, SchemaError, Unavailable) as exc:
+        print(f"lobby: cannot use the database {_shown(settings.database)}: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
 def _users(args: argparse.Namespace) -> int:
     path = database_path()
-    # Named in full on stderr: a relative LOBBY_DATABASE run from another folder would
-    # otherwise make a second, empty database without a word.
-    shown = path if path == ":memory:" else str(Path(path).resolve())
-    existed = path == ":memory:" or Path(path).exists()
+    shown, existed = _shown(path), is_postgres(path) or path == ":memory:" or Path(path).exists()
     try:
         with closing(connect(path)) as db:
             verb = "using the" if existed else "created a new"
@@ -87,10 +89,23 @@ def _users(args: argparse.Namespace) -> int:
     except (UserError, CommandError) as exc:
         print(f"lobby: {exc}", file=sys.stderr)
         return 1
-    except (sqlite3.Error, SchemaError) as exc:
+    except (sqlite3.Error, SchemaError, Unavailable) as exc:
         print(f"lobby: cannot use the database {shown}: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _shown(location: str) -> str:
+    """The database as stderr names it: a SQLite file in full (a relative LOBBY_DATABASE run
+    from another folder would otherwise make a second, empty database without a word), a
+    PostgreSQL URL without its password."""
+    if is_postgres(location):
+        parts = urlsplit(location)
+        if parts.password is None:
+            return location
+        user = f"{parts.username}:***@" if parts.username else ":***@"
+        return urlunsplit(parts._replace(netloc=user + parts.netloc.rpartition("@")[2]))
+    return location if location == ":memory:" else str(Path(location).resolve())
 
 
 def database_path() -> str:

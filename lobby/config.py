@@ -138,6 +138,17 @@ def _url(schemes: tuple[str, ...]) -> Callable[[str, str], str | None]:
     return parse
 
 
+def _database(name: str, text: str) -> str:
+    """A SQLite path, or a PostgreSQL URL (libpq reads it; `lobby.store.db` tells them apart)."""
+    location = text.strip()
+    scheme = location.partition("://")[0].lower() if "://" in location else ""
+    if scheme and scheme not in ("postgresql", "postgres"):
+        raise ConfigError(
+            f"{name} must be a SQLite file or a postgresql:// URL, not a {scheme}:// URL"
+        )
+    return location
+
+
 def _secret_key(name: str, text: str) -> str | None:
     if not text:
         return None  # unset: `_settle` decides
@@ -227,8 +238,12 @@ SETTINGS: tuple[Setting, ...] = (
             "Seconds between two checks of who the media server (LiveKit, OpenVidu) has in "
             "each room's call: they correct call states whose webhook was lost and remove "
             "participants the lobby does not know (a leaked token, a stale tab). `0`: never."),
-    Setting("LOBBY_DATABASE", "database", _text, "lobby.sqlite3",
-            "SQLite file holding users and login sessions."),
+    Setting("LOBBY_DATABASE", "database", _database, "lobby.sqlite3",
+            "Where users and login sessions live: a SQLite file (instances on one machine may "
+            "share it), or a `postgresql://` URL (`postgresql://lobby@db.example.com/lobby`) "
+            "for instances on several machines; keep its password in `PGPASSWORD` or "
+            "`~/.pgpass` rather than in the URL. With PostgreSQL the participants are not kept "
+            "across restarts. See [PostgreSQL](docs/deployment.md#postgresql)."),
     Setting("LOBBY_SECRET_KEY", "secret_key", _secret_key, None,
             "Key that signs cookies and CSRF tokens. Required outside demo mode; demo mode "
             "generates one at each start."),
@@ -325,7 +340,7 @@ class Settings:
     livekit_token_ttl: float = _default("LIVEKIT_TOKEN_TTL")
     livekit_timeout: float = _default("LIVEKIT_TIMEOUT")
     call_reconcile_interval: float = _default("LOBBY_CALL_RECONCILE_INTERVAL")
-    database: str = _default("LOBBY_DATABASE")
+    database: str = field(default=_default("LOBBY_DATABASE"), repr=False)  # may hold a password
     secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
     demo: bool = _default("LOBBY_DEMO")
     host: str = _default("LOBBY_HOST")

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp
 
 from lobby.app import create_app
 from lobby.config import Settings
+from lobby.store import db as database
 from lobby.web import UVICORN_SERIES, IncompatibleUvicorn, assets
 from lobby.web.auth import CSRF_COOKIE, SESSION_COOKIE
 
@@ -132,8 +133,11 @@ def uvicorn_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
 
 
 def serve(settings: Settings) -> None:
-    """Serve until stopped; `IncompatibleUvicorn` or `MissingLibrary` (one sentence) first."""
+    """Serve until stopped; `IncompatibleUvicorn` or `MissingLibrary` (one sentence) first,
+    then the database's `Unavailable`, `SchemaError` or `sqlite3.Error`."""
     assets.require(settings.media)  # before the banner: a refusal is the only line printed
+    # The database too (reached, migrated): else uvicorn would print the lifespan's traceback.
+    database.connect(settings.database).close()
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

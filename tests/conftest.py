@@ -1,4 +1,5 @@
-"""Shared fixtures: the OpenVidu stand-in, a real lobby server, logged-in socket clients."""
+"""Shared fixtures: the OpenVidu stand-in, a real lobby server, logged-in socket clients, and
+the databases (SQLite in memory or in a file; a real PostgreSQL server for the session)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import asyncio
 import contextlib
 import json
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -24,10 +25,53 @@ from lobby.store.users import UserStore
 from lobby.web.state import AppState
 from tests.live import LiveServer
 from tests.openvidu_standin import OpenViduStandin, running_standin
+from tests.postgres import PostgresServer
 
 PASSWORD = "correct horse"
 USERS = {"alice": "PUBLISHER", "bob": "PUBLISHER", "sub": "SUBSCRIBER", "mod": "MODERATOR"}
 CHEAP_HASHER = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the whole run (skipped without one, failed under CI)."""
+    server = PostgresServer.create()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of the test's own, to stop and start again (about a second)."""
+    server = PostgresServer.create()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.destroy()
+
+
+DIALECTS = ("sqlite", "postgresql")
+
+
+@pytest.fixture(params=DIALECTS)
+def location(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    """A `LOBBY_DATABASE` several connections can share: a SQLite file, a PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "lobby.sqlite3")
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return server.fresh_database()
+
+
+@pytest.fixture
+def db(location: str) -> Iterator[database.Database]:
+    """An empty, migrated database of each kind (the store tests run against both)."""
+    connected = database.connect(location)
+    yield connected
+    connected.close()
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""The `lobby` command, run in-process (and once as a real subprocess)."""
+"""The `lobby` command, run in-process (and as a real subprocess), on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from lobby.store.db import connect
 from lobby.store.sessions import SessionStore
 from lobby.store.users import User, UserStore
 from lobby.web import IncompatibleUvicorn
+from tests.postgres import PostgresServer, free_port
 
 SECRETS = (
     "LOBBY_SECRET_KEY",
@@ -361,3 +362,96 @@ def test_entry_point_in_a_real_process(database: str) -> None:
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.splitlines()[1].split() == ["carol", "SUBSCRIBER", "no"]
     assert verify(database, "carol", "pw") == User("carol", "SUBSCRIBER")
+
+
+# --- on PostgreSQL ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pg_database(postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    """LOBBY_DATABASE naming a fresh PostgreSQL database, and no secrets."""
+    url = postgres.fresh_database()
+    monkeypatch.setenv("LOBBY_DATABASE", url)
+    for name in SECRETS:
+        monkeypatch.delenv(name, raising=False)
+    return url
+
+
+def test_users_commands_work_on_postgresql(
+    pg_database: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stdin(monkeypatch, "old\n")
+    assert main(["users", "add", "alice", "--role", "publisher", "--password-stdin"]) == 0
+    assert capsys.readouterr() == (
+        "added alice (PUBLISHER)\n",
+        f"lobby: using the database {pg_database}\n",
+    )
+    assert main(["users", "list"]) == 0
+    assert [line.split() for line in capsys.readouterr().out.splitlines()[1:]] == [
+        ["alice", "PUBLISHER", "no"]
+    ]
+    db = connect(pg_database)
+    try:
+        session = SessionStore(db, ttl=60).create("alice")
+        stdin(monkeypatch, "new\n")
+        assert main(["users", "passwd", "alice", "--password-stdin"]) == 0
+        assert SessionStore(db, ttl=60).get(session) is None  # logged out everywhere
+        assert verify(pg_database, "alice", "new") == User("alice", "PUBLISHER")
+        assert main(["users", "remove", "alice"]) == 0
+        assert main(["users", "remove", "alice"]) == 1
+        assert UserStore(db).list() == []
+    finally:
+        db.close()
+
+
+def test_a_password_in_the_postgresql_url_is_never_shown(
+    pg_database: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The test server trusts loopback, so any password is accepted: only its echo is tested.
+    monkeypatch.setenv("LOBBY_DATABASE", pg_database.replace("lobby@", "lobby:hunter2@"))
+    assert main(["users", "list"]) == 0
+    err = capsys.readouterr().err
+    assert "hunter2" not in err
+    assert f"lobby: using the database {pg_database.replace('lobby@', 'lobby:***@')}\n" in err
+
+
+def test_an_unreachable_postgresql_is_reported(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"postgresql://lobby@127.0.0.1:{free_port()}/lobby"  # nobody listens there
+    monkeypatch.setenv("LOBBY_DATABASE", url)
+    assert main(["users", "list"]) == 1
+    assert f"lobby: cannot use the database {url}: PostgreSQL is unreachable: " in (
+        capsys.readouterr().err
+    )
+
+
+def test_entry_point_on_postgresql_in_a_real_process(pg_database: str) -> None:
+    script = Path(sys.executable).with_name("lobby")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "lobby"]
+    env = {k: v for k, v in os.environ.items() if k not in SECRETS}
+    env["PYTHONPATH"] = str(Path(lobby.__file__).parent.parent)
+    added = subprocess.run(
+        [*command, "users", "add", "dan", "--role", "moderator", "--password-stdin"],
+        input="pw\n",
+        env=env | {"LOBBY_DATABASE": pg_database},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert added.returncode == 0, added.stderr
+    assert verify(pg_database, "dan", "pw") == User("dan", "MODERATOR")
+
+
+def test_serve_with_an_unreachable_database_says_so_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before uvicorn starts: no lifespan traceback, one sentence and exit code 1."""
+    url = f"postgresql://lobby:hunter2@127.0.0.1:{free_port()}/lobby"  # nobody listens there
+    monkeypatch.setenv("LOBBY_DATABASE", url)
+    assert main(["serve", "--demo"]) == 1
+    err = capsys.readouterr().err
+    shown = url.replace("hunter2", "***")
+    assert f"lobby: cannot use the database {shown}: PostgreSQL is unreachable: " in err
+    assert "hunter2" not in err
+    assert "Traceback" not in err

@@ -99,11 +99,25 @@ def test_defaults_in_demo_mode_need_no_environment() -> None:
         ({"LOBBY_DEMO": "1", "LIVEKIT_TOKEN_TTL": "soon"}, "^LIVEKIT_TOKEN_TTL must be a number"),
         ({"LOBBY_DEMO": "1", "LIVEKIT_TOKEN_TTL": "0"}, "^LIVEKIT_TOKEN_TTL must be at least 1"),
         ({"LOBBY_DEMO": "1", "LIVEKIT_TIMEOUT": "0"}, "^LIVEKIT_TIMEOUT must be at least 0.1"),
+        (
+            {"LOBBY_DEMO": "1", "LOBBY_DATABASE": "mysql://db.example/lobby"},
+            "^LOBBY_DATABASE must be a SQLite file or a postgresql:// URL, not a mysql:// URL$",
+        ),
     ],
 )
 def test_bad_or_missing_settings_name_the_setting(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         Settings.from_env(env)
+
+
+@pytest.mark.parametrize(
+    "location",
+    ["lobby.sqlite3", "/var/lib/lobby/db", "postgresql://u:pw@db/lobby", "postgres://db"],
+)
+def test_database_is_a_sqlite_file_or_a_postgresql_url_kept_out_of_repr(location: str) -> None:
+    settings = Settings.from_env({"LOBBY_DEMO": "1", "LOBBY_DATABASE": f" {location} "})
+    assert settings.database == location
+    assert "pw" not in repr(settings)
 
 
 def test_openvidu_is_chosen_by_its_url_or_by_name() -> None:

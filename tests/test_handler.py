@@ -26,9 +26,9 @@ from lobby.media.breaker import Breaker
 from lobby.rules.grants import Grant, Identity
 from lobby.rules.presence import Participant
 from lobby.rules.protocol import CloseCode, parse
-from lobby.store import db as database
-from lobby.store.db import Database
+from lobby.store import sqlite as database
 from lobby.store.roster import Entry, Roster
+from lobby.store.sqlite import SQLiteDatabase as Database
 from tests.conftest import until
 from tests.fakes import FakeMedia, FakeSocket, Message, Refused, fake_socket
 

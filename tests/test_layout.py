@@ -47,9 +47,17 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("lobby", "lobby.media.seam", "lobby.rules.grants"),
         ("httpx", "livekit", "aiohttp", "google", "jwt"),
     ),
+    # db.py is the seam; it opens the back end LOBBY_DATABASE names (sqlite, postgres).
     "lobby.store.*": (
-        ("lobby.store.db", "lobby.store.users", "lobby.rules.grants", "lobby.rules.presence"),
-        ("argon2",),
+        (
+            "lobby.store.db",
+            "lobby.store.sqlite",
+            "lobby.store.postgres",
+            "lobby.store.users",
+            "lobby.rules.grants",
+            "lobby.rules.presence",
+        ),
+        ("argon2", "psycopg"),
     ),
     "lobby.handler": (
         (
@@ -66,7 +74,13 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         (),
     ),
     "lobby.watch": (
-        ("lobby.hub", "lobby.handler", "lobby.rules.protocol", "lobby.store.sessions"),
+        (
+            "lobby.hub",
+            "lobby.handler",
+            "lobby.rules.protocol",
+            "lobby.store.db",
+            "lobby.store.sessions",
+        ),
         (),
     ),
     "lobby.web.uvicorn_adapter": (
@@ -103,6 +117,7 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         (
             "lobby.app",
             "lobby.config",
+            "lobby.store.db",
             "lobby.web",
             "lobby.web.assets",
             "lobby.web.auth",

@@ -1,4 +1,7 @@
-"""The roster (`lobby.store.roster`): who is in which room, kept in SQLite across restarts."""
+"""The roster (`lobby.store.roster`): who is in which room, kept in SQLite across restarts.
+
+SQLite only: with PostgreSQL the roster is off (`test_postgres.py` shows the app leaves it out).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,9 @@ import pytest
 
 from lobby.rules.grants import Grant
 from lobby.rules.presence import Participant
-from lobby.store.db import Database, connect
 from lobby.store.roster import Entry, Roster
+from lobby.store.sqlite import SQLiteDatabase as Database
+from lobby.store.sqlite import connect
 
 ALICE = Participant("p_a", "alice", "Alice", "PUBLISHER")
 BOB = Participant("p_b", "bob", "Bob", "SUBSCRIBER")

@@ -1,19 +1,25 @@
-"""The user store (and, below it, the database it lives in)."""
+"""The user store (and, below it, the database it lives in), on SQLite and on PostgreSQL.
+
+The `db` fixture (tests/conftest.py) gives each test an empty database of each kind;
+what only SQLite has (its file, its pragmas) is tested on SQLite alone, and
+PostgreSQL's own (migrations, outages) in tests/test_postgres.py.
+"""
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
+import psycopg
 import pytest
 from argon2 import PasswordHasher
 
 from lobby.rules.grants import ROLES
-from lobby.store.db import SCHEMA_VERSION, Database, SchemaError, connect, schema_version
+from lobby.store.db import SCHEMA_VERSION, Database, SchemaError
 from lobby.store.sessions import SessionStore
+from lobby.store.sqlite import connect, schema_version
 from lobby.store.users import DEMO_USERS, Account, User, UserError, UserStore, check_name
 
 
@@ -31,13 +37,6 @@ class CountingHasher(PasswordHasher):
     def verify(self, hash: str | bytes, password: str | bytes) -> Literal[True]:
         self.verified.append(str(hash))
         return super().verify(hash, password)
-
-
-@pytest.fixture
-def db() -> Iterator[Database]:
-    db = connect(":memory:")
-    yield db
-    db.close()
 
 
 @pytest.fixture
@@ -247,7 +246,7 @@ def test_schema_is_created_once_and_data_survives_reconnecting(tmp_path: Path) -
 def test_schema_role_check_matches_media_roles(db: Database) -> None:
     for role in ROLES:
         db.write("INSERT INTO users (name, role, password_hash) VALUES (?, ?, 'x')", (role, role))
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises((sqlite3.IntegrityError, psycopg.IntegrityError)):
         db.write("INSERT INTO users (name, role, password_hash) VALUES ('x', 'ADMIN', 'x')")
 
 
@@ -272,7 +271,14 @@ def test_failed_transaction_rolls_back_and_releases_the_lock(db: Database) -> No
     with pytest.raises(RuntimeError, match="boom"):
         insert_then_fail()
     assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 0
-    assert not db.lock.locked()
+    # The lock is free: another thread's write goes through at once.
+    worker = threading.Thread(
+        target=lambda: UserStore(db, cheap_hasher()).add("b", "PUBLISHER", "x")
+    )
+    worker.start()
+    worker.join(timeout=5)
+    assert not worker.is_alive()
+    assert db.execute("SELECT count(*) FROM users").fetchone()[0] == 1
 
 
 def test_store_exposes_its_database(db: Database, users: UserStore) -> None:

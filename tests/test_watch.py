@@ -1,9 +1,9 @@
-"""The session watcher: sockets of sessions ended in another process are closed."""
+"""The session watcher: sockets of sessions ended in another process are closed (SQLite and
+PostgreSQL); while the database cannot be read, none is."""
 
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 from lobby.handler import RequestHandler
 from lobby.hub import Hub
@@ -17,9 +17,9 @@ from tests.fakes import fake_socket
 
 
 async def test_sessions_are_checked_a_chunk_at_a_time_and_ended_ones_closed(
-    tmp_path: Path,
+    location: str,
 ) -> None:
-    path = str(tmp_path / "lobby.sqlite3")
+    path = location
     db = database.connect(path)
     UserStore(db, hasher=CHEAP_HASHER).add("alice", "PUBLISHER", "pw")
     sessions = SessionStore(db, ttl=3600)
@@ -36,11 +36,13 @@ async def test_sessions_are_checked_a_chunk_at_a_time_and_ended_ones_closed(
     watcher = asyncio.create_task(watch_sessions(sessions, hub, handler, interval=0.01, chunk=3))
     await asyncio.sleep(0)  # it has read the database's version and sleeps
     # Another process (the CLI) ends one session in the first chunk of 3 and the last one.
-    other = SessionStore(database.connect(path), ttl=3600)
-    other.delete(ids[1])
-    other.delete(ids[6])
+    other = database.connect(path)
+    SessionStore(other, ttl=3600).delete(ids[1])
+    SessionStore(other, ttl=3600).delete(ids[6])
     try:
         await until(lambda: len(closed()) == 2)
     finally:
         watcher.cancel()
+        db.close()
+        other.close()
     assert closed() == {ids[1]: [(4001, "session ended")], ids[6]: [(4001, "session ended")]}

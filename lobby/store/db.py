@@ -1,28 +1,35 @@
-"""The SQLite database: one connection, the schema, and its migrations.
+"""The database seam: one interface, SQLite or PostgreSQL behind it, and the schema's migrations.
 
-`connect` opens the file (or `:memory:`) with WAL journaling, foreign keys on and
-a busy timeout, then brings the schema up to date. The schema version lives in
-SQLite's `user_version` pragma; `MIGRATIONS[i]` moves a database from version
-`i` to `i + 1`, so a new column is a new tuple at the end, never an edit.
+`connect(LOBBY_DATABASE)` opens a SQLite file (the default; `lobby.store.sqlite`)
+or, for a `postgresql://` URL, a PostgreSQL database that several instances on
+several machines share (`lobby.store.postgres`), and brings its schema up to date.
+The stores (users, sessions, roster) speak to either through `Database`.
 
-The server shares one connection between the event loop thread and the worker
-threads that run argon2, so the connection is opened with
-`check_same_thread=False` and in autocommit mode, and every write goes through
-`Database.write` or `Database.transaction`, which hold one lock: without it a
-statement from one thread could land inside another thread's open transaction
-and be committed or rolled back with it. Reads take no lock; SQLite serializes
-calls on a connection by itself.
+The dialects differ in few places, all of them here or in the two modules:
+
+- SQL is written once, with `?` placeholders; the PostgreSQL connection turns
+  them into `%s`. Upserts use `INSERT … ON CONFLICT … DO UPDATE`, which both
+  speak; `user` is a reserved word in PostgreSQL, so it is always quoted.
+- `MIGRATIONS[i]` moves a database from version `i` to `i + 1`, in both; a
+  statement's `{float}` is the dialect's 8-byte float (`REAL` in SQLite, which
+  is 8 bytes there; `DOUBLE PRECISION` in PostgreSQL, whose `REAL` has 4).
+  SQLite keeps the version in `PRAGMA user_version`, PostgreSQL in a
+  `schema_version` table. A new column is a new tuple at the end, never an edit.
+- `changed_elsewhere()`: a number that moves when another connection writes.
+
+Exceptions: `SchemaError` when the database was written by a newer lobby;
+`Unavailable` when it cannot be reached now (PostgreSQL down, unreachable,
+timed out), with a sentence fit for a user.
 """
 
 from __future__ import annotations
 
-import sqlite3
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Literal, Protocol
 
-BUSY_TIMEOUT = 5.0  # seconds to wait for another process (e.g. `lobby users`) to finish writing
+Dialect = Literal["sqlite", "postgresql"]
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 1: users and their login sessions.
@@ -33,112 +40,118 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             role TEXT NOT NULL CHECK (role IN ('PUBLISHER', 'SUBSCRIBER', 'MODERATOR')),
             password_hash TEXT NOT NULL,
             demo INTEGER NOT NULL DEFAULT 0,
-            created_at REAL,
-            updated_at REAL
+            created_at {float},
+            updated_at {float}
         )
         """,
         """
         CREATE TABLE IF NOT EXISTS sessions (
             id TEXT PRIMARY KEY,
-            user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
-            created_at REAL NOT NULL,
-            expires_at REAL NOT NULL
+            "user" TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+            created_at {float} NOT NULL,
+            expires_at {float} NOT NULL
         )
         """,
         # Deleting a user or changing a password deletes by user; purging, by expiry.
-        "CREATE INDEX IF NOT EXISTS sessions_user ON sessions(user)",
+        'CREATE INDEX IF NOT EXISTS sessions_user ON sessions("user")',
         "CREATE INDEX IF NOT EXISTS sessions_expires_at ON sessions(expires_at)",
     ),
     # 2: the participants of the rooms, so a restart can give them back (lobby.roster).
+    # Created in PostgreSQL too, to keep one numbering, though only SQLite uses it (see app.py).
     (
         """
         CREATE TABLE IF NOT EXISTS participants (
             id TEXT PRIMARY KEY,
             room TEXT NOT NULL,
-            user TEXT NOT NULL,
+            "user" TEXT NOT NULL,
             nickname TEXT NOT NULL,
             role TEXT NOT NULL,
             resume_key TEXT NOT NULL UNIQUE,
             connection_id TEXT NOT NULL,
-            joined_at REAL NOT NULL
+            joined_at {float} NOT NULL
         )
         """,
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+FLOAT_TYPES: dict[Dialect, str] = {"sqlite": "REAL", "postgresql": "DOUBLE PRECISION"}
+UNAVAILABLE = "The user database is unreachable; try again in a moment."
 
 
 class SchemaError(RuntimeError):
     """The database was written by a newer lobby than this one."""
 
 
-class Database(sqlite3.Connection):
-    """A connection shared between threads, with the lock that keeps their writes apart."""
+class Unavailable(RuntimeError):
+    """The database cannot be reached now; `str()` says why, `UNAVAILABLE` says it to users."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.lock = threading.Lock()
 
-    def write(self, sql: str, params: tuple[object, ...] = ()) -> sqlite3.Cursor:
-        """Run one writing statement; autocommit makes it its own transaction."""
-        with self.lock:
-            return self.execute(sql, params)
+def migration_statements(dialect: Dialect, version: int) -> Iterator[str]:
+    """The statements that bring a database at `version` to `SCHEMA_VERSION`, in `dialect`."""
+    for statements in MIGRATIONS[version:]:
+        for statement in statements:
+            yield statement.format(float=FLOAT_TYPES[dialect])
 
-    @contextmanager
-    def transaction(self) -> Iterator[Database]:
+
+def check_version(version: int) -> None:
+    """Refuse a schema newer than this code knows, in one sentence."""
+    if version > SCHEMA_VERSION:
+        raise SchemaError(
+            f"the database has schema version {version}, but this lobby knows only up to "
+            f"{SCHEMA_VERSION}; upgrade lobby"
+        )
+
+
+class Rows(Protocol):
+    """What a statement returns: its rows (tuples) and how many rows it changed."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Database(Protocol):
+    """A connection the stores share between the event loop and argon2's worker threads."""
+
+    @property
+    def dialect(self) -> Dialect: ...
+
+    def execute(self, sql: str, params: Sequence[Any] = (), /) -> Rows:
+        """Run one statement; a read, or a write inside `transaction()`."""
+        ...
+
+    def write(self, sql: str, params: Sequence[Any] = ()) -> Rows:
+        """Run one writing statement as its own transaction."""
+        ...
+
+    def transaction(self) -> AbstractContextManager[Database]:
         """Run several statements atomically: committed together or not at all."""
-        with self.lock:
-            # IMMEDIATE takes the write lock now, so another process cannot slip a
-            # write in between our reads and writes.
-            self.execute("BEGIN IMMEDIATE")
-            try:
-                yield self
-            except BaseException:
-                self.execute("ROLLBACK")
-                raise
-            self.execute("COMMIT")
+        ...
+
+    def changed_elsewhere(self) -> int:
+        """A number that changes whenever another connection (another process) commits."""
+        ...
+
+    def close(self) -> None: ...
 
 
-def connect(path: str) -> Database:
-    """Open (creating if needed) the database at `path` and migrate its schema."""
-    db = sqlite3.connect(
-        path,
-        timeout=BUSY_TIMEOUT,
-        isolation_level=None,
-        check_same_thread=False,
-        factory=Database,
-    )
-    try:
-        db.execute("PRAGMA foreign_keys = ON")  # per connection; cascades depend on it
-        db.execute("PRAGMA journal_mode = WAL")  # readers never block the writer
-        db.execute("PRAGMA synchronous = NORMAL")  # durable enough with WAL, far fewer fsyncs
-        migrate(db)
-    except BaseException:
-        db.close()
-        raise
-    return db
+def is_postgres(location: str) -> bool:
+    """Whether `LOBBY_DATABASE` names a PostgreSQL database rather than a SQLite file."""
+    return location.lower().startswith(POSTGRES_SCHEMES)
 
 
-def schema_version(db: sqlite3.Connection) -> int:
-    """The version stored in the database's `user_version` pragma."""
-    version: int = db.execute("PRAGMA user_version").fetchone()[0]
-    return version
+def connect(location: str) -> Database:
+    """Open the database `LOBBY_DATABASE` names (a SQLite path or a PostgreSQL URL), migrated."""
+    # Imported here: each back end imports this module, and SQLite needs no psycopg.
+    if is_postgres(location):
+        from lobby.store import postgres
 
+        return postgres.connect(location)
+    from lobby.store import sqlite
 
-def migrate(db: Database) -> None:
-    """Apply the migrations `db` has not seen yet; a no-op when it is current."""
-    if schema_version(db) == SCHEMA_VERSION:
-        return
-    with db.transaction():
-        # Read again under the write lock: another process may have migrated meanwhile.
-        version = schema_version(db)
-        if version > SCHEMA_VERSION:
-            raise SchemaError(
-                f"the database has schema version {version}, but this lobby knows only up to "
-                f"{SCHEMA_VERSION}; upgrade lobby"
-            )
-        for statements in MIGRATIONS[version:]:
-            for statement in statements:
-                db.execute(statement)
-        # PRAGMA takes no bound parameters; the value is our own integer.
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    return sqlite.connect(location)

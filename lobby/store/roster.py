@@ -6,6 +6,11 @@ rows as *away* participants: their pages reconnect and `resume` without anyone
 seeing them leave, and those nobody comes back for expire after the grace period
 like any other, which deletes their OpenVidu connections. So a restart leaves
 neither ghost participants nor orphaned OpenVidu connections.
+
+SQLite only, one instance's own: the rows are this process's participants, and
+a lobby sharing a PostgreSQL database with other instances would give back
+theirs as its own on a restart. So with PostgreSQL the roster is off (`app.py`)
+until presence is shared between instances (Redis); its SQL is SQLite's.
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ class SessionStore:
         session_id = secrets.token_urlsafe(32)
         now = self._clock()
         self._db.write(
-            "INSERT INTO sessions (id, user, created_at, expires_at) VALUES (?, ?, ?, ?)",
+            'INSERT INTO sessions (id, "user", created_at, expires_at) VALUES (?, ?, ?, ?)',
             (_key(session_id), _name(user), now, now + self._ttl),
         )
         return session_id
@@ -52,7 +52,7 @@ class SessionStore:
         # One primary-key lookup: this runs on every socket connect.
         row = self._db.execute(
             "SELECT users.name, users.role, sessions.expires_at FROM sessions"
-            " JOIN users ON users.name = sessions.user WHERE sessions.id = ?",
+            ' JOIN users ON users.name = sessions."user" WHERE sessions.id = ?',
             (key,),
         ).fetchone()
         if row is None:
@@ -68,14 +68,14 @@ class SessionStore:
 
     def delete_user(self, user: User | str) -> None:
         """End every session of `user`."""
-        self._db.write("DELETE FROM sessions WHERE user = ?", (_name(user),))
+        self._db.write('DELETE FROM sessions WHERE "user" = ?', (_name(user),))
 
     def alive(self, session_ids: Iterable[str]) -> set[str]:
         """Which of `session_ids` are still valid (not logged out, revoked or expired)."""
         by_key = {_key(i): i for i in session_ids}
         keys, now = list(by_key), self._clock()
         found: set[str] = set()
-        for start in range(0, len(keys), 500):  # SQLite caps bound parameters
+        for start in range(0, len(keys), 500):  # SQLite caps bound parameters (999 before 3.32)
             chunk = keys[start : start + 500]
             marks = ",".join("?" * len(chunk))
             rows = self._db.execute(
@@ -88,7 +88,7 @@ class SessionStore:
 
     def changed_elsewhere(self) -> int:
         """A number that changes whenever another connection (another process) commits."""
-        return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+        return self._db.changed_elsewhere()
 
     def purge_expired(self) -> int:
         """Delete expired sessions; returns how many. Call it now and then."""

@@ -1,4 +1,4 @@
-"""The user store: accounts, roles and argon2 password hashes in SQLite.
+"""The user store: accounts, roles and argon2 password hashes (in SQLite or PostgreSQL).
 
 Passwords are hashed with argon2id (argon2-cffi's `PasswordHasher`, default
 parameters in production; tests inject a cheap one). Hashing is slow on
@@ -169,7 +169,7 @@ class UserStore:
                 "UPDATE users SET password_hash = ?, updated_at = ? WHERE name = ?",
                 (password_hash, self._clock(), name),
             ).rowcount
-            db.execute("DELETE FROM sessions WHERE user = ?", (name,))
+            db.execute('DELETE FROM sessions WHERE "user" = ?', (name,))
         return changed > 0
 
     def ensure_demo_users(self) -> builtins.list[User]:

@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
 from lobby.rules.protocol import CloseCode
+from lobby.store.db import UNAVAILABLE, Unavailable
 from lobby.web import assets
 from lobby.web.auth import Busy
 from lobby.web.state import AppState, state_of
@@ -86,6 +87,9 @@ async def login(request: Request) -> Response:
     except Busy:
         throttle.withdrawn(username, address)  # no password was checked: no guess to count
         return _busy(request, username=username)
+    except Unavailable:
+        throttle.withdrawn(username, address)  # nor here
+        return _unavailable(request, username=username)
     if opened is None:
         return _login_form(
             request, error="Wrong user name or password.", username=username, status=401
@@ -130,6 +134,20 @@ def _busy(request: Request, *, username: str) -> Response:
     )
     response.headers["Retry-After"] = "1"
     return response
+
+
+def _unavailable(request: Request, *, username: str) -> Response:
+    response = _login_form(request, error=UNAVAILABLE, username=username, status=503)
+    response.headers["Retry-After"] = "5"
+    return response
+
+
+async def database_unavailable(request: Request, exc: Exception) -> Response:
+    """Any page that needed the database while it was down: the login form, 503, a sentence.
+
+    Sockets already open stay open: nothing on them needs the database.
+    """
+    return _unavailable(request, username="")
 
 
 async def logout(request: Request) -> Response:

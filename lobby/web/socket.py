@@ -20,6 +20,7 @@ from lobby.hub import WRITER_EXTENSION, Conn
 from lobby.rules import protocol
 from lobby.rules.limits import TokenBucket
 from lobby.rules.protocol import CloseCode
+from lobby.store.db import UNAVAILABLE, Unavailable
 from lobby.web.state import state_of
 
 log = logging.getLogger("lobby.web.socket")
@@ -32,7 +33,11 @@ async def lobby_socket(websocket: WebSocket) -> None:
     if len(state.hub) >= settings.max_sockets:
         await _deny(websocket, 503, "This server is full; please try again shortly.")
         return
-    current = state.auth.current(websocket)
+    try:
+        current = state.auth.current(websocket)
+    except Unavailable:  # the session cannot be checked: neither refused as unknown nor let in
+        await _deny(websocket, 503, UNAVAILABLE)
+        return
     writer = websocket.scope.get("extensions", {}).get(WRITER_EXTENSION)
     if writer is None:
         log.error("no direct frame writer: serve the app with lobby.server.uvicorn_config")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from typing import cast
 
@@ -14,6 +13,7 @@ from lobby.handler import RequestHandler
 from lobby.hub import Hub
 from lobby.media.seam import MediaBackend
 from lobby.rules.limits import LoginThrottle
+from lobby.store.db import Database
 from lobby.web.auth import Auth
 from lobby.web.origins import Origins
 
@@ -21,7 +21,7 @@ from lobby.web.origins import Origins
 @dataclass(frozen=True, slots=True)
 class AppState:
     settings: Settings
-    db: sqlite3.Connection
+    db: Database
     auth: Auth
     media: MediaBackend
     hub: Hub
