@@ -18,6 +18,7 @@ from starlette.responses import PlainTextResponse
 
 from lobby.app import SecurityHeaders, media_backend
 from lobby.config import Settings
+from lobby.media.calls import Calls
 from lobby.media.livekit import (
     LiveKitAuthError,
     LiveKitBackend,
@@ -324,3 +325,28 @@ async def test_participants_are_listed_with_their_sids_and_a_grant_for_that_room
     assert await backend.participants("nowhere") == []  # not_found: nobody in it
     admin = api.VideoGrants(room_admin=True, room="room1")
     assert standin.calls[0] == Call("ListParticipants", {"room": "room1"}, admin, 200)
+
+
+async def test_a_fresh_grant_for_a_reloaded_page_is_never_removed_by_the_stale_ones_retry(
+    standin, backend
+):
+    # LiveKit names a participant by its identity, which a reloaded page keeps: a retried
+    # RemoveParticipant for its stale token would throw out the page's new connection.
+    recovered = asyncio.Event()
+    calls = Calls(backend, occupied=lambda room: True, recovered=recovered)
+    stale = await calls.grant("room1", ALICE)
+    assert not isinstance(stale, MediaError)
+    await standin.connect("room1", stale.connection_id)
+    standin.fault = 503
+    await calls.revoke(stale)  # LiveKit is failing: kept for a retry
+    assert calls.unfinished == 1
+    standin.fault = None
+    fresh = await calls.grant("room1", ALICE)  # the resumed page's token: same identity
+    assert not isinstance(fresh, MediaError)
+    assert fresh.connection_id == stale.connection_id
+    new = await standin.connect("room1", fresh.connection_id)
+    assert calls.unfinished == 0  # the stale removal is no longer owed
+    recovered.set()  # a retry round would run now, if one were due
+    await calls.drain()
+    assert [c.method for c in standin.calls] == ["RemoveParticipant"]  # the failed one only
+    assert list(standin.rooms["room1"].participants.values()) == [new]

@@ -62,13 +62,19 @@ class Calls:
         try:
             while (closing := self._closing.get(room)) is not None:
                 await asyncio.shield(closing)
-            return await self.media.grant(room, identity)
+            grant = await self.media.grant(room, identity)
         except MediaError as error:
             return error
         finally:
             self._joining[room] -= 1
             if not self._joining[room]:
                 del self._joining[room]
+        # A back end may hand out the same handle again: LiveKit names a participant by its
+        # identity, which a reloaded page keeps. A retry of the stale grant's revoke would then
+        # remove the fresh connection; and it is needless, since LiveKit drops the old
+        # connection when the new one joins with that identity.
+        self._undeleted.pop(grant.connection_id, None)
+        return grant
 
     def clean_up(self, grants: Iterable[Grant | None], rooms: Iterable[str]) -> None:
         """Revoke `grants` (None: nothing to revoke), then close `rooms` that are still empty."""
@@ -142,7 +148,8 @@ class Calls:
                     await self.media.revoke(grant)
                 except MediaError:
                     break  # still down: wait for the next round
-                del self._undeleted[grant.connection_id]
+                # Gone already if a fresh grant took over its handle meanwhile.
+                self._undeleted.pop(grant.connection_id, None)
             for room in list(self._unclosed):
                 self._unclosed.discard(room)
                 self.maybe_close(room)  # only if still empty; queued again if it fails
