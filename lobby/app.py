@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from lobby.callstates import CallStates
 from lobby.config import Settings
 from lobby.handler import RequestHandler
-from lobby.hub import Hub
+from lobby.hub import HeapFreezer, Hub, Keepalive
 from lobby.media.breaker import Breaker
 from lobby.media.livekit import LiveKitBackend
 from lobby.media.openvidu import OpenViduBackend
@@ -116,11 +116,18 @@ def create_app(
         )
         watcher = asyncio.create_task(watch_sessions(sessions, hub, handler))
         reconciler = asyncio.create_task(call_states.run())
+        # The sockets' pings: one task for all of them (uvicorn's own are off).
+        keepalive = asyncio.create_task(
+            Keepalive(hub, settings.ping_interval, settings.ping_timeout).run()
+        )
+        freezer = asyncio.create_task(HeapFreezer(hub).run())
         try:
             yield
         finally:
             watcher.cancel()
             reconciler.cancel()
+            keepalive.cancel()
+            freezer.cancel()
             for conn in hub:
                 conn.close(CloseCode.RESTARTING, "server restarting")
             await handler.drain()

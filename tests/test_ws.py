@@ -32,6 +32,7 @@ from lobby.store.db import connect
 from lobby.store.users import UserStore
 from tests.conftest import CHEAP_HASHER, PASSWORD, Client, Lobby, LobbyFactory, until
 from tests.openvidu_standin import OpenViduStandin, closed_port_url
+from tests.raw_ws import PING, PONG, client_frame, logged_in_socket, read_frame
 
 TOKEN = re.compile(
     r"^ws://127\.0\.0\.1:\d+\?sessionId=(?P<room>[\w-]+)&token=tok_[A-Z][A-Za-z0-9]{15}$"
@@ -711,3 +712,45 @@ def test_the_log_filter_blanks_what_a_websockets_dump_would_show() -> None:
 )
 def test_redact_blanks_cookies_keys_tokens_and_passwords_only(line: str, shown: str) -> None:
     assert redact(line) == shown
+
+
+async def test_a_client_that_stops_answering_pings_is_closed_and_one_that_answers_stays(
+    make_lobby: LobbyFactory,
+) -> None:
+    """The hub's keepalive: a tab that stops reading (a lost network) is counted as gone."""
+    lobby = await make_lobby(ping_interval=0.3, ping_timeout=0.3)
+    alive = await lobby.client("alice")
+    silent = await lobby.client("bob")
+    hub = lobby.state.hub
+    bob = next(c for c in hub if c.user == "bob")
+    # websockets answers pings as it reads; a client that stops reading answers none.
+    transport = silent.socket.transport
+    transport.pause_reading()
+    await until(lambda: bob.close_code is not None, timeout=0.3 + 0.3 + 1.0)
+    assert bob.close_code == 1011
+    await until(lambda: hub.sockets_of("bob") == 0)
+    # Meanwhile alice answered several pings, and she is still there.
+    await alive.nothing(within=1.0)
+    assert hub.sockets_of("alice") == 1
+    ref = await alive.request({"type": "ping"})
+    assert (await alive.expect("pong"))["ref"] == ref
+    transport.resume_reading()
+
+
+async def test_pings_are_spread_over_the_interval_in_batches(make_lobby: LobbyFactory) -> None:
+    """Sockets that connected together are pinged in several small batches, not all at once.
+
+    A batch shares one ping payload, so the payloads tell the batches apart.
+    """
+    lobby = await make_lobby(ping_interval=0.8, ping_timeout=5)
+    payloads: list[bytes] = []
+    async with contextlib.AsyncExitStack() as stack:
+        sockets = [await stack.enter_async_context(logged_in_socket(lobby)) for _ in range(8)]
+        for reader, writer in sockets:
+            opcode, payload = await read_frame(reader)
+            assert opcode == PING
+            writer.write(client_frame(PONG, payload))
+            payloads.append(payload)
+    batches = [payloads.count(p) for p in set(payloads)]
+    assert len(batches) >= 3, payloads
+    assert max(batches) <= 4, payloads
