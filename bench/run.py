@@ -2,7 +2,8 @@
 
 For each N, each server in turn: start it, open N sockets from the generator
 processes, then measure connect rate and memory, fan-out, token latency (the
-lobby), churn and a stuck reader; stop it. Ratios against Node.js `ws` are
+lobby with OpenVidu 2, the lobby with LiveKit, Node `ws`), churn and a stuck
+reader; stop it. Ratios against Node.js `ws` are
 taken within one N of one run, because this machine is noisy: absolute times
 mean little, ratios measured minutes apart mean a lot. Results go to
 `<out>/results.json`, `<out>/results.md` and `<out>/fanout-p99.png`.
@@ -34,6 +35,7 @@ import uvloop
 from bench import phases, report
 from bench.procs import (
     BASELINE,
+    LIVEKIT,
     PY,
     PYINSTRUMENT_REPORT,
     ROOT,
@@ -45,11 +47,14 @@ from bench.procs import (
     wait_quiet,
 )
 
-# Those that get tokens from the OpenVidu stub: the lobby, and Node `ws` doing the same
-# calls as the reference for the token's latency on this machine.
-TOKEN_SERVERS = ("lobby", BASELINE, "node-ws")
+# Those whose token latency is measured: the lobby getting tokens from the OpenVidu stub,
+# Node `ws` doing the same calls as the reference on this machine, and the lobby signing
+# LiveKit tokens itself (its RoomService stub is only called after a leave).
+TOKEN_SERVERS = ("lobby", BASELINE, LIVEKIT, "node-ws")
 CONTROLLER_SOCKETS = 20  # trigger, token, churners, stuck reader: each its own user
 STUB_SECRET = "bench-secret"
+# HS256 wants 32 bytes or more (shorter, and the lobby warns at start).
+LIVEKIT_KEY, LIVEKIT_SECRET = "bench-key", "bench-livekit-secret-of-32-bytes"
 
 
 def log(message: str) -> None:
@@ -80,6 +85,16 @@ def lobby_env(db: Path, stub_url: str) -> dict[str, str]:
     }
 
 
+def livekit_env(api_url: str) -> dict[str, str]:
+    """The lobby's LiveKit settings: browsers (none here) and RoomService both at the stub."""
+    return {
+        "LOBBY_MEDIA": "livekit",
+        "LIVEKIT_URL": "ws" + api_url.removeprefix("http"),  # the API URL follows from it
+        "LIVEKIT_API_KEY": LIVEKIT_KEY,
+        "LIVEKIT_API_SECRET": LIVEKIT_SECRET,
+    }
+
+
 async def run_one(
     args: argparse.Namespace, name: str, n: int, ctx: dict[str, Any]
 ) -> dict[str, Any]:
@@ -89,6 +104,11 @@ async def run_one(
         log(f"the machine is busy with other work ({background:.2f} cores); measuring anyway")
     port = free_port()
     env = lobby_env(ctx["db"], ctx["stub_url"]) if target.auth else None
+    stub_url = ctx["stub_url"]
+    if name == LIVEKIT:
+        assert env is not None
+        env |= livekit_env(ctx["livekit_url"])
+        stub_url = ctx["livekit_url"]  # its log shows any RoomService call during a join
     if name in TOKEN_SERVERS and env is None:
         # The reference gets its tokens from the same stub, the same way.
         env = os.environ | {"OPENVIDU_URL": ctx["stub_url"], "OPENVIDU_SECRET": STUB_SECRET}
@@ -117,7 +137,7 @@ async def run_one(
             port,
             server,
             gens,
-            ctx["stub_url"],
+            stub_url,
             list(ctx["sessions"][-CONTROLLER_SOCKETS:]),
         )
         result["generator_processes"] = len(gens.procs)
@@ -148,7 +168,7 @@ async def run_one(
                     f"{t['overhead_p50']:.2f}/{t['overhead_p99']:.2f} ms "
                     f"(handler only {t['overhead_handler_p50']:.2f}/"
                     f"{t['overhead_handler_p99']:.2f}; "
-                    f"{t['calls_per_join']:.1f} OpenVidu calls)")  # fmt: skip
+                    f"{t['calls_per_join']:.1f} calls to the media server)")  # fmt: skip
         if "churn" in args.phases:
             result["churn"] = ch = await phases.churn(b, args.churn_seconds)
             log(f"{name} N={n}: churn {ch['ops_per_s']:.1f} joins+leaves/s, {ch['errors']} errors, "
@@ -197,11 +217,15 @@ async def run_all(args: argparse.Namespace, out: Path, tmp: Path, sessions: list
     log(f"machine: {machine['cpu']}, {machine['cores']} cores; logs in {tmp}")
     stub_port = free_port()
     stub = Process([PY, "-m", "bench.openvidu_stub", str(stub_port), STUB_SECRET], tmp / "stub.log")
+    livekit_port = free_port()
+    livekit = Process([PY, "-m", "bench.livekit_stub", str(livekit_port)], tmp / "livekit.log")
     results: list[dict[str, Any]] = []
     try:
         stub.wait_port(stub_port)
+        livekit.wait_port(livekit_port)
         ctx = {"tmp": tmp, "out": out, "db": tmp / "bench.sqlite3", "sessions": sessions,
-               "stub_url": f"http://127.0.0.1:{stub_port}"}  # fmt: skip
+               "stub_url": f"http://127.0.0.1:{stub_port}",
+               "livekit_url": f"http://127.0.0.1:{livekit_port}"}  # fmt: skip
         for i, n in enumerate(args.n):
             # Rotate the order at each N so no server always runs first (or last).
             order = args.servers[i % len(args.servers) :] + args.servers[: i % len(args.servers)]
@@ -211,6 +235,7 @@ async def run_all(args: argparse.Namespace, out: Path, tmp: Path, sessions: list
                 (out / "results.json").write_text(json.dumps(data, indent=1) + "\n")
     finally:
         stub.stop()
+        livekit.stop()
     data["elapsed_s"] = time.monotonic() - started
     (out / "results.json").write_text(json.dumps(data, indent=1) + "\n")
     report.write(data, out)
