@@ -8,7 +8,7 @@ taken within one N of one run, because this machine is noisy: absolute times
 mean little, ratios measured minutes apart mean a lot. Results go to
 `<out>/results.json`, `<out>/results.md` and `<out>/fanout-p99.png`.
 
-    python -m bench.run --quick              # `make bench`: N=1,000, under two minutes
+    python -m bench.run --quick              # `make bench`: N=1,000, a few minutes
     python -m bench.run                      # `make bench-full`: N=1,000 .. 15,000
     python -m bench.run --n 10000 --servers lobby,node-ws --baseline /tmp/before
                                              # this tree against an earlier one, same run
