@@ -57,9 +57,10 @@ screenshots: install
 clean:
 	rm -rf .venv .tools static/vendor .pytest_cache .mypy_cache .ruff_cache .coverage
 
-# The benchmark (bench/, results in docs/bench/): the lobby against Node.js ws, the Starlette
-# tutorial loop and python-socketio under the same load. `make bench` is a quick N=1,000 run
-# (under two minutes); `make bench-full` is N=1,000 to 15,000 (about 20 minutes).
+# The benchmark (bench/, results in docs/bench/): the lobby (with OpenVidu 2, and with LiveKit)
+# against Node.js ws, the Starlette tutorial loop and python-socketio under the same load.
+# `make bench` is a quick N=1,000 run (a few minutes); `make bench-full` is N=1,000 to 15,000
+# (most of an hour).
 .PHONY: bench bench-full
 bench bench-full: | $(UV)
 	$(UV) sync --locked --group bench

@@ -19,6 +19,9 @@ loop, and the hops to and from the client.
 
 Connections never become active (no browser joins with a token), so sessions
 live until the lobby deletes them, as they would on OpenVidu.
+
+The sockets, the HTTP and the log serve any `Service`: `bench.livekit_stub` is
+LiveKit's RoomService on the same footing.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import secrets
 import socket
 import sys
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import uvloop
 
@@ -43,6 +46,18 @@ PHRASES |= {404: "Not Found", 409: "Conflict"}
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+class Service(Protocol):
+    """What `Http` answers for: the API's handler, and the log it keeps of every call."""
+
+    # (method, path, room, arrived, read, answered): CLOCK_MONOTONIC ns
+    log: list[tuple[str, str, str, int, int, int]]
+    connections: set[Http]
+
+    def handle(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, Any]: ...
 
 
 class Stub:
@@ -119,7 +134,7 @@ class Stub:
 class Http:
     """HTTP/1.1 with keep-alive on one socket, enough for httpx: Content-Length bodies."""
 
-    def __init__(self, stub: Stub, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, stub: Service, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
         self.stub = stub
         self.sock = sock
         self.loop = loop
@@ -213,15 +228,16 @@ class Http:
             head += f"content-length: {len(content)}\r\n"
         self.write(head.encode() + b"\r\n" + content)
         if path != "/_bench/log":
-            room = path[len(API) :].strip("/").split("/")[0] if path.startswith(API) else ""
-            if not room and body:
-                room = json.loads(body).get("customSessionId", "")
+            room = ""
+            if path.startswith(API):  # OpenVidu's: the session in the path, or the new one's
+                room = path[len(API) :].strip("/").split("/")[0]
+                if not room and body:
+                    room = json.loads(body).get("customSessionId", "")
             entry = (method, path, room, self.arrived, self.started, time.monotonic_ns())
             self.stub.log.append(entry)
 
 
-async def serve(port: int, secret: str) -> None:
-    stub = Stub(secret, port)
+async def serve(stub: Service, port: int) -> None:
     loop = asyncio.get_running_loop()
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -243,4 +259,5 @@ async def serve(port: int, secret: str) -> None:
 
 
 if __name__ == "__main__":
-    uvloop.run(serve(int(sys.argv[1]), sys.argv[2]))
+    port = int(sys.argv[1])
+    uvloop.run(serve(Stub(sys.argv[2], port), port))

@@ -207,9 +207,9 @@ async def _reset(b: Bench, trigger: Peer) -> None:
     await asyncio.sleep(0.02)  # the lobby deletes the OpenVidu connection and session now
 
 
-async def _stub_log(b: Bench) -> list[list[Any]]:
+async def _stub_log(url: str) -> list[list[Any]]:
     def fetch() -> list[list[Any]]:
-        with urllib.request.urlopen(b.stub_url + "/_bench/log", timeout=10) as response:
+        with urllib.request.urlopen(url + "/_bench/log", timeout=10) as response:
             return json.loads(response.read())  # type: ignore[no-any-return]
 
     return await asyncio.to_thread(fetch)
@@ -225,30 +225,58 @@ async def token(b: Bench, samples: int) -> dict[str, Any]:
     logs each request's: the overhead is the server's time on the wire, with
     neither the client's nor the stub's wait for a CPU in it (see bench/README.md).
     """
-    client, host = b.peers["token"], b.peers["host"]
-    b.drain()
-    host.send({"type": "join", "room": "tok-existing", "nickname": "host", "ref": "host"})
-    await host.expect({"token"}, 30)
+    return (await tokens([b], samples))[0]
+
+
+async def tokens(benches: list[Bench], samples: int) -> list[dict[str, Any]]:
+    """`token` on several servers at once, their samples interleaved.
+
+    One join at a time still, but each round goes through every server (starting
+    with a different one each time), so whatever else the machine does meanwhile
+    falls on all of them alike, not on whichever one was being measured then.
+    Servers may share a stub: a call belongs to the join whose span it falls in.
+    """
+    for b in benches:
+        host = b.peers["host"]
+        b.drain()
+        host.send({"type": "join", "room": "tok-existing", "nickname": "host", "ref": "host"})
+        await host.expect({"token"}, 30)
     await asyncio.sleep(0.5)
-    await _stub_log(b)  # start with an empty log
-    marks: dict[str, list[tuple[int, int]]] = {"new": [], "existing": []}
+    stubs = {b.stub_url for b in benches}
+    for url in stubs:
+        await _stub_log(url)  # start with empty logs
+    marks: list[dict[str, list[tuple[int, int]]]] = [{"new": [], "existing": []} for _ in benches]
     for i in range(samples):
-        for kind, room, last in (
-            ("new", f"tok{i}", "room_closed"),
-            ("existing", "tok-existing", "left"),
-        ):
-            await b.gens.arm(b.dialect, last)
-            t0 = time.monotonic_ns()
-            client.send({"type": "join", "room": room, "nickname": "tok", "ref": i})
-            t1, _ = await client.expect({"token"}, 30)
-            marks[kind].append((t0, t1))
-            await client.expect({"joined"}, 30)
-            client.send({"type": "leave", "ref": i})
-            await client.expect({last}, 30)
-            await b.gens.wait_done(b.round_timeout())
-            await b.gens.collect()
-            await asyncio.sleep(0.02)  # the lobby's clean-up calls to OpenVidu end
-    log = [entry for entry in await _stub_log(b) if entry[0] == "POST"]
+        for j in range(len(benches)):
+            k = (i + j) % len(benches)
+            await _token_sample(benches[k], i, marks[k])
+    logs = {url: [entry for entry in await _stub_log(url) if entry[0] == "POST"] for url in stubs}
+    return [_token_result(marks[k], logs[b.stub_url], samples) for k, b in enumerate(benches)]
+
+
+async def _token_sample(b: Bench, i: int, marks: dict[str, list[tuple[int, int]]]) -> None:
+    """One join into a new room and one into `host`'s, each left again before the next."""
+    client = b.peers["token"]
+    for kind, room, last in (
+        ("new", f"tok{i}", "room_closed"),
+        ("existing", "tok-existing", "left"),
+    ):
+        await b.gens.arm(b.dialect, last)
+        t0 = time.monotonic_ns()
+        client.send({"type": "join", "room": room, "nickname": "tok", "ref": i})
+        t1, _ = await client.expect({"token"}, 30)
+        marks[kind].append((t0, t1))
+        await client.expect({"joined"}, 30)
+        client.send({"type": "leave", "ref": i})
+        await client.expect({last}, 30)
+        await b.gens.wait_done(b.round_timeout())
+        await b.gens.collect()
+        await asyncio.sleep(0.02)  # the lobby's clean-up calls to OpenVidu end
+
+
+def _token_result(
+    marks: dict[str, list[tuple[int, int]]], log: list[list[Any]], samples: int
+) -> dict[str, Any]:
     result: dict[str, Any] = {"samples": samples}
     for kind, spans in marks.items():
         raw, stub, handler, wake, calls = [], [], [], [], 0

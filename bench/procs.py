@@ -27,6 +27,7 @@ PY = sys.executable
 SIO_PATH = "/socket.io/?EIO=4&transport=websocket"
 PYINSTRUMENT_REPORT = "pyinstrument-last.txt"
 BASELINE = "lobby-baseline"
+LIVEKIT = "lobby-livekit"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +39,7 @@ class Target:
     auth: bool  # needs a session cookie (the lobby)
 
     def command(self, port: int, lobby_path: str | None, loop: str | None = None) -> list[str]:
-        if self.auth:  # the lobby, or an earlier copy of it (`--baseline`)
+        if self.auth:  # the lobby, an earlier copy of it (`--baseline`), or it with LiveKit
             extra = ["--lobby-path", lobby_path] if lobby_path else []
             extra += ["--loop", loop] if loop else []
             return [PY, "-m", "bench.serve_lobby", "--port", str(port), *extra]
@@ -52,6 +53,8 @@ TARGETS = {
     t.name: t
     for t in (
         Target("lobby", "Lobby", "json", "/ws", True),
+        # The same lobby with LOBBY_MEDIA=livekit: tokens signed in the process, no call.
+        Target(LIVEKIT, "Lobby (LiveKit)", "json", "/ws", True),
         # `--baseline DIR`: an earlier lobby package under the same load in the same run.
         Target(BASELINE, "Lobby (baseline)", "json", "/ws", True),
         Target("node-ws", "Node.js ws", "json", "/ws", False),

@@ -1,6 +1,7 @@
 """The machine a run ran on, and its results as Markdown tables and a PNG chart.
 
-Ratios are against Node.js `ws` at the same N in the same run. The goals of
+Ratios are against Node.js `ws` at the same N in the same run, and for a token
+also between the lobby's OpenVidu 2 and LiveKit back ends. The goals of
 issue 5 are checked at N = 10,000 when the run has it (else the largest N).
 """
 
@@ -14,9 +15,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.procs import ROOT
+from bench.procs import LIVEKIT, ROOT
 
 REFERENCE = "node-ws"
+# Every way to a token in a run, in the order the LiveKit table lists them.
+TOKEN_PATHS = {
+    "lobby": "Lobby + OpenVidu 2",
+    LIVEKIT: "Lobby + LiveKit",
+    REFERENCE: "Node.js ws + OpenVidu 2",
+}
 X = "\u00d7"  # the multiplication sign, as in 1.05 times Node
 
 
@@ -257,6 +264,78 @@ def token_table(results: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def token_runs(
+    results: list[dict[str, Any]], side: list[dict[str, Any]]
+) -> list[tuple[int, str, dict[str, Any]]]:
+    """(N, how, {server: its token result}) for each N with the lobby on LiveKit measured."""
+    by = _by(results)
+    runs = []
+    for n in sorted(r["n"] for r in results if r["server"] == LIVEKIT and "token" in r):
+        found = {
+            name: by[(n, name)]["token"] for name in TOKEN_PATHS if "token" in by.get((n, name), {})
+        }
+        runs.append((n, "one after another", found))
+    runs += [(s["n"], "interleaved", s["token"]) for s in side if LIVEKIT in s.get("token", {})]
+    return runs
+
+
+def livekit_table(results: list[dict[str, Any]], side: list[dict[str, Any]]) -> list[str]:
+    """join → token with LiveKit (signed in the process) next to OpenVidu 2 (one or two calls)."""
+    runs = token_runs(results, side)
+    if not runs:
+        return []
+    out = [
+        "### LiveKit join → token: no round trip",
+        "",
+        "The lobby with `LOBBY_MEDIA=livekit` signs the token in its own process "
+        "(livekit-api's `AccessToken`, HS256); with OpenVidu 2 it calls the OpenVidu stub "
+        "twice into a new room (the session, then the connection) and once into an "
+        "existing one, as Node `ws` does. *join → token* is the whole wait as the client "
+        "sees it; the overhead takes the stub's time off (see the table above). The stub "
+        "answers in a fraction of a millisecond, a real OpenVidu more slowly, so a real "
+        "OpenVidu 2 path is slower than this one and the ratio larger. *One after another*: "
+        "the servers' own token phases above, minutes apart; *interleaved*: the same servers "
+        "again, all up at once with N sockets each, one join on each in turn, so other work "
+        "on the machine falls on all of them alike.",
+        "",
+        "| N | measured | room | server | samples | calls per join | join→token p50 / p99 ms | "
+        "overhead p50 / p99 ms |",
+        "|---:|---|---|---|---:|---:|---:|---:|",
+    ]
+    ratios = [
+        "",
+        f"| N | measured | room | join→token, OpenVidu 2 ÷ LiveKit: p50 | p99 | ≥ 2{X} at both |",
+        "|---:|---|---|---:|---:|---|",
+    ]
+    for n, how, found in runs:
+        for kind in ("new", "existing"):
+            for name, label in TOKEN_PATHS.items():
+                if name in found:
+                    t = found[name][kind]
+                    out.append(
+                        f"| {n:,} | {how} | {kind} | {label} | {len(t['spans_ns'])} | "
+                        f"{t['calls_per_join']:.0f} | {_f(t['raw_p50'], 2)} / "
+                        f"{_f(t['raw_p99'], 2)} | {_f(t['overhead_p50'], 2)} / "
+                        f"{_f(t['overhead_p99'], 2)} |"
+                    )
+            p50, p99 = livekit_speedup(found, kind)
+            ok = _ok(p50 is not None and p99 is not None and min(p50, p99) >= 2)
+            ratios.append(f"| {n:,} | {how} | {kind} | {_x(p50)} | {_x(p99)} | {ok} |")
+    return out + ratios
+
+
+def livekit_speedup(found: dict[str, Any], kind: str) -> tuple[float | None, float | None]:
+    """OpenVidu 2's join → token over LiveKit's at p50 and p99 (None: one is missing)."""
+    if "lobby" not in found or LIVEKIT not in found:
+        return None, None
+    openvidu, livekit = found["lobby"][kind], found[LIVEKIT][kind]
+    return openvidu["raw_p50"] / livekit["raw_p50"], openvidu["raw_p99"] / livekit["raw_p99"]
+
+
+def _x(ratio: float | None) -> str:
+    return "—" if ratio is None else f"{ratio:.2f}{X}"
+
+
 def tables(data: dict[str, Any]) -> str:
     results = [r for r in data["results"] if "error" not in r]
     out = [machine_md(data["machine"]), ""]
@@ -276,6 +355,12 @@ def tables(data: dict[str, Any]) -> str:
             out += ["", *lines]
         if table is fanout_table:
             out += gc_notes(results)
+    for entry in data.get("side_by_side", []):
+        if "error" in entry:
+            out.append(f"- **the token servers side by side at N = {entry['n']:,} failed**: "
+                       f"{entry['error']}")  # fmt: skip
+    lines = livekit_table(results, data.get("side_by_side", []))
+    out += ["", *lines] if lines else []
     out += ["", goals(data)]
     return "\n".join(out) + "\n"
 
@@ -369,6 +454,21 @@ def goals(data: dict[str, Any]) -> str:
             f"{t['existing']['overhead_p50']:.2f} ms; OpenVidu's time taken off from each "
             "request's arrival on its socket)"
         )
+    # Interleaved if the run has it at this N: the fairer comparison on a shared machine.
+    runs = [run for run in token_runs(results, data.get("side_by_side", [])) if run[0] == n]
+    how, found = runs[-1][1:] if runs else ("", {})
+    speedups = {kind: livekit_speedup(found, kind) for kind in ("new", "existing")}
+    ratios = [x for pair in speedups.values() for x in pair if x is not None]
+    if len(ratios) == 4:
+        lines.append(
+            f"- {_ok(min(ratios) >= 2)} a LiveKit token (no round trip) comes at least twice as "
+            f"fast as an OpenVidu 2 one, join → token at p50 and p99 ({how}): "
+            + "; ".join(
+                f"into {'a new room' if kind == 'new' else 'an existing room'} "
+                f"{_x(p50)} at p50, {_x(p99)} at p99"
+                for kind, (p50, p99) in speedups.items()
+            )
+        )
     base = by.get((n, "lobby-baseline"))
     if base:
         bf = base["fanout"]
@@ -393,6 +493,7 @@ def chart(data: dict[str, Any], path: Path) -> None:
     styles = {
         "lobby": "o-",
         "lobby-baseline": "o:",
+        LIVEKIT: "D-",
         "node-ws": "s--",
         "starlette-loop": "^-.",
         "python-socketio": "v:",

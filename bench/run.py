@@ -2,12 +2,13 @@
 
 For each N, each server in turn: start it, open N sockets from the generator
 processes, then measure connect rate and memory, fan-out, token latency (the
-lobby), churn and a stuck reader; stop it. Ratios against Node.js `ws` are
+lobby with OpenVidu 2, the lobby with LiveKit, Node `ws`), churn and a stuck
+reader; stop it. Ratios against Node.js `ws` are
 taken within one N of one run, because this machine is noisy: absolute times
 mean little, ratios measured minutes apart mean a lot. Results go to
 `<out>/results.json`, `<out>/results.md` and `<out>/fanout-p99.png`.
 
-    python -m bench.run --quick              # `make bench`: N=1,000, under two minutes
+    python -m bench.run --quick              # `make bench`: N=1,000, a few minutes
     python -m bench.run                      # `make bench-full`: N=1,000 .. 15,000
     python -m bench.run --n 10000 --servers lobby,node-ws --baseline /tmp/before
                                              # this tree against an earlier one, same run
@@ -17,10 +18,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import secrets
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -34,6 +37,7 @@ import uvloop
 from bench import phases, report
 from bench.procs import (
     BASELINE,
+    LIVEKIT,
     PY,
     PYINSTRUMENT_REPORT,
     ROOT,
@@ -45,11 +49,14 @@ from bench.procs import (
     wait_quiet,
 )
 
-# Those that get tokens from the OpenVidu stub: the lobby, and Node `ws` doing the same
-# calls as the reference for the token's latency on this machine.
-TOKEN_SERVERS = ("lobby", BASELINE, "node-ws")
+# Those whose token latency is measured: the lobby getting tokens from the OpenVidu stub,
+# Node `ws` doing the same calls as the reference on this machine, and the lobby signing
+# LiveKit tokens itself (its RoomService stub is only called after a leave).
+TOKEN_SERVERS = ("lobby", BASELINE, LIVEKIT, "node-ws")
 CONTROLLER_SOCKETS = 20  # trigger, token, churners, stuck reader: each its own user
 STUB_SECRET = "bench-secret"
+# HS256 wants 32 bytes or more (shorter, and the lobby warns at start).
+LIVEKIT_KEY, LIVEKIT_SECRET = "bench-key", "bench-livekit-secret-of-32-bytes"
 
 
 def log(message: str) -> None:
@@ -80,20 +87,47 @@ def lobby_env(db: Path, stub_url: str) -> dict[str, str]:
     }
 
 
-async def run_one(
-    args: argparse.Namespace, name: str, n: int, ctx: dict[str, Any]
-) -> dict[str, Any]:
-    target = TARGETS[name]
+def livekit_env(api_url: str) -> dict[str, str]:
+    """The lobby's LiveKit settings: browsers (none here) and RoomService both at the stub."""
+    return {
+        "LOBBY_MEDIA": "livekit",
+        "LIVEKIT_URL": "ws" + api_url.removeprefix("http"),  # the API URL follows from it
+        "LIVEKIT_API_KEY": LIVEKIT_KEY,
+        "LIVEKIT_API_SECRET": LIVEKIT_SECRET,
+    }
+
+
+async def quiet(args: argparse.Namespace) -> float:
     background = await wait_quiet(0.15, args.patience, 0.5 if args.quick else 1.0)
     if background >= 0.15:
         log(f"the machine is busy with other work ({background:.2f} cores); measuring anyway")
-    port = free_port()
-    env = lobby_env(ctx["db"], ctx["stub_url"]) if target.auth else None
+    return background
+
+
+def server_setup(
+    args: argparse.Namespace, name: str, port: int, ctx: dict[str, Any], db: Path
+) -> tuple[list[str], dict[str, str] | None, str]:
+    """The command and environment of server `name` on `port`, and the stub it calls."""
+    env = lobby_env(db, ctx["stub_url"]) if TARGETS[name].auth else None
+    stub_url = ctx["stub_url"]
+    if name == LIVEKIT:
+        assert env is not None
+        env |= livekit_env(ctx["livekit_url"])
+        stub_url = ctx["livekit_url"]  # its log shows any RoomService call during a join
     if name in TOKEN_SERVERS and env is None:
         # The reference gets its tokens from the same stub, the same way.
         env = os.environ | {"OPENVIDU_URL": ctx["stub_url"], "OPENVIDU_SECRET": STUB_SECRET}
     path = args.baseline if name == BASELINE else args.lobby_path
-    command = target.command(port, path, args.lobby_loop)
+    return TARGETS[name].command(port, path, args.lobby_loop), env, stub_url
+
+
+async def run_one(
+    args: argparse.Namespace, name: str, n: int, ctx: dict[str, Any]
+) -> dict[str, Any]:
+    target = TARGETS[name]
+    background = await quiet(args)
+    port = free_port()
+    command, env, stub_url = server_setup(args, name, port, ctx, ctx["db"])
     gc_log = ctx["tmp"] / f"gc-{n}.txt"
     if target.auth:
         command += ["--gc-log", str(gc_log)]
@@ -117,7 +151,7 @@ async def run_one(
             port,
             server,
             gens,
-            ctx["stub_url"],
+            stub_url,
             list(ctx["sessions"][-CONTROLLER_SOCKETS:]),
         )
         result["generator_processes"] = len(gens.procs)
@@ -148,7 +182,7 @@ async def run_one(
                     f"{t['overhead_p50']:.2f}/{t['overhead_p99']:.2f} ms "
                     f"(handler only {t['overhead_handler_p50']:.2f}/"
                     f"{t['overhead_handler_p99']:.2f}; "
-                    f"{t['calls_per_join']:.1f} OpenVidu calls)")  # fmt: skip
+                    f"{t['calls_per_join']:.1f} calls to the media server)")  # fmt: skip
         if "churn" in args.phases:
             result["churn"] = ch = await phases.churn(b, args.churn_seconds)
             log(f"{name} N={n}: churn {ch['ops_per_s']:.1f} joins+leaves/s, {ch['errors']} errors, "
@@ -177,6 +211,58 @@ async def run_one(
     return result
 
 
+async def run_side_by_side(args: argparse.Namespace, n: int, ctx: dict[str, Any]) -> dict[str, Any]:
+    """The token servers all up at once, N sockets on each, their token samples interleaved.
+
+    On a machine others share, measuring one server after the other lets a burst
+    of someone else's work land on one of them only; here it lands on all alike.
+    Each lobby gets its own copy of the database (they would share the roster).
+    """
+    names = [name for name in args.servers if name in TOKEN_SERVERS]
+    result: dict[str, Any] = {"n": n, "servers": names, "background_cores": await quiet(args)}
+    servers: list[Process] = []
+    benches: list[phases.Bench] = []
+    try:
+        for name in names:
+            db = ctx["tmp"] / f"side-{name}.sqlite3"
+            with (
+                contextlib.closing(sqlite3.connect(ctx["db"])) as source,
+                contextlib.closing(sqlite3.connect(db)) as copy,
+            ):
+                source.backup(copy)
+            port = free_port()
+            command, env, stub_url = server_setup(args, name, port, ctx, db)
+            servers.append(Process(command, ctx["tmp"] / f"side-{name}-{n}.log", env))
+            servers[-1].wait_port(port)
+            gens = await Generators.start(n, args.per_process)
+            cookies = list(ctx["sessions"][-CONTROLLER_SOCKETS:])
+            b = phases.Bench(TARGETS[name], n, port, servers[-1], gens, stub_url, cookies)
+            benches.append(b)
+            await phases.connect(b, ctx["sessions"], args.concurrency)
+            await b.peer("token", stamped=True)
+            await b.peer("host")
+        measured = await phases.tokens(benches, args.token_samples)
+        result["token"] = dict(zip(names, measured, strict=True))
+        for name, t in result["token"].items():
+            log(f"side by side, N={n}: {name} join→token p50/p99 "
+                f"{t['new']['raw_p50']:.2f}/{t['new']['raw_p99']:.2f} ms into a new room, "
+                f"{t['existing']['raw_p50']:.2f}/{t['existing']['raw_p99']:.2f} ms into "
+                "an existing one")  # fmt: skip
+    except Exception as exc:
+        result["error"] = f"{type(exc).__name__}: {exc}"
+        tails = "\n".join(server.tail() for server in servers)
+        log(f"side by side N={n} FAILED: {result['error']}\n{traceback.format_exc()}\n{tails}")
+    finally:
+        for b in benches:
+            for peer in b.peers.values():
+                if peer.transport is not None:
+                    peer.transport.abort()
+            await b.gens.stop()
+        for server in servers:
+            server.stop()
+    return result
+
+
 def prepare(args: argparse.Namespace) -> tuple[Path, Path, list[str]]:
     """The output folder, a scratch folder for logs and the database, the sessions in it."""
     out = Path(args.out)
@@ -197,20 +283,31 @@ async def run_all(args: argparse.Namespace, out: Path, tmp: Path, sessions: list
     log(f"machine: {machine['cpu']}, {machine['cores']} cores; logs in {tmp}")
     stub_port = free_port()
     stub = Process([PY, "-m", "bench.openvidu_stub", str(stub_port), STUB_SECRET], tmp / "stub.log")
+    livekit_port = free_port()
+    livekit = Process([PY, "-m", "bench.livekit_stub", str(livekit_port)], tmp / "livekit.log")
     results: list[dict[str, Any]] = []
+    side: list[dict[str, Any]] = []  # the token servers side by side, one entry per N
+    data: dict[str, Any] = {}
     try:
         stub.wait_port(stub_port)
+        livekit.wait_port(livekit_port)
         ctx = {"tmp": tmp, "out": out, "db": tmp / "bench.sqlite3", "sessions": sessions,
-               "stub_url": f"http://127.0.0.1:{stub_port}"}  # fmt: skip
+               "stub_url": f"http://127.0.0.1:{stub_port}",
+               "livekit_url": f"http://127.0.0.1:{livekit_port}"}  # fmt: skip
         for i, n in enumerate(args.n):
             # Rotate the order at each N so no server always runs first (or last).
             order = args.servers[i % len(args.servers) :] + args.servers[: i % len(args.servers)]
             for name in order:
                 results.append(await run_one(args, name, n, ctx))
-                data: dict[str, Any] = {"machine": machine, "args": vars(args), "results": results}
+                data = {"machine": machine, "args": vars(args), "results": results,
+                        "side_by_side": side}  # fmt: skip
+                (out / "results.json").write_text(json.dumps(data, indent=1) + "\n")
+            if "side-by-side" in args.phases:
+                side.append(await run_side_by_side(args, n, ctx))
                 (out / "results.json").write_text(json.dumps(data, indent=1) + "\n")
     finally:
         stub.stop()
+        livekit.stop()
     data["elapsed_s"] = time.monotonic() - started
     (out / "results.json").write_text(json.dumps(data, indent=1) + "\n")
     report.write(data, out)
@@ -233,8 +330,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--phases",
         type=lambda s: s.split(","),
-        default=["fanout", "token", "churn", "stuck"],
-        help="what to measure after connecting (default: all)",
+        default=["fanout", "token", "churn", "stuck", "side-by-side"],
+        help="what to measure after connecting (default: all); side-by-side: the token "
+        "servers again, all up at once, their token samples interleaved",
     )
     parser.add_argument("--rounds", type=int, default=None, help="fan-out rounds (at least 20)")
     parser.add_argument("--token-samples", type=int, default=None)
