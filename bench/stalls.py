@@ -1,11 +1,12 @@
-"""`python -m bench.stalls`: rounds spread over several ping intervals, and the loop's stalls.
+"""`python -m bench.stalls`: variants of the lobby (and Node) in paced rounds, pings on or off.
 
-The fan-out phase of `bench.run` fires its rounds back to back for a few
-seconds: shorter than a ping interval, so a stall that comes once an interval
-can fall between them. Here each variant gets N idle sockets, then one
-`joined` broadcast (and its `left`) every `--period` seconds for `--seconds`,
-and the lobby runs under `bench.lagprobe`, which writes down every event-loop
-stall over 5 ms. Variants run one after another at each N, their order rotated.
+`bench.phases.paced` alone, for comparing variants: each gets N idle sockets,
+then one `joined` and one `room_closed` broadcast every `--period` seconds for
+`--seconds`, with its event-loop stall probe on (`serve_lobby --lag-log`, Node's
+`LAG_LOG`). A variant is `name[:key=value,...]`: `path=` a copy of the lobby
+package (see bench/README.md), `pings=off` (LOBBY_PING_INTERVAL=3600; Node
+without its heartbeat); `node` in the name runs Node `ws`. Variants run one
+after another at each N, their order rotated. Results: `<out>/stalls.json`.
 
     python -m bench.stalls --n 1000,10000,15000 --seconds 60 \
         --variant lobby --variant lobby-nopings:pings=off --variant node-ws \
@@ -18,8 +19,6 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
-import time
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,6 @@ from bench.procs import (
     TARGETS,
     Generators,
     Process,
-    cpu_ns,
     free_port,
     rss_kib,
     wait_quiet,
@@ -54,15 +52,16 @@ def command(spec: dict[str, Any], port: int, lag_log: Path, gc_log: Path) -> lis
     if spec["server"] == "node-ws":
         return ["node", "bench/peers/node/server.js", str(port)]
     extra = ["--lobby-path", spec["path"]] if spec.get("path") else []
-    probe = os.environ.get("STALLS_PROBE", "bench.lagprobe")  # another probe, for profiling
-    return [PY, "-m", probe, str(lag_log), "--", "--port", str(port),
+    return [PY, "-m", "bench.serve_lobby", "--port", str(port), "--lag-log", str(lag_log),
             "--gc-log", str(gc_log), *extra]  # fmt: skip
 
 
-def env_for(spec: dict[str, Any], ctx: dict[str, Any], interval: str) -> dict[str, str]:
+def env_for(
+    spec: dict[str, Any], ctx: dict[str, Any], interval: str, lag_log: Path
+) -> dict[str, str]:
     if spec["server"] == "node-ws":
         beat = "0" if spec["pings"] == "off" else str(int(float(interval or "15") * 1000))
-        return os.environ | {"HEARTBEAT_MS": beat}
+        return os.environ | {"HEARTBEAT_MS": beat, "LAG_LOG": str(lag_log)}
     env = lobby_env(ctx["db"], ctx["stub_url"])
     if spec["pings"] == "off":
         env |= {"LOBBY_PING_INTERVAL": "3600", "LOBBY_PING_TIMEOUT": "60"}
@@ -74,39 +73,6 @@ def env_for(spec: dict[str, Any], ctx: dict[str, Any], interval: str) -> dict[st
     return env
 
 
-def read_lags(path: Path, start_ns: int, end_ns: int) -> list[tuple[float, float]]:
-    """(seconds after start, lag ms) of every stall the probe saw in the window."""
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        at, lag = line.split()
-        if start_ns <= int(at) <= end_ns:
-            out.append(((int(at) - start_ns) / 1e9, float(lag)))
-    return out
-
-
-def read_gcs(path: Path, start_ns: int, end_ns: int) -> list[tuple[float, int, float]]:
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        at, gen, ms = line.split()
-        if start_ns <= int(at) <= end_ns and int(gen) == 2:
-            out.append(((int(at) - start_ns) / 1e9, int(gen), float(ms)))
-    return out
-
-
-def outside(lags: list[tuple[float, float]], at: list[float], lasts: list[float]) -> float:
-    """The largest stall that overlaps no round (a broadcast to N sockets is itself one long
-    callback: this is what the keepalive, the collector or anything else adds)."""
-    spans = [(t, t + ms / 1000) for t, ms in zip(at, lasts, strict=True)]
-    return max(
-        (lag for end, lag in lags if not any(a < end and end - lag / 1000 < b for a, b in spans)),
-        default=0.0,
-    )
-
-
 async def run_one(args: argparse.Namespace, spec: dict[str, Any], n: int,
                   ctx: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
     background = await wait_quiet(0.15, args.patience, 1.0)
@@ -115,7 +81,7 @@ async def run_one(args: argparse.Namespace, spec: dict[str, Any], n: int,
     port = free_port()
     lag_log, gc_log = ctx["tmp"] / f"lag-{name}-{n}.txt", ctx["tmp"] / f"gc-{name}-{n}.txt"
     server = Process(command(spec, port, lag_log, gc_log), ctx["tmp"] / f"{name}-{n}.log",
-                     env_for(spec, ctx, args.ping_interval))  # fmt: skip
+                     env_for(spec, ctx, args.ping_interval, lag_log))  # fmt: skip
     result: dict[str, Any] = {"variant": name, "spec": spec, "n": n, "background_cores": background}
     gens = None
     b = None
@@ -125,71 +91,20 @@ async def run_one(args: argparse.Namespace, spec: dict[str, Any], n: int,
         gens = await Generators.start(n, 8000)
         b = phases.Bench(target, n, port, server, gens, ctx["stub_url"],
                          list(ctx["sessions"][-CONTROLLER_SOCKETS:]))  # fmt: skip
-        connected_at = time.monotonic_ns()
         result["connect"] = c = await phases.connect(b, ctx["sessions"], 200)
         log(f"{name} N={n}: {c['connected']} connected, {c['rss_per_socket_kib']:.1f} KiB/socket")
         if args.seconds <= 0:  # memory only
             return result
-        trigger = await b.peer("trigger")
-        b.drain()
-        lasts: list[float] = []
-        at: list[float] = []
-        events = 0
-        cpu_rounds = 0
-        start_ns = time.monotonic_ns()
-        cpu0 = cpu_ns(server.pid)
-        deadline = time.monotonic() + args.seconds
-        next_round = time.monotonic()
-        r = -2  # two rounds of warm-up, not counted
-        while time.monotonic() < deadline:
-            await asyncio.sleep(max(0.0, next_round - time.monotonic()))
-            next_round += args.period
-            # Two rounds: the join's `joined` to everyone, then the leave's last broadcast.
-            join = {"type": "join", "room": "bench", "nickname": f"r{r}", "ref": r}
-            leave = {"type": "leave", "ref": r}
-            for message, kind in ((join, "joined"), (leave, "room_closed")):
-                await b.gens.arm(b.dialect, kind)
-                c0 = cpu_ns(server.pid)
-                t0 = time.monotonic_ns()
-                trigger.send(message)
-                if not await b.gens.wait_done(b.round_timeout()):
-                    raise RuntimeError(f"round {r} ({kind}) did not complete")
-                cpu_rounds += cpu_ns(server.pid) - c0
-                times = await b.gens.collect()
-                if r < 0:
-                    cpu_rounds = 0
-                    continue
-                events += len(times)
-                lasts.append((max(times) - t0 // 1000) / 1000)  # the generators stamp in µs
-                at.append((t0 - start_ns) / 1e9)
-            b.drain()
-            r += 1
-        end_ns = time.monotonic_ns()
-        window_cpu = (cpu_ns(server.pid) - cpu0) / (end_ns - start_ns)
-        lags = read_lags(lag_log, start_ns, end_ns)
-        median = statistics.median(lasts)
-        result["rounds"] = {
-            "count": len(lasts), "last_ms": lasts, "at_s": at,
-            "p50": median, "p99": phases.pct(lasts, 99), "max": max(lasts),
-            "max_over_median": max(lasts) / median,
-            "cpu_us_per_event": cpu_rounds / 1000 / max(1, events),
-            "server_cores_window": window_cpu,
-            "rss_end_kib": rss_kib(server.pid),
-            "seconds_after_connect": (start_ns - connected_at) / 1e9,
-        }  # fmt: skip
-        result["stalls"] = {
-            "max_ms": max((lag for _, lag in lags), default=0.0),
-            "max_outside_rounds_ms": outside(lags, at, lasts),
-            "over_50ms": sum(1 for _, lag in lags if lag > 50),
-            "worst": sorted(lags, key=lambda x: -x[1])[:5],
-        }  # fmt: skip
-        result["full_gcs"] = read_gcs(gc_log, start_ns, end_ns)
-        r = result["rounds"]
-        log(f"{name} N={n}: {r['count']} rounds, last p50/p99/max {r['p50']:.0f}/{r['p99']:.0f}/"
-            f"{r['max']:.0f} ms (max/median {r['max_over_median']:.2f}), "
-            f"{r['cpu_us_per_event']:.1f} µs/event, largest stall "
-            f"{result['stalls']['max_ms']:.0f} ms ({result['stalls']['max_outside_rounds_ms']:.0f} "
-            f"outside rounds), full GCs {result['full_gcs']}")  # fmt: skip
+        await b.peer("trigger")
+        result["paced"] = f = await phases.paced(b, args.seconds, args.period, lag_log)
+        result["rss_end_kib"] = rss_kib(server.pid)
+        if target.auth:
+            result["gc"] = phases.gc_summary(gc_log, result)
+        log(f"{name} N={n}: {f['rounds']} rounds, last p50/p99/max {f['last_p50']:.0f}/"
+            f"{f['last_p99']:.0f}/{f['last_max']:.0f} ms (max/median {f['max_over_median']:.2f}), "
+            f"{f['cpu_us_per_event']:.1f} µs/event, largest stall {f['stall_max_ms']:.0f} ms "
+            f"({f['stall_outside_rounds_ms']:.0f} outside rounds), full GCs "
+            f"{result.get('gc', {}).get('in_paced_ms')}")  # fmt: skip
     except Exception as exc:
         result["error"] = f"{type(exc).__name__}: {exc}"
         log(f"{name} N={n} FAILED: {result['error']}\n{server.tail()}")
