@@ -164,6 +164,26 @@ async def test_a_dns_rebinding_page_cannot_open_a_socket(lobby: Lobby) -> None:
         assert status == 400  # the Host is refused before the Origin is even looked at
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1", "LocalHost:{port}", "[::1]:{port}"])
+async def test_a_socket_is_served_whatever_way_our_host_is_spelled(lobby: Lobby, host: str) -> None:
+    """An exact Host goes straight to the endpoint (`LobbyApp`); any other spelling takes
+    the whole middleware stack, whose Host check lets ours in all the same."""
+    cookie = await lobby.login("alice")
+    origin = f"http://127.0.0.1:{lobby.live.port}"
+    host = host.format(port=lobby.live.port)
+    assert await handshake_status(lobby, host=host, origin=origin, cookie=cookie) == 101
+
+
+@pytest.mark.parametrize("host", ["evil.example:{port}x", "127.0.0.1.evil.example", ""])
+async def test_a_host_the_quick_check_refuses_is_still_refused_by_the_stack(
+    lobby: Lobby, host: str
+) -> None:
+    cookie = await lobby.login("alice")
+    origin = f"http://127.0.0.1:{lobby.live.port}"
+    host = host.format(port=lobby.live.port)
+    assert await handshake_status(lobby, host=host, origin=origin, cookie=cookie) == 400
+
+
 async def test_the_origin_must_be_our_public_url_not_the_host_we_are_reached_by(
     make_lobby: LobbyFactory,
 ) -> None:
