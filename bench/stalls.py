@@ -136,7 +136,42 @@ async def run_all(args: argparse.Namespace, out: Path, tmp: Path, sessions: list
                 (out / "stalls.json").write_text(json.dumps(data, indent=1) + "\n")
     finally:
         stub.stop()
-    log(f"logs in {tmp}")
+    (out / "stalls.md").write_text(markdown(data))
+    log(f"logs in {tmp}; {out / 'stalls.md'}")
+
+
+def markdown(data: dict[str, Any]) -> str:
+    """One table per N: every variant's paced rounds, stalls, CPU and memory."""
+    out = [
+        f"Paced rounds: a `joined` and a `room_closed` to all N every {data['args']['period']} s "
+        f"for {data['args']['seconds']:.0f} s. Load average at the end: "
+        + ", ".join(f"{x:.2f}" for x in data["load"])
+        + "."
+    ]
+    for n in sorted({r["n"] for r in data["results"]}):
+        out += [
+            "",
+            f"### N = {n:,}",
+            "",
+            "| variant | rounds | last p50 ms | last p99 ms | last max ms | max / median | "
+            "CPU µs/event | largest stall ms | outside rounds ms | full GCs in the rounds | "
+            "RSS per idle socket KiB |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in (r for r in data["results"] if r["n"] == n):
+            if "paced" not in r:
+                out.append(f"| {r['variant']} | failed: {r.get('error', '?')} |")
+                continue
+            f, gcs = r["paced"], r.get("gc", {}).get("in_paced_ms")
+            full = "-" if gcs is None else (", ".join(f"{ms:,.0f} ms" for ms in gcs) or "none")
+            out.append(
+                f"| {r['variant']} | {f['rounds']} | {f['last_p50']:.0f} | {f['last_p99']:.0f} | "
+                f"{f['last_max']:.0f} | {f['max_over_median']:.2f} | "
+                f"{f['cpu_us_per_event']:.1f} | {f['stall_max_ms']:.0f} | "
+                f"{f['stall_outside_rounds_ms']:.0f} | {full} | "
+                f"{r['connect']['rss_per_socket_kib']:.1f} |"
+            )
+    return "\n".join(out) + "\n"
 
 
 def main() -> None:
@@ -150,7 +185,12 @@ def main() -> None:
     parser.add_argument("--ping-interval", default="", help="LOBBY_PING_INTERVAL (default: 15)")
     parser.add_argument("--patience", type=float, default=120.0)
     parser.add_argument("--out", default="/tmp/stalls")
+    parser.add_argument("--report", help="only write the Markdown of this stalls.json")
     args = parser.parse_args()
+    if args.report:
+        data = json.loads(Path(args.report).read_text())
+        Path(args.report).with_suffix(".md").write_text(markdown(data))
+        return
     args.variant = args.variant or ["lobby", "lobby-nopings:pings=off"]
     args.lobby_path = None
     out = Path(args.out)
