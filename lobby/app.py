@@ -31,7 +31,7 @@ from lobby.store.roster import Roster
 from lobby.store.sessions import SessionStore
 from lobby.store.users import UserStore
 from lobby.watch import watch_sessions
-from lobby.web import assets, pages, webhooks
+from lobby.web import assets, health, pages, webhooks
 from lobby.web.auth import Auth
 from lobby.web.origins import Origins, SameSitePosts
 from lobby.web.socket import lobby_socket
@@ -111,8 +111,11 @@ def create_app(
         auth = Auth(store, sessions, secret_key=settings.secret_key, ttl=settings.session_ttl)
         # `is None`, not `or`: an empty throttle has length 0 and counts as false.
         throttle = LoginThrottle() if login_throttle is None else login_throttle
+        readiness = health.Readiness(
+            [health.database_check(db), health.media_check(lambda: backend.down)]
+        )
         app.state.lobby = AppState(
-            settings, db, auth, backend, hub, handler, throttle, origins, call_states
+            settings, db, auth, backend, hub, handler, throttle, origins, call_states, readiness
         )
         watcher = asyncio.create_task(watch_sessions(sessions, hub, handler))
         reconciler = asyncio.create_task(call_states.run())
@@ -133,7 +136,8 @@ def create_app(
         Route("/login", pages.login, methods=["POST"]),
         Route("/logout", pages.logout, methods=["POST"]),
         Route("/lobby", pages.lobby_page, methods=["GET"]),
-        Route("/healthz", pages.healthz, methods=["GET"]),
+        Route("/healthz", health.healthz, methods=["GET"]),
+        Route("/readyz", health.readyz, methods=["GET"]),
         Route("/webhooks/livekit", webhooks.livekit_webhook, methods=["POST"]),
         # Where OpenVidu 3's local deployment sends LiveKit's webhooks out of the box.
         Route("/livekit/webhook", webhooks.livekit_webhook, methods=["POST"]),

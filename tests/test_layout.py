@@ -92,6 +92,7 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "lobby.web",
             "lobby.web.auth",
             "lobby.web.assets",
+            "lobby.web.health",
             "lobby.web.state",
             "lobby.web.origins",
             "lobby.callstates",

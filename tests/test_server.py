@@ -101,7 +101,7 @@ async def test_demo_server_serves_demo_users_and_says_so_loudly(demo_server: Pro
         )
         assert reply.status_code == 303
         cookie = reply.cookies["lobby_session"]
-        health = (await http.get("/healthz")).json()
+        health = (await http.get("/readyz")).json()
     assert health["demo"] is True
     socket_url = demo_server.url.replace("http", "ws") + "/ws"
     async with websockets.connect(
@@ -133,7 +133,7 @@ async def test_make_run_with_nothing_configured_gives_peer_to_peer_calls(tmp_pat
                 "/login", data={"user": "publisher1", "pass": "pass", "csrf_token": token}
             )
             cookie = reply.cookies["lobby_session"]
-            assert (await http.get("/healthz")).json()["media"] == "p2p"
+            assert (await http.get("/readyz")).json()["media"] == "p2p"
         async with websockets.connect(
             served.url.replace("http", "ws") + "/ws",
             origin=websockets.Origin(served.url),

@@ -1,14 +1,13 @@
-"""Page handlers: login, logout, the lobby page and the health check."""
+"""Page handlers: login, logout and the lobby page (the health checks: `lobby.web.health`)."""
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import math
 
 from starlette.datastructures import FormData
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
 from lobby.rules.protocol import CloseCode
@@ -194,38 +193,3 @@ def _call_view(state: AppState) -> str:
     if state.media.peer_to_peer:
         return "p2p"
     return "livekit" if state.settings.media == "livekit" else "openvidu"
-
-
-async def healthz(request: Request) -> Response:
-    """`ok` for everyone; the counts and mode only for a client on this machine.
-
-    Strangers learn nothing from it (how busy the server is, whether it runs in
-    demo mode); an operator asks from the host itself (`curl 127.0.0.1:5000/healthz`).
-    Metrics will get their own endpoint.
-    """
-    if not _on_this_machine(request):
-        return JSONResponse({"status": "ok"})
-    state = state_of(request)
-    return JSONResponse(
-        {
-            "status": "ok",
-            "sockets": len(state.hub),
-            "participants": len(state.handler.presence),
-            "demo": state.settings.demo,
-            "media": state.settings.media,
-        }
-    )
-
-
-def _on_this_machine(request: Request) -> bool:
-    """A loopback client asking directly. A request a proxy forwarded is a stranger's,
-    whatever address it names: the proxy on this machine speaks for someone else."""
-    if "x-forwarded-for" in request.headers or "forwarded" in request.headers:
-        return False
-    try:
-        address = ipaddress.ip_address(request.client.host if request.client else "")
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_loopback
