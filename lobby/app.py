@@ -19,6 +19,7 @@ from lobby.callstates import CallStates
 from lobby.config import Settings
 from lobby.handler import RequestHandler
 from lobby.hub import Hub
+from lobby.logs import RequestIds
 from lobby.media.breaker import Breaker
 from lobby.media.livekit import LiveKitBackend
 from lobby.media.openvidu import OpenViduBackend
@@ -148,6 +149,7 @@ def create_app(
     return Starlette(
         routes=routes,
         middleware=[
+            Middleware(RequestIds),  # first: every line about a request carries its id
             Middleware(SecurityHeaders, settings=settings),
             # Outermost first: a foreign Host is refused before anything else looks at the
             # request (sockets too), then a cross-site post before its form is read.

@@ -16,6 +16,7 @@ from typing import Any
 import uvicorn
 from starlette.types import ASGIApp
 
+from lobby import logs
 from lobby.app import create_app
 from lobby.config import Settings
 from lobby.store import db as database
@@ -138,10 +139,8 @@ def serve(settings: Settings) -> None:
     assets.require(settings.media)  # before the banner: a refusal is the only line printed
     # The database too (reached, migrated): else uvicorn would print the lifespan's traceback.
     database.connect(settings.database).close()
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    # One handler for every line, ours and uvicorn's: the format, the ids, redaction.
+    logs.configure(settings.log_level, settings.log_format, filters=[REDACT])
     # httpx logs every OpenVidu call at INFO; lobby.media.openvidu logs what matters.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     if settings.demo:
@@ -155,8 +154,6 @@ def serve(settings: Settings) -> None:
     )
     log.info("Lobby on http://%s:%d, calls %s", settings.host, settings.port, calls)
     config = uvicorn_config(create_app(settings), settings)  # checks uvicorn first
-    # uvicorn's handlers exist now (its config set them up): every line printed is redacted.
-    for name in ("", "uvicorn", "uvicorn.access", "uvicorn.error"):
-        for handler in logging.getLogger(name).handlers:
-            handler.addFilter(REDACT)
+    # uvicorn's config gave its loggers handlers of their own: route them to ours.
+    logs.route_uvicorn()
     uvicorn.Server(config).run()

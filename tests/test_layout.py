@@ -94,6 +94,7 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "lobby.web.assets",
             "lobby.web.health",
             "lobby.web.state",
+            "lobby.logs",
             "lobby.web.origins",
             "lobby.callstates",
             "lobby.config",
@@ -112,10 +113,13 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("starlette", "livekit", "jwt", "google"),
     ),
     "lobby.config": (("lobby.media.p2p", "lobby.rules.origins"), ()),
+    # Log formats and ids; an ASGI middleware, typed with Starlette's ASGI types.
+    "lobby.logs": ((), ("starlette",)),
     # Process start-up knows everything; the CLI keeps `users` free of the server.
     "lobby.app": (("lobby.*",), ("starlette",)),
     "lobby.server": (
         (
+            "lobby.logs",
             "lobby.app",
             "lobby.config",
             "lobby.store.db",

@@ -20,6 +20,7 @@ from livekit import api
 from lobby.store.db import connect
 from lobby.store.users import UserStore
 from tests.conftest import csrf_from
+from tests.log_secrets import SECRETS
 from tests.openvidu_standin import OpenViduStandin
 
 
@@ -40,6 +41,7 @@ class Process:
         if stop and self.proc.returncode is None:
             self.proc.terminate()
         out, _ = await asyncio.wait_for(self.proc.communicate(), 10)
+        SECRETS.add_output(out.decode())  # checked for secrets at the end of the run
         return out.decode()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 
 from starlette.datastructures import FormData
@@ -17,6 +18,7 @@ from lobby.web.auth import Busy
 from lobby.web.state import AppState, state_of
 
 templates = Jinja2Templates(directory=assets.TEMPLATES)
+log = logging.getLogger("lobby.web.pages")
 
 
 async def login_page(request: Request) -> Response:
@@ -90,6 +92,8 @@ async def login(request: Request) -> Response:
         throttle.withdrawn(username, address)  # nor here
         return _unavailable(request, username=username)
     if opened is None:
+        # Not the name: people type their password into the name field by mistake.
+        log.info("login failed from %s", address)
         return _login_form(
             request, error="Wrong user name or password.", username=username, status=401
         )
@@ -99,7 +103,8 @@ async def login(request: Request) -> Response:
     previous = state.auth.current(request)
     if previous is not None:
         _end_session(request, previous[0], "logged in again")
-    session_id, _ = opened
+    session_id, user = opened
+    log.info("login from %s", address, extra={"user": user.name})
     response = RedirectResponse("/lobby", status_code=303)
     state.auth.set_session_cookie(response, request, session_id)
     return response
