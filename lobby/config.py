@@ -283,8 +283,10 @@ SETTINGS: tuple[Setting, ...] = (
             "`participant`, `room`, `request`), for uvicorn's lines too. Both pass the same "
             "redaction: no cookie, token, resume key, password or secret."),
     Setting("LOBBY_MAX_SOCKETS", "max_sockets", _whole(minimum=1), "18000",
-            "Lobby sockets this process holds; more are refused at the handshake with HTTP 503 "
-            "(keep it under the open-files limit)."),
+            "Lobby sockets this process holds; more are refused at the handshake with HTTP 503. "
+            "At start the lobby raises its soft open-files limit to the hard one; if this plus "
+            "100 still does not fit, it holds fewer and logs one line saying how to raise the "
+            "limit (`LimitNOFILE=`)."),
     Setting("LOBBY_MAX_SOCKETS_PER_USER", "max_sockets_per_user", _whole(minimum=1), "20",
             "Open lobby sockets (tabs) per user; more are refused with HTTP 429."),
     Setting("LOBBY_MESSAGE_RATE", "message_rate", _number(minimum=0.1), "10",

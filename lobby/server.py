@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from dataclasses import replace
 from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
 
-from lobby import logs
+from lobby import logs, openfiles
 from lobby.app import create_app
 from lobby.config import Settings
 from lobby.store import db as database
@@ -145,6 +146,11 @@ def serve(settings: Settings) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     if settings.demo:
         log.warning(DEMO_BANNER)
+    # Every socket is an open file: raise the limit, and lower the cap if it still won't fit.
+    fit = openfiles.fit_sockets(settings.max_sockets, openfiles.raise_soft_limit())
+    if fit.lowered:
+        log.warning(fit.lowered)
+        settings = replace(settings, max_sockets=fit.max_sockets)
     calls = {
         "openvidu": f"OpenVidu at {settings.openvidu_url}",
         "livekit": f"LiveKit at {settings.livekit_url}",

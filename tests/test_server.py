@@ -11,6 +11,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -53,8 +54,9 @@ def lobby_env(**values: str) -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def lobby_serve(env: dict[str, str], *args: str) -> AsyncIterator[Process]:
-    """Start `python -m lobby serve ARGS` and wait until /healthz answers."""
+async def lobby_serve(env: dict[str, str], *args: str, **popen: Any) -> AsyncIterator[Process]:
+    """Start `python -m lobby serve ARGS` (`popen`: more for the subprocess) and wait until
+    /healthz answers."""
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -67,6 +69,7 @@ async def lobby_serve(env: dict[str, str], *args: str) -> AsyncIterator[Process]
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
+        **popen,
     )
     served = Process(proc, f"http://127.0.0.1:{port}")
     try:
