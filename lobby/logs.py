@@ -25,7 +25,7 @@ import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import IO, Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -89,8 +89,6 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        elif record.exc_text:
-            entry["exception"] = record.exc_text
         if record.stack_info:
             entry["stack"] = self.formatStack(record.stack_info)
         return json.dumps(entry, ensure_ascii=False, default=str)
@@ -106,9 +104,12 @@ def formatter(kind: str) -> logging.Formatter:
     return JsonFormatter() if kind == "json" else PlainFormatter()
 
 
-def configure(level: str, kind: str, filters: Iterable[logging.Filter] = ()) -> logging.Handler:
-    """One handler on the root logger, to standard error: `kind`'s format, the ids, `filters`."""
-    handler = logging.StreamHandler(sys.stderr)
+def configure(
+    level: str, kind: str, filters: Iterable[logging.Filter] = (), stream: IO[str] | None = None
+) -> logging.Handler:
+    """One handler on the root logger, to `stream` (standard error): `kind`'s format, the ids,
+    `filters`."""
+    handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(formatter(kind))
     handler.addFilter(ContextIds())
     for each in filters:

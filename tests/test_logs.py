@@ -3,6 +3,7 @@ session-wide check that no secret reaches a log line (`tests/log_secrets.py`).""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
@@ -15,7 +16,16 @@ import httpx
 import pytest
 import websockets
 
-from lobby.logs import ContextIds, JsonFormatter, PlainFormatter, bind
+from lobby.logs import (
+    UVICORN_LOGGERS,
+    ContextIds,
+    JsonFormatter,
+    PlainFormatter,
+    bind,
+    configure,
+    route_uvicorn,
+)
+from lobby.server import REDACT
 from tests.conftest import Client, Lobby, csrf_from
 from tests.log_secrets import SECRETS
 from tests.openvidu_standin import OpenViduStandin
@@ -190,3 +200,39 @@ def test_a_secret_in_a_log_line_is_caught_in_both_formats_with_the_line() -> Non
     assert f"lobby.test_logs: the key is {secret}" in leaks[0]
     assert json.loads(leaks[1].partition("in log line: ")[2])["message"] == f"the key is {secret}"
     assert not SECRETS.leaks([line for line in quarantined if "a form" in line])
+
+
+@pytest.fixture
+def own_logging() -> Iterator[None]:
+    """Lets a test configure logging as `lobby serve` does, then puts pytest's back."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    uvicorns = [logging.getLogger(name) for name in UVICORN_LOGGERS]
+    kept = [(u.handlers[:], u.propagate, u.level) for u in uvicorns]
+    try:
+        yield
+    finally:
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
+        for logger, (handlers, propagate, level) in zip(uvicorns, kept, strict=True):
+            logger.handlers[:], logger.propagate = handlers, propagate
+            logger.setLevel(level)
+
+
+@pytest.mark.usefixtures("own_logging")
+def test_uvicorns_lines_go_through_our_one_handler_redacted() -> None:
+    out = io.StringIO()
+    configure("info", "json", [REDACT], stream=out)
+    access = logging.getLogger("uvicorn.access")
+    access.addHandler(logging.StreamHandler(io.StringIO()))  # as uvicorn's config does
+    access.propagate = False
+    access.setLevel(logging.INFO)
+    route_uvicorn()
+    assert access.handlers == []
+    access.info('%s - "GET /?token=%s HTTP/1.1" 200', "127.0.0.1:5", "tok_secret0123")
+    log.warning("with its stack", stack_info=True)
+    log.debug("below the level")
+    first, second = (json.loads(line) for line in out.getvalue().splitlines())
+    assert first["logger"] == "uvicorn.access"
+    assert first["message"] == '127.0.0.1:5 - "GET /?token=[redacted] HTTP/1.1" 200'
+    assert "test_uvicorns_lines_go_through" in second["stack"]
