@@ -19,6 +19,7 @@ from lobby.callstates import CallStates
 from lobby.config import Settings
 from lobby.handler import RequestHandler
 from lobby.hub import Hub
+from lobby.logs import RequestIds
 from lobby.media.breaker import Breaker
 from lobby.media.livekit import LiveKitBackend
 from lobby.media.openvidu import OpenViduBackend
@@ -31,7 +32,7 @@ from lobby.store.roster import Roster
 from lobby.store.sessions import SessionStore
 from lobby.store.users import UserStore
 from lobby.watch import watch_sessions
-from lobby.web import assets, pages, webhooks
+from lobby.web import assets, health, pages, webhooks
 from lobby.web.auth import Auth
 from lobby.web.origins import Origins, SameSitePosts
 from lobby.web.socket import lobby_socket
@@ -111,8 +112,11 @@ def create_app(
         auth = Auth(store, sessions, secret_key=settings.secret_key, ttl=settings.session_ttl)
         # `is None`, not `or`: an empty throttle has length 0 and counts as false.
         throttle = LoginThrottle() if login_throttle is None else login_throttle
+        readiness = health.Readiness(
+            [health.database_check(db), health.media_check(lambda: backend.down)]
+        )
         app.state.lobby = AppState(
-            settings, db, auth, backend, hub, handler, throttle, origins, call_states
+            settings, db, auth, backend, hub, handler, throttle, origins, call_states, readiness
         )
         watcher = asyncio.create_task(watch_sessions(sessions, hub, handler))
         reconciler = asyncio.create_task(call_states.run())
@@ -133,7 +137,8 @@ def create_app(
         Route("/login", pages.login, methods=["POST"]),
         Route("/logout", pages.logout, methods=["POST"]),
         Route("/lobby", pages.lobby_page, methods=["GET"]),
-        Route("/healthz", pages.healthz, methods=["GET"]),
+        Route("/healthz", health.healthz, methods=["GET"]),
+        Route("/readyz", health.readyz, methods=["GET"]),
         Route("/webhooks/livekit", webhooks.livekit_webhook, methods=["POST"]),
         # Where OpenVidu 3's local deployment sends LiveKit's webhooks out of the box.
         Route("/livekit/webhook", webhooks.livekit_webhook, methods=["POST"]),
@@ -144,6 +149,7 @@ def create_app(
     return Starlette(
         routes=routes,
         middleware=[
+            Middleware(RequestIds),  # first: every line about a request carries its id
             Middleware(SecurityHeaders, settings=settings),
             # Outermost first: a foreign Host is refused before anything else looks at the
             # request (sockets too), then a cross-site post before its form is read.

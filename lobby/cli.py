@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import os
 import sqlite3
 import sys
@@ -124,6 +125,10 @@ def _add(store: UserStore, args: argparse.Namespace) -> None:
 
 def _list(store: UserStore, args: argparse.Namespace) -> None:
     accounts = store.accounts()
+    if args.json:
+        # For scripts: one JSON array on stdout, `[]` when there is nobody.
+        print(json.dumps([{"name": a.name, "role": a.role, "demo": a.demo} for a in accounts]))
+        return
     if not accounts:
         print("no users yet; add one with `lobby users add NAME --role ROLE`", file=sys.stderr)
         return
@@ -193,7 +198,11 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--password-stdin", action="store_true", help=stdin_help)
     add.set_defaults(run=_add)
 
-    actions.add_parser("list", help="show every user").set_defaults(run=_list)
+    listing = actions.add_parser("list", help="show every user")
+    listing.add_argument(
+        "--json", action="store_true", help='a JSON array of {"name", "role", "demo"}, for scripts'
+    )
+    listing.set_defaults(run=_list)
 
     remove = actions.add_parser("remove", help="delete a user and end their sessions")
     remove.add_argument("name")

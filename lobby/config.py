@@ -32,6 +32,7 @@ DEMO_LIVEKIT_API_KEY = "devkey"
 DEMO_LIVEKIT_API_SECRET = "secret"
 MEDIA_KINDS = ("openvidu", "livekit", "p2p")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("plain", "json")
 P2P_ROOM_SIZE = 4
 MIN_SECRET_KEY_LENGTH = 16
 # Frames a client may send: lobby requests are small; a `signal` carries an SDP
@@ -276,9 +277,16 @@ SETTINGS: tuple[Setting, ...] = (
             "`forwarded_allow_ips`); cookies are `Secure` when the request came over https."),
     Setting("LOBBY_LOG_LEVEL", "log_level", _choice(*LOG_LEVELS), "info",
             "Log level: debug, info, warning, error."),
+    Setting("LOBBY_LOG_FORMAT", "log_format", _choice(*LOG_FORMATS), "plain",
+            "`plain`: `time level logger: message [ids]` lines; `json`: one JSON object per line "
+            "(`timestamp`, `level`, `logger`, `message`, and the ids it knows: `socket`, `user`, "
+            "`participant`, `room`, `request`), for uvicorn's lines too. Both pass the same "
+            "redaction: no cookie, token, resume key, password or secret."),
     Setting("LOBBY_MAX_SOCKETS", "max_sockets", _whole(minimum=1), "18000",
-            "Lobby sockets this process holds; more are refused at the handshake with HTTP 503 "
-            "(keep it under the open-files limit)."),
+            "Lobby sockets this process holds; more are refused at the handshake with HTTP 503. "
+            "At start the lobby raises its soft open-files limit to the hard one; if this plus "
+            "100 still does not fit, it holds fewer and logs one line saying how to raise the "
+            "limit (`LimitNOFILE=`)."),
     Setting("LOBBY_MAX_SOCKETS_PER_USER", "max_sockets_per_user", _whole(minimum=1), "20",
             "Open lobby sockets (tabs) per user; more are refused with HTTP 429."),
     Setting("LOBBY_MESSAGE_RATE", "message_rate", _number(minimum=0.1), "10",
@@ -353,6 +361,7 @@ class Settings:
     session_ttl: float = _default("LOBBY_SESSION_TTL")
     forwarded_allow_ips: str = _default("LOBBY_FORWARDED_ALLOW_IPS")
     log_level: str = _default("LOBBY_LOG_LEVEL")
+    log_format: str = _default("LOBBY_LOG_FORMAT")
     max_sockets: int = _default("LOBBY_MAX_SOCKETS")
     max_sockets_per_user: int = _default("LOBBY_MAX_SOCKETS_PER_USER")
     message_rate: float = _default("LOBBY_MESSAGE_RATE")

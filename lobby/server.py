@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from dataclasses import replace
 from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
 
+from lobby import logs, openfiles
 from lobby.app import create_app
 from lobby.config import Settings
 from lobby.store import db as database
@@ -138,14 +140,17 @@ def serve(settings: Settings) -> None:
     assets.require(settings.media)  # before the banner: a refusal is the only line printed
     # The database too (reached, migrated): else uvicorn would print the lifespan's traceback.
     database.connect(settings.database).close()
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    # One handler for every line, ours and uvicorn's: the format, the ids, redaction.
+    logs.configure(settings.log_level, settings.log_format, filters=[REDACT])
     # httpx logs every OpenVidu call at INFO; lobby.media.openvidu logs what matters.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     if settings.demo:
         log.warning(DEMO_BANNER)
+    # Every socket is an open file: raise the limit, and lower the cap if it still won't fit.
+    fit = openfiles.fit_sockets(settings.max_sockets, openfiles.raise_soft_limit())
+    if fit.lowered:
+        log.warning(fit.lowered)
+        settings = replace(settings, max_sockets=fit.max_sockets)
     calls = {
         "openvidu": f"OpenVidu at {settings.openvidu_url}",
         "livekit": f"LiveKit at {settings.livekit_url}",
@@ -155,8 +160,6 @@ def serve(settings: Settings) -> None:
     )
     log.info("Lobby on http://%s:%d, calls %s", settings.host, settings.port, calls)
     config = uvicorn_config(create_app(settings), settings)  # checks uvicorn first
-    # uvicorn's handlers exist now (its config set them up): every line printed is redacted.
-    for name in ("", "uvicorn", "uvicorn.access", "uvicorn.error"):
-        for handler in logging.getLogger(name).handlers:
-            handler.addFilter(REDACT)
+    # uvicorn's config gave its loggers handlers of their own: route them to ours.
+    logs.route_uvicorn()
     uvicorn.Server(config).run()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import io
+import json
 import os
 import subprocess
 import sys
@@ -177,6 +178,21 @@ def test_list_shows_name_role_and_demo_flag(
         ["publisher2", "PUBLISHER", "yes"],
         ["subscriber", "SUBSCRIBER", "yes"],
     ]
+
+
+def test_list_json_is_one_array_for_scripts(
+    database: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["users", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+    db = connect(database)
+    UserStore(db).add("alice", "MODERATOR", "a long password")
+    db.close()
+
+    assert main(["users", "list", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == [{"name": "alice", "role": "MODERATOR", "demo": False}]
+    assert "using the database" in captured.err  # stdout holds the JSON alone
 
 
 def test_remove(

@@ -92,7 +92,9 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "lobby.web",
             "lobby.web.auth",
             "lobby.web.assets",
+            "lobby.web.health",
             "lobby.web.state",
+            "lobby.logs",
             "lobby.web.origins",
             "lobby.callstates",
             "lobby.config",
@@ -111,10 +113,15 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("starlette", "livekit", "jwt", "google"),
     ),
     "lobby.config": (("lobby.media.p2p", "lobby.rules.origins"), ()),
+    # Log formats and ids; an ASGI middleware, typed with Starlette's ASGI types.
+    "lobby.logs": ((), ("starlette",)),
+    "lobby.openfiles": ((), ()),
     # Process start-up knows everything; the CLI keeps `users` free of the server.
     "lobby.app": (("lobby.*",), ("starlette",)),
     "lobby.server": (
         (
+            "lobby.logs",
+            "lobby.openfiles",
             "lobby.app",
             "lobby.config",
             "lobby.store.db",

@@ -11,6 +11,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -20,6 +21,7 @@ from livekit import api
 from lobby.store.db import connect
 from lobby.store.users import UserStore
 from tests.conftest import csrf_from
+from tests.log_secrets import SECRETS
 from tests.openvidu_standin import OpenViduStandin
 
 
@@ -40,6 +42,7 @@ class Process:
         if stop and self.proc.returncode is None:
             self.proc.terminate()
         out, _ = await asyncio.wait_for(self.proc.communicate(), 10)
+        SECRETS.add_output(out.decode())  # checked for secrets at the end of the run
         return out.decode()
 
 
@@ -51,8 +54,9 @@ def lobby_env(**values: str) -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def lobby_serve(env: dict[str, str], *args: str) -> AsyncIterator[Process]:
-    """Start `python -m lobby serve ARGS` and wait until /healthz answers."""
+async def lobby_serve(env: dict[str, str], *args: str, **popen: Any) -> AsyncIterator[Process]:
+    """Start `python -m lobby serve ARGS` (`popen`: more for the subprocess) and wait until
+    /healthz answers."""
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -65,6 +69,7 @@ async def lobby_serve(env: dict[str, str], *args: str) -> AsyncIterator[Process]
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
+        **popen,
     )
     served = Process(proc, f"http://127.0.0.1:{port}")
     try:
@@ -101,7 +106,7 @@ async def test_demo_server_serves_demo_users_and_says_so_loudly(demo_server: Pro
         )
         assert reply.status_code == 303
         cookie = reply.cookies["lobby_session"]
-        health = (await http.get("/healthz")).json()
+        health = (await http.get("/readyz")).json()
     assert health["demo"] is True
     socket_url = demo_server.url.replace("http", "ws") + "/ws"
     async with websockets.connect(
@@ -133,7 +138,7 @@ async def test_make_run_with_nothing_configured_gives_peer_to_peer_calls(tmp_pat
                 "/login", data={"user": "publisher1", "pass": "pass", "csrf_token": token}
             )
             cookie = reply.cookies["lobby_session"]
-            assert (await http.get("/healthz")).json()["media"] == "p2p"
+            assert (await http.get("/readyz")).json()["media"] == "p2p"
         async with websockets.connect(
             served.url.replace("http", "ws") + "/ws",
             origin=websockets.Origin(served.url),
