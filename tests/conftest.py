@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -24,6 +24,7 @@ from lobby.store.users import UserStore
 from lobby.web.state import AppState
 from tests.live import LiveServer
 from tests.openvidu_standin import OpenViduStandin, running_standin
+from tests.redis_server import RedisServer, require_redis_server
 
 PASSWORD = "correct horse"
 USERS = {"alice": "PUBLISHER", "bob": "PUBLISHER", "sub": "SUBSCRIBER", "mod": "MODERATOR"}
@@ -34,6 +35,26 @@ CHEAP_HASHER = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 async def standin_server() -> AsyncIterator[OpenViduStandin]:
     async with running_standin(secret="MY_SECRET") as standin:
         yield standin
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One real redis-server for the session; tests keep apart by key prefix."""
+    require_redis_server()
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server of the test's own, to kill and restart."""
+    require_redis_server()
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture
