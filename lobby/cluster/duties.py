@@ -73,6 +73,11 @@ class Duties:
             return
         if self._healthy_since is None:
             self._healthy_since, self._next_renew = now, now
+            self._next_snapshot = max(self._next_snapshot, now + timing.snapshot_every)
+        if await self._stream.current_epoch() != node.epoch:
+            # Redis was flushed or restarted empty under a reader that kept its connection.
+            node.lost_data()
+            return
         ttl = int(timing.lease * 1000)
         if now >= self._next_renew:
             await self._stream.renew_lease(node.instance, ttl)

@@ -135,7 +135,7 @@ class RedisPresence:
             self._waiters.pop(ref, None)
             self._keep(command)
             if isinstance(exc, ResponseError) and EPOCH_CHANGED in str(exc):
-                self._unhealthy("Redis lost its data")
+                self.lost_data()
             raise ClusterUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
     async def issue(self, command: Command) -> None:
@@ -298,6 +298,10 @@ class RedisPresence:
     async def _issue_all(self, work: Sequence[Command]) -> None:
         for command in work:
             await self.issue(command)
+
+    def lost_data(self) -> None:
+        """The epoch moved: stop taking commands; the reader re-syncs and re-asserts."""
+        self._unhealthy("Redis lost its data")
 
     def _unhealthy(self, why: str) -> None:
         if self._healthy:

@@ -112,6 +112,10 @@ class Stream:
         await self.redis.set(self.prefix + "epoch", fresh, nx=True)
         return str(await self.redis.get(self.prefix + "epoch"))
 
+    async def current_epoch(self) -> str | None:
+        epoch = await self.redis.get(self.prefix + "epoch")
+        return None if epoch is None else str(epoch)
+
     async def append(self, epoch: str, by: str, ref: str, cmd: str) -> tuple[str, int]:
         entry_id, seq = await self._append(keys=self._keys, args=[epoch, by, ref, cmd])
         return str(entry_id), int(seq)
