@@ -93,7 +93,10 @@ class RedisPresence:
         self._healthy = False
         self._refs = itertools.count(1)
         self._waiters: dict[str, asyncio.Future[Applied]] = {}
-        self._order = asyncio.Lock()  # this instance's appends reach the log in call order
+        # Appends waiting for the writer, which sends them in call order, a batch per round
+        # trip: this instance's commands reach the log in the order they were executed.
+        self._outbox: list[tuple[str, str, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
         self._undelivered: dict[str, Disconnect] = {}  # socket -> its Disconnect, not appended
         self._ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -126,9 +129,8 @@ class RedisPresence:
         waiter: asyncio.Future[Applied] = asyncio.get_running_loop().create_future()
         self._waiters[ref] = waiter  # before the append: the reader may apply it first
         try:
-            async with self._order:
-                await self._stream.append(self.epoch, self._instance, ref, commands.encode(command))
             async with asyncio.timeout(self.timing.command_timeout):
+                await self._append(ref, commands.encode(command))
                 return await waiter
         except (*UNREACHABLE, ClusterUnavailable) as exc:
             # If it was appended after all, it still applies, and the `Cleaner` gets it.
@@ -148,10 +150,34 @@ class RedisPresence:
         assert self.epoch is not None
         cmd = commands.encode(InstanceDown(instance))
         ttl = int(self.timing.lease * 1000)
-        async with self._order:
-            return await self._stream.append_if_lapsed(
-                self.epoch, self._instance, "0", cmd, instance, ttl
-            )
+        return await self._stream.append_if_lapsed(
+            self.epoch, self._instance, "0", cmd, instance, ttl
+        )
+
+    async def _append(self, ref: str, cmd: str) -> None:
+        appended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._outbox.append((ref, cmd, appended))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write())
+        await appended
+
+    async def _write(self) -> None:
+        """Send the outbox, a batch at a time, until it is empty."""
+        while self._outbox:
+            batch, self._outbox = self._outbox, []
+            try:
+                assert self.epoch is not None
+                pairs = [(ref, cmd) for ref, cmd, _ in batch]
+                replies = await self._stream.append_all(self.epoch, self._instance, pairs)
+            except UNREACHABLE as exc:
+                replies = [exc] * len(batch)
+            for (_, _, appended), reply in zip(batch, replies, strict=True):
+                if appended.done():
+                    continue  # its caller timed out
+                if isinstance(reply, Exception):
+                    appended.set_exception(reply)
+                else:
+                    appended.set_result(None)
 
     def _keep(self, command: Command) -> None:
         if isinstance(command, Disconnect):
@@ -188,6 +214,8 @@ class RedisPresence:
         # timeout handling can come out as a timeout error, which they would retry.
         self.running = False
         tasks, self._tasks = [*self._tasks, *self._background], []
+        if self._writer is not None:
+            tasks.append(self._writer)
         for task in tasks:
             task.cancel()
         if tasks:

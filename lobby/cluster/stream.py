@@ -120,6 +120,17 @@ class Stream:
         entry_id, seq = await self._append(keys=self._keys, args=[epoch, by, ref, cmd])
         return str(entry_id), int(seq)
 
+    async def append_all(self, epoch: str, by: str, batch: list[tuple[str, str]]) -> list[Any]:
+        """Append (ref, cmd) pairs in one round trip, in order: each an entry or an error.
+
+        EVAL with the script's text: a pipeline of EVALSHA would first ask whether the
+        script is loaded, a round trip more per batch."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for ref, cmd in batch:
+                pipe.eval(_APPEND, len(self._keys), *self._keys, epoch, by, ref, cmd)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+            return replies
+
     async def append_if_lapsed(
         self, epoch: str, by: str, ref: str, cmd: str, instance: str, ttl_ms: int
     ) -> bool:
