@@ -39,17 +39,14 @@ from lobby.cluster.seam import Applied  # noqa: E402
 from lobby.rules.presence import Participant  # noqa: E402
 
 
-def commands(n: int, tag: str) -> list[Command]:
+def commands(n: int, tag: str, instance: str) -> list[Command]:
     """`n` commands: a join and the leave of the same socket, over and over."""
     out: list[Command] = []
     for i in range(n // 2):
         person = Participant(f"{tag}{i}", "bench", "Bench", "PUBLISHER")
-        out += [Join(f"a:{i}", person, "R", f"k{tag}{i}", f"h{i}"), Leave(f"a:{i}")]
+        socket = f"{instance}:{i}"
+        out += [Join(socket, person, "R", f"k{tag}{i}", f"h{i}"), Leave(socket)]
     return out
-
-
-def key(command: Command) -> str:
-    return f"{type(command).__name__}:{command.socket}"  # type: ignore[union-attr]
 
 
 async def observe(url: str) -> None:
@@ -59,7 +56,7 @@ async def observe(url: str) -> None:
     def hear(applied: Applied) -> None:
         seen[f"{applied.seq}"] = time.monotonic_ns()
 
-    node = RedisPresence(url, instance="observer", grace=10, listener=hear)
+    node = RedisPresence(url, name="observer", grace=10, listener=hear)
     await node.start()
     print("ready", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
@@ -68,11 +65,11 @@ async def observe(url: str) -> None:
 
 
 async def issue(url: str, n: int, rate: float) -> dict[str, dict[str, int]]:
-    node = RedisPresence(url, instance="a", grace=10)
+    node = RedisPresence(url, name="issuer", grace=10)
     await node.start()
     sent: dict[str, dict[str, int]] = {"closed": {}, "open": {}}
     local: dict[str, int] = {}
-    for command in commands(n, "c"):
+    for command in commands(n, "c", node.instance):
         start = time.monotonic_ns()
         applied = await node.execute(command)
         local[str(applied.seq)] = time.monotonic_ns()
@@ -85,7 +82,7 @@ async def issue(url: str, n: int, rate: float) -> dict[str, dict[str, int]]:
 
     tasks = []
     began = time.monotonic()
-    for i, command in enumerate(commands(n, "o")):
+    for i, command in enumerate(commands(n, "o", node.instance)):
         # Open loop: send on schedule, whatever the answers do.
         delay = began + i / rate - time.monotonic()
         if delay > 0:

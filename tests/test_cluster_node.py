@@ -69,7 +69,7 @@ class Instance:
         self.view: View = {}
         self.node = RedisPresence(
             url,
-            instance=name,
+            name=name,
             grace=grace,
             listener=self._hear,
             cleaner=self.cleaned.append,
@@ -95,6 +95,10 @@ class Instance:
                 self.view[event.room].remove(event.participant.id)
             elif isinstance(event, RoomClosed):
                 assert self.view.pop(event.room) == []
+
+    def s(self, conn_id: int) -> str:
+        """This instance's socket `conn_id`, by its cluster-wide id."""
+        return self.node.socket_id(conn_id)
 
     async def do(self, command: Command) -> Applied:
         return await self.node.execute(command)
@@ -154,9 +158,9 @@ async def test_a_join_on_one_instance_is_seen_by_the_others_in_the_same_order(
     cluster: Factory,
 ) -> None:
     a, b, c = [await cluster(name) for name in "abc"]
-    await a.do(join("a:1", "p1"))
-    await b.do(join("b:1", "p2", user="bob"))
-    await c.do(Leave("a:1"))
+    await a.do(join(a.s(1), "p1"))
+    await b.do(join(b.s(1), "p2", user="bob"))
+    await c.do(Leave(a.s(1)))
     await settled(a, b, c)
     assert a.log() == b.log() == c.log()
     assert [type(cmd).__name__ for _, cmd, _ in a.log()] == ["Join", "Join", "Leave"]
@@ -169,9 +173,9 @@ async def test_two_joins_for_the_last_seat_get_the_same_answer_everywhere(
     cluster: Factory,
 ) -> None:
     a, b = await cluster("a"), await cluster("b")
-    await a.do(join("a:1", "p1", limit=2))
+    await a.do(join(a.s(1), "p1", limit=2))
     first, second = await asyncio.gather(
-        a.do(join("a:2", "p2", limit=2)), b.do(join("b:1", "p3", limit=2, user="bob"))
+        a.do(join(a.s(2), "p2", limit=2)), b.do(join(b.s(1), "p3", limit=2, user="bob"))
     )
     assert sorted(r.result.rejected.code for r in (first, second) if r.result.rejected) == [
         "room_full"
@@ -184,10 +188,10 @@ async def test_two_joins_for_the_last_seat_get_the_same_answer_everywhere(
 
 async def test_two_resumes_of_one_key_resolve_in_log_order_everywhere(cluster: Factory) -> None:
     a, b = await cluster("a"), await cluster("b")
-    await a.do(join("a:1", "p1"))
-    await a.do(Disconnect("a:1"))
+    await a.do(join(a.s(1), "p1"))
+    await a.do(Disconnect(a.s(1)))
     one, two = await asyncio.gather(
-        a.do(Resume("a:2", "kp1", "alice")), b.do(Resume("b:2", "kp1", "alice"))
+        a.do(Resume(a.s(2), "kp1", "alice")), b.do(Resume(b.s(2), "kp1", "alice"))
     )
     earlier, later = sorted((one, two), key=lambda r: r.seq)
     assert earlier.result.taken_over is None
@@ -241,10 +245,10 @@ async def test_snapshots_trim_the_log_and_a_late_instance_catches_up(
 ) -> None:
     a = await cluster("a")
     for n in range(30):
-        await a.do(join(f"a:{n}", f"p{n}", room=f"R{n % 4}"))
+        await a.do(join(a.s(n), f"p{n}", room=f"R{n % 4}"))
     assert await a.node.duties.snapshot()
     for n in range(30, 60):
-        await a.do(join(f"a:{n}", f"p{n}", room=f"R{n % 4}"))
+        await a.do(join(a.s(n), f"p{n}", room=f"R{n % 4}"))
     assert await a.node.duties.snapshot()
     assert not await a.node.duties.snapshot()  # nothing new since
     with redis.Redis(port=redis_server.port) as client:
@@ -253,7 +257,7 @@ async def test_snapshots_trim_the_log_and_a_late_instance_catches_up(
     late = await cluster("late")
     assert late.node.seq == 60
     assert late.state() == a.state()
-    await a.do(Leave("a:0"))
+    await a.do(Leave(a.s(0)))
     await settled(a, late)
     assert late.state() == a.state()
     assert late.view == rooms(a.node.replica)
@@ -264,14 +268,14 @@ async def test_a_reader_that_missed_trimmed_entries_reloads_the_snapshot(
 ) -> None:
     a = await cluster("a")
     for n in range(5):
-        await a.do(join(f"a:{n}", f"p{n}"))
+        await a.do(join(a.s(n), f"p{n}"))
     old = (a.node.seq, a.node.last_id, Replica.from_snapshot(a.state()), a.node.epoch)
     for n in range(5, 25):
-        await a.do(join(f"a:{n}", f"p{n}"))
+        await a.do(join(a.s(n), f"p{n}"))
         if n in (10, 20):
             await a.node.duties.snapshot()
     for n in range(25, 28):
-        await a.do(join(f"a:{n}", f"p{n}"))
+        await a.do(join(a.s(n), f"p{n}"))
     # An instance that was reading at entry 5, then fell behind two trims.
     behind = Instance(redis_server.url, "behind", a.node._stream.prefix, 0.3)
     node = behind.node
@@ -290,16 +294,16 @@ async def test_a_killed_instance_is_declared_down_once_and_its_people_revoked_on
     cluster: Factory,
 ) -> None:
     a, b, c = [await cluster(name) for name in "abc"]
-    await b.do(join("b:1", "p1"))
-    await b.do(join("b:2", "p2", user="bob"))
-    await a.do(join("a:1", "p3", user="bob"))
+    await b.do(join(b.s(1), "p1"))
+    await b.do(join(b.s(2), "p2", user="bob"))
+    await a.do(join(a.s(1), "p3", user="bob"))
     await b.node.abandon()  # killed: no lease given back, no disconnects
     b.running = False
     await until(lambda: rooms(a.node.replica) == rooms(c.node.replica) == {"R": ["p3"]}, 10)
     await settled(a, c)
     assert a.log() == c.log()
     downs = [a for a in a.heard if isinstance(a.command, InstanceDown)]
-    assert [d.command for d in downs] == [InstanceDown("b")]
+    assert [d.command for d in downs] == [InstanceDown(b.node.instance)]
     assert revoked(a, c) == ["hp1", "hp2"]
     lefts = [e for x in a.heard for e in x.result.outcome.events if isinstance(e, Left)]
     assert sorted((e.participant.id, e.reason) for e in lefts) == [
@@ -312,9 +316,9 @@ async def test_an_instance_declared_down_while_alive_takes_its_participants_back
     cluster: Factory,
 ) -> None:
     a, b = await cluster("a"), await cluster("b")
-    await b.do(join("b:1", "p1"))
-    await a.do(InstanceDown("b"))  # as if b had stalled past its lease
-    await until(lambda: a.node.replica.presence.member_of("b:1") is not None, 5)
+    await b.do(join(b.s(1), "p1"))
+    await a.do(InstanceDown(b.node.instance))  # as if b had stalled past its lease
+    await until(lambda: a.node.replica.presence.member_of(b.s(1)) is not None, 5)
     await asyncio.sleep(0.5)  # longer than the grace period
     assert rooms(a.node.replica) == {"R": ["p1"]}
     assert revoked(a, b) == []
@@ -325,10 +329,10 @@ async def test_redis_restarted_empty_is_healed_by_reasserting(
 ) -> None:
     a = await cluster("a", url=own_redis.url, grace=1.0)
     b = await cluster("b", url=own_redis.url, grace=1.0)
-    await a.do(join("a:1", "p1"))
-    await b.do(join("b:1", "p2", user="bob"))
-    await a.do(join("a:2", "p3"))
-    await a.do(Disconnect("a:2"))  # p3 is away when Redis goes
+    await a.do(join(a.s(1), "p1"))
+    await b.do(join(b.s(1), "p2", user="bob"))
+    await a.do(join(a.s(2), "p3"))
+    await a.do(Disconnect(a.s(2)))  # p3 is away when Redis goes
     await settled(a, b)
     epoch = a.node.epoch
 
@@ -337,13 +341,13 @@ async def test_redis_restarted_empty_is_healed_by_reasserting(
     assert a.health[-1] is False
     started = time.monotonic()
     with pytest.raises(ClusterUnavailable) as failed:
-        await a.do(join("a:3", "p4"))
+        await a.do(join(a.s(3), "p4"))
     assert time.monotonic() - started < 0.2  # fails fast
     assert failed.value.code == "cluster_unavailable"
     assert "try again" in failed.value.message
     assert rooms(a.node.replica) == {"R": ["p1", "p2", "p3"]}  # reads go on
     with pytest.raises(ClusterUnavailable):
-        await a.do(Disconnect("a:1"))  # p1's tab closed during the outage: kept for later
+        await a.do(Disconnect(a.s(1)))  # p1's tab closed during the outage: kept for later
 
     own_redis.start()  # empty: the stream, the epoch, every lease are gone
     await until(lambda: a.node.healthy and b.node.healthy, 10)
@@ -352,7 +356,7 @@ async def test_redis_restarted_empty_is_healed_by_reasserting(
     await until(lambda: rooms(a.node.replica) == {"R": ["p2"]}, 10)
     await settled(a, b)
     assert a.state() == b.state()
-    assert a.node.replica.presence.member_of("b:1") is not None
+    assert a.node.replica.presence.member_of(b.s(1)) is not None
     assert revoked(a, b) == ["hp1", "hp3"]
     for instance in (a, b):
         assert instance.resets >= 2  # the first start, and the new epoch
@@ -371,13 +375,13 @@ async def test_a_dropped_connection_catches_up_without_a_reset(
     cluster: Factory, redis_server: RedisServer
 ) -> None:
     a, b = await cluster("a"), await cluster("b")
-    await a.do(join("a:1", "p1"))
+    await a.do(join(a.s(1), "p1"))
     await settled(a, b)
     resets = b.resets
     with redis.Redis(port=redis_server.port) as client:
         client.client_kill_filter(_type="normal", skipme=True)
     await until(lambda: b.node.healthy and a.node.healthy, 5)
-    applied = await b.do(Leave("a:1"))
+    applied = await b.do(Leave(a.s(1)))
     assert applied.result.outcome.revoke == (slot("hp1", "R"),)
     await settled(a, b)
     assert b.resets == resets
@@ -385,22 +389,22 @@ async def test_a_dropped_connection_catches_up_without_a_reset(
 
 
 async def test_the_local_store_and_the_redis_one_give_the_same_results(cluster: Factory) -> None:
+    x = await cluster("x", grace=60)
     script: list[Command] = [
-        join("x:1", "p1", limit=2),
-        join("x:2", "p2", limit=2, user="bob"),
-        join("x:3", "p3", limit=2),
-        Resume("x:3", "kp1", "bob"),
-        Disconnect("x:1"),
-        Resume("x:3", "kp1", "alice"),
-        ReplaceGrant("x:3", "p1", "fresh"),
-        Leave("x:2"),
-        Disconnect("x:3"),
+        join(x.s(1), "p1", limit=2),
+        join(x.s(2), "p2", limit=2, user="bob"),
+        join(x.s(3), "p3", limit=2),
+        Resume(x.s(3), "kp1", "bob"),
+        Disconnect(x.s(1)),
+        Resume(x.s(3), "kp1", "alice"),
+        ReplaceGrant(x.s(3), "p1", "fresh"),
+        Leave(x.s(2)),
+        Disconnect(x.s(3)),
         Expire("p1"),
     ]
-    local = LocalPresence(grace=60, instance="x")
-    redis_node = await cluster("x", grace=60)
+    local = LocalPresence(grace=60, instance=x.node.instance)  # the same socket ids
     from_local = [(await local.execute(c)).result for c in script]
-    from_redis = [(await redis_node.do(c)).result for c in script]
+    from_redis = [(await x.do(c)).result for c in script]
     assert from_local == from_redis
     assert from_redis[2].rejected is not None
     assert from_redis[-1].outcome.revoke == (slot("fresh", "R"),)
@@ -411,10 +415,10 @@ async def test_a_command_its_issuer_stopped_waiting_for_is_cleaned_up_there(
     cluster: Factory,
 ) -> None:
     a, b = await cluster("a"), await cluster("b")
-    await a.do(join("a:1", "p1"))
+    await a.do(join(a.s(1), "p1"))
     # As if `execute` had timed out after its append reached Redis.
     assert a.node.epoch is not None
-    await a.node._stream.append(a.node.epoch, "a", "999", encode(Leave("a:1")))
+    await a.node._stream.append(a.node.epoch, a.node.instance, "999", encode(Leave(a.s(1))))
     await until(lambda: bool(a.cleaned), 5)
     assert [x.result.outcome.revoke for x in a.cleaned] == [(slot("hp1", "R"),)]
     await settled(a, b)
@@ -425,7 +429,7 @@ async def test_an_entry_nobody_can_read_is_skipped_alike(cluster: Factory) -> No
     a, b = await cluster("a"), await cluster("b")
     assert a.node.epoch is not None
     await a.node._stream.append(a.node.epoch, "z", "1", "not a command")
-    applied = await b.do(join("b:1", "p1"))
+    applied = await b.do(join(b.s(1), "p1"))
     assert applied.seq == 2
     await settled(a, b)
     assert a.state() == b.state()
@@ -440,7 +444,7 @@ async def test_start_without_redis_fails_with_the_clear_error() -> None:
     with pytest.raises(ClusterUnavailable, match="unreachable at start"):
         await node.start()
     with pytest.raises(ValueError, match="cannot hold ':'"):
-        RedisPresence("redis://127.0.0.1", instance="a:b", grace=1)
+        RedisPresence("redis://127.0.0.1", name="a:b", grace=1)
 
 
 async def test_a_flushed_redis_is_noticed_without_any_command(
@@ -448,24 +452,52 @@ async def test_a_flushed_redis_is_noticed_without_any_command(
 ) -> None:
     a = await cluster("a", url=own_redis.url)
     b = await cluster("b", url=own_redis.url)
-    await a.do(join("a:1", "p1"))
-    await b.do(join("b:1", "p2", user="bob"))
+    await a.do(join(a.s(1), "p1"))
+    await b.do(join(b.s(1), "p2", user="bob"))
     epoch = a.node.epoch
     own_redis.flush()
     with contextlib.suppress(ClusterUnavailable):
-        await a.do(join("a:2", "p3"))  # refused (new epoch) unless it came after the re-sync
+        await a.do(join(a.s(2), "p3"))  # refused (new epoch) unless it came after the re-sync
     await until(lambda: a.node.epoch != epoch and b.node.epoch == a.node.epoch, 5)
     await until(lambda: {"p1", "p2"} <= {m.participant.id for m in b.node.replica.members()}, 5)
     await settled(a, b)
     assert a.state() == b.state()
-    assert a.node.replica.presence.member_of("a:1") is not None
-    assert b.node.replica.presence.member_of("b:1") is not None
+    assert a.node.replica.presence.member_of(a.s(1)) is not None
+    assert b.node.replica.presence.member_of(b.s(1)) is not None
 
 
 async def test_the_duty_holder_writes_snapshots_on_its_own(
     cluster: Factory, redis_server: RedisServer
 ) -> None:
     a = await cluster("a", timing=dataclasses.replace(FAST, snapshot_every=0.1))
-    await a.do(join("a:1", "p1"))
+    await a.do(join(a.s(1), "p1"))
     with redis.Redis(port=redis_server.port) as client:
         await until(lambda: client.hget(a.node._stream.prefix + "snapshot", "seq") == b"1", 5)
+
+
+async def test_a_failing_listener_never_stops_the_reader(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    def explode(applied: Applied) -> None:
+        raise RuntimeError("a bug in the hub")
+
+    node = RedisPresence(
+        redis_server.url, grace=1, listener=explode, prefix=f"f{uuid.uuid4().hex[:8]}:", timing=FAST
+    )
+    await node.start()
+    try:
+        await node.execute(join(node.socket_id(1), "p1"))
+        applied = await node.execute(Leave(node.socket_id(1)))
+        assert applied.seq == 2
+        assert "handling entry 1 failed" in caplog.text
+    finally:
+        await node.stop()
+
+
+async def test_a_disconnect_that_failed_while_redis_was_up_is_appended_later(
+    cluster: Factory,
+) -> None:
+    a, b = await cluster("a", grace=60), await cluster("b", grace=60)
+    await a.do(join(a.s(1), "p1"))
+    a.node._keep(Disconnect(a.s(1)))  # as if its append had timed out
+    await until(lambda: [pid for pid, _ in b.node.replica.away()] == ["p1"], 5)

@@ -63,6 +63,8 @@ class Duties:
                 await self._tick(asyncio.get_running_loop().time())
             except (RedisError, OSError, TimeoutError) as exc:
                 log.debug("duties skipped a tick: %s", exc)  # the reader reports outages
+            except Exception:
+                log.exception("a duty tick failed")  # and the next one tries again
             await asyncio.sleep(self._node.timing.tick)
 
     async def _tick(self, now: float) -> None:
@@ -78,6 +80,7 @@ class Duties:
             # Redis was flushed or restarted empty under a reader that kept its connection.
             node.lost_data()
             return
+        node.redeliver()  # a Disconnect that failed while Redis was still reachable
         ttl = int(timing.lease * 1000)
         if now >= self._next_renew:
             await self._stream.renew_lease(node.instance, ttl)

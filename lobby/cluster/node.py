@@ -68,7 +68,7 @@ class RedisPresence:
         self,
         url: str,
         *,
-        instance: str | None = None,
+        name: str = "lobby",
         grace: float,
         listener: Listener = _ignore,
         cleaner: Cleaner = _ignore,
@@ -77,9 +77,11 @@ class RedisPresence:
         prefix: str = "lobby:",
         timing: Timing | None = None,
     ) -> None:
-        self._instance = instance or secrets.token_hex(4)
-        if ":" in self._instance:
+        if ":" in name:
             raise ValueError("an instance name cannot hold ':' (socket ids use it)")
+        # Unique per process start: connection ids restart at 1 in a new process, and the
+        # log may still hold the previous one's sockets, commands and `instance_down`.
+        self._instance = f"{name}.{secrets.token_hex(4)}"
         self.timing = timing or Timing()
         # One client for commands, one whose connection waits in XREAD BLOCK.
         self._stream = Stream(connect(url, self.timing.command_timeout), prefix)
@@ -143,7 +145,7 @@ class RedisPresence:
     async def issue(self, command: Command) -> None:
         """Execute a command of the store's own; its clean-up goes to the `Cleaner`."""
         with contextlib.suppress(ClusterUnavailable):
-            self._cleaner(await self.execute(command))
+            self._tell(self._cleaner, await self.execute(command))
 
     async def append_if_lapsed(self, instance: str) -> bool:
         """Append `InstanceDown(instance)` unless its lease is back or another did."""
@@ -182,6 +184,13 @@ class RedisPresence:
     def _keep(self, command: Command) -> None:
         if isinstance(command, Disconnect):
             self._undelivered[command.socket] = command
+
+    def redeliver(self) -> None:
+        """Append the `Disconnect`s that failed (the duties call this while healthy)."""
+        late: list[Command] = list(self._undelivered.values())
+        self._undelivered.clear()
+        if late:
+            self.spawn(self._issue_all(late))
 
     # Running
 
@@ -239,6 +248,12 @@ class RedisPresence:
             except UNREACHABLE as exc:
                 self._unhealthy(f"{type(exc).__name__}: {exc}")
                 await asyncio.sleep(self.timing.retry)
+            except Exception:
+                # A bug must not stop this instance from reading: start over from Redis.
+                log.exception("reading the log failed; re-syncing")
+                self._unhealthy("internal error")
+                self.epoch = None
+                await asyncio.sleep(self.timing.retry)
 
     def _apply(self, entry: Entry) -> None:
         try:
@@ -254,13 +269,13 @@ class RedisPresence:
             result = self._replica.apply(command, entry.at)
         self.seq, self.last_id = entry.seq, entry.id
         applied = Applied(entry.seq, command, entry.by, result)
-        self._listener(applied)
+        self._tell(self._listener, applied)
         if entry.by == self._instance:
             waiter = self._waiters.pop(entry.ref, None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(applied)
             elif entry.ref != "0":
-                self._cleaner(applied)  # its issuer gave up waiting: clean up here
+                self._tell(self._cleaner, applied)  # its issuer gave up waiting: clean up here
 
     async def _sync(self) -> None:
         """(Re)connect: learn the epoch; on a new one start over and re-assert."""
@@ -282,10 +297,9 @@ class RedisPresence:
         self._healthy = True
         self._on_health(True)
         self._ready.set()
-        late: list[Command] = [*reasserts, *self._undelivered.values()]
-        self._undelivered.clear()
-        if late:
-            self.spawn(self._issue_all(late))
+        if reasserts:
+            self.spawn(self._issue_all(reasserts))
+        self.redeliver()
 
     def _catch_up(self, entries: list[Entry]) -> bool:
         """Apply `entries` in order; False at a gap (missed entries)."""
@@ -326,6 +340,14 @@ class RedisPresence:
     async def _issue_all(self, work: Sequence[Command]) -> None:
         for command in work:
             await self.issue(command)
+
+    @staticmethod
+    def _tell(callback: Listener, applied: Applied) -> None:
+        """A failing listener or cleaner is logged; it must never stop the reader."""
+        try:
+            callback(applied)
+        except Exception:
+            log.exception("handling entry %d failed", applied.seq)
 
     def lost_data(self) -> None:
         """The epoch moved: stop taking commands; the reader re-syncs and re-asserts."""
