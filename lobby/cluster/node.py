@@ -32,17 +32,15 @@ import secrets
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
 from lobby.cluster import commands
 from lobby.cluster.commands import Command, Disconnect, InstanceDown, Reassert
 from lobby.cluster.duties import Duties, Timing
+from lobby.cluster.outbox import Outbox
 from lobby.cluster.replica import Replica, Result
 from lobby.cluster.seam import Applied, Cleaner, ClusterUnavailable, Listener, Resetter
-from lobby.cluster.stream import EPOCH_CHANGED, Entry, Stream
+from lobby.cluster.stream import EPOCH_CHANGED, Entry, Stream, connect
 
 log = logging.getLogger("lobby.cluster")
 UNREACHABLE = (RedisError, OSError, TimeoutError)
@@ -50,17 +48,6 @@ UNREACHABLE = (RedisError, OSError, TimeoutError)
 
 def _ignore(*_: object) -> None:
     pass
-
-
-def connect(url: str, timeout: float) -> Redis:
-    """A client that fails fast: no retries of its own, bounded waits."""
-    return Redis.from_url(
-        url,
-        decode_responses=True,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),
-    )
 
 
 class RedisPresence:
@@ -95,10 +82,7 @@ class RedisPresence:
         self._healthy = False
         self._refs = itertools.count(1)
         self._waiters: dict[str, asyncio.Future[Applied]] = {}
-        # Appends waiting for the writer, which sends them in call order, a batch per round
-        # trip: this instance's commands reach the log in the order they were executed.
-        self._outbox: list[tuple[str, str, asyncio.Future[None]]] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._outbox = Outbox(self._stream, self._instance)
         self._undelivered: dict[str, Disconnect] = {}  # socket -> its Disconnect, not appended
         self._ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -132,7 +116,8 @@ class RedisPresence:
         self._waiters[ref] = waiter  # before the append: the reader may apply it first
         try:
             async with asyncio.timeout(self.timing.command_timeout):
-                await self._append(ref, commands.encode(command))
+                assert self.epoch is not None
+                await self._outbox.append(self.epoch, ref, commands.encode(command))
                 return await waiter
         except (*UNREACHABLE, ClusterUnavailable) as exc:
             # If it was appended after all, it still applies, and the `Cleaner` gets it.
@@ -155,31 +140,6 @@ class RedisPresence:
         return await self._stream.append_if_lapsed(
             self.epoch, self._instance, "0", cmd, instance, ttl
         )
-
-    async def _append(self, ref: str, cmd: str) -> None:
-        appended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._outbox.append((ref, cmd, appended))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.get_running_loop().create_task(self._write())
-        await appended
-
-    async def _write(self) -> None:
-        """Send the outbox, a batch at a time, until it is empty."""
-        while self._outbox:
-            batch, self._outbox = self._outbox, []
-            try:
-                assert self.epoch is not None
-                pairs = [(ref, cmd) for ref, cmd, _ in batch]
-                replies = await self._stream.append_all(self.epoch, self._instance, pairs)
-            except UNREACHABLE as exc:
-                replies = [exc] * len(batch)
-            for (_, _, appended), reply in zip(batch, replies, strict=True):
-                if appended.done():
-                    continue  # its caller timed out
-                if isinstance(reply, Exception):
-                    appended.set_exception(reply)
-                else:
-                    appended.set_result(None)
 
     def _keep(self, command: Command) -> None:
         if isinstance(command, Disconnect):
@@ -223,8 +183,7 @@ class RedisPresence:
         # timeout handling can come out as a timeout error, which they would retry.
         self.running = False
         tasks, self._tasks = [*self._tasks, *self._background], []
-        if self._writer is not None:
-            tasks.append(self._writer)
+        tasks += self._outbox.tasks()
         for task in tasks:
             task.cancel()
         if tasks:
