@@ -12,9 +12,11 @@ import asyncio
 import contextlib
 import dataclasses
 import random
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -51,6 +53,7 @@ FAST = Timing(
     start_timeout=5,
 )
 View = dict[str, list[str]]
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def rooms(replica: Replica) -> View:
@@ -501,3 +504,25 @@ async def test_a_disconnect_that_failed_while_redis_was_up_is_appended_later(
     await a.do(join(a.s(1), "p1"))
     a.node._keep(Disconnect(a.s(1)))  # as if its append had timed out
     await until(lambda: [pid for pid, _ in b.node.replica.away()] == ["p1"], 5)
+
+
+async def test_a_sigkilled_process_is_declared_down_once_and_revoked_once(
+    cluster: Factory, redis_server: RedisServer
+) -> None:
+    a, b = await cluster("a"), await cluster("b")
+    prefix = a.node._stream.prefix
+    args = [sys.executable, "-m", "tests.cluster_member", redis_server.url, prefix, "3"]
+    victim = await asyncio.create_subprocess_exec(*args, cwd=ROOT, stdout=asyncio.subprocess.PIPE)
+    try:
+        assert victim.stdout is not None
+        name = (await asyncio.wait_for(victim.stdout.readline(), 10)).decode().strip()
+        await until(lambda: len(a.node.replica.presence) == len(b.node.replica.presence) == 3)
+    finally:
+        victim.kill()  # SIGKILL: no lease given back, no socket closed
+        await victim.wait()
+    await until(lambda: len(a.node.replica.presence) == len(b.node.replica.presence) == 0, 10)
+    await settled(a, b)
+    assert [x.command for x in a.heard if isinstance(x.command, InstanceDown)] == [
+        InstanceDown(name)
+    ]
+    assert revoked(a, b) == ["hv0", "hv1", "hv2"]
