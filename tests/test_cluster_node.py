@@ -37,7 +37,7 @@ from lobby.cluster.duties import Timing
 from lobby.cluster.local import LocalPresence
 from lobby.cluster.node import RedisPresence
 from lobby.cluster.replica import Replica, slot
-from lobby.cluster.seam import Applied, ClusterUnavailable
+from lobby.cluster.seam import Applied, ClusterUnavailable, PresenceStore
 from lobby.rules.presence import Joined, Left, Participant, RoomClosed
 from tests.conftest import until
 from tests.redis_server import RedisServer, free_port
@@ -303,6 +303,8 @@ async def test_a_killed_instance_is_declared_down_once_and_its_people_revoked_on
     await b.node.abandon()  # killed: no lease given back, no disconnects
     b.running = False
     await until(lambda: rooms(a.node.replica) == rooms(c.node.replica) == {"R": ["p3"]}, 10)
+    # An issuer's clean-up runs once its `execute` returns, just after the apply.
+    await until(lambda: len(revoked(a, c)) >= 2, 5)
     await settled(a, c)
     assert a.log() == c.log()
     downs = [a for a in a.heard if isinstance(a.command, InstanceDown)]
@@ -357,6 +359,7 @@ async def test_redis_restarted_empty_is_healed_by_reasserting(
     assert a.node.epoch == b.node.epoch != epoch
     # p2's socket is still open on b; p1's closed meanwhile and p3 was away: both expire.
     await until(lambda: rooms(a.node.replica) == {"R": ["p2"]}, 10)
+    await until(lambda: len(revoked(a, b)) >= 2, 5)
     await settled(a, b)
     assert a.state() == b.state()
     assert a.node.replica.presence.member_of(b.s(1)) is not None
@@ -383,7 +386,8 @@ async def test_a_dropped_connection_catches_up_without_a_reset(
     resets = b.resets
     with redis.Redis(port=redis_server.port) as client:
         client.client_kill_filter(_type="normal", skipme=True)
-    await until(lambda: b.node.healthy and a.node.healthy, 5)
+    # Both readers lose their connection, notice, and catch up again.
+    await until(lambda: all(False in i.health and i.node.healthy for i in (a, b)), 5)
     applied = await b.do(Leave(a.s(1)))
     assert applied.result.outcome.revoke == (slot("hp1", "R"),)
     await settled(a, b)
@@ -487,7 +491,8 @@ async def test_a_failing_listener_never_stops_the_reader(
     node = RedisPresence(
         redis_server.url, grace=1, listener=explode, prefix=f"f{uuid.uuid4().hex[:8]}:", timing=FAST
     )
-    await node.start()
+    store: PresenceStore = node  # the same seam as the local store
+    await store.start()
     try:
         await node.execute(join(node.socket_id(1), "p1"))
         applied = await node.execute(Leave(node.socket_id(1)))
@@ -521,8 +526,49 @@ async def test_a_sigkilled_process_is_declared_down_once_and_revoked_once(
         victim.kill()  # SIGKILL: no lease given back, no socket closed
         await victim.wait()
     await until(lambda: len(a.node.replica.presence) == len(b.node.replica.presence) == 0, 10)
+    await until(lambda: len(revoked(a, b)) >= 3, 5)
     await settled(a, b)
     assert [x.command for x in a.heard if isinstance(x.command, InstanceDown)] == [
         InstanceDown(name)
     ]
     assert revoked(a, b) == ["hv0", "hv1", "hv2"]
+
+
+async def test_churn_through_a_redis_restart_converges_everywhere(
+    cluster: Factory, own_redis: RedisServer
+) -> None:
+    instances = [await cluster(name, url=own_redis.url, grace=60) for name in "abc"]
+    rng = random.Random(7)
+    counter = iter(range(10_000))
+
+    def command(node: Instance) -> Command:
+        socket = node.s(rng.randint(1, 5))
+        if rng.random() < 0.6:
+            n = next(counter)
+            return join(socket, f"p{n}", rng.choice("RS"), limit=4, user=rng.choice(["al", "bo"]))
+        options: list[Command] = [Leave(socket), Disconnect(socket)]
+        return rng.choice(options)
+
+    async def churn(rounds: int) -> int:
+        failed = 0
+        for _ in range(rounds):
+            batch = [node.do(command(node)) for node in rng.choices(instances, k=6)]
+            results = await asyncio.gather(*batch, return_exceptions=True)
+            failed += sum(isinstance(r, ClusterUnavailable) for r in results)
+        return failed
+
+    await churn(10)
+    own_redis.kill()
+    assert await churn(3) == 18  # every command refused while Redis is away
+    own_redis.start()
+    await until(lambda: all(i.node.healthy for i in instances), 10)
+    await churn(10)
+    # Re-assertions and re-delivered disconnects run in the background: wait for them.
+    await until(lambda: not any(i.node._undelivered or i.node._background for i in instances))
+    await settled(*instances, timeout=10)
+    states = [i.state() for i in instances]
+    assert states[0] == states[1] == states[2]
+    ids = [m["participant"]["id"] for m in states[0]]
+    assert len(ids) == len(set(ids))
+    for instance in instances:
+        assert instance.view == rooms(instance.node.replica)

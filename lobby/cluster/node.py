@@ -43,6 +43,12 @@ from lobby.cluster.seam import Applied, Cleaner, ClusterUnavailable, Listener, R
 from lobby.cluster.stream import EPOCH_CHANGED, Entry, Stream, connect
 
 log = logging.getLogger("lobby.cluster")
+
+
+class EpochMoved(Exception):
+    """The log holds entries of another epoch: Redis lost its data under this reader."""
+
+
 UNREACHABLE = (RedisError, OSError, TimeoutError)
 
 
@@ -84,6 +90,7 @@ class RedisPresence:
         self._waiters: dict[str, asyncio.Future[Applied]] = {}
         self._outbox = Outbox(self._stream, self._instance)
         self._undelivered: dict[str, Disconnect] = {}  # socket -> its Disconnect, not appended
+        self._reasserting: list[Reassert] = []  # what to put back after Redis lost its data
         self._ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.running = False
@@ -136,7 +143,9 @@ class RedisPresence:
         """Append `InstanceDown(instance)` unless its lease is back or another did."""
         assert self.epoch is not None
         cmd = commands.encode(InstanceDown(instance))
-        ttl = int(self.timing.lease * 1000)
+        # Until every replica applied it, the instance still looks like an owner: the
+        # marker outlives the lease so that a slow replica does not declare it twice.
+        ttl = int(self.timing.lease * 3000)
         return await self._stream.append_if_lapsed(
             self.epoch, self._instance, "0", cmd, instance, ttl
         )
@@ -207,6 +216,8 @@ class RedisPresence:
             except UNREACHABLE as exc:
                 self._unhealthy(f"{type(exc).__name__}: {exc}")
                 await asyncio.sleep(self.timing.retry)
+            except EpochMoved:
+                self.lost_data()  # `_sync` re-asserts from the replica as it still is
             except Exception:
                 # A bug must not stop this instance from reading: start over from Redis.
                 log.exception("reading the log failed; re-syncing")
@@ -239,30 +250,40 @@ class RedisPresence:
     async def _sync(self) -> None:
         """(Re)connect: learn the epoch; on a new one start over and re-assert."""
         epoch = await self._reader.epoch(secrets.token_hex(8))
-        reasserts: list[Reassert] = []
         if self.epoch is None:
             self.epoch = epoch
             await self._reload()
         elif epoch != self.epoch:
             log.warning("Redis lost its data (epoch %s -> %s): re-asserting", self.epoch, epoch)
-            # Sockets that closed meanwhile are re-asserted away: their Disconnects are moot.
-            reasserts = self._reasserts(self._replica, own_only=False)
+            # Kept until appended: if the epoch moves again before, the replica is no longer
+            # what this instance knew, but this list still is. Sockets that closed meanwhile
+            # are re-asserted away: their Disconnects are moot.
+            if not self._reasserting:
+                self._reasserting = self._reasserts(self._replica, own_only=False)
             self._undelivered.clear()
             self.epoch = epoch
             await self._reload()
         while entries := await self._reader.read(self.last_id, None):
             if not self._catch_up(entries):
                 await self._reload()
+        # The lease before any command: others declare down an owner without one.
+        await self._stream.renew_lease(self._instance, int(self.timing.lease * 1000))
         self._healthy = True
         self._on_health(True)
         self._ready.set()
+        reasserts, self._reasserting = self._reasserting, []
         if reasserts:
             self.spawn(self._issue_all(reasserts))
         self.redeliver()
 
     def _catch_up(self, entries: list[Entry]) -> bool:
-        """Apply `entries` in order; False at a gap (missed entries)."""
+        """Apply `entries` in order; False at a gap (missed entries).
+
+        Raises `EpochMoved` at an entry of another epoch: Redis lost the log this
+        replica follows, and what it holds must be re-asserted, not dropped."""
         for entry in entries:
+            if entry.epoch != self.epoch:
+                raise EpochMoved
             if entry.seq != self.seq + 1:
                 log.warning("missed entries %d..%d: reloading", self.seq + 1, entry.seq - 1)
                 return False

@@ -1,8 +1,8 @@
 """The shared log in Redis: one stream of commands, its snapshots, epoch, leases and duty.
 
 Keys (under a prefix, `lobby:` by default):
-- `log`: the stream. Each entry holds `seq` (1, 2, 3… from `seq`), `by` (the issuing
-  instance), `ref` (the issuer's number for it) and `cmd` (the command's JSON). The
+- `log`: the stream. Each entry holds `seq` (1, 2, 3… from `seq`), `epoch`, `by` (the
+  issuing instance), `ref` (the issuer's number for it) and `cmd` (the command's JSON). The
   entry id's milliseconds are Redis's clock at append: every replica reads the
   same `at` from it.
 - `seq`: the counter behind `seq`; a reader that sees a number skipped missed entries.
@@ -34,8 +34,8 @@ EPOCH_CHANGED = "EPOCH"  # the error an append or snapshot answers when the epoc
 _APPEND = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('EPOCH') end
 local seq = redis.call('INCR', KEYS[2])
-local id = redis.call('XADD', KEYS[3], '*', 'seq', seq, 'by', ARGV[2], 'ref', ARGV[3],
-  'cmd', ARGV[4])
+local id = redis.call('XADD', KEYS[3], '*', 'seq', seq, 'epoch', ARGV[1], 'by', ARGV[2],
+  'ref', ARGV[3], 'cmd', ARGV[4])
 return {id, seq}
 """
 # The same, only while `lease` is missing and no other instance claimed `down` first:
@@ -89,6 +89,7 @@ def connect(url: str, timeout: float) -> Redis:
 class Entry:
     id: str
     seq: int
+    epoch: str
     by: str
     ref: str
     cmd: str
@@ -194,4 +195,5 @@ class Stream:
 
 
 def _entry(entry_id: str, fields: dict[str, str]) -> Entry:
-    return Entry(entry_id, int(fields["seq"]), fields["by"], fields["ref"], fields["cmd"])
+    seq, epoch = int(fields["seq"]), fields["epoch"]
+    return Entry(entry_id, seq, epoch, fields["by"], fields["ref"], fields["cmd"])
