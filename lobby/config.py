@@ -150,6 +150,29 @@ def _database(name: str, text: str) -> str:
     return location
 
 
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _redis_url(name: str, text: str) -> str | None:
+    """redis://[:password@]host[:port][/db], rediss:// (TLS) or unix:///path; None when blank."""
+    url = text.strip()
+    if not url:
+        return None
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    # A password may be in the URL (Redis's own convention), so the URL is never echoed.
+    if scheme not in REDIS_SCHEMES or not (parts.path if scheme == "unix" else parts.hostname):
+        raise ConfigError(
+            f"{name} must be redis://host[:port][/db], rediss://host[:port][/db] (TLS) "
+            "or unix:///path/to/redis.sock"
+        )
+    try:
+        parts.port  # noqa: B018 (urlsplit checks the port only when asked)
+    except ValueError:
+        raise ConfigError(f"{name} has a malformed port") from None
+    return url
+
+
 def _secret_key(name: str, text: str) -> str | None:
     if not text:
         return None  # unset: `_settle` decides
@@ -316,6 +339,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LOBBY_HEADER_TIMEOUT", "header_timeout", _number(minimum=0.1), "5",
             "Seconds a client has to send a whole HTTP request (a WebSocket upgrade's head; any "
             "other request's head and body); slower connections are dropped (slowloris)."),
+    Setting("LOBBY_REDIS_URL", "redis_url", _redis_url, None,
+            "Redis that several lobby instances share presence through "
+            "(`redis://[:password@]host[:port][/db]`, `rediss://` with TLS, or "
+            "`unix:///path/to/redis.sock`). Unset: one process holds presence in memory. "
+            "Only checked at start for now: [`docs/cluster.md`](docs/cluster.md) says what "
+            "is built and what is not yet wired into `lobby serve`.",
+            shown="— (presence in this process's memory)"),
 )
 # fmt: on
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -371,6 +401,7 @@ class Settings:
     room_size: int = 0  # 0: no limit
     ice_servers: tuple[IceServer, ...] = _default("LOBBY_ICE_SERVERS")
     turn_secret: str | None = field(default=_default("LOBBY_TURN_SECRET"), repr=False)
+    redis_url: str | None = field(default=_default("LOBBY_REDIS_URL"), repr=False)
 
     @property
     def calls_from_media(self) -> bool:

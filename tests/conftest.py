@@ -27,6 +27,7 @@ from tests.live import LiveServer
 from tests.log_secrets import SECRETS
 from tests.openvidu_standin import OpenViduStandin, running_standin
 from tests.postgres import PostgresServer
+from tests.redis_server import RedisServer, require_redis_server
 
 PASSWORD = "correct horse"
 USERS = {"alice": "PUBLISHER", "bob": "PUBLISHER", "sub": "SUBSCRIBER", "mod": "MODERATOR"}
@@ -90,6 +91,26 @@ def db(location: str) -> Iterator[database.Database]:
 async def standin_server() -> AsyncIterator[OpenViduStandin]:
     async with running_standin(secret="MY_SECRET") as standin:
         yield standin
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One real redis-server for the session; tests keep apart by key prefix."""
+    require_redis_server()
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server of the test's own, to kill and restart."""
+    require_redis_server()
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -59,6 +59,13 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ),
         ("argon2", "psycopg"),
     ),
+    # Shared presence: the Redis implementation alone reaches redis-py; the commands, the
+    # replica and the in-memory store stay pure enough to share with single-process mode.
+    "lobby.cluster.*": (("lobby.cluster.*", "lobby.rules.*"), ("redis",)),
+    "lobby.cluster.commands": (("lobby.rules.presence",), ()),
+    "lobby.cluster.replica": (("lobby.cluster.commands", "lobby.rules.*"), ()),
+    "lobby.cluster.seam": (("lobby.cluster.commands", "lobby.cluster.replica"), ()),
+    "lobby.cluster.local": (("lobby.cluster.*",), ()),
     "lobby.handler": (
         (
             "lobby.hub",
@@ -186,6 +193,14 @@ def test_each_module_imports_only_what_its_part_may(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(n for n in MODULES if n.startswith("lobby.rules")))
 def test_the_rules_use_only_stdlib_without_io(name: str) -> None:
+    for imported in imports_of(name):
+        root = imported.split(".")[0]
+        assert root == "lobby" or root in RULES_STDLIB, f"{name} imports {imported}"
+
+
+@pytest.mark.parametrize("name", ["lobby.cluster.commands", "lobby.cluster.replica"])
+def test_the_replicated_commands_are_pure_too(name: str) -> None:
+    """Every instance applies them alike: no clock, no randomness, no I/O."""
     for imported in imports_of(name):
         root = imported.split(".")[0]
         assert root == "lobby" or root in RULES_STDLIB, f"{name} imports {imported}"
