@@ -26,8 +26,8 @@ async def make_breaker(media: FakeMedia) -> AsyncIterator[BreakerFactory]:
     """A breaker around `media` (probing after `first_probe`, default 1 s); closed after."""
     made: list[Breaker] = []
 
-    def make(**options: float) -> Breaker:
-        breaker = Breaker(media, **options)
+    def make(first_probe: float = 1.0, max_probe: float = 30.0) -> Breaker:
+        breaker = Breaker(media, first_probe=first_probe, max_probe=max_probe)
         made.append(breaker)
         return breaker
 

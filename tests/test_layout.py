@@ -93,6 +93,7 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "lobby.web.auth",
             "lobby.web.assets",
             "lobby.web.health",
+            "lobby.web.metrics",
             "lobby.web.state",
             "lobby.logs",
             "lobby.web.origins",
@@ -105,6 +106,11 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "lobby.store.*",
         ),
         ("starlette",),
+    ),
+    # `/metrics` in Prometheus' format, written by its official client.
+    "lobby.web.metrics": (
+        ("lobby.config", "lobby.web.state"),
+        ("starlette", "prometheus_client"),
     ),
     # The webhook endpoints verify LiveKit's signature with its SDK (PyJWT underneath) and
     # read its protobuf JSON; they tell these libraries' errors apart.
