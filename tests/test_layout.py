@@ -112,6 +112,11 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("lobby.config", "lobby.web.state"),
         ("starlette", "prometheus_client"),
     ),
+    # The drain on SIGTERM is uvicorn's server with that signal intercepted.
+    "lobby.web.drain": (
+        ("lobby.hub", "lobby.rules.protocol", "lobby.web.state"),
+        ("starlette", "uvicorn"),
+    ),
     # The webhook endpoints verify LiveKit's signature with its SDK (PyJWT underneath) and
     # read its protobuf JSON; they tell these libraries' errors apart.
     "lobby.web.webhooks": (
@@ -134,6 +139,7 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "lobby.web",
             "lobby.web.assets",
             "lobby.web.auth",
+            "lobby.web.drain",
             "lobby.web.uvicorn_adapter",
         ),
         ("starlette", "uvicorn"),
