@@ -6,8 +6,10 @@ SQLite file and one secret key, so a login session is good on both), opens
 20,000 open files), then sends A SIGTERM. Every client behaves like a page
 (static/socket.js): on close 1012 it waits a random moment within `--jitter`
 seconds, then connects to B (the load balancer's other instance) and counts the
-moment B's `welcome` arrives. Printed: how the closes and the reconnects spread
-after SIGTERM, as the most and the mean per 100 ms and per second.
+moment B's `welcome` arrives; a refused or failed attempt is retried with the
+page's backoff (full jitter, 0.5 s doubling to 10 s). Printed: how the closes,
+the attempts B sees and the reconnects spread after SIGTERM, as the most and the
+mean per 100 ms and per second.
 
     python -m bench.drain --sockets 10000 --procs 5 --drain 5 --jitter 5
     python -m bench.drain --sockets 10000 --procs 5 --drain 0 --jitter 0   # all at once
@@ -34,6 +36,9 @@ import httpx
 import websockets
 
 SECRET_KEY = "bench-drain-secret-key-0123456789"
+RETRIES = 8
+# When a page's socket closed, its close code, when it tried B, when B welcomed it (None: never).
+Outcome = tuple[float, int | None, list[float], float | None]
 
 
 def free_port() -> int:
@@ -109,21 +114,25 @@ async def clients(
     pipe.send("ready")
     kept: list[websockets.ClientConnection] = []
 
-    async def page(ws: websockets.ClientConnection) -> tuple[float, int | None, float | None]:
+    async def page(ws: websockets.ClientConnection) -> Outcome:
         try:
             async for _ in ws:
                 pass
         except websockets.ConnectionClosed:
             pass
-        closed = time.time()
+        closed, attempts = time.time(), list[float]()
         if ws.close_code != 1012:
-            return closed, ws.close_code, None
+            return closed, ws.close_code, attempts, None
         await asyncio.sleep(random.random() * jitter)
-        try:
-            kept.append(await connect(second, cookie))
-        except (OSError, websockets.InvalidHandshake):
-            return closed, ws.close_code, None
-        return closed, ws.close_code, time.time()
+        for attempt in range(RETRIES):
+            attempts.append(time.time())
+            try:
+                kept.append(await connect(second, cookie))
+            except (OSError, TimeoutError, websockets.InvalidHandshake):
+                await asyncio.sleep(random.random() * min(10.0, 0.5 * 2**attempt))
+                continue
+            return closed, ws.close_code, attempts, time.time()
+        return closed, ws.close_code, attempts, None
 
     results = await asyncio.gather(*(page(ws) for ws in sockets))
     pipe.send(results)
@@ -196,10 +205,11 @@ def main() -> None:
                 if server.poll() is None:
                     server.kill()
                     server.wait()
-    closes = [c for c, _, _ in results]
-    reconnects = [r for _, _, r in results if r is not None]
+    closes = [c for c, _, _, _ in results]
+    attempts = [t for _, _, tried, _ in results for t in tried]
+    reconnects = [r for _, _, _, r in results if r is not None]
     codes: dict[str, int] = {}
-    for _, code, _ in results:
+    for _, code, _, _ in results:
         codes[str(code)] = codes.get(str(code), 0) + 1
     summary = {
         "sockets": args.sockets,
@@ -207,6 +217,9 @@ def main() -> None:
         "jitter_seconds": args.jitter,
         "close_codes": codes,
         "closes_spread_s": round(max(closes) - start, 2),
+        "attempts": len(attempts),
+        "attempts_per_100ms_max_mean": [round(x, 1) for x in rates(attempts, start, 0.1)],
+        "attempts_per_s_max_mean": [round(x, 1) for x in rates(attempts, start, 1.0)],
         "reconnected": len(reconnects),
         "last_reconnect_s": round(max(reconnects) - start, 2) if reconnects else None,
         "reconnects_per_100ms_max_mean": [round(x, 1) for x in rates(reconnects, start, 0.1)],
