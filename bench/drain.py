@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import multiprocessing as mp
 import os
@@ -113,6 +114,7 @@ async def clients(
     sockets = await asyncio.gather(*(open_one() for _ in range(count)))
     pipe.send("ready")
     kept: list[websockets.ClientConnection] = []
+    failures: collections.Counter[str] = collections.Counter()
 
     async def page(ws: websockets.ClientConnection) -> Outcome:
         try:
@@ -128,14 +130,16 @@ async def clients(
             attempts.append(time.time())
             try:
                 kept.append(await connect(second, cookie))
-            except (OSError, TimeoutError, websockets.InvalidHandshake):
+            except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
+                status = getattr(getattr(exc, "response", None), "status_code", "")
+                failures[f"{type(exc).__name__} {status}".strip()] += 1
                 await asyncio.sleep(random.random() * min(10.0, 0.5 * 2**attempt))
                 continue
             return closed, ws.close_code, attempts, time.time()
         return closed, ws.close_code, attempts, None
 
     results = await asyncio.gather(*(page(ws) for ws in sockets))
-    pipe.send(results)
+    pipe.send((results, dict(failures)))
     pipe.recv()  # hold the sockets on B until every process is done
     await asyncio.gather(*(ws.close() for ws in kept), return_exceptions=True)
 
@@ -194,7 +198,12 @@ def main() -> None:
             time.sleep(1)
             start = time.time()
             a.send_signal(signal.SIGTERM)
-            results = [r for pipe in pipes for r in pipe.recv()]
+            results: list[Outcome] = []
+            failures: collections.Counter[str] = collections.Counter()
+            for pipe in pipes:
+                got, failed = pipe.recv()
+                results += got
+                failures.update(failed)
             for pipe in pipes:
                 pipe.send("done")
             for proc in procs:
@@ -220,6 +229,7 @@ def main() -> None:
         "attempts": len(attempts),
         "attempts_per_100ms_max_mean": [round(x, 1) for x in rates(attempts, start, 0.1)],
         "attempts_per_s_max_mean": [round(x, 1) for x in rates(attempts, start, 1.0)],
+        "failed_attempts": dict(failures),
         "reconnected": len(reconnects),
         "last_reconnect_s": round(max(reconnects) - start, 2) if reconnects else None,
         "reconnects_per_100ms_max_mean": [round(x, 1) for x in rates(reconnects, start, 0.1)],
