@@ -32,8 +32,9 @@ from lobby.store.roster import Roster
 from lobby.store.sessions import SessionStore
 from lobby.store.users import UserStore
 from lobby.watch import watch_sessions
-from lobby.web import assets, health, pages, webhooks
+from lobby.web import assets, health, metrics, pages, webhooks
 from lobby.web.auth import Auth
+from lobby.web.metrics import Metrics, Readings, metrics_server
 from lobby.web.origins import Origins, SameSitePosts
 from lobby.web.socket import lobby_socket
 from lobby.web.state import AppState
@@ -84,7 +85,8 @@ def create_app(
             store.remove_demo_users()
         sessions = SessionStore(db, ttl=settings.session_ttl)
         sessions.purge_expired()
-        backend = Breaker(media or media_backend(settings))
+        meter = Metrics(settings.media)
+        backend = Breaker(media or media_backend(settings), observe=meter.media_call)
         hub = Hub()
         handler = RequestHandler(
             backend,
@@ -115,9 +117,30 @@ def create_app(
         readiness = health.Readiness(
             [health.database_check(db), health.media_check(lambda: backend.down)]
         )
-        app.state.lobby = AppState(
-            settings, db, auth, backend, hub, handler, throttle, origins, call_states, readiness
+        meter.watch(
+            Readings(
+                sockets=hub.__len__,
+                participants=handler.presence.__len__,
+                rooms=lambda: handler.presence.room_count,
+                media_down=lambda: backend.down,
+                grace_expiries=lambda: handler.grace_expiries,
+                resumes=lambda: handler.resumes,
+            )
         )
+        app.state.lobby = AppState(
+            settings,
+            db,
+            auth,
+            backend,
+            hub,
+            handler,
+            throttle,
+            origins,
+            call_states,
+            readiness,
+            meter,
+        )
+        scrape_port = metrics_server(meter, settings)
         watcher = asyncio.create_task(watch_sessions(sessions, hub, handler))
         reconciler = asyncio.create_task(call_states.run())
         try:
@@ -125,6 +148,9 @@ def create_app(
         finally:
             watcher.cancel()
             reconciler.cancel()
+            if scrape_port is not None:
+                await asyncio.to_thread(scrape_port.shutdown)
+                scrape_port.server_close()
             for conn in hub:
                 conn.close(CloseCode.RESTARTING, "server restarting")
             await handler.drain()
@@ -139,6 +165,7 @@ def create_app(
         Route("/lobby", pages.lobby_page, methods=["GET"]),
         Route("/healthz", health.healthz, methods=["GET"]),
         Route("/readyz", health.readyz, methods=["GET"]),
+        Route("/metrics", metrics.metrics, methods=["GET"]),
         Route("/webhooks/livekit", webhooks.livekit_webhook, methods=["POST"]),
         # Where OpenVidu 3's local deployment sends LiveKit's webhooks out of the box.
         Route("/livekit/webhook", webhooks.livekit_webhook, methods=["POST"]),

@@ -9,6 +9,7 @@ are generated from `SETTINGS`; `tests/test_docs.py` fails when the README drifts
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from collections.abc import Callable, Mapping
@@ -109,6 +110,17 @@ def _origins(name: str, text: str) -> tuple[str, ...]:
             )
         origins.append(str(origin))
     return tuple(origins)
+
+
+def _networks(name: str, text: str) -> tuple[str, ...]:
+    """Comma-separated addresses or networks (CIDR), e.g. `127.0.0.1, ::1, 10.0.0.0/8`."""
+    found = []
+    for given in (a.strip() for a in text.split(",") if a.strip()):
+        try:
+            found.append(str(ipaddress.ip_network(given, strict=False)))
+        except ValueError:
+            raise ConfigError(f"{name}: {given!r} is no address or network (CIDR)") from None
+    return tuple(found)
 
 
 def _http_url(name: str, text: str) -> str | None:
@@ -298,6 +310,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LOBBY_FORWARDED_ALLOW_IPS", "forwarded_allow_ips", _text, "127.0.0.1",
             "Proxies trusted to set `X-Forwarded-Proto`/`X-Forwarded-For` (uvicorn's "
             "`forwarded_allow_ips`); cookies are `Secure` when the request came over https."),
+    Setting("LOBBY_METRICS_ALLOW", "metrics_allow", _networks, "127.0.0.0/8,::1",
+            "Addresses or networks (comma-separated, CIDR) that may read `/metrics`, asking "
+            "directly (a request a proxy forwarded never may); anyone else gets 404. Empty: "
+            "nobody on the main port."),
+    Setting("LOBBY_METRICS_PORT", "metrics_port", _optional(_whole(minimum=1)), None,
+            "A second port, on `LOBBY_HOST`, serving only `/metrics` to whoever reaches it, for a "
+            "Prometheus on another machine: firewall it."),
+    Setting("LOBBY_DRAIN_SECONDS", "drain_seconds", _number(), "5",
+            "On SIGTERM the instance fails `/readyz` at once, refuses new sockets with 503 and "
+            "closes its open ones (code 1012, pages reconnect and resume) in batches spread over "
+            "this many seconds, then stops. Keep systemd's `TimeoutStopSec` above it."),
     Setting("LOBBY_LOG_LEVEL", "log_level", _choice(*LOG_LEVELS), "info",
             "Log level: debug, info, warning, error."),
     Setting("LOBBY_LOG_FORMAT", "log_format", _choice(*LOG_FORMATS), "plain",
@@ -390,6 +413,9 @@ class Settings:
     ping_timeout: float = _default("LOBBY_PING_TIMEOUT")
     session_ttl: float = _default("LOBBY_SESSION_TTL")
     forwarded_allow_ips: str = _default("LOBBY_FORWARDED_ALLOW_IPS")
+    metrics_allow: tuple[str, ...] = _default("LOBBY_METRICS_ALLOW")
+    metrics_port: int | None = None
+    drain_seconds: float = _default("LOBBY_DRAIN_SECONDS")
     log_level: str = _default("LOBBY_LOG_LEVEL")
     log_format: str = _default("LOBBY_LOG_FORMAT")
     max_sockets: int = _default("LOBBY_MAX_SOCKETS")

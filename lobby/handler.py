@@ -84,6 +84,10 @@ class RequestHandler:
         self._pending: dict[int, tuple[object, Ref]] = {}  # conn id -> (marker, request ref)
         self._expiry: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Tallies the metrics read when scraped: participants gone after the grace
+        # period, and those who came back within it.
+        self.grace_expiries = 0
+        self.resumes = 0
 
     # Connections
 
@@ -252,6 +256,7 @@ class RequestHandler:
         timer = self._expiry.pop(member.participant.id, None)
         if timer is not None:
             timer.cancel()
+        self.resumes += 1
         previous = self.presence.resume(conn.id, member)
         old = self.hub.get(previous) if isinstance(previous, int) else None
         if old is not None and old is not conn:
@@ -319,7 +324,10 @@ class RequestHandler:
 
     def _expire(self, participant_id: str) -> None:
         self._expiry.pop(participant_id, None)
-        self._apply(self.presence.expire(participant_id))
+        outcome = self.presence.expire(participant_id)
+        if outcome.events:
+            self.grace_expiries += 1
+        self._apply(outcome)
 
     def apply(self, outcome: Outcome[Grant | None]) -> None:
         """Carry out what a change of presence made elsewhere (call states) returned."""

@@ -23,6 +23,7 @@ from lobby.config import Settings
 from lobby.store import db as database
 from lobby.web import UVICORN_SERIES, IncompatibleUvicorn, assets
 from lobby.web.auth import CSRF_COOKIE, SESSION_COOKIE
+from lobby.web.drain import Draining
 
 log = logging.getLogger("lobby")
 
@@ -159,7 +160,8 @@ def serve(settings: Settings) -> None:
         f"peer to peer, rooms of up to {settings.room_size or 'any number of'} people",
     )
     log.info("Lobby on http://%s:%d, calls %s", settings.host, settings.port, calls)
-    config = uvicorn_config(create_app(settings), settings)  # checks uvicorn first
+    app = create_app(settings)
+    config = uvicorn_config(app, settings)  # checks uvicorn first
     # uvicorn's config gave its loggers handlers of their own: route them to ours.
     logs.route_uvicorn()
-    uvicorn.Server(config).run()
+    Draining(config, app).run()  # SIGTERM drains the sockets first (lobby.web.drain)

@@ -61,6 +61,7 @@ async def test_readyz_gives_the_counts_to_a_local_client(lobby: Lobby) -> None:
         "status": "ready",
         "sockets": 1,
         "participants": 1,
+        "rooms": 1,
         "demo": False,
         "media": "openvidu",
     }

@@ -100,6 +100,7 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "lobby.web.auth",
             "lobby.web.assets",
             "lobby.web.health",
+            "lobby.web.metrics",
             "lobby.web.state",
             "lobby.logs",
             "lobby.web.origins",
@@ -112,6 +113,16 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "lobby.store.*",
         ),
         ("starlette",),
+    ),
+    # `/metrics` in Prometheus' format, written by its official client.
+    "lobby.web.metrics": (
+        ("lobby.config", "lobby.web.state"),
+        ("starlette", "prometheus_client"),
+    ),
+    # The drain on SIGTERM is uvicorn's server with that signal intercepted.
+    "lobby.web.drain": (
+        ("lobby.hub", "lobby.rules.protocol", "lobby.web.state"),
+        ("starlette", "uvicorn"),
     ),
     # The webhook endpoints verify LiveKit's signature with its SDK (PyJWT underneath) and
     # read its protobuf JSON; they tell these libraries' errors apart.
@@ -135,6 +146,7 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "lobby.web",
             "lobby.web.assets",
             "lobby.web.auth",
+            "lobby.web.drain",
             "lobby.web.uvicorn_adapter",
         ),
         ("starlette", "uvicorn"),

@@ -9,7 +9,7 @@ Both are cheap enough to poll every second: the database check is one `SELECT 1`
 
 What strangers learn stays as little as `/healthz` always told them: the status,
 and for `/readyz` which checks fail (what users already see as the login page's or
-a join's "unavailable"). The socket and participant counts, the demo flag and the
+a join's "unavailable"). The socket, participant and room counts, the demo flag and the
 media mode go only to a client on the server's own machine that a proxy did not
 forward (`curl http://127.0.0.1:5000/readyz`).
 """
@@ -105,6 +105,7 @@ async def readyz(request: Request) -> Response:
         body |= {
             "sockets": len(state.hub),
             "participants": len(state.handler.presence),
+            "rooms": state.handler.presence.room_count,
             "demo": state.settings.demo,
             "media": state.settings.media,
         }

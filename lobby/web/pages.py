@@ -77,6 +77,7 @@ async def login(request: Request) -> Response:
     # answer names no account state, so it is the same for unknown names.
     verdict = throttle.attempt(username, address)
     if verdict.refused:
+        state.metrics.login("throttled")
         return _too_many_failures(request, username=username, wait=verdict.wait)
     if verdict.slowdown > 0:
         # Failures for this name from other addresses: slow the attempt down (the
@@ -87,17 +88,21 @@ async def login(request: Request) -> Response:
         opened = await state.auth.login(username, password)
     except Busy:
         throttle.withdrawn(username, address)  # no password was checked: no guess to count
+        state.metrics.login("busy")
         return _busy(request, username=username)
     except Unavailable:
         throttle.withdrawn(username, address)  # nor here
+        state.metrics.login("unavailable")
         return _unavailable(request, username=username)
     if opened is None:
         # Not the name: people type their password into the name field by mistake.
         log.info("login failed from %s", address)
+        state.metrics.login("wrong_password")
         return _login_form(
             request, error="Wrong user name or password.", username=username, status=401
         )
     throttle.succeeded(username, address)
+    state.metrics.login("ok")
     # A login retires the session the browser presented, whoever's it was: it cannot
     # outlive the login that replaced it (a planted or shared session, a former user).
     previous = state.auth.current(request)

@@ -31,6 +31,10 @@ log = logging.getLogger("lobby.web.socket")
 async def lobby_socket(websocket: WebSocket) -> None:
     state = state_of(websocket)
     settings = state.settings
+    # A draining instance takes no new sockets: the page tries again, elsewhere or later.
+    if state.readiness.draining:
+        await _deny(websocket, 503, "This server is restarting; please try again shortly.")
+        return
     # The process cap comes first: a flood of handshakes costs no database work.
     if len(state.hub) >= settings.max_sockets:
         await _deny(websocket, 503, "This server is full; please try again shortly.")
@@ -90,7 +94,7 @@ async def _deny(websocket: WebSocket, status: int, message: str) -> None:
 
 
 async def _read(websocket: WebSocket, conn: Conn, settings: Settings) -> None:
-    handler = state_of(websocket).handler
+    handler, metrics = state_of(websocket).handler, state_of(websocket).metrics
     clock = asyncio.get_running_loop().time
     bucket = TokenBucket(settings.message_rate, settings.message_burst, clock())
     max_bytes = settings.max_frame_bytes
@@ -106,7 +110,9 @@ async def _read(websocket: WebSocket, conn: Conn, settings: Settings) -> None:
                 # otherwise be read (and its frames thrown away) until uvicorn's
                 # close timeout.
                 conn.cut(CloseCode.FLOODING, "too many messages")
+                metrics.flood_closed()
             else:
+                metrics.rate_limited()
                 conn.send(
                     protocol.render_error(
                         protocol.ProtocolError(

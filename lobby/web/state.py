@@ -19,6 +19,7 @@ from lobby.web.origins import Origins
 
 if TYPE_CHECKING:
     from lobby.web.health import Readiness
+    from lobby.web.metrics import Metrics
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +35,8 @@ class AppState:
     call_states: CallStates
     # `/readyz`'s checks, and the draining flag (`readiness.draining`) a drain sets.
     readiness: Readiness
+    # What `/metrics` reports; the socket, login and media calls count into it.
+    metrics: Metrics
 
 
 def state_of(conn: HTTPConnection) -> AppState:
