@@ -343,9 +343,13 @@ SETTINGS: tuple[Setting, ...] = (
             "Redis that several lobby instances share presence through "
             "(`redis://[:password@]host[:port][/db]`, `rediss://` with TLS, or "
             "`unix:///path/to/redis.sock`). Unset: one process holds presence in memory. "
-            "Only checked at start for now: [`docs/cluster.md`](docs/cluster.md) says what "
-            "is built and what is not yet wired into `lobby serve`.",
+            "Set: presence is a log in Redis that every instance applies "
+            "([`docs/cluster.md`](docs/cluster.md)), the SQLite roster is off, `/readyz` "
+            "checks Redis.",
             shown="— (presence in this process's memory)"),
+    Setting("LOBBY_REDIS_PREFIX", "redis_prefix", _text, "lobby:",
+            "The start of every Redis key of this lobby: lobbies sharing one Redis keep apart "
+            "by giving each its own."),
 )
 # fmt: on
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -402,6 +406,7 @@ class Settings:
     ice_servers: tuple[IceServer, ...] = _default("LOBBY_ICE_SERVERS")
     turn_secret: str | None = field(default=_default("LOBBY_TURN_SECRET"), repr=False)
     redis_url: str | None = field(default=_default("LOBBY_REDIS_URL"), repr=False)
+    redis_prefix: str = _default("LOBBY_REDIS_PREFIX")
 
     @property
     def calls_from_media(self) -> bool:

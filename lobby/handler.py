@@ -102,6 +102,8 @@ class RequestHandler:
         self._pending: dict[int, tuple[object, Ref]] = {}  # conn id -> (marker, request ref)
         self._replies: dict[Command, Reply] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Sends a signal to a socket another instance holds (with Redis: its channel).
+        self.remote: Callable[[str, str], None] | None = None
 
     @property
     def presence(self) -> Presence[Slot]:
@@ -368,9 +370,17 @@ class RequestHandler:
         if isinstance(routed, ProtocolError):
             conn.send(protocol.render_error(routed))
         elif routed is not None:
-            target = self._local(str(routed.socket))
-            if target is not None:
-                target.send(routed.text)
+            socket = str(routed.socket)
+            if commands.instance_of(socket) == self.store.instance:
+                self.deliver(socket, routed.text)
+            elif self.remote is not None:
+                self.remote(socket, routed.text)
+
+    def deliver(self, socket: str, text: str) -> None:
+        """Write a relayed signal to this instance's socket `socket`, if it is still open."""
+        target = self._local(socket)
+        if target is not None:
+            target.send(text)
 
     def _report(self, conn: Conn, request: CallReport) -> None:
         """The page's word on its own call: no reply; nothing if it holds no participant."""
