@@ -471,3 +471,14 @@ def test_serve_with_an_unreachable_database_says_so_in_one_line(
     assert f"lobby: cannot use the database {shown}: PostgreSQL is unreachable: " in err
     assert "hunter2" not in err
     assert "Traceback" not in err
+
+
+def test_several_workers_without_redis_are_refused_in_one_sentence(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LOBBY_REDIS_URL", raising=False)
+    assert main(["serve", "--demo", "--workers", "2"], serve=lambda settings: None) == 2
+    assert capsys.readouterr().err == (
+        "lobby: several workers (LOBBY_WORKERS, --workers) need LOBBY_REDIS_URL: "
+        "they share presence through Redis\n"
+    )
