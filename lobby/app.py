@@ -16,8 +16,11 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lobby.callstates import CallStates
+from lobby.cluster.courier import Courier
+from lobby.cluster.node import RedisPresence
+from lobby.cluster.seam import Cleaner, Listener, PresenceStore, Resetter
 from lobby.config import Settings
-from lobby.handler import RequestHandler
+from lobby.handler import RequestHandler, StoreFactory
 from lobby.hub import Hub
 from lobby.logs import RequestIds
 from lobby.media.breaker import Breaker
@@ -65,6 +68,25 @@ def media_backend(settings: Settings) -> MediaBackend:
     )
 
 
+def presence_store(settings: Settings) -> StoreFactory | None:
+    """Presence shared through Redis when `LOBBY_REDIS_URL` is set; None: in this process."""
+    url = settings.redis_url
+    if not url:
+        return None
+
+    def build(listener: Listener, cleaner: Cleaner, resetter: Resetter) -> PresenceStore:
+        return RedisPresence(
+            url,
+            grace=settings.reconnect_grace,
+            listener=listener,
+            cleaner=cleaner,
+            resetter=resetter,
+            prefix=settings.redis_prefix,
+        )
+
+    return build
+
+
 def create_app(
     settings: Settings,
     *,
@@ -95,15 +117,28 @@ def create_app(
             joins_per_minute=settings.joins_per_minute,
             room_size=settings.room_size,
             recovered=backend.recovered,
-            # Per instance and SQLite only: see lobby.store.roster.
-            roster=Roster(db) if db.dialect == "sqlite" else None,
+            # Per instance and SQLite only: see lobby.store.roster. With Redis, the log and
+            # its snapshots keep presence across restarts instead.
+            roster=Roster(db) if db.dialect == "sqlite" and not settings.redis_url else None,
             calls_from_media=settings.calls_from_media,
+            store=presence_store(settings),
         )
         call_states = CallStates(
             handler,
             backend if backend.lists_participants else None,
             interval=settings.call_reconcile_interval,
         )
+        await handler.store.start()
+        courier = None
+        if settings.redis_url:  # peer-to-peer signals for sockets of other instances
+            courier = Courier(
+                settings.redis_url,
+                handler.store.instance,
+                handler.deliver,
+                prefix=settings.redis_prefix,
+            )
+            handler.remote = courier.send
+            await courier.start()
         restored = handler.restore()
         if restored:
             log.info(
@@ -127,6 +162,8 @@ def create_app(
                 resumes=lambda: handler.resumes,
             )
         )
+        if settings.redis_url:
+            readiness.add(health.redis_check(lambda: handler.store.healthy))
         app.state.lobby = AppState(
             settings,
             db,
@@ -154,6 +191,8 @@ def create_app(
             for conn in hub:
                 conn.close(CloseCode.RESTARTING, "server restarting")
             await handler.drain()
+            if courier is not None:
+                await courier.stop()
             await backend.aclose()
             if users is None:
                 db.close()

@@ -66,6 +66,8 @@ def _serve(args: argparse.Namespace, serve: Serve | None) -> int:
         env["LOBBY_HOST"] = args.host
     if args.port is not None:
         env["LOBBY_PORT"] = str(args.port)
+    if args.workers is not None:
+        env["LOBBY_WORKERS"] = str(args.workers)
     try:
         settings = Settings.from_env(env, demo=True if args.demo else None)
     except ConfigError as exc:
@@ -268,6 +270,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", help="address to listen on (default: LOBBY_HOST)")
     serve.add_argument("--port", type=_port, help="port to listen on (default: LOBBY_PORT)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="processes on the port, each a lobby instance (default: LOBBY_WORKERS; >1 needs "
+        "LOBBY_REDIS_URL)",
+    )
     serve.add_argument("--demo", action="store_true", help="demo mode, same as LOBBY_DEMO=true")
 
     status = commands.add_parser(

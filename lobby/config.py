@@ -288,6 +288,9 @@ SETTINGS: tuple[Setting, ...] = (
             "`pass`); same as `lobby serve --demo`."),
     Setting("LOBBY_HOST", "host", _text, "127.0.0.1", "Address `lobby serve` listens on."),
     Setting("LOBBY_PORT", "port", _whole(), "5000", "Port `lobby serve` listens on."),
+    Setting("LOBBY_WORKERS", "workers", _whole(minimum=1), "1",
+            "Processes `lobby serve` runs on that one port (`--workers`), each its own lobby "
+            "instance; more than one requires `LOBBY_REDIS_URL`."),
     Setting("LOBBY_PUBLIC_URL", "public_origins", _origins, None,
             "Comma-separated origins browsers reach the lobby at, e.g. `https://lobby.example.com` "
             "behind a TLS proxy. A request whose `Host` names another host gets HTTP 400 (DNS "
@@ -366,9 +369,13 @@ SETTINGS: tuple[Setting, ...] = (
             "Redis that several lobby instances share presence through "
             "(`redis://[:password@]host[:port][/db]`, `rediss://` with TLS, or "
             "`unix:///path/to/redis.sock`). Unset: one process holds presence in memory. "
-            "Only checked at start for now: [`docs/cluster.md`](docs/cluster.md) says what "
-            "is built and what is not yet wired into `lobby serve`.",
+            "Set: presence is a log in Redis that every instance applies "
+            "([`docs/cluster.md`](docs/cluster.md)), the SQLite roster is off, `/readyz` "
+            "checks Redis, and `lobby serve --workers N` may run N processes on one port.",
             shown="— (presence in this process's memory)"),
+    Setting("LOBBY_REDIS_PREFIX", "redis_prefix", _text, "lobby:",
+            "The start of every Redis key of this lobby: lobbies sharing one Redis keep apart "
+            "by giving each its own."),
 )
 # fmt: on
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -406,6 +413,7 @@ class Settings:
     demo: bool = _default("LOBBY_DEMO")
     host: str = _default("LOBBY_HOST")
     port: int = _default("LOBBY_PORT")
+    workers: int = _default("LOBBY_WORKERS")
     public_origins: tuple[str, ...] = ()  # (): derived from where the server listens
     reconnect_grace: float = _default("LOBBY_RECONNECT_GRACE")
     allowed_origins: tuple[str, ...] = _default("LOBBY_ALLOWED_ORIGINS")
@@ -428,6 +436,7 @@ class Settings:
     ice_servers: tuple[IceServer, ...] = _default("LOBBY_ICE_SERVERS")
     turn_secret: str | None = field(default=_default("LOBBY_TURN_SECRET"), repr=False)
     redis_url: str | None = field(default=_default("LOBBY_REDIS_URL"), repr=False)
+    redis_prefix: str = _default("LOBBY_REDIS_PREFIX")
 
     @property
     def calls_from_media(self) -> bool:
@@ -471,6 +480,11 @@ def _settle(alone: dict[str, Any]) -> dict[str, Any]:
         "room_size": alone["room_size"] if alone["room_size"] is not None else default_room_size,
     }
     _check_turn_credentials(alone["ice_servers"], alone["turn_secret"])
+    if alone["workers"] > 1 and not alone["redis_url"]:
+        raise ConfigError(
+            "several workers (LOBBY_WORKERS, --workers) need LOBBY_REDIS_URL: "
+            "they share presence through Redis"
+        )
     if not alone["public_origins"] and not own_hosts(alone["host"]):
         raise ConfigError(
             f"LOBBY_PUBLIC_URL is required when LOBBY_HOST is {alone['host']!r} (every "

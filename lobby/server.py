@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import re
+import signal
+import socket
+import threading
 from dataclasses import replace
 from typing import Any
 
@@ -159,9 +163,66 @@ def serve(settings: Settings) -> None:
         settings.media,
         f"peer to peer, rooms of up to {settings.room_size or 'any number of'} people",
     )
+    if settings.workers > 1:
+        protocols(settings.header_timeout)  # checks uvicorn before any worker starts
+        listening = _listen(settings.host, settings.port)
+        port = listening.getsockname()[1]
+        log.info("Lobby on http://%s:%d, %d workers, calls %s", settings.host, port,
+                 settings.workers, calls)  # fmt: skip
+        _run_workers(settings, listening)
+        return
     log.info("Lobby on http://%s:%d, calls %s", settings.host, settings.port, calls)
+    _run(settings)
+
+
+def _run(settings: Settings, sockets: list[socket.socket] | None = None) -> None:
     app = create_app(settings)
     config = uvicorn_config(app, settings)  # checks uvicorn first
     # uvicorn's config gave its loggers handlers of their own: route them to ours.
     logs.route_uvicorn()
-    Draining(config, app).run()  # SIGTERM drains the sockets first (lobby.web.drain)
+    Draining(config, app).run(sockets=sockets)  # SIGTERM drains the sockets first (lobby.web.drain)
+
+
+# Several workers: one listening socket, bound here and handed to each process, which
+# accepts on it (the kernel spreads the connections). Not uvicorn's own `workers`: it
+# spawns processes that rebuild the app from an import string, and our protocol classes
+# are made at run time (`protocols`). Each worker's store names a fresh instance.
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=2048)
+
+
+def _run_workers(settings: Settings, listening: socket.socket) -> None:
+    """Start `settings.workers` processes on `listening`; stop them all when one ends or
+    this process is told to stop (SIGTERM, SIGINT)."""
+    spawn = multiprocessing.get_context("spawn")
+    workers = [
+        spawn.Process(target=_worker, args=(settings, listening), name=f"lobby-worker-{n}")
+        for n in range(settings.workers)
+    ]
+    for worker in workers:
+        worker.start()
+    stopping = threading.Event()
+
+    def stop(signum: int, frame: object) -> None:
+        stopping.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, stop)
+    while not stopping.is_set() and all(w.is_alive() for w in workers):
+        stopping.wait(0.5)
+    for worker in workers:
+        if worker.is_alive():
+            worker.terminate()  # SIGTERM: uvicorn shuts the worker down gracefully
+    for worker in workers:
+        worker.join()
+    listening.close()
+
+
+def _worker(settings: Settings, listening: socket.socket) -> None:
+    """One worker process: the whole app, accepting on the shared socket."""
+    logs.configure(settings.log_level, settings.log_format, filters=[REDACT])
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    _run(settings, [listening])

@@ -529,3 +529,14 @@ def test_status_without_an_instance_says_so_in_one_sentence(
 async def lobby_server(make_lobby: LobbyFactory) -> Lobby:
     server: Lobby = await make_lobby()
     return server
+
+
+def test_several_workers_without_redis_are_refused_in_one_sentence(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LOBBY_REDIS_URL", raising=False)
+    assert main(["serve", "--demo", "--workers", "2"], serve=lambda settings: None) == 2
+    assert capsys.readouterr().err == (
+        "lobby: several workers (LOBBY_WORKERS, --workers) need LOBBY_REDIS_URL: "
+        "they share presence through Redis\n"
+    )

@@ -11,8 +11,12 @@ from lobby.cluster.commands import (
     InstanceDown,
     Join,
     Leave,
+    MediaJoined,
+    MediaLeft,
     Reassert,
+    Reconcile,
     ReplaceGrant,
+    ReportCall,
     Resume,
 )
 from lobby.rules.presence import Participant
@@ -29,6 +33,14 @@ EVERY_KIND = [
     ReplaceGrant("b:7", "p1", "conn-2"),
     InstanceDown("a"),
     Reassert(ALICE, "Room", "digest", "conn-1", None),
+    Reassert(ALICE, "Room", "digest", "conn-1", "a:1", "PA_sid"),
+    Join("a:1", Participant("p2", "bob", "Bob", "PUBLISHER", "connected"), "Room", "d2", None),
+    MediaJoined("p1", "PA_sid"),
+    MediaJoined("p1"),
+    MediaLeft("p1", "PA_sid"),
+    Reconcile("Room", (("p1", "PA_sid"), ("p2", None))),
+    Reconcile("Room", ()),
+    ReportCall("a:1", "dropped"),
 ]
 
 
@@ -42,7 +54,15 @@ def test_every_kind_has_an_op_name() -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["", "[]", '{"op": "nope"}', '{"op": "leave"}', '{"op": "join", "socket": "a:1"}']
+    "text",
+    [
+        "",
+        "[]",
+        '{"op": "reconcile", "room": "R", "present": [["p1"]]}',
+        '{"op": "nope"}',
+        '{"op": "leave"}',
+        '{"op": "join", "socket": "a:1"}',
+    ],
 )
 def test_anything_else_is_a_value_error(text: str) -> None:
     with pytest.raises(ValueError, match="not a presence command"):

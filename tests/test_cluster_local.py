@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
-from lobby.cluster.commands import Disconnect, Join, Resume
+from lobby.cluster.commands import Disconnect, Join, MediaJoined, Resume
 from lobby.cluster.local import LocalPresence
 from lobby.cluster.replica import slot
 from lobby.cluster.seam import Applied, PresenceStore
-from lobby.rules.presence import Joined, Participant
+from lobby.rules.presence import CallChanged, Joined, Participant
 from tests.conftest import until
 
 ALICE = Participant("p1", "alice", "Alice", "PUBLISHER")
@@ -62,3 +63,15 @@ async def test_stop_cancels_pending_expiries() -> None:
     await presence.stop()
     await asyncio.sleep(0.1)
     assert cleaned == []
+
+
+async def test_call_states_are_commands_like_any_other() -> None:
+    heard: list[Applied] = []
+    presence = store(heard, [])
+    await presence.execute(Join("local:1", ALICE, "R", "k1", "h1"))
+    applied = await presence.execute(MediaJoined("p1", "S1"))
+    connected = replace(ALICE, call="connected")
+    assert applied.result.outcome.events == (CallChanged("R", connected),)
+    assert heard[-1] is applied
+    assert [p for _, ps in presence.replica.presence.rooms() for p in ps] == [connected]
+    await presence.stop()

@@ -29,7 +29,11 @@ from lobby.cluster.commands import (
     InstanceDown,
     Join,
     Leave,
+    MediaJoined,
+    MediaLeft,
+    Reconcile,
     ReplaceGrant,
+    ReportCall,
     Resume,
     encode,
 )
@@ -170,6 +174,18 @@ async def test_a_join_on_one_instance_is_seen_by_the_others_in_the_same_order(
     assert a.state() == b.state() == c.state()
     for instance in (a, b, c):
         assert instance.view == rooms(instance.node.replica) == {"R": ["p2"]}
+
+
+async def test_call_states_and_sids_reach_every_replica(cluster: Factory) -> None:
+    a, b = await cluster("a"), await cluster("b")
+    await a.do(join(a.s(1), "p1"))
+    await b.do(MediaJoined("p1", "S1"))
+    await a.do(MediaLeft("p1", "S0"))  # an older connection: nothing changes
+    await settled(a, b)
+    assert a.state() == b.state()
+    member = b.node.replica.presence.member("p1")
+    assert member is not None
+    assert (member.participant.call, member.media_sid) == ("connected", "S1")
 
 
 async def test_two_joins_for_the_last_seat_get_the_same_answer_everywhere(
@@ -405,6 +421,11 @@ async def test_the_local_store_and_the_redis_one_give_the_same_results(cluster: 
         Disconnect(x.s(1)),
         Resume(x.s(3), "kp1", "alice"),
         ReplaceGrant(x.s(3), "p1", "fresh"),
+        MediaJoined("p1", "S1"),
+        Reconcile("R", (("p2", "S2"),)),
+        MediaLeft("p1", "S0"),
+        ReportCall(x.s(2), "dropped"),
+        MediaLeft("p1", "S1"),
         Leave(x.s(2)),
         Disconnect(x.s(3)),
         Expire("p1"),
@@ -413,6 +434,7 @@ async def test_the_local_store_and_the_redis_one_give_the_same_results(cluster: 
     from_local = [(await local.execute(c)).result for c in script]
     from_redis = [(await x.do(c)).result for c in script]
     assert from_local == from_redis
+    assert list(local.replica.presence.rooms()) == list(x.node.replica.presence.rooms())
     assert from_redis[2].rejected is not None
     assert from_redis[-1].outcome.revoke == (slot("fresh", "R"),)
     await local.stop()

@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
+
 from lobby.cluster.commands import (
+    Command,
     Disconnect,
     Expire,
     InstanceDown,
     Join,
     Leave,
+    MediaJoined,
+    MediaLeft,
     Reassert,
+    Reconcile,
     ReplaceGrant,
+    ReportCall,
     Resume,
 )
 from lobby.cluster.replica import Rejection, Replica, slot
 from lobby.rules.grants import Grant
-from lobby.rules.presence import Joined, Left, Participant, RoomClosed
+from lobby.rules.presence import (
+    CallChanged,
+    Joined,
+    Left,
+    Outcome,
+    Participant,
+    Presence,
+    RoomClosed,
+)
 
 
 def person(pid: str, user: str = "alice") -> Participant:
@@ -151,3 +167,59 @@ def test_a_snapshot_rebuilds_the_same_replica() -> None:
     assert copy.snapshot() == replica.snapshot()
     assert rooms(copy) == {"R": ["p1", "p3"], "S": ["p2"]}
     assert list(copy.away()) == [("p2", 40)]
+
+
+def call(replica: Replica, pid: str) -> tuple[str, str | None]:
+    member = replica.presence.member(pid)
+    assert member is not None
+    return member.participant.call, member.media_sid
+
+
+def test_call_states_change_as_in_the_pure_rules() -> None:
+    replica = Replica()
+    joined(replica, "p1", "a:1")
+    joined(replica, "p2", "a:2")
+    first = replica.apply(MediaJoined("p1", "S1"), 2)
+    assert first.outcome.events == (CallChanged("R", replace(person("p1"), call="connected")),)
+    assert call(replica, "p1") == ("connected", "S1")
+    assert replica.apply(MediaJoined("p1", "S1"), 3).outcome.events == ()  # no change, no event
+    assert replica.apply(MediaLeft("p1", "S0"), 4).outcome.events == ()  # an older connection
+    replica.apply(MediaLeft("p1", "S1"), 5)
+    assert call(replica, "p1") == ("dropped", "S1")
+    replica.apply(Reconcile("R", (("p1", "S2"), ("p2", "S3"))), 6)
+    assert call(replica, "p1") == ("connected", "S2")
+    assert call(replica, "p2") == ("connected", "S3")
+    replica.apply(ReportCall("a:2", "dropped"), 7)
+    assert call(replica, "p2")[0] == "dropped"
+    assert replica.apply(ReportCall("a:9", "dropped"), 8).outcome.events == ()
+
+
+def test_call_states_match_the_pure_rules_step_by_step() -> None:
+    replica, pure = Replica(), Presence[None]()
+    for pid, socket in (("p1", "a:1"), ("p2", "a:2")):
+        joined(replica, pid, socket)
+        user = "alice" if pid.endswith("1") else "bob"
+        pure.join(socket, person(pid, user), "R", "k" + pid, None)
+    steps: list[tuple[Command, Callable[[], Outcome[None]]]] = [
+        (MediaJoined("p1", "S1"), lambda: pure.media_joined("p1", "S1")),
+        (Reconcile("R", (("p2", "S2"),)), lambda: pure.reconcile("R", {"p2": "S2"})),
+        (MediaLeft("p2", "S2"), lambda: pure.media_left("p2", "S2")),
+        (ReportCall("a:1", "dropped"), lambda: pure.report_call("a:1", "dropped")),
+    ]
+    for command, same in steps:
+        assert replica.apply(command, 1).outcome.events == same().events
+
+
+def test_a_snapshot_and_a_reassert_carry_call_states_and_sids() -> None:
+    replica = Replica()
+    joined(replica, "p1", "a:1")
+    replica.apply(MediaJoined("p1", "S1"), 2)
+    copy = Replica.from_snapshot(replica.snapshot())
+    assert copy.snapshot() == replica.snapshot()
+    assert call(copy, "p1") == ("connected", "S1")
+    member = replica.presence.member("p1")
+    assert member is not None
+    again = Replica()
+    again.apply(Reassert(member.participant, "R", "kp1", "hp1", "a:1", member.media_sid), 3)
+    assert call(again, "p1") == ("connected", "S1")
+    assert again.apply(MediaLeft("p1", "S1"), 4).outcome.events != ()

@@ -66,8 +66,14 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "lobby.cluster.replica": (("lobby.cluster.commands", "lobby.rules.*"), ()),
     "lobby.cluster.seam": (("lobby.cluster.commands", "lobby.cluster.replica"), ()),
     "lobby.cluster.local": (("lobby.cluster.*",), ()),
+    # The handler talks to presence through the store seam; it builds the in-process
+    # store itself, never the Redis one (the app passes that in).
     "lobby.handler": (
         (
+            "lobby.cluster.commands",
+            "lobby.cluster.local",
+            "lobby.cluster.replica",
+            "lobby.cluster.seam",
             "lobby.hub",
             "lobby.rules.*",
             "lobby.media.seam",
@@ -77,7 +83,7 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         (),
     ),
     "lobby.callstates": (
-        ("lobby.handler", "lobby.media.seam", "lobby.rules.grants"),
+        ("lobby.cluster.commands", "lobby.handler", "lobby.media.seam", "lobby.rules.grants"),
         (),
     ),
     "lobby.watch": (

@@ -20,9 +20,10 @@ from livekit import api
 
 from lobby.store.db import connect
 from lobby.store.users import UserStore
-from tests.conftest import csrf_from
+from tests.conftest import CHEAP_HASHER, PASSWORD, Lobby, csrf_from, until
 from tests.log_secrets import SECRETS
 from tests.openvidu_standin import OpenViduStandin
+from tests.redis_server import RedisServer
 
 
 def free_port() -> int:
@@ -202,3 +203,51 @@ async def test_a_normal_start_removes_demo_users(tmp_path: Path, standin: OpenVi
         out = await served.output()
     assert "DEMO MODE" not in out
     assert [u.name for u in store.list()] == ["real"]
+
+
+def workers_of(pid: int) -> list[int]:
+    """The worker processes `pid` spawned (multiprocessing's `spawn_main` children)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            parent = int(stat.read_text().rpartition(")")[2].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+            if parent == pid and b"spawn_main" in cmdline:
+                found.append(int(stat.parent.name))
+    return found
+
+
+async def test_serve_with_two_workers_is_one_lobby_on_one_port(
+    tmp_path: Path, own_redis: RedisServer
+) -> None:
+    path = str(tmp_path / "lobby.sqlite3")
+    db = connect(path)
+    users = UserStore(db, hasher=CHEAP_HASHER)
+    for name in ("alice", "bob"):
+        users.add(name, "PUBLISHER", PASSWORD)
+    db.close()
+    env = lobby_env(
+        LOBBY_DATABASE=path,
+        LOBBY_REDIS_URL=own_redis.url,
+        LOBBY_SECRET_KEY="test-secret-key-0123456789",
+    )
+    async with lobby_serve(env, "--workers", "2") as served:
+        await until(lambda: len(workers_of(served.proc.pid)) == 2, 20)
+        lobby = Lobby.__new__(Lobby)  # not served in this process: only its client helpers
+        lobby.http, lobby.ws_url = served.url, served.url.replace("http", "ws") + "/ws"
+        # Enough sockets that both workers accept some (the kernel spreads them).
+        watchers = [await lobby.client("bob") for _ in range(6)]
+        alice = await lobby.client("alice")
+        token = await alice.join("R1")
+        for watcher in watchers:
+            joined = await watcher.expect("joined")
+            assert joined["participant"] == token["participant"]
+        late = await lobby.client("bob")
+        assert [r["name"] for r in late.welcome["rooms"]] == ["R1"]
+        for client in [*watchers, alice, late]:
+            await client.close()
+        out = await served.output()
+    assert "2 workers" in out
+    assert "Traceback" not in out
+    assert served.proc.returncode in (0, -signal.SIGTERM)
+    assert workers_of(served.proc.pid) == []

@@ -13,7 +13,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Final
 
-from lobby.rules.presence import LeaveReason, Participant
+from lobby.rules.presence import CallState, LeaveReason, Participant
 
 Handle = str | None  # a grant's revoke handle (media connection id); None: no grant now
 
@@ -88,9 +88,58 @@ class Reassert:
     resume_key: str
     handle: Handle
     socket: str | None
+    media_sid: str | None = None  # the media server's id of its current connection
 
 
-Command = Join | Leave | Disconnect | Resume | Expire | ReplaceGrant | InstanceDown | Reassert
+@dataclass(frozen=True, slots=True)
+class MediaJoined:
+    """The media server says the participant is in the call, with connection `sid`."""
+
+    participant_id: str
+    sid: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MediaLeft:
+    """The media server says connection `sid` of the participant left the call."""
+
+    participant_id: str
+    sid: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reconcile:
+    """The media server's list of `room`'s call: (participant id, sid) pairs.
+
+    A tuple, not a dict, so that a command stays hashable like every other.
+    """
+
+    room: str
+    present: tuple[tuple[str, str | None], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReportCall:
+    """The page on `socket` reports its own call state."""
+
+    socket: str
+    call: CallState
+
+
+Command = (
+    Join
+    | Leave
+    | Disconnect
+    | Resume
+    | Expire
+    | ReplaceGrant
+    | InstanceDown
+    | Reassert
+    | MediaJoined
+    | MediaLeft
+    | Reconcile
+    | ReportCall
+)
 
 OPS: Final[dict[str, type[Command]]] = {
     "join": Join,
@@ -101,6 +150,10 @@ OPS: Final[dict[str, type[Command]]] = {
     "replace_grant": ReplaceGrant,
     "instance_down": InstanceDown,
     "reassert": Reassert,
+    "media_joined": MediaJoined,
+    "media_left": MediaLeft,
+    "reconcile": Reconcile,
+    "report_call": ReportCall,
 }
 _NAMES: Final[dict[type[Command], str]] = {kind: name for name, kind in OPS.items()}
 
@@ -122,6 +175,8 @@ def decode(text: str | bytes) -> Command:
         values: dict[str, Any] = {f.name: data[f.name] for f in fields(kind)}
         if "participant" in values:
             values["participant"] = Participant(**values["participant"])
+        if "present" in values:
+            values["present"] = tuple((pid, sid) for pid, sid in values["present"])
         return kind(**values)
-    except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ValueError(f"not a presence command: {text!r:.200}") from exc

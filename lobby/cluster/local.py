@@ -2,7 +2,8 @@
 
 Commands apply at once, in the order `execute` is called, to a `Replica` like
 every Redis instance holds; the grace period of an away participant is a timer
-here, which applies an `Expire` whose clean-up goes to the `Cleaner`.
+here (started by a `Disconnect`, an `InstanceDown` or a `Reassert` that leaves
+someone away), which applies an `Expire` whose clean-up goes to the `Cleaner`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from lobby.cluster.commands import Command, Disconnect, Expire, InstanceDown
+from lobby.cluster.commands import Command, Disconnect, Expire, InstanceDown, Reassert
 from lobby.cluster.replica import Replica
 from lobby.cluster.seam import Applied, Cleaner, Listener
 
@@ -60,10 +61,16 @@ class LocalPresence:
         at = int(time.time() * 1000)
         applied = Applied(self._seq, command, self._instance, self._replica.apply(command, at))
         self._listener(applied)
-        if isinstance(command, Disconnect | InstanceDown):
+        if isinstance(command, InstanceDown):
             for pid, since in self._replica.away():
                 if since == at:
                     self._expire_later(pid, since)
+        elif isinstance(command, Disconnect | Reassert) and applied.result.participant:
+            # Only this command's participant: another one away since the same
+            # millisecond has its timer already.
+            pid = applied.result.participant.id
+            if dict(self._replica.away()).get(pid) == at:
+                self._expire_later(pid, at)
         return applied
 
     def _expire_later(self, pid: str, since: int) -> None:

@@ -314,7 +314,8 @@ class RedisPresence:
             if mine or not own_only:
                 handle = None if member.grant is None else member.grant.connection_id
                 p, room, key = member.participant, member.room, member.resume_key
-                found.append(Reassert(p, room, key, handle, socket if mine else None))
+                attached = socket if mine else None
+                found.append(Reassert(p, room, key, handle, attached, member.media_sid))
         return found
 
     async def _issue_all(self, work: Sequence[Command]) -> None:

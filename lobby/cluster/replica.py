@@ -30,8 +30,12 @@ from lobby.cluster.commands import (
     InstanceDown,
     Join,
     Leave,
+    MediaJoined,
+    MediaLeft,
     Reassert,
+    Reconcile,
     ReplaceGrant,
+    ReportCall,
     Resume,
     instance_of,
 )
@@ -114,6 +118,14 @@ class Replica:
                 return Result()
             case Reassert():
                 return self._reassert(command, at)
+            case MediaJoined(participant_id, sid):
+                return Result(self.presence.media_joined(participant_id, sid))
+            case MediaLeft(participant_id, sid):
+                return Result(self.presence.media_left(participant_id, sid))
+            case Reconcile(room, present):
+                return Result(self.presence.reconcile(room, dict(present)))
+            case ReportCall(socket, call):
+                return Result(self.presence.report_call(socket, call))
 
     def _join(self, c: Join) -> Result:
         p = self.presence
@@ -166,6 +178,8 @@ class Replica:
             p.restore(c.participant, c.room, c.resume_key, slot(c.handle, c.room))
             self._away_since[c.participant.id] = at
             member = p.member(c.participant.id)
+            if member is not None:
+                member.media_sid = c.media_sid
             outcome: Outcome[Slot] = Outcome(events=(Joined(c.room, c.participant),))
         else:
             outcome = Outcome()
@@ -185,6 +199,7 @@ class Replica:
                 "resume_key": m.resume_key,
                 "handle": None if m.grant is None else m.grant.connection_id,
                 "socket": m.socket,
+                "media_sid": m.media_sid,
                 "away_since": self._away_since.get(m.participant.id),
             }
             for m in self.members()
@@ -198,6 +213,8 @@ class Replica:
             person = Participant(**m["participant"])
             p.restore(person, m["room"], m["resume_key"], slot(m["handle"], m["room"]))
             member = p.member(person.id)
+            if member is not None:
+                member.media_sid = m.get("media_sid")
             if m["socket"] is not None and member is not None:
                 p.resume(m["socket"], member)
             else:

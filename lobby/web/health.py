@@ -2,7 +2,7 @@
 
 `/healthz` answers 200 as long as the process answers at all. `/readyz` runs the
 named checks of `Readiness` (the database answers, the media back end's breaker is
-closed, the instance is not draining; Redis will add its own) and answers 200 when
+closed, the instance is not draining, and with Redis: it takes commands) and answers 200 when
 none fails, else 503 with a JSON body naming each failing check and a sentence.
 Both are cheap enough to poll every second: the database check is one `SELECT 1`
 (on the loop, like every other query), the others read a flag.
@@ -27,6 +27,10 @@ from starlette.responses import JSONResponse, Response
 
 from lobby.store.db import UNAVAILABLE, Database, Unavailable
 from lobby.web.state import state_of
+
+CLUSTER_UNAVAILABLE = (
+    "The lobby cannot reach its shared state right now; please try again in a moment."
+)
 
 # A probe answers None when all is well, else a sentence saying what is wrong.
 Probe = Callable[[], Awaitable[str | None]]
@@ -67,6 +71,15 @@ class Readiness:
         return (
             "This instance is shutting down; new sockets go elsewhere." if self.draining else None
         )
+
+
+def redis_check(healthy: Callable[[], bool]) -> Check:
+    """Ready while the shared presence (Redis) takes commands."""
+
+    async def probe() -> str | None:
+        return None if healthy() else CLUSTER_UNAVAILABLE
+
+    return Check("redis", probe)
 
 
 def database_check(db: Database) -> Check:

@@ -84,7 +84,7 @@ async def lobby_socket(websocket: WebSocket) -> None:
 
 def _seat(handler: RequestHandler, conn: Conn) -> dict[str, str]:
     """The participant and room `conn` holds, as log ids (none when it is in no room)."""
-    member = handler.presence.member_of(conn.id)
+    member = handler.presence.member_of(handler.socket_of(conn))
     return {} if member is None else {"participant": member.participant.id, "room": member.room}
 
 
