@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
@@ -107,7 +108,10 @@ def create_app(
             store.remove_demo_users()
         sessions = SessionStore(db, ttl=settings.session_ttl)
         sessions.purge_expired()
-        meter = Metrics(settings.media)
+        # Each worker of `lobby serve --workers` is a process of its own: label it so.
+        meter = Metrics(
+            settings.media, process=f"pid{os.getpid()}" if settings.workers > 1 else "main"
+        )
         backend = Breaker(media or media_backend(settings), observe=meter.media_call)
         hub = Hub()
         handler = RequestHandler(
@@ -160,6 +164,7 @@ def create_app(
                 media_down=lambda: backend.down,
                 grace_expiries=lambda: handler.grace_expiries,
                 resumes=lambda: handler.resumes,
+                cluster_up=(lambda: handler.store.healthy) if settings.redis_url else None,
             )
         )
         if settings.redis_url:

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Client, Lobby, LobbyFactory
 from tests.openvidu_standin import OpenViduStandin
@@ -138,6 +139,25 @@ async def test_readyz_checks_redis(make_lobby: LobbyFactory, own_redis: RedisSer
             while (reply := await http.get("/readyz")).status_code == 200:  # noqa: ASYNC110
                 await asyncio.sleep(0.1)
     assert "redis" in reply.json()["failing"]
+
+
+def redis_up(scrape: str) -> float:
+    [family] = [f for f in text_string_to_metric_families(scrape) if f.name == "lobby_redis_up"]
+    [sample] = family.samples
+    return sample.value
+
+
+async def test_metrics_say_whether_redis_answers(
+    make_lobby: LobbyFactory, own_redis: RedisServer
+) -> None:
+    a, _ = await pair(make_lobby, own_redis)
+    async with httpx.AsyncClient(base_url=a.http) as http:
+        assert redis_up((await http.get("/metrics")).text) == 1
+        own_redis.stop()
+        async with asyncio.timeout(10):
+            # Scraped as Prometheus scrapes it; the gauge has no event to wait on.
+            while redis_up((await http.get("/metrics")).text) == 1:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
 
 
 async def test_a_resume_on_the_other_instance_takes_over_the_open_socket(

@@ -61,6 +61,8 @@ class Readings:
     media_down: Callable[[], bool]
     grace_expiries: Callable[[], int]
     resumes: Callable[[], int]
+    # With LOBBY_REDIS_URL: whether shared presence answers (None: no Redis configured).
+    cluster_up: Callable[[], bool] | None = None
 
 
 class Live(Collector):
@@ -80,6 +82,12 @@ class Live(Collector):
         ):
             gauge = GaugeMetricFamily(name, text, labels=labels)
             gauge.add_metric([self.process], float(value))
+            yield gauge
+        if r.cluster_up is not None:
+            gauge = GaugeMetricFamily(
+                "lobby_redis_up", "1 while shared presence in Redis answers.", labels=labels
+            )
+            gauge.add_metric([self.process], float(r.cluster_up()))
             yield gauge
         for name, text, count in (
             (
