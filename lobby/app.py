@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,9 +19,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from lobby.callstates import CallStates
+from lobby.cluster.courier import Courier
+from lobby.cluster.node import RedisPresence
+from lobby.cluster.seam import Cleaner, Listener, PresenceStore, Resetter
 from lobby.config import Settings
-from lobby.handler import RequestHandler
+from lobby.handler import RequestHandler, StoreFactory
 from lobby.hub import HeapFreezer, Hub, Keepalive
+from lobby.logs import RequestIds
 from lobby.media.breaker import Breaker
 from lobby.media.livekit import LiveKitBackend
 from lobby.media.openvidu import OpenViduBackend
@@ -33,8 +38,9 @@ from lobby.store.roster import Roster
 from lobby.store.sessions import SessionStore
 from lobby.store.users import UserStore
 from lobby.watch import watch_sessions
-from lobby.web import assets, pages, webhooks
+from lobby.web import assets, health, metrics, pages, webhooks
 from lobby.web.auth import Auth
+from lobby.web.metrics import Metrics, Readings, metrics_server
 from lobby.web.origins import Origins, SameSitePosts
 from lobby.web.socket import lobby_socket
 from lobby.web.state import AppState
@@ -65,6 +71,25 @@ def media_backend(settings: Settings) -> MediaBackend:
     )
 
 
+def presence_store(settings: Settings) -> StoreFactory | None:
+    """Presence shared through Redis when `LOBBY_REDIS_URL` is set; None: in this process."""
+    url = settings.redis_url
+    if not url:
+        return None
+
+    def build(listener: Listener, cleaner: Cleaner, resetter: Resetter) -> PresenceStore:
+        return RedisPresence(
+            url,
+            grace=settings.reconnect_grace,
+            listener=listener,
+            cleaner=cleaner,
+            resetter=resetter,
+            prefix=settings.redis_prefix,
+        )
+
+    return build
+
+
 def create_app(
     settings: Settings,
     *,
@@ -85,7 +110,11 @@ def create_app(
             store.remove_demo_users()
         sessions = SessionStore(db, ttl=settings.session_ttl)
         sessions.purge_expired()
-        backend = Breaker(media or media_backend(settings))
+        # Each worker of `lobby serve --workers` is a process of its own: label it so.
+        meter = Metrics(
+            settings.media, process=f"pid{os.getpid()}" if settings.workers > 1 else "main"
+        )
+        backend = Breaker(media or media_backend(settings), observe=meter.media_call)
         hub = Hub()
         handler = RequestHandler(
             backend,
@@ -94,15 +123,28 @@ def create_app(
             joins_per_minute=settings.joins_per_minute,
             room_size=settings.room_size,
             recovered=backend.recovered,
-            # Per instance and SQLite only: see lobby.store.roster.
-            roster=Roster(db) if db.dialect == "sqlite" else None,
+            # Per instance and SQLite only: see lobby.store.roster. With Redis, the log and
+            # its snapshots keep presence across restarts instead.
+            roster=Roster(db) if db.dialect == "sqlite" and not settings.redis_url else None,
             calls_from_media=settings.calls_from_media,
+            store=presence_store(settings),
         )
         call_states = CallStates(
             handler,
             backend if backend.lists_participants else None,
             interval=settings.call_reconcile_interval,
         )
+        await handler.store.start()
+        courier = None
+        if settings.redis_url:  # peer-to-peer signals for sockets of other instances
+            courier = Courier(
+                settings.redis_url,
+                handler.store.instance,
+                handler.deliver,
+                prefix=settings.redis_prefix,
+            )
+            handler.remote = courier.send
+            await courier.start()
         restored = handler.restore()
         if restored:
             log.info(
@@ -113,9 +155,36 @@ def create_app(
         auth = Auth(store, sessions, secret_key=settings.secret_key, ttl=settings.session_ttl)
         # `is None`, not `or`: an empty throttle has length 0 and counts as false.
         throttle = LoginThrottle() if login_throttle is None else login_throttle
-        app.state.lobby = AppState(
-            settings, db, auth, backend, hub, handler, throttle, origins, call_states
+        readiness = health.Readiness(
+            [health.database_check(db), health.media_check(lambda: backend.down)]
         )
+        meter.watch(
+            Readings(
+                sockets=hub.__len__,
+                participants=handler.presence.__len__,
+                rooms=lambda: handler.presence.room_count,
+                media_down=lambda: backend.down,
+                grace_expiries=lambda: handler.grace_expiries,
+                resumes=lambda: handler.resumes,
+                cluster_up=(lambda: handler.store.healthy) if settings.redis_url else None,
+            )
+        )
+        if settings.redis_url:
+            readiness.add(health.redis_check(lambda: handler.store.healthy))
+        app.state.lobby = AppState(
+            settings,
+            db,
+            auth,
+            backend,
+            hub,
+            handler,
+            throttle,
+            origins,
+            call_states,
+            readiness,
+            meter,
+        )
+        scrape_port = metrics_server(meter, settings)
         watcher = asyncio.create_task(watch_sessions(sessions, hub, handler))
         reconciler = asyncio.create_task(call_states.run())
         # The sockets' pings: one task for all of them (uvicorn's own are off).
@@ -130,9 +199,14 @@ def create_app(
             reconciler.cancel()
             keepalive.cancel()
             freezer.cancel()
+            if scrape_port is not None:
+                await asyncio.to_thread(scrape_port.shutdown)
+                scrape_port.server_close()
             for conn in hub:
                 conn.close(CloseCode.RESTARTING, "server restarting")
             await handler.drain()
+            if courier is not None:
+                await courier.stop()
             await backend.aclose()
             if users is None:
                 db.close()
@@ -142,7 +216,9 @@ def create_app(
         Route("/login", pages.login, methods=["POST"]),
         Route("/logout", pages.logout, methods=["POST"]),
         Route("/lobby", pages.lobby_page, methods=["GET"]),
-        Route("/healthz", pages.healthz, methods=["GET"]),
+        Route("/healthz", health.healthz, methods=["GET"]),
+        Route("/readyz", health.readyz, methods=["GET"]),
+        Route("/metrics", metrics.metrics, methods=["GET"]),
         Route("/webhooks/livekit", webhooks.livekit_webhook, methods=["POST"]),
         # Where OpenVidu 3's local deployment sends LiveKit's webhooks out of the box.
         Route("/livekit/webhook", webhooks.livekit_webhook, methods=["POST"]),
@@ -154,6 +230,7 @@ def create_app(
         frozenset(origins.hosts),
         routes=routes,
         middleware=[
+            Middleware(RequestIds),  # first: every line about a request carries its id
             Middleware(SecurityHeaders, settings=settings),
             # Outermost first: a foreign Host is refused before anything else looks at the
             # request (sockets too), then a cross-site post before its form is read.
@@ -169,23 +246,27 @@ class LobbyApp(Starlette):
     """Starlette, except that a `/ws` socket with a trusted Host goes straight to its endpoint.
 
     An open socket's coroutine lives as long as the socket, and through the middleware
-    and the router its stack is a dozen frames (about 4 KiB per idle socket). None of
-    them acts on a socket (the security headers and the cross-site check are for HTTP),
-    except the Host check: a Host this check is not sure of (anything but an exact match,
-    with or without a port, or a "*" entry) takes the whole stack, which answers or
-    refuses it as before.
+    and the router its stack is a dozen frames (about 4 KiB per idle socket). Of them a
+    socket needs only its request id (`RequestIds`, kept) and the Host check (the security
+    headers and the cross-site check are for HTTP): a Host this check is not sure of
+    (anything but an exact match, with or without a port, or a "*" entry) takes the whole
+    stack, which answers or refuses it as before.
     """
 
     def __init__(self, hosts: frozenset[str], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.socket_hosts = hosts
+        self._socket = RequestIds(self._serve_socket)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and scope["path"] == "/ws" and self._trusted(scope):
-            scope["app"] = self
-            await lobby_socket(WebSocket(scope, receive, send))
+            await self._socket(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
+
+    async def _serve_socket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["app"] = self
+        await lobby_socket(WebSocket(scope, receive, send))
 
     def _trusted(self, scope: Scope) -> bool:
         if "*" in self.socket_hosts:

@@ -2,9 +2,10 @@
 
 The webhook endpoints (`lobby.web.webhooks`) hand `CallStates` what LiveKit or
 OpenVidu said about one connection (`joined`, `left`); it finds the member whose
-grant holds that connection and lets presence decide (`lobby.rules.presence`),
-and the handler tells every socket. News about a connection no member holds (an
-unknown room, a stale connection, someone who already left) changes nothing.
+grant holds that connection and issues the command that lets presence decide
+(`lobby.cluster.commands`); the handler tells every socket. News about a
+connection no member holds (an unknown room, a stale connection, someone who
+already left) changes nothing.
 
 Webhooks can be lost, so with a back end that can list a room's connections
 (`ParticipantLister`) `reconcile` asks it about every lobby room now and then:
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from lobby.cluster.commands import MediaJoined, MediaLeft, Reconcile
 from lobby.handler import RequestHandler
 from lobby.media.seam import InCall, MediaError, ParticipantLister
 from lobby.rules.grants import Grant
@@ -47,13 +49,13 @@ class CallStates:
         """The media server says connection `handle` of `room` is in the call."""
         pid = self._holder(room, handle)
         if pid is not None:
-            self._handler.apply(self._handler.presence.media_joined(pid, sid))
+            self._handler.execute(MediaJoined(pid, sid))
 
     def left(self, room: str, handle: str, sid: str | None = None) -> None:
         """The media server says connection `handle` of `room` left the call."""
         pid = self._holder(room, handle)
         if pid is not None:
-            self._handler.apply(self._handler.presence.media_left(pid, sid))
+            self._handler.execute(MediaLeft(pid, sid))
 
     def _holders(self, room: str) -> dict[str, str]:
         """Connection handle -> participant id, for every member of `room` holding a grant."""
@@ -105,7 +107,7 @@ class CallStates:
         listed = [c for c in await lister.participants(room) if c.active]
         holders = self._holders(room)
         present = {holders[c.handle]: c.sid for c in listed if c.handle in holders}
-        self._handler.apply(self._handler.presence.reconcile(room, present))
+        await self._handler.change(Reconcile(room, tuple(present.items())))
         known = before | self._known(room)
         calls = self._handler.calls
         strangers = [c for c in listed if c.handle not in known and not calls.revoking(c.handle)]

@@ -1,8 +1,12 @@
-"""The `lobby` command: `lobby serve` runs the server, `lobby users …` manages accounts.
+"""The `lobby` command: `lobby serve` runs the server, `lobby users …` manages accounts,
+`lobby status` says what a running instance holds.
 
 The `users` commands need only the database, so they read `LOBBY_DATABASE` and
 nothing else: an administrator can add the first user before any secret is set.
 They work the same on a SQLite file and on a PostgreSQL database.
+
+`lobby status` asks the instance itself: `/readyz` on its loopback address, where
+it adds its counts (sockets, participants, rooms) and its media mode to the checks.
 
 Exit codes: 0 done, 1 refused (unknown or duplicate user, passwords that do not
 match, an unusable database), 2 bad usage or configuration, 130 interrupted.
@@ -12,13 +16,17 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import os
 import sqlite3
 import sys
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
+from typing import Any
+from urllib.error import HTTPError, URLError
 from urllib.parse import urlsplit, urlunsplit
+from urllib.request import ProxyHandler, Request, build_opener
 
 from lobby.config import SETTINGS, ConfigError, Settings, help_epilog
 from lobby.rules.grants import ROLES
@@ -42,6 +50,8 @@ def main(argv: list[str] | None = None, *, serve: Serve | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args, serve)
+        if args.command == "status":
+            return _status(args)
         return _users(args)
     except KeyboardInterrupt:
         print(file=sys.stderr)
@@ -56,6 +66,8 @@ def _serve(args: argparse.Namespace, serve: Serve | None) -> int:
         env["LOBBY_HOST"] = args.host
     if args.port is not None:
         env["LOBBY_PORT"] = str(args.port)
+    if args.workers is not None:
+        env["LOBBY_WORKERS"] = str(args.workers)
     try:
         settings = Settings.from_env(env, demo=True if args.demo else None)
     except ConfigError as exc:
@@ -75,6 +87,79 @@ def _serve(args: argparse.Namespace, serve: Serve | None) -> int:
         print(f"lobby: cannot use the database {_shown(settings.database)}: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    """Print what the instance at `--url` holds; 0 when it is ready, 1 otherwise."""
+    url = (args.url or _local_url()).rstrip("/")
+    body = _readyz(url, args.timeout, _public_host())
+    if isinstance(body, str):
+        print(
+            f"lobby: no lobby answers at {url} ({body}); is `lobby serve` running?", file=sys.stderr
+        )
+        return 1
+    if "sockets" not in body:
+        print(
+            f"lobby: {url} keeps its counts to itself: run `lobby status` on its own machine",
+            file=sys.stderr,
+        )
+        return 1
+    if args.json:
+        print(json.dumps(body))
+    else:
+        _print_status(body)
+    return 0 if body.get("status") == "ready" else 1
+
+
+def _readyz(url: str, timeout: float, host: str | None) -> dict[str, Any] | str:
+    """`/readyz`'s JSON answer (a 503's too: answered, not ready), or why there is none.
+
+    `host`: the `Host` to send (the lobby answers only to its public names)."""
+    opener = build_opener(ProxyHandler({}))  # this machine: never through an http_proxy
+    request = Request(f"{url}/readyz", headers={"Host": host} if host else {})
+    try:
+        try:
+            with opener.open(request, timeout=timeout) as reply:
+                body = json.load(reply)
+        except HTTPError as error:
+            body = json.load(error)
+    except (URLError, OSError) as exc:
+        return str(getattr(exc, "reason", exc))
+    except ValueError:
+        return "its /readyz is not a lobby's"
+    return body if isinstance(body, dict) else "its /readyz is not a lobby's"
+
+
+def _print_status(body: dict[str, Any]) -> None:
+    failing: dict[str, str] = body.get("failing", {})
+    media = "down: joins fail" if "media" in failing else "reachable"
+    rows = [
+        ("status", str(body["status"])),
+        *((f"  {check}", sentence) for check, sentence in failing.items()),
+        ("sockets", str(body["sockets"])),
+        ("participants", str(body["participants"])),
+        ("rooms", str(body.get("rooms", "?"))),
+        ("media", f"{body['media']}, {media}"),
+        ("demo", "yes" if body.get("demo") else "no"),
+    ]
+    width = max(len(name) for name, _ in rows) + 2
+    for name, value in rows:
+        print(f"{name:<{width}}{value}")
+
+
+def _public_host() -> str | None:
+    """The host of `LOBBY_PUBLIC_URL`'s first origin, when set: the `Host` the lobby wants."""
+    first = (os.environ.get("LOBBY_PUBLIC_URL") or "").split(",")[0].strip()
+    return urlsplit(first).netloc or None
+
+
+def _local_url() -> str:
+    """The instance on this machine, at `LOBBY_PORT` (its loopback side: only that gets counts)."""
+    port = os.environ.get("LOBBY_PORT") or "5000"
+    host = os.environ.get("LOBBY_HOST") or "127.0.0.1"
+    if host not in ("localhost", "::1") and not host.startswith("127."):
+        host = "127.0.0.1"  # a wildcard or public address: loopback reaches it all the same
+    return f"http://{'[::1]' if host == '::1' else host}:{port}"
 
 
 def _users(args: argparse.Namespace) -> int:
@@ -124,6 +209,10 @@ def _add(store: UserStore, args: argparse.Namespace) -> None:
 
 def _list(store: UserStore, args: argparse.Namespace) -> None:
     accounts = store.accounts()
+    if args.json:
+        # For scripts: one JSON array on stdout, `[]` when there is nobody.
+        print(json.dumps([{"name": a.name, "role": a.role, "demo": a.demo} for a in accounts]))
+        return
     if not accounts:
         print("no users yet; add one with `lobby users add NAME --role ROLE`", file=sys.stderr)
         return
@@ -181,7 +270,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", help="address to listen on (default: LOBBY_HOST)")
     serve.add_argument("--port", type=_port, help="port to listen on (default: LOBBY_PORT)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="processes on the port, each a lobby instance (default: LOBBY_WORKERS; >1 needs "
+        "LOBBY_REDIS_URL)",
+    )
     serve.add_argument("--demo", action="store_true", help="demo mode, same as LOBBY_DEMO=true")
+
+    status = commands.add_parser(
+        "status", help="what a running instance holds: sockets, participants, rooms, media"
+    )
+    status.add_argument(
+        "--url", help="the instance (default: http://127.0.0.1:LOBBY_PORT, this machine's)"
+    )
+    status.add_argument("--json", action="store_true", help="its /readyz answer, for scripts")
+    status.add_argument("--timeout", type=float, default=5.0, help="seconds to wait (default 5)")
 
     users = commands.add_parser("users", help="manage the accounts in LOBBY_DATABASE")
     actions = users.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -193,7 +297,11 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--password-stdin", action="store_true", help=stdin_help)
     add.set_defaults(run=_add)
 
-    actions.add_parser("list", help="show every user").set_defaults(run=_list)
+    listing = actions.add_parser("list", help="show every user")
+    listing.add_argument(
+        "--json", action="store_true", help='a JSON array of {"name", "role", "demo"}, for scripts'
+    )
+    listing.set_defaults(run=_list)
 
     remove = actions.add_parser("remove", help="delete a user and end their sessions")
     remove.add_argument("name")

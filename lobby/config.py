@@ -9,6 +9,7 @@ are generated from `SETTINGS`; `tests/test_docs.py` fails when the README drifts
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from collections.abc import Callable, Mapping
@@ -32,6 +33,7 @@ DEMO_LIVEKIT_API_KEY = "devkey"
 DEMO_LIVEKIT_API_SECRET = "secret"
 MEDIA_KINDS = ("openvidu", "livekit", "p2p")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("plain", "json")
 P2P_ROOM_SIZE = 4
 MIN_SECRET_KEY_LENGTH = 16
 # Frames a client may send: lobby requests are small; a `signal` carries an SDP
@@ -110,6 +112,17 @@ def _origins(name: str, text: str) -> tuple[str, ...]:
     return tuple(origins)
 
 
+def _networks(name: str, text: str) -> tuple[str, ...]:
+    """Comma-separated addresses or networks (CIDR), e.g. `127.0.0.1, ::1, 10.0.0.0/8`."""
+    found = []
+    for given in (a.strip() for a in text.split(",") if a.strip()):
+        try:
+            found.append(str(ipaddress.ip_network(given, strict=False)))
+        except ValueError:
+            raise ConfigError(f"{name}: {given!r} is no address or network (CIDR)") from None
+    return tuple(found)
+
+
 def _http_url(name: str, text: str) -> str | None:
     url = text.rstrip("/")
     if not url:
@@ -147,6 +160,29 @@ def _database(name: str, text: str) -> str:
             f"{name} must be a SQLite file or a postgresql:// URL, not a {scheme}:// URL"
         )
     return location
+
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _redis_url(name: str, text: str) -> str | None:
+    """redis://[:password@]host[:port][/db], rediss:// (TLS) or unix:///path; None when blank."""
+    url = text.strip()
+    if not url:
+        return None
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    # A password may be in the URL (Redis's own convention), so the URL is never echoed.
+    if scheme not in REDIS_SCHEMES or not (parts.path if scheme == "unix" else parts.hostname):
+        raise ConfigError(
+            f"{name} must be redis://host[:port][/db], rediss://host[:port][/db] (TLS) "
+            "or unix:///path/to/redis.sock"
+        )
+    try:
+        parts.port  # noqa: B018 (urlsplit checks the port only when asked)
+    except ValueError:
+        raise ConfigError(f"{name} has a malformed port") from None
+    return url
 
 
 def _secret_key(name: str, text: str) -> str | None:
@@ -252,6 +288,9 @@ SETTINGS: tuple[Setting, ...] = (
             "`pass`); same as `lobby serve --demo`."),
     Setting("LOBBY_HOST", "host", _text, "127.0.0.1", "Address `lobby serve` listens on."),
     Setting("LOBBY_PORT", "port", _whole(), "5000", "Port `lobby serve` listens on."),
+    Setting("LOBBY_WORKERS", "workers", _whole(minimum=1), "1",
+            "Processes `lobby serve` runs on that one port (`--workers`), each its own lobby "
+            "instance; more than one requires `LOBBY_REDIS_URL`."),
     Setting("LOBBY_PUBLIC_URL", "public_origins", _origins, None,
             "Comma-separated origins browsers reach the lobby at, e.g. `https://lobby.example.com` "
             "behind a TLS proxy. A request whose `Host` names another host gets HTTP 400 (DNS "
@@ -274,11 +313,29 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LOBBY_FORWARDED_ALLOW_IPS", "forwarded_allow_ips", _text, "127.0.0.1",
             "Proxies trusted to set `X-Forwarded-Proto`/`X-Forwarded-For` (uvicorn's "
             "`forwarded_allow_ips`); cookies are `Secure` when the request came over https."),
+    Setting("LOBBY_METRICS_ALLOW", "metrics_allow", _networks, "127.0.0.0/8,::1",
+            "Addresses or networks (comma-separated, CIDR) that may read `/metrics`, asking "
+            "directly (a request a proxy forwarded never may); anyone else gets 404. Empty: "
+            "nobody on the main port."),
+    Setting("LOBBY_METRICS_PORT", "metrics_port", _optional(_whole(minimum=1)), None,
+            "A second port, on `LOBBY_HOST`, serving only `/metrics` to whoever reaches it, for a "
+            "Prometheus on another machine: firewall it."),
+    Setting("LOBBY_DRAIN_SECONDS", "drain_seconds", _number(), "5",
+            "On SIGTERM the instance fails `/readyz` at once, refuses new sockets with 503 and "
+            "closes its open ones (code 1012, pages reconnect and resume) in batches spread over "
+            "this many seconds, then stops. Keep systemd's `TimeoutStopSec` above it."),
     Setting("LOBBY_LOG_LEVEL", "log_level", _choice(*LOG_LEVELS), "info",
             "Log level: debug, info, warning, error."),
+    Setting("LOBBY_LOG_FORMAT", "log_format", _choice(*LOG_FORMATS), "plain",
+            "`plain`: `time level logger: message [ids]` lines; `json`: one JSON object per line "
+            "(`timestamp`, `level`, `logger`, `message`, and the ids it knows: `socket`, `user`, "
+            "`participant`, `room`, `request`), for uvicorn's lines too. Both pass the same "
+            "redaction: no cookie, token, resume key, password or secret."),
     Setting("LOBBY_MAX_SOCKETS", "max_sockets", _whole(minimum=1), "18000",
-            "Lobby sockets this process holds; more are refused at the handshake with HTTP 503 "
-            "(keep it under the open-files limit)."),
+            "Lobby sockets this process holds; more are refused at the handshake with HTTP 503. "
+            "At start the lobby raises its soft open-files limit to the hard one; if this plus "
+            "100 still does not fit, it holds fewer and logs one line saying how to raise the "
+            "limit (`LimitNOFILE=`)."),
     Setting("LOBBY_MAX_SOCKETS_PER_USER", "max_sockets_per_user", _whole(minimum=1), "20",
             "Open lobby sockets (tabs) per user; more are refused with HTTP 429."),
     Setting("LOBBY_MESSAGE_RATE", "message_rate", _number(minimum=0.1), "10",
@@ -308,6 +365,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LOBBY_HEADER_TIMEOUT", "header_timeout", _number(minimum=0.1), "5",
             "Seconds a client has to send a whole HTTP request (a WebSocket upgrade's head; any "
             "other request's head and body); slower connections are dropped (slowloris)."),
+    Setting("LOBBY_REDIS_URL", "redis_url", _redis_url, None,
+            "Redis that several lobby instances share presence through "
+            "(`redis://[:password@]host[:port][/db]`, `rediss://` with TLS, or "
+            "`unix:///path/to/redis.sock`). Unset: one process holds presence in memory. "
+            "Set: presence is a log in Redis that every instance applies "
+            "([`docs/cluster.md`](docs/cluster.md)), the SQLite roster is off, `/readyz` "
+            "checks Redis, and `lobby serve --workers N` may run N processes on one port.",
+            shown="— (presence in this process's memory)"),
+    Setting("LOBBY_REDIS_PREFIX", "redis_prefix", _text, "lobby:",
+            "The start of every Redis key of this lobby: lobbies sharing one Redis keep apart "
+            "by giving each its own."),
 )
 # fmt: on
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -345,6 +413,7 @@ class Settings:
     demo: bool = _default("LOBBY_DEMO")
     host: str = _default("LOBBY_HOST")
     port: int = _default("LOBBY_PORT")
+    workers: int = _default("LOBBY_WORKERS")
     public_origins: tuple[str, ...] = ()  # (): derived from where the server listens
     reconnect_grace: float = _default("LOBBY_RECONNECT_GRACE")
     allowed_origins: tuple[str, ...] = _default("LOBBY_ALLOWED_ORIGINS")
@@ -352,7 +421,11 @@ class Settings:
     ping_timeout: float = _default("LOBBY_PING_TIMEOUT")
     session_ttl: float = _default("LOBBY_SESSION_TTL")
     forwarded_allow_ips: str = _default("LOBBY_FORWARDED_ALLOW_IPS")
+    metrics_allow: tuple[str, ...] = _default("LOBBY_METRICS_ALLOW")
+    metrics_port: int | None = None
+    drain_seconds: float = _default("LOBBY_DRAIN_SECONDS")
     log_level: str = _default("LOBBY_LOG_LEVEL")
+    log_format: str = _default("LOBBY_LOG_FORMAT")
     max_sockets: int = _default("LOBBY_MAX_SOCKETS")
     max_sockets_per_user: int = _default("LOBBY_MAX_SOCKETS_PER_USER")
     message_rate: float = _default("LOBBY_MESSAGE_RATE")
@@ -362,6 +435,8 @@ class Settings:
     room_size: int = 0  # 0: no limit
     ice_servers: tuple[IceServer, ...] = _default("LOBBY_ICE_SERVERS")
     turn_secret: str | None = field(default=_default("LOBBY_TURN_SECRET"), repr=False)
+    redis_url: str | None = field(default=_default("LOBBY_REDIS_URL"), repr=False)
+    redis_prefix: str = _default("LOBBY_REDIS_PREFIX")
 
     @property
     def calls_from_media(self) -> bool:
@@ -405,6 +480,11 @@ def _settle(alone: dict[str, Any]) -> dict[str, Any]:
         "room_size": alone["room_size"] if alone["room_size"] is not None else default_room_size,
     }
     _check_turn_credentials(alone["ice_servers"], alone["turn_secret"])
+    if alone["workers"] > 1 and not alone["redis_url"]:
+        raise ConfigError(
+            "several workers (LOBBY_WORKERS, --workers) need LOBBY_REDIS_URL: "
+            "they share presence through Redis"
+        )
     if not alone["public_origins"] and not own_hosts(alone["host"]):
         raise ConfigError(
             f"LOBBY_PUBLIC_URL is required when LOBBY_HOST is {alone['host']!r} (every "

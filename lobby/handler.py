@@ -1,8 +1,16 @@
-"""Live rooms: client requests applied to presence, the media back end and the hub.
+"""Live rooms: client requests turned into presence commands, media grants and replies.
 
-`RequestHandler.handle` takes one parsed request from a connection. Requests that need
-the media server (`join`, `resume` with a token) run as background tasks so the
-socket keeps reading; everything else is answered at once.
+`RequestHandler.handle` takes one parsed request from a connection. Every change of
+presence is a command (`lobby.cluster.commands`) executed by the presence store
+(`lobby.cluster.seam.PresenceStore`: in this process, or shared through Redis);
+reads come from the store's replica. Requests that need the media server (`join`,
+`resume` with a token) run as background tasks so the socket keeps reading.
+
+Every applied command, this instance's or another's, reaches `_on_applied` in log
+order: the issuer's reply goes out first (a `token` before the `joined` it causes),
+then the events to every socket of this instance, so each socket sees presence in
+log order after its `welcome`. The issuer alone carries out the clean-up (revokes,
+closing media rooms), so it happens once in the cluster.
 
 Races we rule out, and how:
 - A socket that closes, leaves or is taken over while its grant is being made
@@ -10,8 +18,6 @@ Races we rule out, and how:
   is still the socket's current one (`_pending`), and if not, revokes the grant.
 - A room's media session must not be closed under a join: `lobby.media.calls`
   keeps joins and closes of one room apart.
-- Events are broadcast synchronously right after presence changes, so every
-  socket sees them in the order presence applied them, after its `welcome`.
 """
 
 from __future__ import annotations
@@ -21,25 +27,28 @@ import hashlib
 import logging
 import math
 import secrets
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
+from lobby.cluster import commands
+from lobby.cluster.commands import Command
+from lobby.cluster.local import LocalPresence
+from lobby.cluster.replica import Slot
+from lobby.cluster.seam import (
+    Applied,
+    Cleaner,
+    ClusterUnavailable,
+    Listener,
+    PresenceStore,
+    Resetter,
+)
 from lobby.hub import Conn, Hub
 from lobby.media.calls import Calls
 from lobby.media.seam import MediaBackend, MediaError
 from lobby.rules import protocol, relay
 from lobby.rules.grants import Grant, Identity
 from lobby.rules.limits import SlidingWindow
-from lobby.rules.presence import (
-    Event,
-    Joined,
-    Left,
-    Member,
-    Outcome,
-    Participant,
-    Presence,
-    RoomClosed,
-)
+from lobby.rules.presence import Joined, Left, Outcome, Participant, Presence
 from lobby.rules.protocol import (
     CallReport,
     Join,
@@ -55,6 +64,11 @@ from lobby.store.roster import Entry, Roster
 
 log = logging.getLogger("lobby.handler")
 
+# Builds the presence store, given what it must call: the listener (every applied
+# command), the cleaner (unattended ones of this instance) and the resetter.
+StoreFactory = Callable[[Listener, Cleaner, Resetter], PresenceStore]
+Reply = Callable[[Applied], None]  # the issuer's answer, sent at its command's place in the log
+
 
 class RequestHandler:
     def __init__(
@@ -68,6 +82,7 @@ class RequestHandler:
         recovered: asyncio.Event | None = None,
         roster: Roster | None = None,
         calls_from_media: bool = False,
+        store: StoreFactory | None = None,
     ) -> None:
         self.hub = hub
         # True when the media server tells us who is in the call (its webhooks): then
@@ -76,20 +91,44 @@ class RequestHandler:
         self.grace = grace
         self.room_size = room_size  # 0: no limit
         self.roster = roster
-        # A member's grant is None between dropping a stale connection and getting
-        # a fresh one (`_refresh`): then there is nothing of it to revoke.
-        self.presence: Presence[Grant | None] = Presence()
-        self.calls = Calls(media, occupied=self.presence.has_room, recovered=recovered)
+        build = store or (
+            lambda listener, cleaner, _: LocalPresence(
+                grace=grace, listener=listener, cleaner=cleaner
+            )
+        )
+        self.store = build(self._on_applied, self._unattended, self._on_reset)
+        self.calls = Calls(media, occupied=self._occupied, recovered=recovered)
         self._joins = SlidingWindow(joins_per_minute, 60.0)
         self._pending: dict[int, tuple[object, Ref]] = {}  # conn id -> (marker, request ref)
-        self._expiry: dict[str, asyncio.TimerHandle] = {}
+        self._replies: dict[Command, Reply] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Tallies the metrics read when scraped: participants gone after the grace
+        # period, and those who came back within it.
+        self.grace_expiries = 0
+        self.resumes = 0
+        # Sends a signal to a socket another instance holds (with Redis: its channel).
+        self.remote: Callable[[str, str], None] | None = None
+
+    @property
+    def presence(self) -> Presence[Slot]:
+        """Presence as this instance's replica holds it now; read only."""
+        return self.store.replica.presence
+
+    def _occupied(self, room: str) -> bool:
+        return self.presence.has_room(room)
+
+    def socket_of(self, conn: Conn) -> str:
+        """`conn`'s id in presence: cluster-wide."""
+        return self.store.socket_id(conn.id)
 
     # Connections
 
     def connect(self, conn: Conn) -> None:
         """Register `conn` and send its `welcome`; no await in between keeps them consistent."""
         self.hub.add(conn)
+        self._welcome(conn)
+
+    def _welcome(self, conn: Conn) -> None:
         conn.send(
             protocol.render_welcome(
                 conn.user,
@@ -101,33 +140,28 @@ class RequestHandler:
         )
 
     def disconnect(self, conn: Conn) -> None:
-        """`conn` is gone: its participant waits out the grace period."""
+        """`conn` is gone: its participant waits out the grace period (the store's timer)."""
         self.hub.remove(conn)
         self._pending.pop(conn.id, None)
-        member = self.presence.disconnect(conn.id)
-        if member is not None:
-            self._expire_later(member.participant.id)
+        # Sent even when presence shows no participant yet: with Redis, a join of this
+        # socket may be in the log ahead of it, not applied here yet.
+        self.execute(commands.Disconnect(self.socket_of(conn)))
 
     def restore(self) -> int:
         """Take back the participants of the last run (at start): away, expiring after grace."""
         if self.roster is None:
             return 0
         entries = self.roster.load()
-        for entry in entries:
-            self.presence.restore(entry.participant, entry.room, entry.resume_key, entry.grant)
-            self._expire_later(entry.participant.id)
+        for e in entries:
+            handle = None if e.grant is None else e.grant.connection_id
+            self.execute(commands.Reassert(e.participant, e.room, e.resume_key, handle, None))
         return len(entries)
-
-    def _expire_later(self, participant_id: str) -> None:
-        self._expiry[participant_id] = asyncio.get_running_loop().call_later(
-            self.grace, self._expire, participant_id
-        )
 
     def end_session(self, session_id: str, code: int, reason: str) -> None:
         """A login session ended: its sockets' participants leave now and the sockets close."""
         for conn in self.hub.of_session(session_id):
             self._pending.pop(conn.id, None)
-            self._apply(self.presence.leave(conn.id, "left"))
+            self.execute(commands.Leave(self.socket_of(conn), "left"))
             conn.close(code, reason)
 
     # Requests
@@ -171,13 +205,13 @@ class RequestHandler:
         return conn.open and pending is not None and pending[0] is marker
 
     def _join(self, conn: Conn, request: Join) -> None:
-        held = self.presence.member_of(conn.id)
+        held = self.presence.member_of(self.socket_of(conn))
         if held is not None and held.room == request.room and conn.id not in self._pending:
             self._error(
                 conn, request.ref, "already_joined", f"You are already in room {request.room}."
             )
             return
-        if self.presence.is_full(request.room, self.room_size, conn.id):
+        if self.presence.is_full(request.room, self.room_size, self.socket_of(conn)):
             self._room_full(conn, request)
             return
         marker = self._begin(conn, request.ref)
@@ -198,14 +232,41 @@ class RequestHandler:
             self.calls.maybe_close(request.room)
             return
         # Checked again, with no await until the join: others may have filled it meanwhile.
-        if self.presence.is_full(request.room, self.room_size, conn.id):
+        if self.presence.is_full(request.room, self.room_size, self.socket_of(conn)):
             self._cleanup(Outcome(revoke=(grant,)), request.room)
             self._room_full(conn, request)
             return
         key = secrets.token_urlsafe(24)
-        outcome = self.presence.join(conn.id, participant, request.room, _digest(key), grant)
-        conn.send(protocol.render_token(request.ref, request.room, grant.token, participant, key))
-        self._apply(outcome)
+        command = commands.Join(
+            self.socket_of(conn),
+            participant,
+            request.room,
+            _digest(key),
+            grant.connection_id,
+            self.room_size,
+        )
+
+        def reply(applied: Applied) -> None:
+            if applied.result.rejected is None:
+                token = protocol.render_token(
+                    request.ref, request.room, grant.token, participant, key
+                )
+                conn.send(token)
+
+        applied = await self._run(command, conn, request.ref, reply)
+        if applied is None or applied.result.rejected is not None:
+            self._cleanup(Outcome(revoke=(grant,)), request.room)
+            if applied is not None and applied.result.rejected is not None:
+                self._refused(conn, request, applied.result.rejected.code)
+            return
+        self._settle(applied)
+
+    def _refused(self, conn: Conn, request: Join, code: str) -> None:
+        """A join the log refused: the room filled up meanwhile (on another instance)."""
+        if code == "room_full":
+            self._room_full(conn, request)
+        else:  # a duplicate id or key: fresh random ones never are
+            self._error(conn, request.ref, "internal_error", "Something went wrong on our side.")
 
     def _room_full(self, conn: Conn, request: Join) -> None:
         self._error(
@@ -234,38 +295,35 @@ class RequestHandler:
         if pending is not None:
             self._error(conn, pending[1], "cancelled", "Your request was cancelled by a leave.")
         conn.send(protocol.render_ok(request.ref))
-        self._apply(self.presence.leave(conn.id, "left"))
+        self.execute(commands.Leave(self.socket_of(conn), "left"), conn, request.ref)
 
     def _resume(self, conn: Conn, request: Resume) -> None:
         if conn.id in self._pending:
             self._error(conn, request.ref, "busy", "Your previous request is still in progress.")
             return
-        member = self.presence.resumable(conn.id, _digest(request.key), conn.user)
-        if member is None:
-            self._error(
-                conn,
-                request.ref,
-                "resume_failed",
-                "That call can no longer be resumed; please join again.",
+
+        def reply(applied: Applied) -> None:
+            result = applied.result
+            member = (
+                None if result.participant is None else self.presence.member(result.participant.id)
             )
-            return
-        timer = self._expiry.pop(member.participant.id, None)
-        if timer is not None:
-            timer.cancel()
-        previous = self.presence.resume(conn.id, member)
-        old = self.hub.get(previous) if isinstance(previous, int) else None
-        if old is not None and old is not conn:
-            self._pending.pop(old.id, None)
-            old.send(protocol.render_taken_over(member.room, member.participant))
-        if not request.token:
-            conn.send(protocol.render_resumed(request.ref, member.room, member.participant, None))
-            return
-        marker = self._begin(conn, request.ref)
-        if marker is not None:
-            self._spawn(self._guard(conn, marker, self._refresh(conn, request.ref, member, marker)))
+            if result.rejected is not None or member is None:
+                self._error(conn, request.ref, "resume_failed", RESUME_FAILED)
+                return
+            self.resumes += 1
+            if not request.token:
+                conn.send(
+                    protocol.render_resumed(request.ref, member.room, member.participant, None)
+                )
+            elif (marker := self._begin(conn, request.ref)) is not None:
+                refresh = self._refresh(conn, request.ref, member.participant, marker)
+                self._spawn(self._guard(conn, marker, refresh))
+
+        command = commands.Resume(self.socket_of(conn), _digest(request.key), conn.user)
+        self.execute(command, conn, request.ref, reply)
 
     async def _refresh(
-        self, conn: Conn, ref: Ref, member: Member[Grant | None], marker: object
+        self, conn: Conn, ref: Ref, participant: Participant, marker: object
     ) -> None:
         """A fresh grant for a resumed participant whose page must rejoin the call.
 
@@ -274,22 +332,38 @@ class RequestHandler:
         connection made just before it. The member holds no grant meanwhile, so
         whatever happens to it during the awaits, each connection is revoked once.
         """
-        stale = self.presence.replace_grant(member, None)
-        self._note_grant(member)
-        if stale is not None:
-            await self.calls.revoke(stale)
-        grant = await self._grant(member.room, member.participant)
+        socket, pid = self.socket_of(conn), participant.id
+        dropped = await self._run(commands.ReplaceGrant(socket, pid, None), conn, ref)
+        member = self.presence.member(pid)
+        if dropped is None or dropped.result.rejected is not None or member is None:
+            if self._current(conn, marker):
+                del self._pending[conn.id]
+                self._error(conn, ref, "resume_failed", RESUME_FAILED)
+            return
+        for stale in dropped.result.outcome.revoke:
+            if stale is not None:
+                await self.calls.revoke(stale)
+        room = member.room
+        grant = await self._grant(room, member.participant)
         if not self._current(conn, marker):
             if isinstance(grant, Grant):
-                self._cleanup(Outcome(revoke=(grant,)), member.room)
+                self._cleanup(Outcome(revoke=(grant,)), room)
             return
         del self._pending[conn.id]
         if isinstance(grant, MediaError):
             self._error(conn, ref, grant.code, grant.message)
             return
-        self.presence.replace_grant(member, grant)
-        self._note_grant(member)
-        conn.send(protocol.render_resumed(ref, member.room, member.participant, grant.token))
+
+        def reply(applied: Applied) -> None:
+            held = self.presence.member(pid)
+            if applied.result.rejected is None and held is not None:
+                conn.send(protocol.render_resumed(ref, room, held.participant, grant.token))
+
+        applied = await self._run(
+            commands.ReplaceGrant(socket, pid, grant.connection_id), conn, ref, reply
+        )
+        if applied is None or applied.result.rejected is not None:
+            self._cleanup(Outcome(revoke=(grant,)), room)
 
     def _signal(self, conn: Conn, request: Signal) -> None:
         """Relay peer-to-peer signalling to one participant of the sender's room."""
@@ -298,55 +372,151 @@ class RequestHandler:
                 conn, request.ref, "unknown_type", "This server's calls use OpenVidu: no 'signal'."
             )
             return
-        routed = relay.route(self.presence, conn.id, request)
+        routed = relay.route(self.presence, self.socket_of(conn), request)
         if isinstance(routed, ProtocolError):
             conn.send(protocol.render_error(routed))
-        elif routed is not None and isinstance(routed.socket, int):
-            target = self.hub.get(routed.socket)
-            if target is not None:
-                target.send(routed.text)
+        elif routed is not None:
+            socket = str(routed.socket)
+            if commands.instance_of(socket) == self.store.instance:
+                self.deliver(socket, routed.text)
+            elif self.remote is not None:
+                self.remote(socket, routed.text)
+
+    def deliver(self, socket: str, text: str) -> None:
+        """Write a relayed signal to this instance's socket `socket`, if it is still open."""
+        target = self._local(socket)
+        if target is not None:
+            target.send(text)
 
     def _report(self, conn: Conn, request: CallReport) -> None:
         """The page's word on its own call: no reply; nothing if it holds no participant."""
         if not self.calls_from_media:
-            self._apply(self.presence.report_call(conn.id, request.call))
+            self.execute(commands.ReportCall(self.socket_of(conn), request.call))
 
-    def _note_grant(self, member: Member[Grant | None]) -> None:
-        if self.roster is not None:
-            self.roster.new_grant(member.participant.id, member.grant)
+    # Executing commands
+
+    def execute(
+        self,
+        command: Command,
+        conn: Conn | None = None,
+        ref: Ref = None,
+        reply: Reply | None = None,
+    ) -> None:
+        """Apply `command` now, or as soon as the store can; then clean up what it asks.
+
+        The in-process store applies at once, with no await, so a request's answer and
+        its events go out before the next frame of the socket is read, as always.
+        """
+        if isinstance(self.store, LocalPresence):
+            if reply is not None:
+                self._replies[command] = reply
+            self._settle(self.store.apply(command))
+        else:
+            self._spawn(self._settle_later(command, conn, ref, reply))
+
+    async def _settle_later(
+        self, command: Command, conn: Conn | None, ref: Ref, reply: Reply | None
+    ) -> None:
+        applied = await self._run(command, conn, ref, reply)
+        if applied is not None:
+            self._settle(applied)
+
+    async def change(self, command: Command) -> Applied | None:
+        """Apply `command` and clean up after it; None if shared state is unreachable."""
+        applied = await self._run(command)
+        if applied is not None:
+            self._settle(applied)
+        return applied
+
+    async def _run(
+        self,
+        command: Command,
+        conn: Conn | None = None,
+        ref: Ref = None,
+        reply: Reply | None = None,
+    ) -> Applied | None:
+        """Execute `command`; None (and a `cluster_unavailable` error to `conn`) if it failed."""
+        if reply is not None:
+            self._replies[command] = reply
+        try:
+            return await self.store.execute(command)
+        except ClusterUnavailable as exc:
+            if conn is not None:
+                self._error(conn, ref, exc.code, exc.message)
+            return None
+        finally:
+            self._replies.pop(command, None)
 
     # Consequences
 
-    def _expire(self, participant_id: str) -> None:
-        self._expiry.pop(participant_id, None)
-        self._apply(self.presence.expire(participant_id))
-
-    def apply(self, outcome: Outcome[Grant | None]) -> None:
-        """Carry out what a change of presence made elsewhere (call states) returned."""
-        self._apply(outcome)
-
-    def _apply(self, outcome: Outcome[Grant | None]) -> None:
-        """Record and tell everyone what changed, then clean up on the media server."""
-        for event in outcome.events:
-            self._record(event)
+    def _on_applied(self, applied: Applied) -> None:
+        """Every applied command, in log order: the issuer's reply, then the events."""
+        if applied.issuer == self.store.instance:
+            reply = self._replies.pop(applied.command, None)
+            if reply is not None:
+                reply(applied)
+        self._write_through(applied)
+        command = applied.command
+        if isinstance(command, commands.Expire) and applied.issuer == self.store.instance:
+            # Counted once in the cluster: by the instance whose expiry took effect.
+            self.grace_expiries += bool(applied.result.outcome.events)
+        for event in applied.result.outcome.events:
             self.hub.broadcast(protocol.render_event(event))
+        taken = applied.result.taken_over
+        old = None if taken is None else self._local(taken)
+        if old is not None and applied.result.participant is not None:
+            member = self.presence.member(applied.result.participant.id)
+            self._pending.pop(old.id, None)
+            if member is not None:
+                old.send(protocol.render_taken_over(member.room, member.participant))
+
+    def _on_reset(self) -> None:
+        """The replica was replaced: every socket's view starts over from a fresh `welcome`."""
+        for conn in self.hub:
+            self._welcome(conn)
+
+    def _local(self, socket: str) -> Conn | None:
+        """This instance's connection with cluster-wide id `socket`, if it is open here."""
+        instance, _, conn_id = socket.rpartition(":")
+        if instance != self.store.instance or not conn_id.isdigit():
+            return None
+        return self.hub.get(int(conn_id))
+
+    def _write_through(self, applied: Applied) -> None:
+        """Write presence through to the roster, so a restart can give it back."""
+        if self.roster is None:
+            return
+        for event in applied.result.outcome.events:
+            member = (
+                self.presence.member(event.participant.id) if isinstance(event, Joined) else None
+            )
+            if member is not None:
+                entry = Entry(member.participant, member.room, member.resume_key, member.grant)
+                self.roster.save(entry)
+            elif isinstance(event, Left):
+                self.roster.delete(event.participant.id)
+        command = applied.command
+        if isinstance(command, commands.ReplaceGrant) and applied.result.rejected is None:
+            member = self.presence.member(command.participant_id)
+            if member is not None:
+                self.roster.new_grant(member.participant.id, member.grant)
+
+    def _unattended(self, applied: Applied) -> None:
+        """A command of this instance nobody waited for: an expiry, or one whose issuer
+        gave up (Redis was slow). Its clean-up happens here; a join its tab was told
+        failed is undone, so no participant stays that nobody holds."""
+        self._settle(applied)
+        command = applied.command
+        if isinstance(command, commands.Join) and applied.result.rejected is None:
+            self._spawn(self._settle_later(commands.Leave(command.socket), None, None, None))
+
+    def _settle(self, applied: Applied) -> None:
+        """Carry out the clean-up `applied` asks for: on this instance, once."""
+        outcome = applied.result.outcome
         if outcome.revoke or outcome.close_rooms:
             self._cleanup(outcome)
 
-    def _record(self, event: Event) -> None:
-        """Write presence through to the roster, so a restart can give it back."""
-        if self.roster is None or isinstance(event, RoomClosed):
-            return
-        pid = event.participant.id
-        member = self.presence.member(pid)
-        if isinstance(event, Joined) and member is not None:
-            self.roster.save(
-                Entry(member.participant, member.room, member.resume_key, member.grant)
-            )
-        elif isinstance(event, Left):
-            self.roster.delete(pid)
-
-    def _cleanup(self, outcome: Outcome[Grant | None], room: str | None = None) -> None:
+    def _cleanup(self, outcome: Outcome[Slot], room: str | None = None) -> None:
         rooms = (*outcome.close_rooms, room) if room else outcome.close_rooms
         self.calls.clean_up(outcome.revoke, rooms)
 
@@ -367,12 +537,13 @@ class RequestHandler:
 
     async def drain(self) -> None:
         """Wait for in-flight joins and clean-ups (at shutdown); cancel timers and retries."""
-        for timer in self._expiry.values():
-            timer.cancel()
-        self._expiry.clear()
         while self._tasks:
             await asyncio.wait(set(self._tasks))
+        await self.store.stop()
         await self.calls.drain()
+
+
+RESUME_FAILED = "That call can no longer be resumed; please join again."
 
 
 def _digest(resume_key: str) -> str:

@@ -10,17 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import re
+import signal
+import socket
+import threading
+from dataclasses import replace
 from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
 
+from lobby import logs, openfiles
 from lobby.app import create_app
 from lobby.config import Settings
 from lobby.store import db as database
 from lobby.web import UVICORN_SERIES, IncompatibleUvicorn, assets
 from lobby.web.auth import CSRF_COOKIE, SESSION_COOKIE
+from lobby.web.drain import Draining
 
 log = logging.getLogger("lobby")
 
@@ -140,14 +147,17 @@ def serve(settings: Settings) -> None:
     assets.require(settings.media)  # before the banner: a refusal is the only line printed
     # The database too (reached, migrated): else uvicorn would print the lifespan's traceback.
     database.connect(settings.database).close()
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    # One handler for every line, ours and uvicorn's: the format, the ids, redaction.
+    logs.configure(settings.log_level, settings.log_format, filters=[REDACT])
     # httpx logs every OpenVidu call at INFO; lobby.media.openvidu logs what matters.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     if settings.demo:
         log.warning(DEMO_BANNER)
+    # Every socket is an open file: raise the limit, and lower the cap if it still won't fit.
+    fit = openfiles.fit_sockets(settings.max_sockets, openfiles.raise_soft_limit())
+    if fit.lowered:
+        log.warning(fit.lowered)
+        settings = replace(settings, max_sockets=fit.max_sockets)
     calls = {
         "openvidu": f"OpenVidu at {settings.openvidu_url}",
         "livekit": f"LiveKit at {settings.livekit_url}",
@@ -155,10 +165,66 @@ def serve(settings: Settings) -> None:
         settings.media,
         f"peer to peer, rooms of up to {settings.room_size or 'any number of'} people",
     )
+    if settings.workers > 1:
+        protocols(settings.header_timeout)  # checks uvicorn before any worker starts
+        listening = _listen(settings.host, settings.port)
+        port = listening.getsockname()[1]
+        log.info("Lobby on http://%s:%d, %d workers, calls %s", settings.host, port,
+                 settings.workers, calls)  # fmt: skip
+        _run_workers(settings, listening)
+        return
     log.info("Lobby on http://%s:%d, calls %s", settings.host, settings.port, calls)
-    config = uvicorn_config(create_app(settings), settings)  # checks uvicorn first
-    # uvicorn's handlers exist now (its config set them up): every line printed is redacted.
-    for name in ("", "uvicorn", "uvicorn.access", "uvicorn.error"):
-        for handler in logging.getLogger(name).handlers:
-            handler.addFilter(REDACT)
-    uvicorn.Server(config).run()
+    _run(settings)
+
+
+def _run(settings: Settings, sockets: list[socket.socket] | None = None) -> None:
+    app = create_app(settings)
+    config = uvicorn_config(app, settings)  # checks uvicorn first
+    # uvicorn's config gave its loggers handlers of their own: route them to ours.
+    logs.route_uvicorn()
+    Draining(config, app).run(sockets=sockets)  # SIGTERM drains the sockets first (lobby.web.drain)
+
+
+# Several workers: one listening socket, bound here and handed to each process, which
+# accepts on it (the kernel spreads the connections). Not uvicorn's own `workers`: it
+# spawns processes that rebuild the app from an import string, and our protocol classes
+# are made at run time (`protocols`). Each worker's store names a fresh instance.
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=2048)
+
+
+def _run_workers(settings: Settings, listening: socket.socket) -> None:
+    """Start `settings.workers` processes on `listening`; stop them all when one ends or
+    this process is told to stop (SIGTERM, SIGINT)."""
+    spawn = multiprocessing.get_context("spawn")
+    workers = [
+        spawn.Process(target=_worker, args=(settings, listening), name=f"lobby-worker-{n}")
+        for n in range(settings.workers)
+    ]
+    for worker in workers:
+        worker.start()
+    stopping = threading.Event()
+
+    def stop(signum: int, frame: object) -> None:
+        stopping.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, stop)
+    while not stopping.is_set() and all(w.is_alive() for w in workers):
+        stopping.wait(0.5)
+    for worker in workers:
+        if worker.is_alive():
+            worker.terminate()  # SIGTERM: uvicorn shuts the worker down gracefully
+    for worker in workers:
+        worker.join()
+    listening.close()
+
+
+def _worker(settings: Settings, listening: socket.socket) -> None:
+    """One worker process: the whole app, accepting on the shared socket."""
+    logs.configure(settings.log_level, settings.log_format, filters=[REDACT])
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    _run(settings, [listening])

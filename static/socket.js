@@ -3,11 +3,16 @@
 // Reconnects with full-jitter exponential backoff (500 ms base, x2, 10 s cap).
 // Close 4001 means the login session ended: go to the login page. Close 1000 is
 // a deliberate close by the server (protocol: "nothing"), so it is not retried.
+// Close 1012 means the server is draining (a restart or a deploy): wait a random
+// moment within a few seconds first, so thousands of pages do not come back in the
+// same second, then back off as usual; the page resumes its participant.
 
 const BASE_DELAY_MS = 500;
 const MAX_DELAY_MS = 10_000;
 const SESSION_ENDED = 4001;
 const NORMAL_CLOSURE = 1000;
+const RESTARTING = 1012;
+const RESTART_SPREAD_MS = 5_000;
 // After this many handshakes in a row that never opened, ask the server whether
 // the login session still exists: a refused handshake (403) has no close code.
 const PROBE_AFTER_FAILURES = 3;
@@ -77,12 +82,13 @@ export function connectSocket({ onMessage, onStatus, onClose, onStopped }) {
         return;
       }
       if (!opened) failedOpens += 1;
-      schedule();
+      schedule(event.code === RESTARTING ? RESTART_SPREAD_MS : 0);
     });
   }
 
-  function schedule() {
-    const ceiling = Math.min(MAX_DELAY_MS, BASE_DELAY_MS * 2 ** Math.min(attempt, 16));
+  function schedule(floor = 0) {
+    const backoff = Math.min(MAX_DELAY_MS, BASE_DELAY_MS * 2 ** Math.min(attempt, 16));
+    const ceiling = Math.max(floor, backoff);
     attempt += 1;
     setStatus(waitingStatus());
     timer = setTimeout(open, Math.random() * ceiling);

@@ -94,8 +94,12 @@ function status({ participant, self, feed }, present, connected) {
   if (participant?.role === "SUBSCRIBER") return "Viewer";
   if (!connected) return self ? "Connecting…" : "";
   if (self) return "No camera";
-  return present.has(participant?.id) ? "No video" : "Not in the call";
+  if (present.has(participant?.id)) return "No video";
+  // Not in our media session: the lobby's call state says why (docs/protocol.md, Call states).
+  return CALL_STATUS[participant?.call] ?? "Not in the call";
 }
+
+const CALL_STATUS = { connecting: "Connecting…", dropped: "Dropped out of the call" };
 
 function newTile() {
   const tile = el("figure", "tile");

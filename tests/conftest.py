@@ -24,12 +24,25 @@ from lobby.store import db as database
 from lobby.store.users import UserStore
 from lobby.web.state import AppState
 from tests.live import LiveServer
+from tests.log_secrets import SECRETS
 from tests.openvidu_standin import OpenViduStandin, running_standin
 from tests.postgres import PostgresServer
+from tests.redis_server import RedisServer, require_redis_server
 
 PASSWORD = "correct horse"
 USERS = {"alice": "PUBLISHER", "bob": "PUBLISHER", "sub": "SUBSCRIBER", "mod": "MODERATOR"}
 CHEAP_HASHER = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_any_log_line() -> Iterator[None]:
+    """Fails the run, naming each line, if a registered secret reached a log line
+    (`tests/log_secrets.py`)."""
+    SECRETS.register(PASSWORD)
+    with SECRETS.watching():
+        yield
+    leaks = SECRETS.leaks()
+    assert not leaks, "secrets in log lines:\n" + "\n".join(leaks)
 
 
 @pytest.fixture(scope="session")
@@ -80,6 +93,26 @@ async def standin_server() -> AsyncIterator[OpenViduStandin]:
         yield standin
 
 
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One real redis-server for the session; tests keep apart by key prefix."""
+    require_redis_server()
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server of the test's own, to kill and restart."""
+    require_redis_server()
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 async def standin(standin_server: OpenViduStandin) -> OpenViduStandin:
     """The stand-in, reset to a clean state for each test."""
@@ -99,7 +132,11 @@ def test_settings(standin: OpenViduStandin, **overrides: Any) -> Settings:
         ping_timeout=5,
         port=0,
     )
-    return replace(base, **overrides)
+    settings = replace(base, **overrides)
+    SECRETS.register(settings.secret_key, settings.livekit_api_secret, settings.turn_secret)
+    SECRETS.register(settings.openvidu_webhook_secret)
+    SECRETS.register_openvidu_secret(settings.openvidu_secret)
+    return settings
 
 
 def make_users() -> UserStore:
@@ -135,6 +172,7 @@ class Lobby:
                 "/login", data={"user": name, "pass": password, "csrf_token": token}
             )
             assert reply.status_code == 303, reply.text
+            SECRETS.register(reply.cookies["lobby_session"], token)
             return reply.cookies["lobby_session"]
 
     async def client(self, name: str, *, cookie: str | None = None) -> Client:
@@ -219,6 +257,9 @@ class Client:
         ref = await self.request({"type": "join", "room": room, "nickname": nickname or self.name})
         reply = await self.until("token")
         assert reply["ref"] == ref
+        # An OpenVidu token is a URL: its `token=` part alone is secret too.
+        token = reply.get("token") or ""
+        SECRETS.register(token, token.rpartition("token=")[2], reply["resume_key"])
         return reply
 
     async def until(self, kind: str, timeout: float = 5.0) -> dict[str, Any]:

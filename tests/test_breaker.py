@@ -26,8 +26,8 @@ async def make_breaker(media: FakeMedia) -> AsyncIterator[BreakerFactory]:
     """A breaker around `media` (probing after `first_probe`, default 1 s); closed after."""
     made: list[Breaker] = []
 
-    def make(**options: float) -> Breaker:
-        breaker = Breaker(media, **options)
+    def make(first_probe: float = 1.0, max_probe: float = 30.0) -> Breaker:
+        breaker = Breaker(media, first_probe=first_probe, max_probe=max_probe)
         made.append(breaker)
         return breaker
 
@@ -137,3 +137,25 @@ async def test_aclose_stops_the_probe_and_closes_the_back_end(
     await asyncio.wait(probes)
     assert probes[0].cancelled()
     assert media.closed
+
+
+async def test_every_call_that_reaches_the_back_end_is_observed_with_its_outcome(
+    media: FakeMedia,
+) -> None:
+    seen: list[tuple[str, str]] = []
+    breaker = Breaker(
+        media, first_probe=60.0, observe=lambda op, outcome, seconds: seen.append((op, outcome))
+    )
+    try:
+        await breaker.grant("R1", ALICE)
+        media.fail("grant", error=Refused("Not that one."), times=1)
+        with pytest.raises(Refused):
+            await breaker.grant("R1", ALICE)
+        media.fail("close_room", error=Outage("down"), times=1)
+        with pytest.raises(Outage):
+            await breaker.close_room("R1")
+        with pytest.raises(MediaDown):  # refused while open: never reached the back end
+            await breaker.check()
+    finally:
+        await breaker.aclose()
+    assert seen == [("grant", "ok"), ("grant", "error"), ("close_room", "outage")]

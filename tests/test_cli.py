@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import io
+import json
 import os
 import subprocess
 import sys
@@ -19,6 +21,7 @@ from lobby.store.db import connect
 from lobby.store.sessions import SessionStore
 from lobby.store.users import User, UserStore
 from lobby.web import IncompatibleUvicorn
+from tests.conftest import Client, Lobby, LobbyFactory
 from tests.postgres import PostgresServer, free_port
 
 SECRETS = (
@@ -177,6 +180,21 @@ def test_list_shows_name_role_and_demo_flag(
         ["publisher2", "PUBLISHER", "yes"],
         ["subscriber", "SUBSCRIBER", "yes"],
     ]
+
+
+def test_list_json_is_one_array_for_scripts(
+    database: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["users", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+    db = connect(database)
+    UserStore(db).add("alice", "MODERATOR", "a long password")
+    db.close()
+
+    assert main(["users", "list", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == [{"name": "alice", "role": "MODERATOR", "demo": False}]
+    assert "using the database" in captured.err  # stdout holds the JSON alone
 
 
 def test_remove(
@@ -455,3 +473,70 @@ def test_serve_with_an_unreachable_database_says_so_in_one_line(
     assert f"lobby: cannot use the database {shown}: PostgreSQL is unreachable: " in err
     assert "hunter2" not in err
     assert "Traceback" not in err
+
+
+# lobby status: against a real server, in a thread (the server runs on this loop).
+
+
+async def test_status_prints_what_a_running_instance_holds(
+    lobby_server: Lobby, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice: Client = await lobby_server.client("alice")
+    await alice.join("R1")
+    monkeypatch.setenv("LOBBY_PORT", str(lobby_server.live.port))
+    monkeypatch.delenv("LOBBY_HOST", raising=False)
+    assert await asyncio.to_thread(main, ["status"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        "status        ready",
+        "sockets       1",
+        "participants  1",
+        "rooms         1",
+        "media         openvidu, reachable",
+        "demo          no",
+    ]
+    assert await asyncio.to_thread(main, ["status", "--url", lobby_server.http, "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["status"] == "ready"
+    assert (answer["sockets"], answer["participants"], answer["rooms"]) == (1, 1, 1)
+
+
+async def test_status_of_a_draining_instance_names_the_failing_check_and_exits_1(
+    make_lobby: LobbyFactory, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The lobby answers only to its public name: status sends it as the Host.
+    server: Lobby = await make_lobby(public_origins=("https://lobby.example.com",))
+    monkeypatch.setenv("LOBBY_PUBLIC_URL", "https://lobby.example.com")
+    server.state.readiness.draining = True
+    assert await asyncio.to_thread(main, ["status", "--url", server.http]) == 1
+    out = capsys.readouterr().out
+    assert "status        unavailable" in out
+    assert "  draining    This instance is shutting down" in out
+
+
+def test_status_without_an_instance_says_so_in_one_sentence(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    assert main(["status", "--url", url]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"lobby: no lobby answers at {url} (")
+    assert err.endswith("is `lobby serve` running?\n")
+    assert err.count("\n") == 1
+
+
+@pytest.fixture
+async def lobby_server(make_lobby: LobbyFactory) -> Lobby:
+    server: Lobby = await make_lobby()
+    return server
+
+
+def test_several_workers_without_redis_are_refused_in_one_sentence(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LOBBY_REDIS_URL", raising=False)
+    assert main(["serve", "--demo", "--workers", "2"], serve=lambda settings: None) == 2
+    assert capsys.readouterr().err == (
+        "lobby: several workers (LOBBY_WORKERS, --workers) need LOBBY_REDIS_URL: "
+        "they share presence through Redis\n"
+    )

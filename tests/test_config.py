@@ -103,6 +103,11 @@ def test_defaults_in_demo_mode_need_no_environment() -> None:
             {"LOBBY_DEMO": "1", "LOBBY_DATABASE": "mysql://db.example/lobby"},
             "^LOBBY_DATABASE must be a SQLite file or a postgresql:// URL, not a mysql:// URL$",
         ),
+        ({"LOBBY_DEMO": "1", "LOBBY_REDIS_URL": "localhost:6379"}, "^LOBBY_REDIS_URL must be "),
+        ({"LOBBY_DEMO": "1", "LOBBY_REDIS_URL": "http://r:6379"}, "^LOBBY_REDIS_URL must be "),
+        ({"LOBBY_DEMO": "1", "LOBBY_REDIS_URL": "redis://"}, "^LOBBY_REDIS_URL must be "),
+        ({"LOBBY_DEMO": "1", "LOBBY_REDIS_URL": "unix://"}, "^LOBBY_REDIS_URL must be "),
+        ({"LOBBY_DEMO": "1", "LOBBY_REDIS_URL": "redis://r:port"}, "malformed port"),
     ],
 )
 def test_bad_or_missing_settings_name_the_setting(env: dict[str, str], message: str) -> None:
@@ -181,6 +186,25 @@ def test_other_media_need_no_livekit_settings() -> None:
     assert Settings.from_env({"LOBBY_SECRET_KEY": "k" * 32}).media == "p2p"
     env = {"LOBBY_MEDIA": "openvidu", "OPENVIDU_SECRET": "s", "LOBBY_SECRET_KEY": "k" * 32}
     assert Settings.from_env(env).media == "openvidu"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1:6379/0",
+        "redis://:s3cret@redis.internal",
+        "rediss://user:pw@redis.example.com:6380/2",
+        "unix:///run/redis/redis.sock",
+    ],
+)
+def test_redis_urls_of_every_scheme_are_taken_and_kept_out_of_repr(url: str) -> None:
+    settings = Settings.from_env({"LOBBY_REDIS_URL": f" {url} "}, demo=True)
+    assert settings.redis_url == url
+    assert url not in repr(settings)
+
+
+def test_without_redis_presence_stays_in_memory() -> None:
+    assert Settings.from_env({}, demo=True).redis_url is None
 
 
 def test_room_size_and_ice_servers_from_the_environment() -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from lobby import openfiles
 from lobby.config import Settings, markdown_table
 from lobby.rules import protocol, signalling
 from lobby.web import webhooks
@@ -120,3 +121,11 @@ def test_the_readme_module_table_lists_every_module_and_nothing_else() -> None:
         if p.parent != ROOT / "lobby"
     }
     assert listed == modules | packages
+
+
+def test_every_deployment_file_is_linked_and_the_open_files_headroom_is_the_codes() -> None:
+    deployment = (ROOT / "docs" / "deployment.md").read_text()
+    for path in sorted((ROOT / "docs" / "deploy").iterdir()):
+        assert f"](deploy/{path.name})" in deployment, f"docs/deployment.md: link {path.name}"
+    assert f"`LOBBY_MAX_SOCKETS` plus {openfiles.HEADROOM}" in deployment
+    assert f"if this plus {openfiles.HEADROOM} still" in section(README, "## Configuration")

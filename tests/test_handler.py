@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from lobby.cluster.local import LocalPresence
+from lobby.cluster.seam import Applied, Cleaner, Listener
 from lobby.handler import RequestHandler
 from lobby.hub import Hub
 from lobby.media.breaker import Breaker
@@ -493,7 +495,7 @@ async def test_resume_takes_over_from_a_socket_not_yet_gone(handler: RequestHand
     send(handler, alice, "leave")
     assert types(alice.take()) == ["ok"]
     assert duplicate.take() == []
-    member = handler.presence.member_of(duplicate.conn.id)
+    member = handler.presence.member_of(handler.socket_of(duplicate.conn))
     assert member is not None
     assert member.participant.id == token["participant"]["id"]
 
@@ -1008,3 +1010,26 @@ async def test_reports_are_ignored_when_the_media_server_tells_call_states(
     assert alice.take() == []
     [room] = welcome(handler)["rooms"]
     assert room["participants"][0]["call"] == "connecting"
+
+
+async def test_every_change_of_presence_is_a_command_of_the_store(
+    make_handler: HandlerFactory,
+) -> None:
+    heard: list[Applied] = []
+
+    def store(listener: Listener, cleaner: Cleaner, _: object) -> LocalPresence:
+        def both(applied: Applied) -> None:
+            heard.append(applied)
+            listener(applied)
+
+        return LocalPresence(grace=0.05, listener=both, cleaner=cleaner, instance="here")
+
+    handler = make_handler(store=store)
+    alice = connect(handler, "alice")
+    await join(handler, alice, "R1")
+    send(handler, alice, "call_state", call="connected")
+    handler.disconnect(alice.conn)
+    await until(lambda: not handler.presence.has_room("R1"))
+    kinds = [type(a.command).__name__ for a in heard]
+    assert kinds == ["Join", "ReportCall", "Disconnect", "Expire"]
+    assert heard[0].command.socket == "here:" + str(alice.conn.id)  # type: ignore[union-attr]

@@ -59,8 +59,21 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ),
         ("argon2", "psycopg"),
     ),
+    # Shared presence: the Redis implementation alone reaches redis-py; the commands, the
+    # replica and the in-memory store stay pure enough to share with single-process mode.
+    "lobby.cluster.*": (("lobby.cluster.*", "lobby.rules.*"), ("redis",)),
+    "lobby.cluster.commands": (("lobby.rules.presence",), ()),
+    "lobby.cluster.replica": (("lobby.cluster.commands", "lobby.rules.*"), ()),
+    "lobby.cluster.seam": (("lobby.cluster.commands", "lobby.cluster.replica"), ()),
+    "lobby.cluster.local": (("lobby.cluster.*",), ()),
+    # The handler talks to presence through the store seam; it builds the in-process
+    # store itself, never the Redis one (the app passes that in).
     "lobby.handler": (
         (
+            "lobby.cluster.commands",
+            "lobby.cluster.local",
+            "lobby.cluster.replica",
+            "lobby.cluster.seam",
             "lobby.hub",
             "lobby.rules.*",
             "lobby.media.seam",
@@ -70,7 +83,7 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         (),
     ),
     "lobby.callstates": (
-        ("lobby.handler", "lobby.media.seam", "lobby.rules.grants"),
+        ("lobby.cluster.commands", "lobby.handler", "lobby.media.seam", "lobby.rules.grants"),
         (),
     ),
     "lobby.watch": (
@@ -92,7 +105,10 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "lobby.web",
             "lobby.web.auth",
             "lobby.web.assets",
+            "lobby.web.health",
+            "lobby.web.metrics",
             "lobby.web.state",
+            "lobby.logs",
             "lobby.web.origins",
             "lobby.callstates",
             "lobby.config",
@@ -104,6 +120,16 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ),
         ("starlette",),
     ),
+    # `/metrics` in Prometheus' format, written by its official client.
+    "lobby.web.metrics": (
+        ("lobby.config", "lobby.web.state"),
+        ("starlette", "prometheus_client"),
+    ),
+    # The drain on SIGTERM is uvicorn's server with that signal intercepted.
+    "lobby.web.drain": (
+        ("lobby.hub", "lobby.rules.protocol", "lobby.web.state"),
+        ("starlette", "uvicorn"),
+    ),
     # The webhook endpoints verify LiveKit's signature with its SDK (PyJWT underneath) and
     # read its protobuf JSON; they tell these libraries' errors apart.
     "lobby.web.webhooks": (
@@ -111,16 +137,22 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("starlette", "livekit", "jwt", "google"),
     ),
     "lobby.config": (("lobby.media.p2p", "lobby.rules.origins"), ()),
+    # Log formats and ids; an ASGI middleware, typed with Starlette's ASGI types.
+    "lobby.logs": ((), ("starlette",)),
+    "lobby.openfiles": ((), ()),
     # Process start-up knows everything; the CLI keeps `users` free of the server.
     "lobby.app": (("lobby.*",), ("starlette",)),
     "lobby.server": (
         (
+            "lobby.logs",
+            "lobby.openfiles",
             "lobby.app",
             "lobby.config",
             "lobby.store.db",
             "lobby.web",
             "lobby.web.assets",
             "lobby.web.auth",
+            "lobby.web.drain",
             "lobby.web.uvicorn_adapter",
         ),
         ("starlette", "uvicorn"),
@@ -179,6 +211,14 @@ def test_each_module_imports_only_what_its_part_may(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(n for n in MODULES if n.startswith("lobby.rules")))
 def test_the_rules_use_only_stdlib_without_io(name: str) -> None:
+    for imported in imports_of(name):
+        root = imported.split(".")[0]
+        assert root == "lobby" or root in RULES_STDLIB, f"{name} imports {imported}"
+
+
+@pytest.mark.parametrize("name", ["lobby.cluster.commands", "lobby.cluster.replica"])
+def test_the_replicated_commands_are_pure_too(name: str) -> None:
+    """Every instance applies them alike: no clock, no randomness, no I/O."""
     for imported in imports_of(name):
         root = imported.split(".")[0]
         assert root == "lobby" or root in RULES_STDLIB, f"{name} imports {imported}"

@@ -32,9 +32,11 @@ from lobby.media.seam import InCall, MediaError
 from lobby.rules.grants import Identity
 from lobby.web import assets
 from tests.livekit_standin import Call, LiveKitStandin, running_standin
+from tests.log_secrets import SECRETS
 from tests.openvidu_standin import closed_port_url
 
 KEY, SECRET = "APIlobby", "S3cret_never_logged-0123456789-0123456789"
+SECRETS.register(SECRET)
 ALICE = Identity(participant_id="p-alice", user="alice", nickname="Alice", role="PUBLISHER")
 BOB = Identity(participant_id="p-bob", user="bob", nickname="Bob", role="SUBSCRIBER")
 LOGGER = "lobby.media.livekit"

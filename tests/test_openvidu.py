@@ -30,9 +30,11 @@ from lobby.media.openvidu import (
 )
 from lobby.media.seam import InCall, MediaError
 from lobby.rules.grants import Identity
+from tests.log_secrets import SECRETS
 from tests.openvidu_standin import Call, OpenViduStandin, closed_port_url, running_standin
 
 SECRET = "S3cret_never_logged"
+SECRETS.register_openvidu_secret(SECRET)
 SESSIONS = "/openvidu/api/sessions"
 ALICE = Identity(participant_id="p-alice", user="alice", nickname="Alice", role="PUBLISHER")
 BOB = Identity(participant_id="p-bob", user="bob", nickname="Bob", role="SUBSCRIBER")

@@ -11,6 +11,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,8 +20,10 @@ from livekit import api
 
 from lobby.store.db import connect
 from lobby.store.users import UserStore
-from tests.conftest import csrf_from
+from tests.conftest import CHEAP_HASHER, PASSWORD, Lobby, csrf_from, until
+from tests.log_secrets import SECRETS
 from tests.openvidu_standin import OpenViduStandin
+from tests.redis_server import RedisServer
 
 
 def free_port() -> int:
@@ -40,6 +43,7 @@ class Process:
         if stop and self.proc.returncode is None:
             self.proc.terminate()
         out, _ = await asyncio.wait_for(self.proc.communicate(), 10)
+        SECRETS.add_output(out.decode())  # checked for secrets at the end of the run
         return out.decode()
 
 
@@ -51,8 +55,9 @@ def lobby_env(**values: str) -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def lobby_serve(env: dict[str, str], *args: str) -> AsyncIterator[Process]:
-    """Start `python -m lobby serve ARGS` and wait until /healthz answers."""
+async def lobby_serve(env: dict[str, str], *args: str, **popen: Any) -> AsyncIterator[Process]:
+    """Start `python -m lobby serve ARGS` (`popen`: more for the subprocess) and wait until
+    /healthz answers."""
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -65,6 +70,7 @@ async def lobby_serve(env: dict[str, str], *args: str) -> AsyncIterator[Process]
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
+        **popen,
     )
     served = Process(proc, f"http://127.0.0.1:{port}")
     try:
@@ -101,7 +107,7 @@ async def test_demo_server_serves_demo_users_and_says_so_loudly(demo_server: Pro
         )
         assert reply.status_code == 303
         cookie = reply.cookies["lobby_session"]
-        health = (await http.get("/healthz")).json()
+        health = (await http.get("/readyz")).json()
     assert health["demo"] is True
     socket_url = demo_server.url.replace("http", "ws") + "/ws"
     async with websockets.connect(
@@ -133,7 +139,7 @@ async def test_make_run_with_nothing_configured_gives_peer_to_peer_calls(tmp_pat
                 "/login", data={"user": "publisher1", "pass": "pass", "csrf_token": token}
             )
             cookie = reply.cookies["lobby_session"]
-            assert (await http.get("/healthz")).json()["media"] == "p2p"
+            assert (await http.get("/readyz")).json()["media"] == "p2p"
         async with websockets.connect(
             served.url.replace("http", "ws") + "/ws",
             origin=websockets.Origin(served.url),
@@ -197,3 +203,51 @@ async def test_a_normal_start_removes_demo_users(tmp_path: Path, standin: OpenVi
         out = await served.output()
     assert "DEMO MODE" not in out
     assert [u.name for u in store.list()] == ["real"]
+
+
+def workers_of(pid: int) -> list[int]:
+    """The worker processes `pid` spawned (multiprocessing's `spawn_main` children)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            parent = int(stat.read_text().rpartition(")")[2].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+            if parent == pid and b"spawn_main" in cmdline:
+                found.append(int(stat.parent.name))
+    return found
+
+
+async def test_serve_with_two_workers_is_one_lobby_on_one_port(
+    tmp_path: Path, own_redis: RedisServer
+) -> None:
+    path = str(tmp_path / "lobby.sqlite3")
+    db = connect(path)
+    users = UserStore(db, hasher=CHEAP_HASHER)
+    for name in ("alice", "bob"):
+        users.add(name, "PUBLISHER", PASSWORD)
+    db.close()
+    env = lobby_env(
+        LOBBY_DATABASE=path,
+        LOBBY_REDIS_URL=own_redis.url,
+        LOBBY_SECRET_KEY="test-secret-key-0123456789",
+    )
+    async with lobby_serve(env, "--workers", "2") as served:
+        await until(lambda: len(workers_of(served.proc.pid)) == 2, 20)
+        lobby = Lobby.__new__(Lobby)  # not served in this process: only its client helpers
+        lobby.http, lobby.ws_url = served.url, served.url.replace("http", "ws") + "/ws"
+        # Enough sockets that both workers accept some (the kernel spreads them).
+        watchers = [await lobby.client("bob") for _ in range(6)]
+        alice = await lobby.client("alice")
+        token = await alice.join("R1")
+        for watcher in watchers:
+            joined = await watcher.expect("joined")
+            assert joined["participant"] == token["participant"]
+        late = await lobby.client("bob")
+        assert [r["name"] for r in late.welcome["rooms"]] == ["R1"]
+        for client in [*watchers, alice, late]:
+            await client.close()
+        out = await served.output()
+    assert "2 workers" in out
+    assert "Traceback" not in out
+    assert served.proc.returncode in (0, -signal.SIGTERM)
+    assert workers_of(served.proc.pid) == []

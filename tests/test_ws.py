@@ -30,7 +30,7 @@ from lobby.media.breaker import Breaker
 from lobby.server import REDACT, redact
 from lobby.store.db import connect
 from lobby.store.users import UserStore
-from tests.conftest import CHEAP_HASHER, PASSWORD, Client, Lobby, LobbyFactory, until
+from tests.conftest import CHEAP_HASHER, PASSWORD, Lobby, LobbyFactory, until
 from tests.openvidu_standin import OpenViduStandin, closed_port_url
 from tests.raw_ws import PING, PONG, client_frame, logged_in_socket, read_frame
 
@@ -479,23 +479,6 @@ async def test_openvidu_failures_answer_media_unavailable_and_the_lobby_lives_on
         await until(lambda: not breaker.down)
         await alice.join("R1")
         assert (await bob.expect("joined"))["room"] == "R1"
-
-
-async def test_healthz(lobby: Lobby) -> None:
-    import httpx
-
-    alice: Client = await lobby.client("alice")
-    await alice.join("R1")
-    async with httpx.AsyncClient(base_url=lobby.http) as http:
-        reply = await http.get("/healthz")
-    assert reply.status_code == 200
-    assert reply.json() == {
-        "status": "ok",
-        "sockets": 1,
-        "participants": 1,
-        "demo": False,
-        "media": "openvidu",
-    }
 
 
 # Sessions ended by logout or elsewhere

@@ -45,7 +45,7 @@ async def case_caps(b: Bench) -> Row:
                     assert status == 101, status
                     accepted.append(took)
             cpu_accept = (srv.cpu() - cpu0) / (cap - per_user)
-            sockets = (await srv.healthz())["sockets"]
+            sockets = (await srv.readyz())["sockets"]
             full_statuses, full_times, full_cpu = await refusals(
                 b.cookies[user(cap // per_user)], 100
             )

@@ -28,13 +28,13 @@ async def case_idle(b: Bench) -> Row:
             started, cpu = now(), srv.cpu()
             clients = await gather_limited(work, 100)
             opened, cpu = now() - started, srv.cpu() - cpu
-            sockets = (await srv.healthz())["sockets"]
+            sockets = (await srv.readyz())["sockets"]
             rss = await srv.settled_rss(1.5)
         finally:
             close_all(clients)
         async with asyncio.timeout(30):
             # The count lives in another process: polling it is the only way to wait.
-            while (await srv.healthz())["sockets"]:  # noqa: ASYNC110
+            while (await srv.readyz())["sockets"]:  # noqa: ASYNC110
                 await asyncio.sleep(0.1)
         return opened, cpu, sockets, rss
 
@@ -50,7 +50,7 @@ async def case_idle(b: Bench) -> Row:
         f"{count:,} lobby sockets ({count // per_user} users x {per_user} tabs): handshake, "
         "read `welcome`, answer pings, send nothing; then all closed, and the same again",
         f"Accepted all {count:,} in {opened:.1f} s ({count / opened:,.0f}/s, 100 handshakes "
-        f"in flight); `/healthz` counted {sockets:,}",
+        f"in flight); `/readyz` counted {sockets:,}",
         f"RSS {mib(rss0)} → {mib(rss1)} with {count:,} open: **{per_socket:.1f} KiB per socket** "
         f"(user space, kernel buffers not included) → "
         f"{mib(rss2)} after closing (kept by the allocator) → {mib(rss3)} with {count:,} "

@@ -114,7 +114,7 @@ async def case_stuck_reader(b: Bench) -> Row:
             while True:
                 info = await ss_info(port, stuck_port) if stuck is not None else None
                 unread = unread_bytes(stuck) if stuck is not None and info is not None else 0
-                sockets = (await http.get("/healthz")).json()["sockets"]
+                sockets = (await http.get("/readyz")).json()["sockets"]
                 samples.append(
                     Sample(
                         at=now(),

@@ -172,6 +172,11 @@ class Presence(Generic[G]):
     def __len__(self) -> int:
         return len(self._members)
 
+    @property
+    def room_count(self) -> int:
+        """Rooms with at least one participant (empty ones are forgotten)."""
+        return len(self._rooms)
+
     # Changing
 
     def join(

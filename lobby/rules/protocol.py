@@ -60,6 +60,7 @@ ERROR_CODES = (
     "unknown_peer",
     "not_allowed",
     "rate_limited",
+    "cluster_unavailable",
     "internal_error",
 )
 

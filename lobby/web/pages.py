@@ -1,14 +1,14 @@
-"""Page handlers: login, logout, the lobby page and the health check."""
+"""Page handlers: login, logout and the lobby page (the health checks: `lobby.web.health`)."""
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
+import logging
 import math
 
 from starlette.datastructures import FormData
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
 from lobby.rules.protocol import CloseCode
@@ -18,6 +18,7 @@ from lobby.web.auth import Busy
 from lobby.web.state import AppState, state_of
 
 templates = Jinja2Templates(directory=assets.TEMPLATES)
+log = logging.getLogger("lobby.web.pages")
 
 
 async def login_page(request: Request) -> Response:
@@ -76,6 +77,7 @@ async def login(request: Request) -> Response:
     # answer names no account state, so it is the same for unknown names.
     verdict = throttle.attempt(username, address)
     if verdict.refused:
+        state.metrics.login("throttled")
         return _too_many_failures(request, username=username, wait=verdict.wait)
     if verdict.slowdown > 0:
         # Failures for this name from other addresses: slow the attempt down (the
@@ -86,21 +88,28 @@ async def login(request: Request) -> Response:
         opened = await state.auth.login(username, password)
     except Busy:
         throttle.withdrawn(username, address)  # no password was checked: no guess to count
+        state.metrics.login("busy")
         return _busy(request, username=username)
     except Unavailable:
         throttle.withdrawn(username, address)  # nor here
+        state.metrics.login("unavailable")
         return _unavailable(request, username=username)
     if opened is None:
+        # Not the name: people type their password into the name field by mistake.
+        log.info("login failed from %s", address)
+        state.metrics.login("wrong_password")
         return _login_form(
             request, error="Wrong user name or password.", username=username, status=401
         )
     throttle.succeeded(username, address)
+    state.metrics.login("ok")
     # A login retires the session the browser presented, whoever's it was: it cannot
     # outlive the login that replaced it (a planted or shared session, a former user).
     previous = state.auth.current(request)
     if previous is not None:
         _end_session(request, previous[0], "logged in again")
-    session_id, _ = opened
+    session_id, user = opened
+    log.info("login from %s", address, extra={"user": user.name})
     response = RedirectResponse("/lobby", status_code=303)
     state.auth.set_session_cookie(response, request, session_id)
     return response
@@ -194,38 +203,3 @@ def _call_view(state: AppState) -> str:
     if state.media.peer_to_peer:
         return "p2p"
     return "livekit" if state.settings.media == "livekit" else "openvidu"
-
-
-async def healthz(request: Request) -> Response:
-    """`ok` for everyone; the counts and mode only for a client on this machine.
-
-    Strangers learn nothing from it (how busy the server is, whether it runs in
-    demo mode); an operator asks from the host itself (`curl 127.0.0.1:5000/healthz`).
-    Metrics will get their own endpoint.
-    """
-    if not _on_this_machine(request):
-        return JSONResponse({"status": "ok"})
-    state = state_of(request)
-    return JSONResponse(
-        {
-            "status": "ok",
-            "sockets": len(state.hub),
-            "participants": len(state.handler.presence),
-            "demo": state.settings.demo,
-            "media": state.settings.media,
-        }
-    )
-
-
-def _on_this_machine(request: Request) -> bool:
-    """A loopback client asking directly. A request a proxy forwarded is a stranger's,
-    whatever address it names: the proxy on this machine speaks for someone else."""
-    if "x-forwarded-for" in request.headers or "forwarded" in request.headers:
-        return False
-    try:
-        address = ipaddress.ip_address(request.client.host if request.client else "")
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_loopback

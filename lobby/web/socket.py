@@ -15,7 +15,9 @@ import logging
 from starlette.responses import PlainTextResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from lobby import logs
 from lobby.config import Settings
+from lobby.handler import RequestHandler
 from lobby.hub import WRITER_EXTENSION, Conn
 from lobby.rules import protocol
 from lobby.rules.limits import TokenBucket
@@ -29,6 +31,10 @@ log = logging.getLogger("lobby.web.socket")
 async def lobby_socket(websocket: WebSocket) -> None:
     state = state_of(websocket)
     settings = state.settings
+    # A draining instance takes no new sockets: the page tries again, elsewhere or later.
+    if state.readiness.draining:
+        await _deny(websocket, 503, "This server is restarting; please try again shortly.")
+        return
     # The process cap comes first: a flood of handshakes costs no database work.
     if len(state.hub) >= settings.max_sockets:
         await _deny(websocket, 503, "This server is full; please try again shortly.")
@@ -56,16 +62,30 @@ async def lobby_socket(websocket: WebSocket) -> None:
         closing.append(asyncio.create_task(_close(websocket, code, reason)))
 
     conn = Conn(user.name, user.role, session_id, writer, close)
-    state.handler.connect(conn)
-    try:
-        await _read(websocket, conn, settings)
-    except Exception:
-        log.exception("socket of %s failed", user.name)
-        conn.close(CloseCode.INTERNAL_ERROR, "internal error")
-    finally:
-        state.handler.disconnect(conn)
-        if closing:
-            await asyncio.wait(closing, timeout=1.0)
+    # Every line logged about this socket, by us or the tasks its requests start, names it.
+    with logs.bind(socket=conn.id, user=user.name):
+        log.info("socket open")
+        state.handler.connect(conn)
+        try:
+            await _read(websocket, conn, settings)
+        except Exception:
+            log.exception("socket of %s failed", user.name)
+            conn.close(CloseCode.INTERNAL_ERROR, "internal error")
+        finally:
+            log.info(
+                "socket closed (%s)",
+                conn.close_code or "by the client",
+                extra=_seat(state.handler, conn),
+            )
+            state.handler.disconnect(conn)
+            if closing:
+                await asyncio.wait(closing, timeout=1.0)
+
+
+def _seat(handler: RequestHandler, conn: Conn) -> dict[str, str]:
+    """The participant and room `conn` holds, as log ids (none when it is in no room)."""
+    member = handler.presence.member_of(handler.socket_of(conn))
+    return {} if member is None else {"participant": member.participant.id, "room": member.room}
 
 
 async def _deny(websocket: WebSocket, status: int, message: str) -> None:
@@ -74,7 +94,7 @@ async def _deny(websocket: WebSocket, status: int, message: str) -> None:
 
 
 async def _read(websocket: WebSocket, conn: Conn, settings: Settings) -> None:
-    handler = state_of(websocket).handler
+    handler, metrics = state_of(websocket).handler, state_of(websocket).metrics
     clock = asyncio.get_running_loop().time
     bucket = TokenBucket(settings.message_rate, settings.message_burst, clock())
     max_bytes = settings.max_frame_bytes
@@ -90,7 +110,9 @@ async def _read(websocket: WebSocket, conn: Conn, settings: Settings) -> None:
                 # otherwise be read (and its frames thrown away) until uvicorn's
                 # close timeout.
                 conn.cut(CloseCode.FLOODING, "too many messages")
+                metrics.flood_closed()
             else:
+                metrics.rate_limited()
                 conn.send(
                     protocol.render_error(
                         protocol.ProtocolError(
@@ -112,7 +134,12 @@ async def _read(websocket: WebSocket, conn: Conn, settings: Settings) -> None:
         if len(text) > max_bytes or (len(text) * 4 > max_bytes and len(text.encode()) > max_bytes):
             conn.close(CloseCode.TOO_BIG, "frame too big")
             continue
-        handler.handle(conn, protocol.parse(text))
+        request = protocol.parse(text)
+        if isinstance(request, protocol.Join):
+            log.info("join requested", extra={"room": request.room})
+        elif isinstance(request, protocol.Leave):
+            log.info("leave requested", extra=_seat(handler, conn))
+        handler.handle(conn, request)
 
 
 async def _close(websocket: WebSocket, code: int, reason: str) -> None:

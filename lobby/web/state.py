@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from starlette.requests import HTTPConnection
 
@@ -17,6 +17,10 @@ from lobby.store.db import Database
 from lobby.web.auth import Auth
 from lobby.web.origins import Origins
 
+if TYPE_CHECKING:
+    from lobby.web.health import Readiness
+    from lobby.web.metrics import Metrics
+
 
 @dataclass(frozen=True, slots=True)
 class AppState:
@@ -29,6 +33,10 @@ class AppState:
     login_throttle: LoginThrottle
     origins: Origins
     call_states: CallStates
+    # `/readyz`'s checks, and the draining flag (`readiness.draining`) a drain sets.
+    readiness: Readiness
+    # What `/metrics` reports; the socket, login and media calls count into it.
+    metrics: Metrics
 
 
 def state_of(conn: HTTPConnection) -> AppState:

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp
 
 from lobby.config import Settings
 from lobby.server import uvicorn_config
+from lobby.web.drain import drain
 from tests.live import QuietServer
 
 
@@ -30,6 +31,7 @@ class RestartableLobby:
         self._server: QuietServer | None = None
         self._task: asyncio.Task[None] | None = None
         self._sock: socket.socket | None = None
+        self.app: ASGIApp | None = None
 
     async def start(self) -> None:
         # SO_REUSEADDR: the port is bindable again at once, despite connections in TIME_WAIT.
@@ -38,7 +40,8 @@ class RestartableLobby:
         sock.bind(("127.0.0.1", self.port))
         self.port = sock.getsockname()[1]
         self.http = f"http://127.0.0.1:{self.port}"
-        server = QuietServer(uvicorn_config(self.make_app(), self.settings))
+        self.app = self.make_app()
+        server = QuietServer(uvicorn_config(self.app, self.settings))
         self._sock, self._server = sock, server
         self._task = asyncio.create_task(server.serve(sockets=[sock]))
         while not server.started:
@@ -46,6 +49,12 @@ class RestartableLobby:
                 self._task.result()  # surface startup errors
                 raise RuntimeError("uvicorn stopped before it started")
             await asyncio.sleep(0.005)
+
+    async def drain(self) -> None:
+        """What SIGTERM does to `lobby serve` (`lobby.web.drain`), then stop."""
+        if self.app is not None and self._server is not None:
+            await drain(self.app.state.lobby)  # type: ignore[attr-defined]
+        await self.stop()
 
     async def stop(self) -> None:
         if self._server is None or self._task is None or self._sock is None:

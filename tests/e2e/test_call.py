@@ -249,3 +249,21 @@ async def test_the_lobby_shows_who_is_in_the_call_and_who_dropped_out_of_it(
     await expect(chip).to_have_class(re.compile(r"\bcall-dropped\b"))
     await expect(mine).to_have_attribute("data-call", "dropped")
     await expect(alice.page.locator("#call-problem-text")).to_contain_text("dropped")
+
+
+async def test_a_tile_says_its_participant_dropped_out_of_the_call(
+    make_lobby: LobbyFactory, standin: OpenViduStandin, tabs: Tabs
+):
+    lobby = await make_lobby()
+    alice = await tabs.login(lobby.http, "alice")
+    bob = await tabs.login(lobby.http, "bob")
+    await alice.create_room("TUTORIAL", "Alice")
+    await alice.in_call()
+    await bob.join_listed("TUTORIAL", "alice")
+    await bob.in_call()
+    status = bob.tile("remote").locator(".tile-status")
+    await expect(status).to_have_text("No video")  # in Bob's media session, no camera here
+    # Alice's media connection goes while her lobby socket stays: Bob's tile says so.
+    alice_browser = next(iter(standin.browsers.values()))  # the first to join the call
+    alice_browser.close()
+    await expect(status).to_have_text("Dropped out of the call")

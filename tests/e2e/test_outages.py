@@ -75,6 +75,46 @@ async def restartable(standin: OpenViduStandin) -> AsyncIterator[RestartableLobb
     await server.stop()
 
 
+@pytest.fixture
+async def drainable(standin: OpenViduStandin) -> AsyncIterator[RestartableLobby]:
+    settings = lobby_settings(standin, reconnect_grace=15.0, drain_seconds=1.0)
+    users = make_users()  # one store and its roster: participants outlive the restart
+    server = RestartableLobby(
+        lambda: create_app(settings, users=users, media=media_backend(settings)),
+        settings,
+    )
+    await server.start()
+    yield server
+    await server.stop()
+
+
+async def test_a_drained_and_restarted_server_gives_the_page_its_seat_back_unseen(
+    drainable: RestartableLobby, tabs: Tabs
+):
+    alice = await tabs.login(drainable.http, "alice")
+    bob = await tabs.login(drainable.http, "bob")
+    await alice.create_room("STAY", "Alice")
+    await alice.in_call()
+    await expect(bob.card("STAY").locator("li.chip")).to_have_text(["Alice (alice)"])
+    await alice.mark()
+
+    await drainable.drain()  # closed with 1012: the page waits a random moment, then retries
+    await expect(alice.badge).to_have_attribute("data-state", "reconnecting")
+    await drainable.start()
+    await expect(alice.badge).to_have_attribute("data-state", "connected", timeout=15_000)
+    await expect(bob.badge).to_have_attribute("data-state", "connected", timeout=15_000)
+    await until(lambda: bool(alice.frames("resumed")), timeout=15)
+    await alice.in_call()
+
+    # Bob saw nothing happen to Alice: no left, no second joined.
+    await expect(bob.card("STAY").locator("li.chip")).to_have_text(["Alice (alice)"])
+    assert bob.frames("left") == []
+    assert len(bob.frames("joined")) == 1
+    assert await alice.still_same_page()
+    await expect(alice.page.locator("#error")).to_be_empty()
+    assert alice.dialogs == []
+
+
 async def test_a_server_restart_under_an_open_page_recovers_by_itself(
     restartable: RestartableLobby, tabs: Tabs
 ):

@@ -1,0 +1,222 @@
+"""One copy of the lobby's presence, changed only by applying commands in log order.
+
+`Replica.apply` is deterministic: the same commands in the same order give every
+replica the same state and every command the same `Result`, on every instance.
+That is what lets each instance keep its own copy of the pure
+`lobby.rules.presence.Presence` and still agree with the others. Checks that
+depend on the state (a full room, a resume key of another user, a participant
+already gone) happen here, at apply time, so two instances racing for the last
+seat get the same answer everywhere: the command that comes first in the log wins,
+the other is rejected on every replica alike.
+
+Away participants carry the time they went away (`at`, milliseconds, taken from
+the log entry, so every replica holds the same), which the expiry duty reads.
+
+Pure: stdlib only. `snapshot`/`from_snapshot` give the JSON-ready form a Redis
+snapshot stores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from lobby.cluster.commands import (
+    Command,
+    Disconnect,
+    Expire,
+    Handle,
+    InstanceDown,
+    Join,
+    Leave,
+    MediaJoined,
+    MediaLeft,
+    Reassert,
+    Reconcile,
+    ReplaceGrant,
+    ReportCall,
+    Resume,
+    instance_of,
+)
+from lobby.rules.grants import Grant
+from lobby.rules.presence import Joined, Left, Member, Outcome, Participant, Presence
+
+Slot = Grant | None  # what presence holds per participant: a grant without its token
+RESUME_FAILED = "That call can no longer be resumed; please join again."
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a command changed nothing: a stable code and a sentence for the user."""
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What applying one command did; the same on every replica."""
+
+    outcome: Outcome[Slot] = field(default_factory=Outcome)
+    rejected: Rejection | None = None
+    participant: Participant | None = None  # whom it concerned (join, resume, disconnect)
+    taken_over: str | None = None  # resume: the socket that held the participant before
+
+
+def slot(handle: Handle, room: str) -> Slot:
+    """The grant presence keeps for `handle`: enough to revoke, never the token."""
+    return None if handle is None else Grant(room=room, connection_id=handle, token="")
+
+
+class Replica:
+    def __init__(self) -> None:
+        self.presence: Presence[Slot] = Presence()
+        self._away_since: dict[str, int] = {}  # participant id -> ms, for the away ones
+
+    # Reading
+
+    def away(self) -> Iterator[tuple[str, int]]:
+        """Every away participant's id and when it went away (ms)."""
+        return iter(list(self._away_since.items()))
+
+    def members(self) -> Iterator[Member[Slot]]:
+        """Every member, room by room in join order."""
+        for _, people in self.presence.rooms():
+            for person in people:
+                member = self.presence.member(person.id)
+                if member is not None:
+                    yield member
+
+    def owners(self) -> set[str]:
+        """Instances whose sockets hold participants."""
+        return {instance_of(str(m.socket)) for m in self.members() if m.socket is not None}
+
+    # Changing
+
+    def apply(self, command: Command, at: int) -> Result:
+        """Apply `command`, logged at `at` ms; never raises for a well-formed command."""
+        match command:
+            case Join():
+                return self._join(command)
+            case Leave(socket, reason):
+                return self._removed(self.presence.leave(socket, reason))
+            case Disconnect(socket):
+                return self._disconnect(socket, at)
+            case Resume():
+                return self._resume(command)
+            case Expire(participant_id, since):
+                if since is not None and self._away_since.get(participant_id) != since:
+                    return Result()
+                return self._removed(self.presence.expire(participant_id))
+            case ReplaceGrant():
+                return self._replace_grant(command)
+            case InstanceDown(instance):
+                for member in list(self.members()):
+                    if member.socket is not None and instance_of(str(member.socket)) == instance:
+                        self._disconnect(str(member.socket), at)
+                return Result()
+            case Reassert():
+                return self._reassert(command, at)
+            case MediaJoined(participant_id, sid):
+                return Result(self.presence.media_joined(participant_id, sid))
+            case MediaLeft(participant_id, sid):
+                return Result(self.presence.media_left(participant_id, sid))
+            case Reconcile(room, present):
+                return Result(self.presence.reconcile(room, dict(present)))
+            case ReportCall(socket, call):
+                return Result(self.presence.report_call(socket, call))
+
+    def _join(self, c: Join) -> Result:
+        p = self.presence
+        if p.member(c.participant.id) is not None or p.by_key(c.resume_key) is not None:
+            return Result(rejected=Rejection("duplicate", "That participant is already here."))
+        if p.is_full(c.room, c.limit, c.socket):
+            message = f"Room {c.room} is full ({c.limit} people); try again later."
+            return Result(rejected=Rejection("room_full", message))
+        outcome = p.join(c.socket, c.participant, c.room, c.resume_key, slot(c.handle, c.room))
+        return self._removed(outcome, participant=c.participant)
+
+    def _removed(self, outcome: Outcome[Slot], participant: Participant | None = None) -> Result:
+        """`outcome` of a change that may have removed participants: forget their away time."""
+        for event in outcome.events:
+            if isinstance(event, Left):
+                self._away_since.pop(event.participant.id, None)
+        return Result(outcome, participant=participant)
+
+    def _disconnect(self, socket: str, at: int) -> Result:
+        member = self.presence.disconnect(socket)
+        if member is None:
+            return Result()
+        self._away_since[member.participant.id] = at
+        return Result(participant=member.participant)
+
+    def _resume(self, c: Resume) -> Result:
+        member = self.presence.resumable(c.socket, c.resume_key, c.user)
+        if member is None:
+            return Result(rejected=Rejection("resume_failed", RESUME_FAILED))
+        previous = self.presence.resume(c.socket, member)
+        self._away_since.pop(member.participant.id, None)
+        taken = None if previous is None or previous == c.socket else str(previous)
+        return Result(participant=member.participant, taken_over=taken)
+
+    def _replace_grant(self, c: ReplaceGrant) -> Result:
+        member = self.presence.member(c.participant_id)
+        if member is None or member.socket != c.socket:
+            return Result(rejected=Rejection("resume_failed", RESUME_FAILED))
+        stale = self.presence.replace_grant(member, slot(c.handle, member.room))
+        revoke = () if stale is None else (stale,)
+        return Result(Outcome(revoke=revoke), participant=member.participant)
+
+    def _reassert(self, c: Reassert, at: int) -> Result:
+        p = self.presence
+        member = p.member(c.participant.id)
+        free = c.socket is not None and p.member_of(c.socket) is None
+        if member is None:
+            if p.by_key(c.resume_key) is not None:
+                return Result()
+            p.restore(c.participant, c.room, c.resume_key, slot(c.handle, c.room))
+            self._away_since[c.participant.id] = at
+            member = p.member(c.participant.id)
+            if member is not None:
+                member.media_sid = c.media_sid
+            outcome: Outcome[Slot] = Outcome(events=(Joined(c.room, c.participant),))
+        else:
+            outcome = Outcome()
+        if member is not None and member.away and free:
+            p.resume(c.socket, member)
+            self._away_since.pop(c.participant.id, None)
+        return Result(outcome, participant=c.participant)
+
+    # Snapshots
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Every member, JSON-ready, in the order that rebuilds the same rooms."""
+        return [
+            {
+                "participant": asdict(m.participant),
+                "room": m.room,
+                "resume_key": m.resume_key,
+                "handle": None if m.grant is None else m.grant.connection_id,
+                "socket": m.socket,
+                "media_sid": m.media_sid,
+                "away_since": self._away_since.get(m.participant.id),
+            }
+            for m in self.members()
+        ]
+
+    @classmethod
+    def from_snapshot(cls, members: list[dict[str, Any]]) -> Replica:
+        replica = cls()
+        p = replica.presence
+        for m in members:
+            person = Participant(**m["participant"])
+            p.restore(person, m["room"], m["resume_key"], slot(m["handle"], m["room"]))
+            member = p.member(person.id)
+            if member is not None:
+                member.media_sid = m.get("media_sid")
+            if m["socket"] is not None and member is not None:
+                p.resume(m["socket"], member)
+            else:
+                replica._away_since[person.id] = int(m["away_since"] or 0)
+        return replica

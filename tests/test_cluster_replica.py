@@ -1,0 +1,225 @@
+"""The replica: commands applied to the pure presence rules, checked at apply time."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+from lobby.cluster.commands import (
+    Command,
+    Disconnect,
+    Expire,
+    InstanceDown,
+    Join,
+    Leave,
+    MediaJoined,
+    MediaLeft,
+    Reassert,
+    Reconcile,
+    ReplaceGrant,
+    ReportCall,
+    Resume,
+)
+from lobby.cluster.replica import Rejection, Replica, slot
+from lobby.rules.grants import Grant
+from lobby.rules.presence import (
+    CallChanged,
+    Joined,
+    Left,
+    Outcome,
+    Participant,
+    Presence,
+    RoomClosed,
+)
+
+
+def person(pid: str, user: str = "alice") -> Participant:
+    return Participant(pid, user, user.title(), "PUBLISHER")
+
+
+def joined(replica: Replica, pid: str, socket: str, room: str = "R", limit: int = 0) -> None:
+    user = "alice" if pid.endswith("1") else "bob"
+    result = replica.apply(Join(socket, person(pid, user), room, "k" + pid, "h" + pid, limit), 1)
+    assert result.rejected is None
+
+
+def rooms(replica: Replica) -> dict[str, list[str]]:
+    return {room: [p.id for p in people] for room, people in replica.presence.rooms()}
+
+
+def test_join_keeps_only_the_revoke_handle() -> None:
+    replica = Replica()
+    result = replica.apply(Join("a:1", person("p1"), "R", "k1", "h1"), 5)
+    assert result.outcome.events == (Joined("R", person("p1")),)
+    member = replica.presence.member("p1")
+    assert member is not None
+    assert member.grant == Grant("R", "h1", "")
+
+
+def test_a_join_into_a_full_room_is_rejected_and_changes_nothing() -> None:
+    replica = Replica()
+    joined(replica, "p1", "a:1", limit=1)
+    result = replica.apply(Join("b:1", person("p2", "bob"), "R", "kp2", "hp2", 1), 2)
+    assert result.rejected == Rejection("room_full", "Room R is full (1 people); try again later.")
+    assert rooms(replica) == {"R": ["p1"]}
+
+
+def test_a_duplicate_participant_or_key_is_rejected() -> None:
+    replica = Replica()
+    joined(replica, "p1", "a:1")
+    again = replica.apply(Join("a:2", person("p1"), "S", "other", None), 2)
+    same_key = replica.apply(Join("a:2", person("p9"), "S", "kp1", None), 2)
+    assert again.rejected is not None
+    assert same_key.rejected is not None
+    assert again.rejected.code == same_key.rejected.code == "duplicate"
+
+
+def test_disconnect_marks_away_with_the_entry_time_and_expire_removes() -> None:
+    replica = Replica()
+    joined(replica, "p1", "a:1")
+    assert replica.apply(Disconnect("a:1"), 100).participant == person("p1")
+    assert list(replica.away()) == [("p1", 100)]
+    result = replica.apply(Expire("p1", 100), 200)
+    assert result.outcome.events == (Left("R", person("p1"), "disconnected"), RoomClosed("R"))
+    assert result.outcome.revoke == (slot("hp1", "R"),)
+    assert list(replica.away()) == []
+
+
+def test_expire_of_a_resumed_or_newly_away_participant_is_a_no_op() -> None:
+    replica = Replica()
+    joined(replica, "p1", "a:1")
+    replica.apply(Disconnect("a:1"), 100)
+    replica.apply(Resume("b:1", "kp1", "alice"), 150)
+    assert replica.apply(Expire("p1", 100), 160).outcome.revoke == ()
+    replica.apply(Disconnect("b:1"), 170)
+    assert replica.apply(Expire("p1", 100), 180).outcome.revoke == ()  # an older away
+    assert rooms(replica) == {"R": ["p1"]}
+    assert replica.apply(Expire("p1", 170), 190).outcome.revoke == (slot("hp1", "R"),)
+
+
+def test_resume_reports_the_socket_it_took_over_and_refuses_other_users() -> None:
+    replica = Replica()
+    joined(replica, "p1", "a:1")
+    taken = replica.apply(Resume("b:4", "kp1", "alice"), 2)
+    assert taken.taken_over == "a:1"
+    refused = replica.apply(Resume("b:5", "kp1", "mallory"), 3)
+    assert refused.rejected is not None
+    assert refused.rejected.code == "resume_failed"
+    member = replica.presence.member_of("b:4")
+    assert member is not None
+    assert member.participant.id == "p1"
+
+
+def test_replace_grant_revokes_the_stale_one_only_for_the_holding_socket() -> None:
+    replica = Replica()
+    joined(replica, "p1", "a:1")
+    result = replica.apply(ReplaceGrant("a:1", "p1", "fresh"), 2)
+    assert result.outcome.revoke == (slot("hp1", "R"),)
+    assert replica.apply(ReplaceGrant("a:1", "p1", None), 3).outcome.revoke == (slot("fresh", "R"),)
+    assert replica.apply(ReplaceGrant("a:1", "p1", "x"), 4).outcome.revoke == ()
+    stranger = replica.apply(ReplaceGrant("b:1", "p1", "y"), 5)
+    assert stranger.rejected is not None
+
+
+def test_leave_of_a_switching_socket_revokes_the_old_grant() -> None:
+    replica = Replica()
+    joined(replica, "p1", "a:1", room="R")
+    result = replica.apply(Join("a:1", person("p3"), "S", "k3", "h3"), 2)
+    assert result.outcome.events[0] == Left("R", person("p1"), "switched")
+    assert result.outcome.revoke == (slot("hp1", "R"),)
+    assert replica.apply(Leave("a:1"), 3).outcome.revoke == (slot("h3", "S"),)
+
+
+def test_instance_down_makes_its_sockets_participants_away() -> None:
+    replica = Replica()
+    joined(replica, "p1", "a:1")
+    joined(replica, "p2", "b:1")
+    assert replica.owners() == {"a", "b"}
+    replica.apply(InstanceDown("a"), 50)
+    assert list(replica.away()) == [("p1", 50)]
+    assert replica.owners() == {"b"}
+
+
+def test_reassert_adds_the_unknown_and_attaches_an_away_participant_once() -> None:
+    replica = Replica()
+    added = replica.apply(Reassert(person("p1"), "R", "k1", "h1", None), 10)
+    assert added.outcome.events == (Joined("R", person("p1")),)
+    assert list(replica.away()) == [("p1", 10)]
+    attached = replica.apply(Reassert(person("p1"), "R", "k1", "h1", "a:1"), 11)
+    assert attached.outcome.events == ()
+    assert list(replica.away()) == []
+    stolen = replica.apply(Reassert(person("p1"), "R", "k1", "h1", "b:1"), 12)
+    assert stolen.outcome.events == ()
+    member = replica.presence.member("p1")
+    assert member is not None
+    assert member.socket == "a:1"  # a held participant stays with its socket
+    clash = replica.apply(Reassert(person("p9"), "R", "k1", None, None), 13)
+    assert clash.outcome.events == ()  # the key is someone else's
+
+
+def test_a_snapshot_rebuilds_the_same_replica() -> None:
+    replica = Replica()
+    joined(replica, "p1", "a:1", room="R")
+    joined(replica, "p2", "b:1", room="S")
+    replica.apply(Join("b:2", person("p3", "bob"), "R", "k3", None), 3)
+    replica.apply(Disconnect("b:1"), 40)
+    copy = Replica.from_snapshot(replica.snapshot())
+    assert copy.snapshot() == replica.snapshot()
+    assert rooms(copy) == {"R": ["p1", "p3"], "S": ["p2"]}
+    assert list(copy.away()) == [("p2", 40)]
+
+
+def call(replica: Replica, pid: str) -> tuple[str, str | None]:
+    member = replica.presence.member(pid)
+    assert member is not None
+    return member.participant.call, member.media_sid
+
+
+def test_call_states_change_as_in_the_pure_rules() -> None:
+    replica = Replica()
+    joined(replica, "p1", "a:1")
+    joined(replica, "p2", "a:2")
+    first = replica.apply(MediaJoined("p1", "S1"), 2)
+    assert first.outcome.events == (CallChanged("R", replace(person("p1"), call="connected")),)
+    assert call(replica, "p1") == ("connected", "S1")
+    assert replica.apply(MediaJoined("p1", "S1"), 3).outcome.events == ()  # no change, no event
+    assert replica.apply(MediaLeft("p1", "S0"), 4).outcome.events == ()  # an older connection
+    replica.apply(MediaLeft("p1", "S1"), 5)
+    assert call(replica, "p1") == ("dropped", "S1")
+    replica.apply(Reconcile("R", (("p1", "S2"), ("p2", "S3"))), 6)
+    assert call(replica, "p1") == ("connected", "S2")
+    assert call(replica, "p2") == ("connected", "S3")
+    replica.apply(ReportCall("a:2", "dropped"), 7)
+    assert call(replica, "p2")[0] == "dropped"
+    assert replica.apply(ReportCall("a:9", "dropped"), 8).outcome.events == ()
+
+
+def test_call_states_match_the_pure_rules_step_by_step() -> None:
+    replica, pure = Replica(), Presence[None]()
+    for pid, socket in (("p1", "a:1"), ("p2", "a:2")):
+        joined(replica, pid, socket)
+        user = "alice" if pid.endswith("1") else "bob"
+        pure.join(socket, person(pid, user), "R", "k" + pid, None)
+    steps: list[tuple[Command, Callable[[], Outcome[None]]]] = [
+        (MediaJoined("p1", "S1"), lambda: pure.media_joined("p1", "S1")),
+        (Reconcile("R", (("p2", "S2"),)), lambda: pure.reconcile("R", {"p2": "S2"})),
+        (MediaLeft("p2", "S2"), lambda: pure.media_left("p2", "S2")),
+        (ReportCall("a:1", "dropped"), lambda: pure.report_call("a:1", "dropped")),
+    ]
+    for command, same in steps:
+        assert replica.apply(command, 1).outcome.events == same().events
+
+
+def test_a_snapshot_and_a_reassert_carry_call_states_and_sids() -> None:
+    replica = Replica()
+    joined(replica, "p1", "a:1")
+    replica.apply(MediaJoined("p1", "S1"), 2)
+    copy = Replica.from_snapshot(replica.snapshot())
+    assert copy.snapshot() == replica.snapshot()
+    assert call(copy, "p1") == ("connected", "S1")
+    member = replica.presence.member("p1")
+    assert member is not None
+    again = Replica()
+    again.apply(Reassert(member.participant, "R", "kp1", "hp1", "a:1", member.media_sid), 3)
+    assert call(again, "p1") == ("connected", "S1")
+    assert again.apply(MediaLeft("p1", "S1"), 4).outcome.events != ()
