@@ -1,4 +1,5 @@
-"""The measurements of one server at one N: connect, fan-out, token latency, churn, stuck reader.
+"""The measurements of one server at one N: connect, fan-out, paced rounds, token latency,
+churn, stuck reader.
 
 The N sockets live in the generator processes; the few sockets that act (the
 trigger, the token client, the churners, the stuck reader) live here, in the
@@ -194,6 +195,95 @@ async def fanout(b: Bench, rounds: int) -> dict[str, Any]:
         "token_ms": tokens,
         "spans_ns": spans,
     }
+
+
+async def paced(b: Bench, seconds: float, period: float, lag_log: Path | None) -> dict[str, Any]:
+    """Rounds every `period` s for `seconds`, long enough to cross several ping intervals.
+
+    `fanout` fires its rounds back to back for a few seconds; a stall that comes
+    once a ping interval (15 s by default) can fall between two such phases. Here
+    each round is a `join` (its `joined` to everyone) and then a `leave` (its
+    `room_closed` to everyone), both timed to the last socket. With `lag_log` (the
+    server's own stall probe: `serve_lobby --lag-log`, or Node's `LAG_LOG`), the
+    largest event-loop stall in the window, and the largest outside any round (a
+    broadcast to N sockets is itself one long callback; what is left is what the
+    pings, the garbage collector or anything else added).
+    """
+    trigger = b.peers["trigger"]
+    b.drain()
+    lasts: list[float] = []
+    at: list[float] = []
+    events = cpu = 0
+    r = -2  # two rounds of warm-up, not counted
+    start_ns = time.monotonic_ns()
+    deadline = time.monotonic() + seconds
+    next_round = time.monotonic()
+    while time.monotonic() < deadline:
+        await asyncio.sleep(max(0.0, next_round - time.monotonic()))
+        next_round += period
+        join = {"type": "join", "room": "paced", "nickname": f"r{r}", "ref": r}
+        for message, kind in ((join, "joined"), ({"type": "leave", "ref": r}, "room_closed")):
+            await b.gens.arm(b.dialect, kind)
+            c0, t0 = cpu_ns(b.server.pid), time.monotonic_ns()
+            trigger.send(message)
+            if not await b.gens.wait_done(b.round_timeout()):
+                raise RuntimeError(f"paced round {r} ({kind}) did not complete")
+            c1 = cpu_ns(b.server.pid)
+            times = await b.gens.collect()
+            if r >= 0:
+                cpu += c1 - c0
+                events += len(times)
+                lasts.append((max(times) - t0 // 1000) / 1000)  # the generators stamp in µs
+                at.append((t0 - start_ns) / 1e9)
+        b.drain()
+        r += 1
+        if r == 0:  # the window opens after the warm-up
+            start_ns = time.monotonic_ns()
+            deadline = time.monotonic() + seconds
+    end_ns = time.monotonic_ns()
+    median = pct(lasts, 50) or 0.0
+    # A join's broadcast and a leave's differ (the join's comes after a token), so each
+    # kind's rounds are compared with that kind's median: even rounds join, odd ones leave.
+    worst = max(
+        (max(kind) / m for kind in (lasts[0::2], lasts[1::2]) if kind and (m := pct(kind, 50))),
+        default=None,
+    )
+    result: dict[str, Any] = {
+        "seconds": (end_ns - start_ns) / 1e9,
+        "window_ns": [start_ns, end_ns],
+        "rounds": len(lasts),
+        "last_ms": [round(x, 2) for x in lasts],
+        "at_s": [round(x, 3) for x in at],
+        "last_p50": median,
+        "last_p99": pct(lasts, 99),
+        "last_max": max(lasts, default=None),
+        "max_over_median": worst,  # the larger of the joins' and the leaves'
+        "joined_p50": pct(lasts[0::2], 50),
+        "room_closed_p50": pct(lasts[1::2], 50),
+        "cpu_us_per_event": cpu / 1000 / events if events else None,
+    }
+    if lag_log is not None:
+        lags = _lags(lag_log, start_ns, end_ns)
+        spans = [(t, t + ms / 1000) for t, ms in zip(at, lasts, strict=True)]
+        apart = [
+            lag for end, lag in lags if not any(a < end and end - lag / 1000 < z for a, z in spans)
+        ]
+        result["stall_max_ms"] = max((lag for _, lag in lags), default=0.0)
+        result["stall_outside_rounds_ms"] = max(apart, default=0.0)
+        result["stalls_over_100ms"] = sum(1 for _, lag in lags if lag > 100)
+    return result
+
+
+def _lags(path: Path, start_ns: int, end_ns: int) -> list[tuple[float, float]]:
+    """(seconds after `start_ns`, lag ms) of every stall the probe wrote in the window."""
+    if not path.exists():
+        return []
+    found = []
+    for line in path.read_text().splitlines():
+        stamp, lag = line.split()
+        if start_ns <= int(stamp) <= end_ns:
+            found.append(((int(stamp) - start_ns) / 1e9, float(lag)))
+    return found
 
 
 async def _reset(b: Bench, trigger: Peer) -> None:
@@ -519,8 +609,11 @@ def gc_summary(log: Path, result: dict[str, Any]) -> dict[str, Any]:
         ) or {}
         for t0, t1 in spans.get("spans_ns", []):
             in_rounds += [ms for end, ms in full if t0 <= end - ms * 1e6 <= t1]
+    window = result.get("paced", {}).get("window_ns")
+    in_paced = [ms for end, ms in full if window and window[0] <= end <= window[1]]
     return {
         "full": len(full),
         "full_ms": [round(ms, 1) for _, ms in full],
         "in_rounds_ms": [round(ms, 1) for ms in in_rounds],
+        "in_paced_ms": [round(ms, 1) for ms in in_paced],
     }

@@ -66,16 +66,15 @@ def log(message: str) -> None:
 def lobby_env(db: Path, stub_url: str) -> dict[str, str]:
     """The lobby as deployed, with its limits opened up: the generator is one busy client.
 
-    Pings every hour (they would only add noise), and message/join rates high
-    enough for the churners and the stuck reader's flood of pings.
+    Its default pings (production runs them: the paced phase crosses several
+    intervals), and message/join rates high enough for the churners and the
+    stuck reader's flood of pings.
     """
     return os.environ | {
         "LOBBY_DATABASE": str(db),
         "LOBBY_SECRET_KEY": secrets.token_urlsafe(32),
         "OPENVIDU_URL": stub_url,
         "OPENVIDU_SECRET": STUB_SECRET,
-        "LOBBY_PING_INTERVAL": "3600",
-        "LOBBY_PING_TIMEOUT": "60",
         "LOBBY_LOG_LEVEL": "warning",
         "LOBBY_RECONNECT_GRACE": "1",
         "LOBBY_MAX_SOCKETS": "19500",
@@ -129,8 +128,13 @@ async def run_one(
     port = free_port()
     command, env, stub_url = server_setup(args, name, port, ctx, ctx["db"])
     gc_log = ctx["tmp"] / f"gc-{n}.txt"
+    lag_log: Path | None = ctx["tmp"] / f"lag-{name}-{n}.txt"
     if target.auth:
-        command += ["--gc-log", str(gc_log)]
+        command += ["--gc-log", str(gc_log), "--lag-log", str(lag_log)]
+    elif name == "node-ws":  # with its heartbeat (server.js: HEARTBEAT_MS, 15 s by default)
+        env = (env or dict(os.environ)) | {"LAG_LOG": str(lag_log)}
+    else:
+        lag_log = None
     if target.auth and args.profile == "pyinstrument":
         assert env is not None
         env["PYTHONPATH"] = args.profile_path or ""
@@ -173,6 +177,12 @@ async def run_one(
             log(f"{name} N={n}: fan-out p50/p99 {fan['last_p50']:.1f}/{fan['last_p99']:.1f} ms, "
                 f"{fan['cpu_us_per_event']:.1f} µs CPU/event, "
                 f"generator {fan['gen_cores']:.2f} cores")  # fmt: skip
+        if "paced" in args.phases and name in args.paced_servers:
+            result["paced"] = pa = await phases.paced(b, args.paced_seconds, 0.45, lag_log)
+            stall = pa.get("stall_max_ms")
+            log(f"{name} N={n}: paced rounds over {pa['seconds']:.0f} s: p50/p99/max "
+                f"{pa['last_p50']:.1f}/{pa['last_p99']:.1f}/{pa['last_max']:.1f} ms, "
+                f"largest stall {stall if stall is None else round(stall)} ms")  # fmt: skip
         if name in TOKEN_SERVERS and "token" in args.phases:
             with profiled(server.pid, tool, ctx["out"] / f"profile-{args.profile}-token-{n}.txt"):
                 result["token"] = tok = await phases.token(b, args.token_samples)
@@ -330,11 +340,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--phases",
         type=lambda s: s.split(","),
-        default=["fanout", "token", "churn", "stuck", "side-by-side"],
+        default=["fanout", "paced", "token", "churn", "stuck", "side-by-side"],
         help="what to measure after connecting (default: all); side-by-side: the token "
         "servers again, all up at once, their token samples interleaved",
     )
     parser.add_argument("--rounds", type=int, default=None, help="fan-out rounds (at least 20)")
+    parser.add_argument(
+        "--paced-seconds",
+        type=float,
+        default=None,
+        help="how long the paced rounds last (default 35 s quick, 60 s full: 2 and 4 pings)",
+    )
+    parser.add_argument(
+        "--paced-servers",
+        type=lambda s: s.split(","),
+        default=["lobby", BASELINE, LIVEKIT, "node-ws"],
+        help="the servers that get the paced rounds (default: the lobbies and Node ws)",
+    )
     parser.add_argument("--token-samples", type=int, default=None)
     parser.add_argument("--churn-seconds", type=float, default=None)
     parser.add_argument("--churners", type=int, default=8)
@@ -370,6 +392,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.rounds = args.rounds or (20 if quick else 30)
     args.token_samples = args.token_samples or (50 if quick else 100)
     args.churn_seconds = args.churn_seconds or (3.0 if quick else 8.0)
+    args.paced_seconds = args.paced_seconds or (35.0 if quick else 60.0)
     args.patience = args.patience if args.patience is not None else (3.0 if quick else 600.0)
     args.out = args.out or str(ROOT / ("docs/bench/quick" if quick else "docs/bench"))
     if args.baseline and BASELINE not in args.servers:

@@ -4,7 +4,8 @@ Exactly what `lobby serve` builds (`uvicorn_config(create_app(settings), setting
 settings from the environment) with a listen backlog as deep as the kernel
 allows, so a burst of handshakes is queued rather than refused. `--lobby-path`
 puts a patched copy of the `lobby` package first on the path, to measure a
-change before it is made in the repository.
+change before it is made in the repository. `--lag-log` writes down every event-loop stall
+over 5 ms (`bench.phases.paced` reads it).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import signal
 import sys
 from dataclasses import replace
+from typing import Any
 
 
 def main() -> None:
@@ -25,6 +27,7 @@ def main() -> None:
     parser.add_argument(
         "--gc-log", help="write every garbage collection (time, generation, ms) here"
     )
+    parser.add_argument("--lag-log", help="write every event-loop stall over 5 ms here")
     args = parser.parse_args()
     if args.lobby_path:
         sys.path.insert(0, args.lobby_path)
@@ -49,7 +52,46 @@ def main() -> None:
         _profile_on_signals(args.pyinstrument)
     if args.gc_log:
         _log_collections(args.gc_log)
-    uvicorn.Server(config).run()
+    server = uvicorn.Server(config)
+    if args.lag_log:
+        _probe_lag(server, args.lag_log)
+    server.run()
+
+
+# The lag probe: how often it asks to wake up, and the lateness worth writing down.
+LAG_PERIOD = 0.01
+LAG_REPORT_MS = 5.0
+
+
+def _probe_lag(server: Any, path: str) -> None:
+    """A task on the server's loop that wakes every `LAG_PERIOD` s and writes one line per
+    wake-up more than `LAG_REPORT_MS` late: CLOCK_MONOTONIC ns then, the lag in ms.
+
+    A late wake-up is a stall: nothing else on the loop ran either (no frame read or
+    written) for that long. About 100 wake-ups a second.
+    """
+    import asyncio
+    import time
+
+    async def probe() -> None:
+        with open(path, "w", buffering=1) as out:  # noqa: ASYNC230 (once, at start)
+            while True:
+                due = time.monotonic() + LAG_PERIOD
+                await asyncio.sleep(LAG_PERIOD)
+                lag = (time.monotonic() - due) * 1000
+                if lag > LAG_REPORT_MS:
+                    out.write(f"{time.monotonic_ns()} {lag:.1f}\n")
+
+    serve = server.serve
+
+    async def probed(sockets: Any = None) -> None:
+        task = asyncio.get_running_loop().create_task(probe())
+        try:
+            await serve(sockets)
+        finally:
+            task.cancel()
+
+    server.serve = probed
 
 
 def _log_collections(path: str) -> None:

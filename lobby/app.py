@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
@@ -15,6 +16,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from lobby.callstates import CallStates
 from lobby.cluster.courier import Courier
@@ -22,7 +24,7 @@ from lobby.cluster.node import RedisPresence
 from lobby.cluster.seam import Cleaner, Listener, PresenceStore, Resetter
 from lobby.config import Settings
 from lobby.handler import RequestHandler, StoreFactory
-from lobby.hub import Hub
+from lobby.hub import HeapFreezer, Hub, Keepalive
 from lobby.logs import RequestIds
 from lobby.media.breaker import Breaker
 from lobby.media.livekit import LiveKitBackend
@@ -185,11 +187,18 @@ def create_app(
         scrape_port = metrics_server(meter, settings)
         watcher = asyncio.create_task(watch_sessions(sessions, hub, handler))
         reconciler = asyncio.create_task(call_states.run())
+        # The sockets' pings: one task for all of them (uvicorn's own are off).
+        keepalive = asyncio.create_task(
+            Keepalive(hub, settings.ping_interval, settings.ping_timeout).run()
+        )
+        freezer = asyncio.create_task(HeapFreezer(hub).run())
         try:
             yield
         finally:
             watcher.cancel()
             reconciler.cancel()
+            keepalive.cancel()
+            freezer.cancel()
             if scrape_port is not None:
                 await asyncio.to_thread(scrape_port.shutdown)
                 scrape_port.server_close()
@@ -217,7 +226,8 @@ def create_app(
         WebSocketRoute("/ws", lobby_socket),
         Mount(assets.STATIC_URL, StaticFiles(directory=assets.STATIC), name="static"),
     ]
-    return Starlette(
+    return LobbyApp(
+        frozenset(origins.hosts),
         routes=routes,
         middleware=[
             Middleware(RequestIds),  # first: every line about a request carries its id
@@ -230,6 +240,42 @@ def create_app(
         lifespan=lifespan,
         exception_handlers={database.Unavailable: pages.database_unavailable},
     )
+
+
+class LobbyApp(Starlette):
+    """Starlette, except that a `/ws` socket with a trusted Host goes straight to its endpoint.
+
+    An open socket's coroutine lives as long as the socket, and through the middleware
+    and the router its stack is a dozen frames (about 4 KiB per idle socket). Of them a
+    socket needs only its request id (`RequestIds`, kept) and the Host check (the security
+    headers and the cross-site check are for HTTP): a Host this check is not sure of
+    (anything but an exact match, with or without a port, or a "*" entry) takes the whole
+    stack, which answers or refuses it as before.
+    """
+
+    def __init__(self, hosts: frozenset[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.socket_hosts = hosts
+        self._socket = RequestIds(self._serve_socket)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == "/ws" and self._trusted(scope):
+            await self._socket(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+    async def _serve_socket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["app"] = self
+        await lobby_socket(WebSocket(scope, receive, send))
+
+    def _trusted(self, scope: Scope) -> bool:
+        if "*" in self.socket_hosts:
+            return True
+        for name, value in scope["headers"]:
+            if name == b"host":  # the first, as Starlette's check reads it
+                host, _, port = value.decode("latin-1").partition(":")
+                return host in self.socket_hosts and (not port or port.isdecimal())
+        return False
 
 
 class SecurityHeaders:

@@ -122,12 +122,14 @@ def uvicorn_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
         # httptools with a deadline on each request head (slowloris).
         http=http,
         timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
-        # uvicorn's sans-I/O websockets protocol (server pings, max_size enforced with
-        # 1009) plus direct frame writes for the hub.
+        # uvicorn's sans-I/O websockets protocol (max_size enforced with 1009) plus
+        # direct frame writes for the hub.
         ws=ws,
         ws_max_size=settings.max_frame_bytes,
-        ws_ping_interval=settings.ping_interval,
-        ws_ping_timeout=settings.ping_timeout,
+        # Its pings are off: a timer and a pong deadline per socket, all firing together
+        # for sockets that connected together. The hub's `Keepalive` pings instead.
+        ws_ping_interval=None,
+        ws_ping_timeout=None,
         # Compression costs tens of KiB per socket for small JSON frames.
         ws_per_message_deflate=False,
         proxy_headers=True,

@@ -50,6 +50,8 @@ class FakeWriter:
         self.cuts: list[tuple[int, str]] = []
         self.backlog = 0
         self.refuse = False
+        self.pings: list[bytes] = []  # payloads of the pings written, in order
+        self.pong_due: bytes | None = None  # the ping payload a pong has not answered yet
         self._taken = 0
         self._written = asyncio.Event()
 
@@ -67,6 +69,21 @@ class FakeWriter:
 
     def cut(self, code: int, reason: str) -> None:
         self.cuts.append((code, reason))
+
+    def ping(self, frame: bytes, payload: bytes) -> bool:
+        if self.refuse:
+            return False
+        assert frame == bytes((0x89, len(payload))) + payload
+        self.pings.append(payload)
+        self.pong_due = payload
+        return True
+
+    def awaited_pong(self) -> bytes | None:
+        return self.pong_due
+
+    def pong(self) -> None:
+        """The peer answers the ping in flight."""
+        self.pong_due = None
 
     def take(self) -> list[Message]:
         """The messages written since the last `take` or `next`."""

@@ -1,10 +1,12 @@
-"""The hub and its connections (`lobby.hub`): fan-out, cut-offs and closes, on fake writers."""
+"""The hub and its connections (`lobby.hub`): fan-out, cut-offs and closes, the keepalive's
+pings and the heap freezer, on fake writers."""
 
 from __future__ import annotations
 
+import gc
 import json
 
-from lobby.hub import Hub
+from lobby.hub import HeapFreezer, Hub, Keepalive
 from lobby.rules.frames import text_frame
 from lobby.rules.protocol import CloseCode
 from tests.fakes import FakeSocket, decode_text_frame, fake_socket
@@ -122,3 +124,106 @@ def test_iterating_the_hub_is_safe_while_connections_go() -> None:
     for conn in hub:
         hub.remove(conn)
     assert len(hub) == 0
+
+
+def started(keepalive: Keepalive) -> Keepalive:
+    """The keepalive past its first interval (nobody is pinged then), at time 0."""
+    keepalive.sweep(-keepalive.interval)
+    return keepalive
+
+
+def sweep_for(keepalive: Keepalive, start: float, seconds: float) -> float:
+    """Run the sweep tick by tick from `start` for `seconds`; the time it stopped at."""
+    now = start
+    while now < start + seconds:
+        keepalive.sweep(now)
+        now += keepalive.tick
+    return now
+
+
+def test_every_socket_is_pinged_once_an_interval_in_batches_sharing_a_frame() -> None:
+    sockets = [fake_socket(f"u{i}", session_id=f"s{i}") for i in range(40)]
+    keepalive = started(Keepalive(hub_of(*sockets), interval=1.0, timeout=5.0, tick=0.1))
+    now = sweep_for(keepalive, 0.0, 0.95)
+    assert [len(s.writer.pings) for s in sockets] == [1] * 40
+    payloads = [s.writer.pings[0] for s in sockets]
+    # Spread: several batches, none holding everyone; within a batch, one payload.
+    batches = {p: payloads.count(p) for p in payloads}
+    assert len(batches) >= 5
+    assert max(batches.values()) < 10
+    for s in sockets:
+        s.writer.pong()
+    sweep_for(keepalive, now + 0.1, 1.0)
+    assert [len(s.writer.pings) for s in sockets] == [2] * 40
+    assert not any(s.writer.cuts for s in sockets)
+
+
+def test_a_socket_without_a_pong_is_cut_at_its_deadline_and_the_others_stay() -> None:
+    quiet, alive = fake_socket("quiet", session_id="sq"), fake_socket("alive", session_id="sa")
+    keepalive = started(Keepalive(hub_of(quiet, alive), interval=1.0, timeout=0.5, tick=0.1))
+    now = 0.0
+    while now < 3.0:
+        keepalive.sweep(now)
+        alive.writer.pong()  # answers every ping at once
+        now += 0.1
+    assert quiet.writer.pings
+    assert len(quiet.writer.pings) == 1
+    assert quiet.writer.cuts == [(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")]
+    assert not quiet.conn.open
+    assert len(alive.writer.pings) >= 2
+    assert alive.conn.open
+    assert not alive.writer.cuts
+
+
+def test_an_unanswered_ping_is_not_repeated_before_its_deadline() -> None:
+    """A timeout longer than the interval: one ping in flight, then the cut."""
+    slow = fake_socket()
+    keepalive = started(Keepalive(hub_of(slow), interval=0.4, timeout=1.0, tick=0.1))
+    sweep_for(keepalive, 0.0, 0.95)
+    assert len(slow.writer.pings) == 1
+    assert slow.conn.open
+    slow.writer.pong()  # late, but before the deadline: it stays, and is pinged again
+    sweep_for(keepalive, 1.0, 0.5)
+    assert slow.conn.open
+    assert len(slow.writer.pings) == 2
+
+
+def test_nobody_is_pinged_in_the_first_interval() -> None:
+    fresh = fake_socket()
+    keepalive = Keepalive(hub_of(fresh), interval=1.0, timeout=0.5, tick=0.1)
+    sweep_for(keepalive, 0.0, 0.95)
+    assert fresh.writer.pings == []
+    sweep_for(keepalive, 1.0, 1.0)
+    assert len(fresh.writer.pings) == 1
+
+
+def test_a_closed_socket_is_neither_pinged_nor_cut() -> None:
+    gone = fake_socket()
+    gone.conn.close(1000)
+    keepalive = started(Keepalive(hub_of(gone), interval=0.4, timeout=0.2, tick=0.1))
+    sweep_for(keepalive, 0.0, 2.0)
+    assert gone.writer.pings == []
+    assert gone.writer.cuts == []
+
+
+def test_the_heap_is_frozen_after_each_wave_and_collected_after_as_many_left() -> None:
+    sockets = [fake_socket(f"u{i}", session_id=f"s{i}") for i in range(6)]
+    hub = hub_of(sockets[0])
+    freezer = HeapFreezer(hub, wave=2)
+    try:
+        assert freezer.check() is None  # below a wave: a small server never freezes
+        hub.add(sockets[1].conn)
+        assert freezer.check() == "froze"
+        assert gc.get_freeze_count() > 0
+        hub.add(sockets[2].conn)
+        assert freezer.check() is None
+        hub.add(sockets[3].conn)
+        assert freezer.check() == "froze"
+        for s in sockets[:3]:
+            hub.remove(s.conn)
+        assert freezer.check() is None  # 3 left of the 4 frozen: not yet
+        hub.remove(sockets[3].conn)
+        assert freezer.check() == "collected"
+        assert freezer.check() is None
+    finally:
+        gc.unfreeze()

@@ -32,6 +32,7 @@ from lobby.store.db import connect
 from lobby.store.users import UserStore
 from tests.conftest import CHEAP_HASHER, PASSWORD, Lobby, LobbyFactory, until
 from tests.openvidu_standin import OpenViduStandin, closed_port_url
+from tests.raw_ws import PING, PONG, client_frame, logged_in_socket, read_frame
 
 TOKEN = re.compile(
     r"^ws://127\.0\.0\.1:\d+\?sessionId=(?P<room>[\w-]+)&token=tok_[A-Z][A-Za-z0-9]{15}$"
@@ -161,6 +162,26 @@ async def test_a_dns_rebinding_page_cannot_open_a_socket(lobby: Lobby) -> None:
     for host in (f"evil.example:{port}", "evil.example"):
         status = await handshake_status(lobby, host=host, origin=f"http://{host}", cookie=cookie)
         assert status == 400  # the Host is refused before the Origin is even looked at
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "LocalHost:{port}", "[::1]:{port}"])
+async def test_a_socket_is_served_whatever_way_our_host_is_spelled(lobby: Lobby, host: str) -> None:
+    """An exact Host goes straight to the endpoint (`LobbyApp`); any other spelling takes
+    the whole middleware stack, whose Host check lets ours in all the same."""
+    cookie = await lobby.login("alice")
+    origin = f"http://127.0.0.1:{lobby.live.port}"
+    host = host.format(port=lobby.live.port)
+    assert await handshake_status(lobby, host=host, origin=origin, cookie=cookie) == 101
+
+
+@pytest.mark.parametrize("host", ["evil.example:{port}x", "127.0.0.1.evil.example", ""])
+async def test_a_host_the_quick_check_refuses_is_still_refused_by_the_stack(
+    lobby: Lobby, host: str
+) -> None:
+    cookie = await lobby.login("alice")
+    origin = f"http://127.0.0.1:{lobby.live.port}"
+    host = host.format(port=lobby.live.port)
+    assert await handshake_status(lobby, host=host, origin=origin, cookie=cookie) == 400
 
 
 async def test_the_origin_must_be_our_public_url_not_the_host_we_are_reached_by(
@@ -694,3 +715,45 @@ def test_the_log_filter_blanks_what_a_websockets_dump_would_show() -> None:
 )
 def test_redact_blanks_cookies_keys_tokens_and_passwords_only(line: str, shown: str) -> None:
     assert redact(line) == shown
+
+
+async def test_a_client_that_stops_answering_pings_is_closed_and_one_that_answers_stays(
+    make_lobby: LobbyFactory,
+) -> None:
+    """The hub's keepalive: a tab that stops reading (a lost network) is counted as gone."""
+    lobby = await make_lobby(ping_interval=0.3, ping_timeout=0.3)
+    alive = await lobby.client("alice")
+    silent = await lobby.client("bob")
+    hub = lobby.state.hub
+    bob = next(c for c in hub if c.user == "bob")
+    # websockets answers pings as it reads; a client that stops reading answers none.
+    transport = silent.socket.transport
+    transport.pause_reading()
+    await until(lambda: bob.close_code is not None, timeout=0.3 + 0.3 + 1.0)
+    assert bob.close_code == 1011
+    await until(lambda: hub.sockets_of("bob") == 0)
+    # Meanwhile alice answered several pings, and she is still there.
+    await alive.nothing(within=1.0)
+    assert hub.sockets_of("alice") == 1
+    ref = await alive.request({"type": "ping"})
+    assert (await alive.expect("pong"))["ref"] == ref
+    transport.resume_reading()
+
+
+async def test_pings_are_spread_over_the_interval_in_batches(make_lobby: LobbyFactory) -> None:
+    """Sockets that connected together are pinged in several small batches, not all at once.
+
+    A batch shares one ping payload, so the payloads tell the batches apart.
+    """
+    lobby = await make_lobby(ping_interval=0.8, ping_timeout=5)
+    payloads: list[bytes] = []
+    async with contextlib.AsyncExitStack() as stack:
+        sockets = [await stack.enter_async_context(logged_in_socket(lobby)) for _ in range(8)]
+        for reader, writer in sockets:
+            opcode, payload = await read_frame(reader)
+            assert opcode == PING
+            writer.write(client_frame(PONG, payload))
+            payloads.append(payload)
+    batches = [payloads.count(p) for p in set(payloads)]
+    assert len(batches) >= 3, payloads
+    assert max(batches) <= 4, payloads

@@ -20,6 +20,11 @@ def text_frame(payload: bytes) -> bytes:
     return struct.pack("!BBQ", 0x81, 127, size) + payload
 
 
+def ping_frame(payload: bytes) -> bytes:
+    """A ping frame carrying `payload` (at most 125 bytes); the pong echoes it."""
+    return bytes((0x89, len(payload))) + payload
+
+
 def close_frame(code: int, reason: str) -> bytes:
     """A close frame with `code` and `reason` (cut to fit a control frame's 125 bytes)."""
     body = struct.pack("!H", code) + reason.encode()[:120]

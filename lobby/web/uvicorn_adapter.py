@@ -60,8 +60,8 @@ from uvicorn.server import ServerState
 from websockets.exceptions import ProtocolError
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
+from websockets.protocol import Protocol
 from websockets.server import ServerProtocol
-from websockets.typing import BytesLike
 
 from lobby.hub import WRITER_EXTENSION
 from lobby.rules.frames import close_frame
@@ -101,6 +101,18 @@ class Writer:
     def buffered(self) -> int:
         """Bytes written but not yet taken by the kernel: how far behind the reader is."""
         return self._protocol.transport.get_write_buffer_size()
+
+    def ping(self, frame: bytes, payload: bytes) -> bool:
+        """Write a ready ping `frame` carrying `payload`, whose pong is then awaited."""
+        if not self.write(frame):
+            return False
+        self._protocol.conn.awaited_pong = payload  # type: ignore[attr-defined]
+        return True
+
+    def awaited_pong(self) -> bytes | None:
+        """The payload of the ping whose pong has not come yet, if any."""
+        awaited: bytes | None = self._protocol.conn.awaited_pong  # type: ignore[attr-defined]
+        return awaited
 
     def cut(self, code: int, reason: str, *, linger: float = CUT_LINGER) -> None:
         """Close a socket that fell behind, without ever buffering more for it.
@@ -192,13 +204,11 @@ class ChargedServerProtocol(ServerProtocol):
     """websockets' server protocol, charging each incoming frame before handling it."""
 
     budget: FrameBudget  # set by `DirectProtocol`
-    # The payload of the server's ping in flight: the pong answering it is free,
-    # so the server's own keepalive (LOBBY_PING_INTERVAL may be short) never counts.
+    # The payload of the server's ping in flight (the hub's `Keepalive` sends them
+    # through `Writer.ping`): the pong answering it is free, so the server's own
+    # keepalive (LOBBY_PING_INTERVAL may be short) never counts, and it clears
+    # this, which is how the keepalive learns the socket is alive.
     awaited_pong: bytes | None = None
-
-    def send_ping(self, data: BytesLike) -> None:
-        super().send_ping(data)
-        self.awaited_pong = bytes(data)
 
     def recv_frame(self, frame: Frame) -> None:
         opcode = frame.opcode
@@ -262,10 +272,31 @@ class DirectProtocol(WebSocketsSansIOProtocol):
 
     async def send(self, message: Any) -> None:
         await super().send(message)
-        if message["type"] == "websocket.http.response.body" and not message.get("more_body"):
+        kind = message["type"]
+        if kind == "websocket.http.response.body" and not message.get("more_body"):
             # A denial response (our 429 and 503) ends the handshake too; uvicorn
             # would otherwise log an ERROR for every refused socket.
             self.handshake_complete = True
+        elif kind == "websocket.accept" and self.handshake_complete:
+            self.forget_handshake()
+
+    def forget_handshake(self) -> None:
+        """Drop what an open socket no longer needs (about 3 KiB of its 22).
+
+        The handshake's request and response, and the scope's header list (the app
+        reads headers before it accepts, not after; the list is emptied in place,
+        as Starlette's `Headers` of it may be held too). websockets' server parser
+        keeps the request in its generator's frame for the socket's whole life, so
+        the connection gets the bare frame parser instead: right after the 101 is
+        written nothing can have come after the request (a client waits for the
+        101), so it starts at a frame boundary.
+        """
+        self.request = None  # type: ignore[assignment]
+        self.response = None  # type: ignore[assignment]
+        self.scope["headers"].clear()  # type: ignore[attr-defined]
+        conn = self.conn
+        conn.parser = Protocol.parse(conn)
+        next(conn.parser)
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
@@ -470,16 +501,18 @@ RELIED_ON: dict[type[Any], tuple[str, ...]] = {
         "conn",
         "client",
         "handle_parser_exception",
+        "request",
+        "response",
     ),
     # websockets (under uvicorn) runs the frame parser; `ChargedServerProtocol`
     # overrides the method each parsed frame goes through and relies on how
     # the parser handles a `ProtocolError` raised there.
     ServerProtocol: (
         "recv_frame",
-        "send_ping",
         "fail",
         "parser_exc",
         "data_to_send",
+        "parser",  # replaced by the bare frame parser after the handshake
         "debug",  # websockets' own dump of headers and frames, kept off (secrets)
     ),
     HttpToolsProtocol: (

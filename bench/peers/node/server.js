@@ -6,8 +6,13 @@
 // API as the lobby does (the session once per room, then a connection, on keep-alive
 // connections), and a leave deletes the connection and, once the room is empty, the
 // session: the reference for the lobby's time on a token.
+// Keep-alive as the `ws` README recommends: every HEARTBEAT_MS (default 15000, the
+// lobby's LOBBY_PING_INTERVAL; 0: none) ping every client, and terminate those that did
+// not pong since the last round. LAG_LOG=path: an event-loop stall probe written as
+// `bench.serve_lobby --lag-log` writes it (CLOCK_MONOTONIC ns, lag ms; over 5 ms only).
 // Usage: node server.js PORT
 'use strict';
+const fs = require('node:fs');
 const http = require('node:http');
 const crypto = require('node:crypto');
 const { WebSocketServer, WebSocket } = require('ws');
@@ -73,7 +78,11 @@ function broadcast(text) {
   }
 }
 
+function heartbeat() { this.isAlive = true; }
+
 wss.on('connection', (ws) => {
+  ws.isAlive = true;
+  ws.on('pong', heartbeat);
   let me = null;
   let room = '';
   let connection = null;
@@ -120,5 +129,29 @@ wss.on('connection', (ws) => {
   });
   ws.on('error', () => {});
 });
+
+const heartbeatMs = Number(process.env.HEARTBEAT_MS ?? 15000);
+if (heartbeatMs > 0) {
+  const pinger = setInterval(() => {
+    for (const ws of wss.clients) {
+      if (ws.isAlive === false) { ws.terminate(); continue; }
+      ws.isAlive = false;
+      ws.ping();
+    }
+  }, heartbeatMs);
+  wss.on('close', () => clearInterval(pinger));
+}
+
+if (process.env.LAG_LOG) {
+  const out = fs.createWriteStream(process.env.LAG_LOG);
+  const period = 10; // ms, as the lobby's probe
+  let due = performance.now() + period;
+  setInterval(() => {
+    const now = performance.now();
+    const lag = now - due;
+    due = now + period;
+    if (lag > 5) out.write(`${process.hrtime.bigint()} ${lag.toFixed(1)}\n`);
+  }, period);
+}
 
 server.listen(port, '127.0.0.1', 4096, () => console.log(`listening ${port}`));
