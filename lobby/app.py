@@ -115,7 +115,7 @@ def create_app(
             settings.media, process=f"pid{os.getpid()}" if settings.workers > 1 else "main"
         )
         backend = Breaker(media or media_backend(settings), observe=meter.media_call)
-        hub = Hub()
+        hub = Hub(metrics=meter)
         handler = RequestHandler(
             backend,
             hub,

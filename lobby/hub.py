@@ -26,6 +26,7 @@ import gc
 import itertools
 import math
 import struct
+import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from typing import Protocol
@@ -34,6 +35,7 @@ from lobby.rules.frames import ping_frame, text_frame
 from lobby.rules.protocol import CloseCode
 
 WRITER_EXTENSION = "lobby.writer"  # the ASGI scope extension that carries a socket's writer
+FLOODED = "lobby.flooded"  # in a `websocket.disconnect`: the server cut the socket for flooding
 MAX_BUFFERED = 1 << 20  # bytes a socket may fall behind before it is cut off
 PING_TICK = 0.1  # seconds between two batches of pings (shorter for short intervals)
 _ids = itertools.count(1)
@@ -50,6 +52,13 @@ class FrameWriter(Protocol):
 Closer = Callable[[int, str], None]
 
 
+class HubMetrics(Protocol):
+    """What the hub counts (`lobby.web.metrics.Metrics`): once per event, never per socket."""
+
+    def broadcast(self, frames: int, seconds: float) -> None: ...
+    def slow_cut(self) -> None: ...
+
+
 class Conn:
     """One lobby socket: who it belongs to and where its frames go."""
 
@@ -59,6 +68,7 @@ class Conn:
         "_writer",
         "close_code",
         "id",
+        "on_slow_cut",
         "role",
         "session_id",
         "user",
@@ -82,6 +92,7 @@ class Conn:
         self._writer = writer
         self._closer = closer
         self._max_buffered = max_buffered
+        self.on_slow_cut: Callable[[], None] | None = None  # set by the hub that holds it
 
     def __repr__(self) -> str:
         return f"<Conn {self.id} {self.user}>"
@@ -101,8 +112,7 @@ class Conn:
         if not self._writer.write(frame):
             self.close_code = 1006  # the transport is already going away
         elif self._writer.buffered() > self._max_buffered:
-            self.close_code = CloseCode.TOO_SLOW
-            self._writer.cut(CloseCode.TOO_SLOW, "too slow: stopped reading")
+            self._too_slow()
 
     def ping(self, frame: bytes, payload: bytes) -> bool:
         """Write the ping `frame` (carrying `payload`) unless a ping is still unanswered.
@@ -115,10 +125,15 @@ class Conn:
             self.close_code = 1006
             return False
         if self._writer.buffered() > self._max_buffered:
-            self.close_code = CloseCode.TOO_SLOW
-            self._writer.cut(CloseCode.TOO_SLOW, "too slow: stopped reading")
+            self._too_slow()
             return False
         return True
+
+    def _too_slow(self) -> None:
+        self.close_code = CloseCode.TOO_SLOW
+        self._writer.cut(CloseCode.TOO_SLOW, "too slow: stopped reading")
+        if self.on_slow_cut is not None:
+            self.on_slow_cut()
 
     def awaits_pong(self, payload: bytes) -> bool:
         """Whether the pong to the ping carrying `payload` has not come (yet)."""
@@ -140,12 +155,15 @@ class Conn:
 class Hub:
     """Every open lobby connection of this process."""
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: HubMetrics | None = None) -> None:
+        self._metrics = metrics
         self._conns: dict[int, Conn] = {}
         self._per_user: Counter[str] = Counter()
         self.removed = 0  # connections that ever left: how much `HeapFreezer` may hold dead
 
     def add(self, conn: Conn) -> None:
+        if self._metrics is not None:
+            conn.on_slow_cut = self._metrics.slow_cut
         self._conns[conn.id] = conn
         self._per_user[conn.user] += 1
 
@@ -163,9 +181,12 @@ class Hub:
         return self._conns.get(conn_id)
 
     def broadcast(self, text: str) -> None:
+        began = time.perf_counter()
         frame = text_frame(text.encode())
         for conn in self._conns.values():
             conn.send_frame(frame)
+        if self._metrics is not None:  # once per event: two clock reads, never per socket
+            self._metrics.broadcast(len(self._conns), time.perf_counter() - began)
 
     def of_session(self, session_id: str) -> list[Conn]:
         return [c for c in self._conns.values() if c.session_id == session_id]

@@ -6,9 +6,12 @@ from __future__ import annotations
 import gc
 import json
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from lobby.hub import HeapFreezer, Hub, Keepalive
 from lobby.rules.frames import text_frame
 from lobby.rules.protocol import CloseCode
+from lobby.web.metrics import Metrics
 from tests.fakes import FakeSocket, decode_text_frame, fake_socket
 
 
@@ -227,3 +230,25 @@ def test_the_heap_is_frozen_after_each_wave_and_collected_after_as_many_left() -
         assert freezer.check() is None
     finally:
         gc.unfreeze()
+
+
+def test_the_hub_counts_each_broadcast_once_and_each_slow_cut() -> None:
+    metrics = Metrics("p2p")
+    stuck = fake_socket("alice", max_buffered=1000)
+    others = [fake_socket("bob"), fake_socket("mod")]
+    hub = Hub(metrics=metrics)
+    for socket in (stuck, *others):
+        hub.add(socket.conn)
+    hub.broadcast('{"type":"pong","ref":1}')
+    stuck.writer.backlog = 1001
+    hub.broadcast('{"type":"pong","ref":2}')  # cuts the stuck one off
+    stuck.conn.send('{"type":"pong","ref":3}')  # already cut: not counted again
+    scraped = {
+        s.name: s.value
+        for family in text_string_to_metric_families(metrics.text().decode())
+        for s in family.samples
+    }
+    assert scraped["lobby_events_broadcast_total"] == 2
+    assert scraped["lobby_frames_written_total"] == 6  # one increment of 3 per event
+    assert scraped["lobby_fanout_seconds_count"] == 2
+    assert scraped["lobby_slow_sockets_cut_total"] == 1

@@ -12,6 +12,7 @@ import struct
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from lobby.rules.limits import CONTROL_BURST, MAX_FRAGMENTS
 from lobby.web.uvicorn_adapter import MAX_HEAD_BYTES, MAX_HEADERS, MAX_URL_BYTES
@@ -79,9 +80,18 @@ async def flooded(lobby: Lobby, first: bytes, flood: bytes) -> int | None:
     return code
 
 
+def flood_closes(lobby: Lobby) -> float:
+    families = text_string_to_metric_families(lobby.state.metrics.text().decode())
+    return next(
+        s.value for f in families for s in f.samples if s.name == "lobby_flood_closes_total"
+    )
+
+
 async def test_a_ping_flood_is_closed_with_1008(lobby: Lobby) -> None:
     """Empty pings at full speed: uvicorn answered every one and never closed the socket."""
+    before = flood_closes(lobby)
     assert await flooded(lobby, b"", client_frame(PING)) in (1008, None)
+    assert flood_closes(lobby) == before + 1  # /metrics counts the cut
 
 
 async def test_an_unsolicited_pong_flood_is_closed_with_1008(lobby: Lobby) -> None:

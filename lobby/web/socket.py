@@ -18,7 +18,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from lobby import logs
 from lobby.config import Settings
 from lobby.handler import RequestHandler
-from lobby.hub import WRITER_EXTENSION, Conn
+from lobby.hub import FLOODED, WRITER_EXTENSION, Conn
 from lobby.rules import protocol
 from lobby.rules.limits import TokenBucket
 from lobby.rules.protocol import CloseCode
@@ -101,6 +101,8 @@ async def _read(websocket: WebSocket, conn: Conn, settings: Settings) -> None:
     while True:
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
+            if message.get(FLOODED):  # cut below the message level (lobby.web.uvicorn_adapter)
+                metrics.flood_closed()
             return
         if not conn.open:
             continue  # closing: drain until the peer's close arrives

@@ -63,7 +63,7 @@ from websockets.http11 import Request
 from websockets.protocol import Protocol
 from websockets.server import ServerProtocol
 
-from lobby.hub import WRITER_EXTENSION
+from lobby.hub import FLOODED, WRITER_EXTENSION
 from lobby.rules.frames import close_frame
 from lobby.rules.limits import FrameBudget
 from lobby.rules.protocol import CloseCode
@@ -263,7 +263,12 @@ class DirectProtocol(WebSocketsSansIOProtocol):
         # nothing more is read, and a peer that does not take them is aborted.
         log.debug("cut %s: %s", self.client, flooding)
         self.queue.put_nowait(
-            {"type": "websocket.disconnect", "code": CloseCode.FLOODING, "reason": str(flooding)}
+            {  # type: ignore[arg-type]  # an extra key uvicorn's TypedDict does not list
+                "type": "websocket.disconnect",
+                "code": CloseCode.FLOODING,
+                "reason": str(flooding),
+                FLOODED: True,  # cut by us, not closed by the peer: the socket counts it
+            }
         )
         self.transport.write(b"".join(self.conn.data_to_send()))
         self.close_sent = True
