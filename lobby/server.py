@@ -201,7 +201,7 @@ def _run_workers(settings: Settings, listening: socket.socket) -> None:
     this process is told to stop (SIGTERM, SIGINT)."""
     spawn = multiprocessing.get_context("spawn")
     workers = [
-        spawn.Process(target=_worker, args=(settings, listening), name=f"lobby-worker-{n}")
+        spawn.Process(target=_worker, args=(_nth(settings, n), listening), name=f"lobby-worker-{n}")
         for n in range(settings.workers)
     ]
     for worker in workers:
@@ -221,6 +221,14 @@ def _run_workers(settings: Settings, listening: socket.socket) -> None:
     for worker in workers:
         worker.join()
     listening.close()
+
+
+def _nth(settings: Settings, n: int) -> Settings:
+    """Worker `n`'s settings. A scrape of the shared port reaches one worker at random, so
+    each serves its own metrics on a port of its own: `LOBBY_METRICS_PORT` + n."""
+    if settings.metrics_port is None:
+        return settings
+    return replace(settings, metrics_port=settings.metrics_port + n)
 
 
 def _worker(settings: Settings, listening: socket.socket) -> None:

@@ -17,6 +17,7 @@ import httpx
 import pytest
 import websockets
 from livekit import api
+from prometheus_client.parser import text_string_to_metric_families
 
 from lobby.store.db import connect
 from lobby.store.users import UserStore
@@ -226,13 +227,30 @@ async def test_serve_with_two_workers_is_one_lobby_on_one_port(
     for name in ("alice", "bob"):
         users.add(name, "PUBLISHER", PASSWORD)
     db.close()
+    metrics_port = free_port()
     env = lobby_env(
         LOBBY_DATABASE=path,
         LOBBY_REDIS_URL=own_redis.url,
         LOBBY_SECRET_KEY="test-secret-key-0123456789",
+        LOBBY_METRICS_PORT=str(metrics_port),
     )
     async with lobby_serve(env, "--workers", "2") as served:
         await until(lambda: len(workers_of(served.proc.pid)) == 2, 20)
+        # Each worker its own metrics, on a port of its own, labelled with its process.
+        processes = set()
+        async with httpx.AsyncClient() as http:
+            for port in (metrics_port, metrics_port + 1):
+                async with asyncio.timeout(20):
+                    while True:  # the worker's metrics listener comes up with its app
+                        with contextlib.suppress(httpx.TransportError):
+                            scrape = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+                            break
+                        await asyncio.sleep(0.1)
+                [family] = [
+                    f for f in text_string_to_metric_families(scrape) if f.name == "lobby_sockets"
+                ]
+                processes |= {s.labels["process"] for s in family.samples}
+        assert len(processes) == 2
         lobby = Lobby.__new__(Lobby)  # not served in this process: only its client helpers
         lobby.http, lobby.ws_url = served.url, served.url.replace("http", "ws") + "/ws"
         # Enough sockets that both workers accept some (the kernel spreads them).
