@@ -227,10 +227,26 @@ class Chaos:
             await self.churn(tab)
         await asyncio.sleep(self.rng.uniform(0.02, 0.15))  # pacing the script, not a wait
 
+    def settled_holder(self) -> Tab | None:
+        """A connected tab holding a participant, with no request unanswered."""
+        for tab in self.tabs:
+            if tab.me and tab.socket and not tab.pending and not tab.must_resume:
+                return tab
+        return None
+
     async def quit(self) -> None:
         """A tab closed for good on an instance that dies at once: only the lapse of that
         instance's lease (then the grace period) can remove its participant."""
-        quitter = next(t for t in self.tabs if t.me is not None and t.socket is not None)
+        async with asyncio.timeout(15):
+            while (quitter := self.settled_holder()) is None:
+                for tab in self.tabs:
+                    if tab.socket is None:
+                        await self.reconnect(tab)
+                    elif tab.must_resume:
+                        await tab.resume()
+                    elif tab.me is None and not tab.pending:
+                        await tab.request({"type": "join", "room": ROOMS[0], "nickname": tab.name})
+                await asyncio.sleep(0.1)  # a poll, bounded above
         assert quitter.instance is not None
         await quitter.instance.kill()
         quitter.gone = True
@@ -362,6 +378,7 @@ async def test_after_kills_and_a_redis_restart_every_view_agrees_with_the_media_
             r: set(people) - media_rooms(standin).get(r, set())
             for r, people in (await fresh_welcome(cluster[0], watcher)).items()
         }
+        missing = {room: pids for room, pids in missing.items() if pids}
         held = [tab.me for tab in tabs if tab.me is not None and not tab.gone]
         assert held, "the script left nobody in a room: it checks nothing"
         print(
