@@ -82,7 +82,8 @@ class Tab:
         self.lost: list[str] = []  # why the tab stopped holding a participant
         self.resumes = 0
         self.instance: Instance | None = None
-        self.away_since = 0.0  # when its last socket closed
+        self.away_since = 0.0  # when the socket that last held its participant closed
+        self.holding = False  # this socket took (token) or took back (resumed) a participant
         self.gone = False  # closed for good: its participant must expire
 
     async def connect(self, instance: Instance) -> bool:
@@ -106,7 +107,7 @@ class Tab:
                 self.apply(json.loads(frame))
         if self.socket is socket:
             self.socket, self.pending = None, {}
-            self.away_since = time.monotonic()
+            self.went_away()
 
     def apply(self, m: dict[str, Any]) -> None:
         kind = m["type"]
@@ -132,11 +133,13 @@ class Tab:
             self.view.pop(m["room"], None)
         elif kind == "token":
             self.me = (m["room"], m["participant"]["id"], m["resume_key"])
+            self.holding = True
             SECRETS.register(m["resume_key"], m["token"].rpartition("token=")[2])
         elif kind == "resumed":
             assert self.me is not None
             self.me = (m["room"], m["participant"]["id"], self.me[2])
             self.resumes += 1
+            self.holding = True
         elif kind == "taken_over":
             self.lost.append("taken over")
             self.me = None
@@ -148,6 +151,10 @@ class Tab:
                 self.me = None
             else:  # cluster_unavailable: try again
                 self.must_resume = True
+
+    def went_away(self) -> None:
+        if self.holding:
+            self.away_since, self.holding = time.monotonic(), False
 
     async def request(self, frame: dict[str, Any]) -> None:
         if self.socket is None:
@@ -166,7 +173,7 @@ class Tab:
         socket, self.socket, self.pending = self.socket, None, {}
         if socket is None:
             return
-        self.away_since = time.monotonic()
+        self.went_away()
         if clean:
             await socket.close()
         else:
