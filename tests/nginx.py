@@ -1,6 +1,6 @@
 """A real nginx (Debian's) in front of a lobby, running the config the docs give.
 
-`Nginx.start(lobby_port)` renders `docs/deploy/nginx.conf` (the file the README points
+`Nginx.start(*lobby_ports)` renders `docs/deploy/nginx.conf` (the file the README points
 to) with the test's ports, a certificate made here with openssl (for 127.0.0.1) and
 no IPv6 listeners, wraps it in a minimal main config (pid, logs and temp files in a temp
 dir, as Debian's /etc/nginx/nginx.conf includes sites in `http {}`), and runs
@@ -68,13 +68,17 @@ def free_port() -> int:
         return port
 
 
-def render(conf: str, *, https_port: int, http_port: int, lobby_port: int, cert: Path) -> str:
-    """The documented config with this test's ports and certificate; each replaced text
-    must be there, so the docs cannot drift from what runs."""
+def render(
+    conf: str, *, https_port: int, http_port: int, lobby_ports: tuple[int, ...], cert: Path
+) -> str:
+    """The documented config with this test's ports and certificate (one `server` line in
+    the upstream per lobby port); each replaced text must be there, so the docs cannot
+    drift from what runs."""
+    servers = "\n    ".join(f"server 127.0.0.1:{port};" for port in lobby_ports)
     swaps = {
         "listen 443 ssl;": f"listen 127.0.0.1:{https_port} ssl;",
         "listen 80;": f"listen 127.0.0.1:{http_port};",
-        "server 127.0.0.1:5000;": f"server 127.0.0.1:{lobby_port};",
+        "server 127.0.0.1:5000;": servers,
         CERT: str(cert),
         KEY: str(cert.with_suffix(".key")),
         "server_name lobby.example.com;": "server_name 127.0.0.1;",
@@ -111,12 +115,14 @@ class Nginx:
         """Trusts the test's certificate and nothing else."""
         return ssl.create_default_context(cafile=str(self.cert))
 
-    def start(self, lobby_port: int) -> None:
+    def start(self, *lobby_ports: int) -> None:
+        """nginx in front of the lobbies at `lobby_ports` (several: the documented upstream
+        of several instances, no stickiness)."""
         conf = render(
             DOCUMENTED.read_text(),
             https_port=self.https_port,
             http_port=self.http_port,
-            lobby_port=lobby_port,
+            lobby_ports=lobby_ports,
             cert=self.cert,
         )
         (self.dir / "lobby.conf").write_text(conf)

@@ -8,9 +8,11 @@ around nginx comes from 127.0.0.4: loopback addresses that tell the three apart.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,9 +21,12 @@ import websockets
 from websockets.exceptions import InvalidStatus
 
 from lobby.rules.limits import LoginThrottle
-from tests.conftest import PASSWORD, Lobby, LobbyFactory, csrf_from
+from tests.conftest import PASSWORD, Client, Lobby, LobbyFactory, csrf_from
+from tests.instances import Instance, login, user_database
 from tests.log_secrets import SECRETS
 from tests.nginx import Nginx
+from tests.openvidu_standin import OpenViduStandin
+from tests.redis_server import RedisServer
 
 
 @pytest.fixture
@@ -141,3 +146,80 @@ async def test_a_spoofed_forwarded_for_from_elsewhere_is_ignored(
         assert locked.status_code == 429
     assert throttle.check("bob", "127.0.0.4") > 0
     assert throttle.check("bob", "127.0.0.3") == 0
+
+
+def opened(instance: Instance, user: str) -> int:
+    """How many sockets of `user` this instance's log shows opened."""
+    lines = instance.output().splitlines()
+    return sum(1 for line in lines if "socket open" in line and f"user={user} " in line)
+
+
+async def where(
+    nginx: Nginx, instances: list[Instance], cookie: str, user: str
+) -> tuple[Client, Instance]:
+    """A socket of `user` through nginx, and the instance it reached (the logs say)."""
+    before = [opened(i, user) for i in instances]
+    tab = await through(nginx, cookie, user)
+    async with asyncio.timeout(10):
+        while True:
+            for instance, count in zip(instances, before, strict=True):
+                if opened(instance, user) > count:
+                    return tab, instance
+            await asyncio.sleep(0.05)  # a poll of the logs, bounded above
+
+
+async def through(nginx: Nginx, cookie: str, name: str) -> Client:
+    socket = await websockets.connect(
+        nginx.url.replace("https://", "wss://") + "/ws",
+        ssl=nginx.ssl_context(),
+        origin=websockets.Origin(nginx.url),
+        additional_headers={"Cookie": f"__Host-lobby_session={cookie}"},
+    )
+    tab = Client(socket, name, cookie)
+    tab.welcome = await tab.expect("welcome")
+    return tab
+
+
+async def test_two_instances_behind_nginx_a_page_whose_instance_dies_resumes_on_the_other(
+    nginx: Nginx, tmp_path: Path, own_redis: RedisServer, standin: OpenViduStandin
+) -> None:
+    env = {
+        "LOBBY_DATABASE": user_database(tmp_path / "users.sqlite3", ["alice", "bob"]),
+        "LOBBY_REDIS_URL": own_redis.url,
+        "LOBBY_PUBLIC_URL": nginx.url,
+        "LOBBY_FORWARDED_ALLOW_IPS": "127.0.0.1",
+        "LOBBY_RECONNECT_GRACE": "5",
+        "OPENVIDU_URL": standin.url,
+        "OPENVIDU_SECRET": "MY_SECRET",
+    }
+    instances = [Instance(f"lobby{i}", env, tmp_path) for i in range(2)]
+    try:
+        await asyncio.gather(*(i.start() for i in instances))
+        nginx.start(*(i.port for i in instances))
+        verify = nginx.ssl_context()
+        alice_cookie = await login(nginx.url, "alice", verify=verify)
+        bob_cookie = await login(nginx.url, "bob", verify=verify)
+        alice, victim = await where(nginx, instances, alice_cookie, "alice")
+        # nginx spreads sockets over both (no stickiness): bob opens until one is elsewhere.
+        for _ in range(8):
+            bob, reached = await where(nginx, instances, bob_cookie, "bob")
+            if reached is not victim:
+                break
+            await bob.close()
+        else:
+            pytest.fail("nginx sent every socket to one instance")
+        token = await alice.join("R1")
+        assert (await bob.expect("joined"))["participant"] == token["participant"]
+
+        await victim.kill()
+        assert await alice.close_code() == 1006  # gone without a close frame
+        # The page reconnects through nginx: the dead instance refuses, the other answers.
+        alice = await through(nginx, alice_cookie, "alice")
+        ref = await alice.request({"type": "resume", "key": token["resume_key"]})
+        resumed = await alice.expect("resumed")
+        assert (resumed["ref"], resumed["participant"]["id"]) == (ref, token["participant"]["id"])
+        await bob.nothing(within=1.0)  # silently: no left, no joined
+        for tab in (alice, bob):
+            await tab.close()
+    finally:
+        await asyncio.gather(*(i.stop() for i in instances))
