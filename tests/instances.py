@@ -18,8 +18,9 @@ import httpx
 from lobby.store.db import connect
 from lobby.store.users import UserStore
 from tests.conftest import CHEAP_HASHER, PASSWORD, csrf_from
+from tests.live import free_port
 from tests.log_secrets import SECRETS
-from tests.test_server import free_port, lobby_env
+from tests.test_server import lobby_env
 
 SECRET_KEY = "test-secret-key-0123456789"
 

@@ -12,6 +12,14 @@ import uvicorn
 from starlette.types import Receive, Scope, Send
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on now (for servers the tests start themselves)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 class QuietServer(uvicorn.Server):
     """A uvicorn server that leaves pytest's signal handlers alone."""
 

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.live import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTED = ROOT / "docs" / "deploy" / "nginx.conf"
 NGINX = shutil.which("nginx") or next(
@@ -59,13 +61,6 @@ def tools() -> tuple[str, str]:
             pytest.fail(f"{reason}; under CI=true a missing nginx is a failure")
         pytest.skip(reason)
     return NGINX, openssl
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def render(

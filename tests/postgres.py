@@ -17,7 +17,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -27,6 +26,8 @@ from typing import IO
 
 import psycopg
 import pytest
+
+from tests.live import free_port
 
 BINARIES = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
 START_TIMEOUT = 30.0
@@ -41,13 +42,6 @@ def binaries() -> Path:
             pytest.fail(f"{reason}; under CI=true a missing PostgreSQL is a failure")
         pytest.skip(reason)
     return BINARIES[-1].parent
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class PostgresServer:

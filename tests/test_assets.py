@@ -21,7 +21,8 @@ import httpx
 import pytest
 
 from tests.conftest import Lobby, LobbyFactory, csrf_from
-from tests.test_server import free_port, lobby_env
+from tests.live import free_port
+from tests.test_server import lobby_env
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = json.loads((ROOT / "static" / "vendor.json").read_text())

@@ -22,7 +22,8 @@ from lobby.store.sessions import SessionStore
 from lobby.store.users import User, UserStore
 from lobby.web import IncompatibleUvicorn
 from tests.conftest import Client, Lobby, LobbyFactory
-from tests.postgres import PostgresServer, free_port
+from tests.live import free_port
+from tests.postgres import PostgresServer
 
 SECRETS = (
     "LOBBY_SECRET_KEY",

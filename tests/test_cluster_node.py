@@ -44,7 +44,8 @@ from lobby.cluster.replica import Replica, slot
 from lobby.cluster.seam import Applied, ClusterUnavailable, PresenceStore
 from lobby.rules.presence import Joined, Left, Participant, RoomClosed
 from tests.conftest import until
-from tests.redis_server import RedisServer, free_port
+from tests.live import free_port
+from tests.redis_server import RedisServer
 
 FAST = Timing(
     lease=0.6,

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import socket
-
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from lobby.rules.limits import LoginThrottle
 from lobby.web.metrics import Metrics, Readings
 from tests.conftest import Client, Lobby, LobbyFactory, csrf_from, until
+from tests.live import free_port
 from tests.openvidu_standin import OpenViduStandin
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -129,13 +128,6 @@ async def test_metrics_are_404_for_a_forwarded_request_or_an_address_not_allowed
     closed: Lobby = await make_lobby(metrics_allow=("10.0.0.0/8",))
     async with httpx.AsyncClient(base_url=closed.http) as http:
         assert (await http.get("/metrics")).status_code == 404
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def test_metrics_port_serves_metrics_alone(make_lobby: LobbyFactory) -> None:

@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,16 +21,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from lobby.store.db import connect
 from lobby.store.users import UserStore
 from tests.conftest import CHEAP_HASHER, PASSWORD, Lobby, csrf_from, until
+from tests.live import free_port
 from tests.log_secrets import SECRETS
 from tests.openvidu_standin import OpenViduStandin
 from tests.redis_server import RedisServer
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Process:

@@ -18,8 +18,8 @@ from playwright.async_api import expect
 
 from tests.conftest import Lobby, LobbyFactory, until
 from tests.e2e.tabs import Tab, Tabs
+from tests.live import free_port
 from tests.livekit_standin import LiveKitStandin, Upgrade, running_standin
-from tests.test_server import free_port
 
 KEY, SECRET = "APIlobby", "page-test-secret-0123456789-0123456789"
 
