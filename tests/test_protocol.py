@@ -173,7 +173,9 @@ def test_replies_render_as_documented() -> None:
         "user": {"name": "alice", "role": "PUBLISHER"},
         "media": {"kind": "openvidu"},
         "room_size": None,
-        "rooms": [{"name": "A", "participants": [protocol.participant_json(ALICE)]}],
+        "rooms": [
+            {"name": "A", "participants": [protocol.participant_json(ALICE)], "locked": False}
+        ],
     }
     token = json.loads(protocol.render_token(1, "A", "wss://x?token=t", ALICE, "key"))
     assert token["type"] == "token"

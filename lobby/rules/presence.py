@@ -31,7 +31,7 @@ from typing import Generic, Literal, TypeVar
 
 G = TypeVar("G")
 SocketId = Hashable
-LeaveReason = Literal["left", "switched", "disconnected"]
+LeaveReason = Literal["left", "switched", "disconnected", "kicked", "closed"]
 CallState = Literal["connecting", "connected", "dropped"]
 CALL_STATES: tuple[CallState, ...] = ("connecting", "connected", "dropped")
 
@@ -71,7 +71,15 @@ class CallChanged:
     participant: Participant
 
 
-Event = Joined | Left | RoomClosed | CallChanged
+@dataclass(frozen=True, slots=True)
+class RoomLocked:
+    """A moderator locked or unlocked a room (only moderators may join a locked one)."""
+
+    room: str
+    locked: bool
+
+
+Event = Joined | Left | RoomClosed | CallChanged | RoomLocked
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +125,13 @@ class Presence(Generic[G]):
         self._members: dict[str, Member[G]] = {}
         self._by_socket: dict[SocketId, str] = {}
         self._by_key: dict[str, str] = {}
+        # Moderation (lobby.moderation): rooms only moderators may join, which a room
+        # forgets when it empties; bans, (room, user) -> until (ms), which outlive the
+        # room; and how many times each room was closed, so a join that started before
+        # a close can be told from one that started after it.
+        self._locked: set[str] = set()
+        self._bans: dict[tuple[str, str], int] = {}
+        self._closes: dict[str, int] = {}
 
     # Reading
 
@@ -171,6 +186,27 @@ class Presence(Generic[G]):
 
     def __len__(self) -> int:
         return len(self._members)
+
+    def locked(self, room: str) -> bool:
+        return room in self._locked
+
+    def locked_rooms(self) -> frozenset[str]:
+        return frozenset(self._locked)
+
+    def banned(self, room: str, user: str, now: int) -> bool:
+        """Is `user` kept out of `room` at `now` (ms) by a kick?"""
+        return self._bans.get((room, user), 0) > now
+
+    def bans(self) -> dict[tuple[str, str], int]:
+        """Every ban, expired ones possibly included: (room, user) -> until (ms)."""
+        return dict(self._bans)
+
+    def closes(self, room: str) -> int:
+        """How many times a moderator closed `room` (0: never, or forgotten)."""
+        return self._closes.get(room, 0)
+
+    def close_counts(self) -> dict[str, int]:
+        return dict(self._closes)
 
     @property
     def room_count(self) -> int:
@@ -248,6 +284,45 @@ class Presence(Generic[G]):
         member.media_sid = None
         return stale
 
+    # Moderation
+
+    def kick(self, participant_id: str, now: int, until: int) -> Outcome[G]:
+        """Remove a participant at once (reason `kicked`), its user banned from the room
+        until `until` (ms). Bans over at `now` are forgotten on the way."""
+        member = self._members.get(participant_id)
+        if member is None:
+            return Outcome()
+        self._bans = {k: t for k, t in self._bans.items() if t > now}
+        key = (member.room, member.participant.user)
+        self._bans[key] = max(until, self._bans.get(key, 0))
+        return self._remove(member, "kicked")
+
+    def close(self, room: str) -> Outcome[G]:
+        """Remove everyone from `room` (reason `closed`); the last `Left` closes it."""
+        outcome: Outcome[G] = Outcome()
+        for member in self.members_in(room):
+            outcome += self._remove(member, "closed")
+        self._closes[room] = self.closes(room) + 1
+        return outcome
+
+    def lock(self, room: str, locked: bool) -> Outcome[G]:
+        """Lock or unlock an occupied room; an event only when that changes something."""
+        if not self.has_room(room) or self.locked(room) == locked:
+            return Outcome()
+        if locked:
+            self._locked.add(room)
+        else:
+            self._locked.discard(room)
+        return Outcome(events=(RoomLocked(room, locked),))
+
+    def restore_moderation(
+        self, locked: set[str], bans: dict[tuple[str, str], int], closes: dict[str, int]
+    ) -> None:
+        """Put back locks (of occupied rooms only), bans and close counts from a snapshot."""
+        self._locked = {room for room in locked if self.has_room(room)}
+        self._bans = dict(bans)
+        self._closes = dict(closes)
+
     # Call states
 
     def media_joined(self, participant_id: str, sid: str | None = None) -> Outcome[G]:
@@ -313,6 +388,7 @@ class Presence(Generic[G]):
         closed: tuple[str, ...] = ()
         if not room:
             del self._rooms[member.room]
+            self._locked.discard(member.room)  # an emptied room forgets its lock
             events += (RoomClosed(member.room),)
             closed = (member.room,)
         return Outcome(events, (member.grant,), closed)
