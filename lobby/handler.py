@@ -144,7 +144,7 @@ class RequestHandler:
                 list(self.presence.rooms()),
                 media=self.calls.media.page_config(conn.user),
                 room_size=self.room_size or None,
-                locked=self.presence.locked_rooms(),
+                locked=frozenset(self.presence.sanctions.locked),
             )
         )
 
@@ -235,7 +235,8 @@ class RequestHandler:
     async def _finish_join(self, conn: Conn, request: Join, marker: object) -> None:
         pid = "p_" + secrets.token_urlsafe(9)
         participant = Participant(pid, conn.user, request.nickname, conn.role)
-        closes = self.presence.closes(request.room)  # before the await: see commands.Join
+        # Read before the await: a close from now on refuses this join (commands.Join).
+        closes = self.presence.sanctions.closes_of(request.room)
         grant = await self._grant(request.room, participant)
         if not self._current(conn, marker):
             if isinstance(grant, Grant):

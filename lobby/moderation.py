@@ -91,9 +91,9 @@ class Moderation:
         By this instance's clock; the log decides again by its own when it applies.
         """
         presence = self._handler.presence
-        if presence.locked(room) and conn.role != MODERATOR:
+        if room in presence.sanctions.locked and conn.role != MODERATOR:
             return ProtocolError("room_locked", ROOM_LOCKED.format(room=room))
-        if presence.banned(room, conn.user, int(time.time() * 1000)):
+        if presence.sanctions.banned(room, conn.user, int(time.time() * 1000)):
             return ProtocolError("banned", BANNED.format(room=room))
         return None
 

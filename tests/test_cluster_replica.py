@@ -296,7 +296,8 @@ def test_close_room_removes_everyone_and_refuses_joins_that_began_before_it() ->
     joined(replica, "p1", "a:1")
     joined(replica, "p2", "b:1")
     replica.apply(Disconnect("b:1"), 3)
-    in_flight = Join("c:1", person("p3"), "R", "k3", None, 0, replica.presence.closes("R"))
+    seen = replica.presence.sanctions.closes_of("R")
+    in_flight = Join("c:1", person("p3"), "R", "k3", None, 0, seen)
     result = replica.apply(CloseRoom("mod", "R"), 4)
     assert result.outcome.events == (
         Left("R", person("p1"), "closed"),
@@ -309,7 +310,7 @@ def test_close_room_removes_everyone_and_refuses_joins_that_began_before_it() ->
         "room_closed", "A moderator closed room R while you were joining it."
     )
     # A join that began after the close opens the room afresh.
-    fresh = replace(in_flight, closes=replica.presence.closes("R"))
+    fresh = replace(in_flight, closes=replica.presence.sanctions.closes_of("R"))
     assert replica.apply(fresh, 6).rejected is None
     assert replica.apply(CloseRoom("mod", "Nobody"), 7).rejected == Rejection(
         "not_found", "There is nobody in room Nobody."
@@ -329,13 +330,13 @@ def test_a_lock_refuses_all_but_moderators_until_unlocked_or_the_room_empties() 
     )
     assert replica.apply(Join("m:1", moderator("m1"), "R", "km", None), 5).rejected is None
     copy = Replica.from_snapshot(replica.snapshot())  # the lock survives a snapshot
-    assert copy.presence.locked("R")
+    assert "R" in copy.presence.sanctions.locked
     assert replica.apply(LockRoom("mod", "R", False), 6).outcome.events == (RoomLocked("R", False),)
     assert replica.apply(bob, 7).rejected is None
     replica.apply(LockRoom("mod", "R", True), 8)
     for socket in ("a:1", "b:1", "m:1"):
         replica.apply(Leave(socket), 9)
-    assert not replica.presence.locked("R")  # the emptied room forgot it
+    assert "R" not in replica.presence.sanctions.locked  # the emptied room forgot it
     assert (
         replica.apply(replace(bob, participant=person("p5", "bob"), resume_key="k5"), 10).rejected
         is None
@@ -351,9 +352,9 @@ def test_a_snapshot_keeps_locks_bans_and_close_counts_and_old_snapshots_still_lo
     replica.apply(CloseRoom("mod", "T"), 4)  # refused: counts nothing
     copy = Replica.from_snapshot(replica.snapshot())
     assert copy.snapshot() == replica.snapshot()
-    assert copy.presence.banned("R", "alice", 60_002)
-    assert not copy.presence.banned("R", "alice", 60_003)
-    assert copy.presence.locked_rooms() == frozenset({"S"})
+    assert copy.presence.sanctions.banned("R", "alice", 60_002)
+    assert not copy.presence.sanctions.banned("R", "alice", 60_003)
+    assert copy.presence.sanctions.locked == {"S"}
     old = Replica.from_snapshot(replica.snapshot()["members"])  # a bare list, as before
     assert rooms(old) == {"S": ["p2"]}
-    assert old.presence.locked_rooms() == frozenset()
+    assert old.presence.sanctions.locked == set()

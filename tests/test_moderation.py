@@ -222,7 +222,7 @@ async def test_a_locked_room_takes_only_moderators_and_forgets_the_lock_when_it_
         await answer(client, {"type": "leave"})
     assert (await answer(mod, {"type": "leave"}))["type"] == "ok"
     await until(lambda: not lobby.state.handler.presence.has_room("R1"))
-    assert lobby.state.handler.presence.locked_rooms() == frozenset()
+    assert lobby.state.handler.presence.sanctions.locked == set()
     assert mod_id
     assert (await bob.join("R1"))["room"] == "R1"
     assert (await lobby.client("sub")).welcome["rooms"][0]["locked"] is False
@@ -336,5 +336,5 @@ async def test_across_instances_kicks_locks_and_bans_hold_and_revoke_once(
     # Every replica agrees: the room emptied, its lock is gone.
     for presence in (a.state.handler.presence, b.state.handler.presence):
         await until(lambda presence=presence: not presence.has_room("R1"))  # type: ignore[misc]
-        assert presence.locked_rooms() == frozenset()
+        assert presence.sanctions.locked == set()
     assert revokes(standin, connection) == 1

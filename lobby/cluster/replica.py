@@ -49,6 +49,7 @@ from lobby.cluster.commands import (
 )
 from lobby.rules.grants import Grant
 from lobby.rules.presence import Joined, Left, Member, Outcome, Participant, Presence
+from lobby.rules.sanctions import Sanctions
 
 # Refusals of moderation and of joins it prevents: codes of docs/protocol.md.
 NOT_FOUND_PARTICIPANT = "That participant is not in room {room}."
@@ -164,11 +165,11 @@ class Replica:
         if p.is_full(c.room, c.limit, c.socket):
             message = f"Room {c.room} is full ({c.limit} people); try again later."
             return Result(rejected=Rejection("room_full", message))
-        if p.closes(c.room) > c.closes:
+        if p.sanctions.closes_of(c.room) > c.closes:
             return _refuse("room_closed", CLOSED_MEANWHILE, c.room)
-        if p.locked(c.room) and c.participant.role != "MODERATOR":
+        if c.room in p.sanctions.locked and c.participant.role != "MODERATOR":
             return _refuse("room_locked", ROOM_LOCKED, c.room)
-        if p.banned(c.room, c.participant.user, at):
+        if p.sanctions.banned(c.room, c.participant.user, at):
             return _refuse("banned", BANNED, c.room)
         outcome = p.join(c.socket, c.participant, c.room, c.resume_key, slot(c.handle, c.room))
         return self._removed(outcome, participant=c.participant)
@@ -241,12 +242,12 @@ class Replica:
     def snapshot(self) -> dict[str, Any]:
         """Every member (in the order that rebuilds the same rooms) and the moderation
         state, JSON-ready."""
-        p = self.presence
+        sanctions = self.presence.sanctions
         return {
             "members": self._members_snapshot(),
-            "locked": sorted(p.locked_rooms()),
-            "bans": [[room, user, until] for (room, user), until in sorted(p.bans().items())],
-            "closes": dict(sorted(p.close_counts().items())),
+            "locked": sorted(sanctions.locked),
+            "bans": [[room, user, end] for (room, user), end in sorted(sanctions.bans.items())],
+            "closes": dict(sorted(sanctions.closes.items())),
         }
 
     def _members_snapshot(self) -> list[dict[str, Any]]:
@@ -279,9 +280,9 @@ class Replica:
                 p.resume(m["socket"], member)
             else:
                 replica._away_since[person.id] = int(m["away_since"] or 0)
-        p.restore_moderation(
-            set(held.get("locked", ())),
-            {(room, user): int(until) for room, user, until in held.get("bans", ())},
+        p.sanctions = Sanctions(
+            {room for room in held.get("locked", ()) if p.has_room(room)},
+            {(room, user): int(end) for room, user, end in held.get("bans", ())},
             {room: int(n) for room, n in held.get("closes", {}).items()},
         )
         return replica

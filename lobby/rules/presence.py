@@ -29,6 +29,8 @@ from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Generic, Literal, TypeVar
 
+from lobby.rules.sanctions import Sanctions
+
 G = TypeVar("G")
 SocketId = Hashable
 LeaveReason = Literal["left", "switched", "disconnected", "kicked", "closed"]
@@ -125,13 +127,8 @@ class Presence(Generic[G]):
         self._members: dict[str, Member[G]] = {}
         self._by_socket: dict[SocketId, str] = {}
         self._by_key: dict[str, str] = {}
-        # Moderation (lobby.moderation): rooms only moderators may join, which a room
-        # forgets when it empties; bans, (room, user) -> until (ms), which outlive the
-        # room; and how many times each room was closed, so a join that started before
-        # a close can be told from one that started after it.
-        self._locked: set[str] = set()
-        self._bans: dict[tuple[str, str], int] = {}
-        self._closes: dict[str, int] = {}
+        # Locks, bans and close counts of the moderators (lobby.moderation).
+        self.sanctions = Sanctions()
 
     # Reading
 
@@ -186,27 +183,6 @@ class Presence(Generic[G]):
 
     def __len__(self) -> int:
         return len(self._members)
-
-    def locked(self, room: str) -> bool:
-        return room in self._locked
-
-    def locked_rooms(self) -> frozenset[str]:
-        return frozenset(self._locked)
-
-    def banned(self, room: str, user: str, now: int) -> bool:
-        """Is `user` kept out of `room` at `now` (ms) by a kick?"""
-        return self._bans.get((room, user), 0) > now
-
-    def bans(self) -> dict[tuple[str, str], int]:
-        """Every ban, expired ones possibly included: (room, user) -> until (ms)."""
-        return dict(self._bans)
-
-    def closes(self, room: str) -> int:
-        """How many times a moderator closed `room` (0: never, or forgotten)."""
-        return self._closes.get(room, 0)
-
-    def close_counts(self) -> dict[str, int]:
-        return dict(self._closes)
 
     @property
     def room_count(self) -> int:
@@ -288,13 +264,11 @@ class Presence(Generic[G]):
 
     def kick(self, participant_id: str, now: int, until: int) -> Outcome[G]:
         """Remove a participant at once (reason `kicked`), its user banned from the room
-        until `until` (ms). Bans over at `now` are forgotten on the way."""
+        until `until` (ms, `now` being the time of the kick)."""
         member = self._members.get(participant_id)
         if member is None:
             return Outcome()
-        self._bans = {k: t for k, t in self._bans.items() if t > now}
-        key = (member.room, member.participant.user)
-        self._bans[key] = max(until, self._bans.get(key, 0))
+        self.sanctions.ban(member.room, member.participant.user, until, now)
         return self._remove(member, "kicked")
 
     def close(self, room: str) -> Outcome[G]:
@@ -302,26 +276,18 @@ class Presence(Generic[G]):
         outcome: Outcome[G] = Outcome()
         for member in self.members_in(room):
             outcome += self._remove(member, "closed")
-        self._closes[room] = self.closes(room) + 1
+        self.sanctions.closed(room)
         return outcome
 
     def lock(self, room: str, locked: bool) -> Outcome[G]:
         """Lock or unlock an occupied room; an event only when that changes something."""
-        if not self.has_room(room) or self.locked(room) == locked:
+        if not self.has_room(room) or (room in self.sanctions.locked) == locked:
             return Outcome()
         if locked:
-            self._locked.add(room)
+            self.sanctions.locked.add(room)
         else:
-            self._locked.discard(room)
+            self.sanctions.locked.discard(room)
         return Outcome(events=(RoomLocked(room, locked),))
-
-    def restore_moderation(
-        self, locked: set[str], bans: dict[tuple[str, str], int], closes: dict[str, int]
-    ) -> None:
-        """Put back locks (of occupied rooms only), bans and close counts from a snapshot."""
-        self._locked = {room for room in locked if self.has_room(room)}
-        self._bans = dict(bans)
-        self._closes = dict(closes)
 
     # Call states
 
@@ -388,7 +354,7 @@ class Presence(Generic[G]):
         closed: tuple[str, ...] = ()
         if not room:
             del self._rooms[member.room]
-            self._locked.discard(member.room)  # an emptied room forgets its lock
+            self.sanctions.locked.discard(member.room)  # an emptied room forgets its lock
             events += (RoomClosed(member.room),)
             closed = (member.room,)
         return Outcome(events, (member.grant,), closed)
