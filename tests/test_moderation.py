@@ -11,9 +11,11 @@ import pytest
 
 from lobby.store.audit import AuditLog
 from tests.conftest import PASSWORD, Client, Lobby, LobbyFactory, make_users, until
+from tests.livekit_standin import running_standin as running_livekit
 from tests.openvidu_standin import OpenViduStandin
 from tests.redis_server import RedisServer
 from tests.test_cluster_app import connection_of, pair, revokes
+from tests.test_webhooks import KEY, SECRET, livekit_lobby
 
 
 async def answer(client: Client, frame: dict[str, Any]) -> dict[str, Any]:
@@ -338,3 +340,38 @@ async def test_across_instances_kicks_locks_and_bans_hold_and_revoke_once(
         await until(lambda presence=presence: not presence.has_room("R1"))  # type: ignore[misc]
         assert presence.sanctions.locked == set()
     assert revokes(standin, connection) == 1
+
+
+# Other media back ends
+
+
+async def test_with_livekit_a_kick_removes_the_participant_from_its_room(
+    make_lobby: LobbyFactory,
+) -> None:
+    async with running_livekit(KEY, SECRET) as livekit:
+        lobby = await livekit_lobby(make_lobby, livekit)
+        alice, bob, mod = [await lobby.client(n) for n in ("alice", "bob", "mod")]
+        alice_id, bob_id = await joined(alice, "R1"), await joined(bob, "R1")
+        livekit.join("R1", alice_id)
+        livekit.join("R1", bob_id)
+        assert (await answer(mod, kick("R1", alice_id)))["type"] == "ok"
+        assert (await alice.until("kicked"))["by"] == "mod"
+        await until(lambda: list(livekit.rooms["R1"].participants) == [bob_id])
+        removed = [c.request for c in livekit.calls if c.method == "RemoveParticipant"]
+        assert removed == [{"room": "R1", "identity": alice_id}]
+
+
+async def test_peer_to_peer_the_kicked_one_is_dropped_by_its_peers(
+    make_lobby: LobbyFactory,
+) -> None:
+    lobby = await make_lobby(media="p2p")
+    alice, bob, mod = [await lobby.client(n) for n in ("alice", "bob", "mod")]
+    alice_id, bob_id = await joined(alice, "R1"), await joined(bob, "R1")
+    assert (await answer(mod, kick("R1", bob_id, reason="bye")))["type"] == "ok"
+    left = await alice.until("left")  # alice's page closes its connection to bob on it
+    assert (left["participant"]["id"], left["reason"]) == (bob_id, "kicked")
+    await bob.until("kicked")
+    # bob can no longer signal alice: he is in no room.
+    hello = {"kind": "hello", "link": "k3f9", "peer_link": None}
+    await bob.send({"type": "signal", "to": alice_id, "data": hello})
+    assert (await bob.until("error"))["code"] == "unknown_peer"
