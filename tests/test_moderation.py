@@ -340,6 +340,11 @@ async def test_across_instances_kicks_locks_and_bans_hold_and_revoke_once(
         await until(lambda presence=presence: not presence.has_room("R1"))  # type: ignore[misc]
         assert presence.sanctions.locked == set()
     assert revokes(standin, connection) == 1
+    # The audit rows are the issuer's: written once, on b (each test lobby has its own
+    # database here; instances sharing one would see them all).
+    await until(lambda: len(AuditLog(b.state.db).since()) == 2)
+    assert [r.action for r in AuditLog(b.state.db).since()] == ["lock_room", "kick"]
+    assert AuditLog(a.state.db).since() == []
 
 
 # Other media back ends
