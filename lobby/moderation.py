@@ -10,7 +10,9 @@ audit row, in a thread so the event loop never waits on the database.
 
 Every instance, the issuer or not, sees every applied command (`applied`): a
 kicked participant's socket may be held by any of them, and the one that holds
-it tells its page `kicked` before everyone gets the `left`. The page then knows
+it tells its page `kicked` before everyone gets the `left`, and drops that
+socket's request in flight (a join elsewhere, a token refresh: its connection is
+revoked, unanswered), since the page stops everything on `kicked`. The page knows
 not to resume: its participant and resume key are gone, so a `resume` would get
 `resume_failed` anyway.
 
