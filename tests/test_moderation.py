@@ -266,6 +266,39 @@ async def test_a_join_in_flight_when_the_room_is_locked_or_closed_is_refused_and
     assert "bob" not in people
 
 
+async def test_a_kicked_sockets_join_in_flight_elsewhere_is_dropped_and_revoked(
+    lobby: Lobby, standin: OpenViduStandin
+) -> None:
+    alice, mod = await lobby.client("alice"), await lobby.client("mod")
+    pid = await joined(alice, "R1")
+    granting = asyncio.Event()
+
+    def seen(method: str, path: str) -> None:
+        if method == "POST" and path.endswith("/R2/connection"):
+            granting.set()
+
+    standin.on_request = seen
+    standin.fault, standin.delay = "slow", 0.4
+    await alice.request({"type": "join", "room": "R2", "nickname": "Alice"})
+    await asyncio.wait_for(granting.wait(), 5)
+    assert (await answer(mod, kick("R1", pid)))["type"] == "ok"
+    assert (await alice.expect("kicked"))["room"] == "R1"
+    standin.fault = None
+    # The R2 connection, made after all, is deleted; alice is nowhere, and was told nothing.
+    await standin.wait_for(
+        lambda: any(
+            c.method == "DELETE" and "/sessions/R2" in c.path and c.status == 204
+            for c in standin.calls
+        )
+    )
+    assert not lobby.state.handler.presence.has_room("R2")
+    assert [m["type"] for m in [await alice.recv(), await alice.recv()]] == [
+        "left",
+        "room_closed",
+    ]
+    await alice.nothing()
+
+
 async def test_moderation_counts_against_the_message_rate(make_lobby: LobbyFactory) -> None:
     lobby = await make_lobby(message_rate=1, message_burst=3)
     mod = await lobby.client("mod")
