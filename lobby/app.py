@@ -34,6 +34,7 @@ from lobby.media.seam import MediaBackend
 from lobby.rules.limits import LoginThrottle
 from lobby.rules.protocol import CloseCode
 from lobby.store import db as database
+from lobby.store.audit import AuditLog
 from lobby.store.roster import Roster
 from lobby.store.sessions import SessionStore
 from lobby.store.users import UserStore
@@ -128,6 +129,8 @@ def create_app(
             roster=Roster(db) if db.dialect == "sqlite" and not settings.redis_url else None,
             calls_from_media=settings.calls_from_media,
             store=presence_store(settings),
+            kick_ban=settings.kick_ban,
+            audit=AuditLog(db),
         )
         call_states = CallStates(
             handler,

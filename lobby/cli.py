@@ -1,5 +1,5 @@
 """The `lobby` command: `lobby serve` runs the server, `lobby users …` manages accounts,
-`lobby status` says what a running instance holds.
+`lobby status` says what a running instance holds, `lobby audit` what moderators did.
 
 The `users` commands need only the database, so they read `LOBBY_DATABASE` and
 nothing else: an administrator can add the first user before any secret is set.
@@ -18,10 +18,13 @@ import argparse
 import getpass
 import json
 import os
+import re
 import sqlite3
 import sys
+import time
 from collections.abc import Callable
 from contextlib import closing
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.error import HTTPError, URLError
@@ -30,6 +33,7 @@ from urllib.request import ProxyHandler, Request, build_opener
 
 from lobby.config import SETTINGS, ConfigError, Settings, help_epilog
 from lobby.rules.grants import ROLES
+from lobby.store.audit import AuditLog, Record
 from lobby.store.db import SchemaError, Unavailable, connect, is_postgres
 from lobby.store.users import UserError, UserStore, check_name
 from lobby.web import IncompatibleUvicorn, MissingLibrary
@@ -52,6 +56,8 @@ def main(argv: list[str] | None = None, *, serve: Serve | None = None) -> int:
             return _serve(args, serve)
         if args.command == "status":
             return _status(args)
+        if args.command == "audit":
+            return _audit(args)
         return _users(args)
     except KeyboardInterrupt:
         print(file=sys.stderr)
@@ -180,6 +186,60 @@ def _users(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit(args: argparse.Namespace) -> int:
+    """Print the moderators' actions since `--since` (default: all), oldest first."""
+    try:
+        start = 0.0 if args.since is None else since(args.since, time.time())
+    except ValueError as exc:
+        print(f"lobby: {exc}", file=sys.stderr)
+        return 2
+    path = database_path()
+    try:
+        with closing(connect(path)) as db:
+            print(f"lobby: using the database {_shown(path)}", file=sys.stderr)
+            records = AuditLog(db).since(start)
+    except (sqlite3.Error, SchemaError, Unavailable) as exc:
+        print(f"lobby: cannot use the database {_shown(path)}: {exc}", file=sys.stderr)
+        return 1
+    if args.json:  # for scripts: one JSON array on stdout, `[]` when nothing happened
+        print(json.dumps([r.json() for r in records]))
+    elif not records:
+        print("no moderator actions in that time", file=sys.stderr)
+    else:
+        _print_audit(records)
+    return 0
+
+
+DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+
+
+def since(text: str, now: float) -> float:
+    """`--since`: an ISO 8601 time (UTC unless it says otherwise), or how long ago, like
+    `90s`, `15m`, `2h`, `7d` or `1h30m`; seconds since the epoch."""
+    match = DURATION.fullmatch(text.strip())
+    if match and any(match.groups()):
+        days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
+        return now - (((days * 24 + hours) * 60 + minutes) * 60 + seconds)
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(
+            f"--since {text!r} is neither an ISO time (2026-01-31T09:00) nor a duration (2h, 7d)"
+        ) from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def _print_audit(records: list[Record]) -> None:
+    rows = [("WHEN (UTC)", "WHO", "WHAT", "ROOM", "WHOM", "REASON")]
+    for r in records:
+        when = datetime.fromtimestamp(r.at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        rows.append((when, r.actor, r.action, r.room, r.target or "-", r.reason or "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    for row in rows:
+        cells = [cell.ljust(w) for cell, w in zip(row[:5], widths, strict=True)]
+        print("  ".join([*cells, row[5]]).rstrip())
+
+
 def _shown(location: str) -> str:
     """The database as stderr names it: a SQLite file in full (a relative LOBBY_DATABASE run
     from another folder would otherwise make a second, empty database without a word), a
@@ -286,6 +346,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--json", action="store_true", help="its /readyz answer, for scripts")
     status.add_argument("--timeout", type=float, default=5.0, help="seconds to wait (default 5)")
+
+    audit = commands.add_parser(
+        "audit", help="what moderators did (kicks, room closes, locks), from LOBBY_DATABASE"
+    )
+    audit.add_argument(
+        "--since", help="an ISO time (UTC unless it says) or how long ago: 90s, 15m, 2h, 7d"
+    )
+    audit.add_argument(
+        "--json",
+        action="store_true",
+        help='a JSON array of {"at", "actor", "action", "room", "target", "reason"}',
+    )
 
     users = commands.add_parser("users", help="manage the accounts in LOBBY_DATABASE")
     actions = users.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -351,6 +351,9 @@ SETTINGS: tuple[Setting, ...] = (
             "period); a `join` beyond it gets `room_full`. `0`: no limit. With `p2p` every pair "
             "of browsers has its own connection, so each browser sends its camera once per other "
             "participant.", shown="`4` with `p2p`, no limit with OpenVidu or LiveKit"),
+    Setting("LOBBY_KICK_BAN", "kick_ban", _number(), "300",
+            "Seconds a user a moderator kicked out of a room may not join it again (`join` gets "
+            "`banned`). `0`: no ban, only the removal."),
     Setting("LOBBY_ICE_SERVERS", "ice_servers", _ice_servers, "[]",
             "STUN/TURN servers for `p2p` calls, JSON in the browser's `RTCIceServer` shape, e.g. "
             '`[{"urls": "stun:stun.example.com:3478"}, {"urls": '
@@ -433,6 +436,7 @@ class Settings:
     joins_per_minute: int = _default("LOBBY_JOINS_PER_MINUTE")
     header_timeout: float = _default("LOBBY_HEADER_TIMEOUT")
     room_size: int = 0  # 0: no limit
+    kick_ban: float = _default("LOBBY_KICK_BAN")
     ice_servers: tuple[IceServer, ...] = _default("LOBBY_ICE_SERVERS")
     turn_secret: str | None = field(default=_default("LOBBY_TURN_SECRET"), repr=False)
     redis_url: str | None = field(default=_default("LOBBY_REDIS_URL"), repr=False)

@@ -45,14 +45,18 @@ from lobby.cluster.seam import (
 from lobby.hub import Conn, Hub
 from lobby.media.calls import Calls
 from lobby.media.seam import MediaBackend, MediaError
+from lobby.moderation import JOIN_REFUSALS, Moderation
 from lobby.rules import protocol, relay
 from lobby.rules.grants import Grant, Identity
 from lobby.rules.limits import SlidingWindow
 from lobby.rules.presence import Joined, Left, Outcome, Participant, Presence
 from lobby.rules.protocol import (
     CallReport,
+    CloseRoom,
     Join,
+    Kick,
     Leave,
+    LockRoom,
     Ping,
     ProtocolError,
     Ref,
@@ -60,6 +64,7 @@ from lobby.rules.protocol import (
     Resume,
     Signal,
 )
+from lobby.store.audit import AuditLog
 from lobby.store.roster import Entry, Roster
 
 log = logging.getLogger("lobby.handler")
@@ -83,6 +88,8 @@ class RequestHandler:
         roster: Roster | None = None,
         calls_from_media: bool = False,
         store: StoreFactory | None = None,
+        kick_ban: float = 300.0,
+        audit: AuditLog | None = None,
     ) -> None:
         self.hub = hub
         # True when the media server tells us who is in the call (its webhooks): then
@@ -108,6 +115,7 @@ class RequestHandler:
         self.resumes = 0
         # Sends a signal to a socket another instance holds (with Redis: its channel).
         self.remote: Callable[[str, str], None] | None = None
+        self.moderation = Moderation(self, ban=kick_ban, audit=audit)
 
     @property
     def presence(self) -> Presence[Slot]:
@@ -136,6 +144,7 @@ class RequestHandler:
                 list(self.presence.rooms()),
                 media=self.calls.media.page_config(conn.user),
                 room_size=self.room_size or None,
+                locked=frozenset(self.presence.sanctions.locked),
             )
         )
 
@@ -181,6 +190,8 @@ class RequestHandler:
             self._signal(conn, request)
         elif isinstance(request, CallReport):
             self._report(conn, request)
+        elif isinstance(request, Kick | CloseRoom | LockRoom):
+            self.moderation.handle(conn, request)
 
     def _begin(self, conn: Conn, ref: Ref) -> object | None:
         """Mark a media request in flight on `conn`; None (and an error) if it may not start."""
@@ -214,6 +225,9 @@ class RequestHandler:
         if self.presence.is_full(request.room, self.room_size, self.socket_of(conn)):
             self._room_full(conn, request)
             return
+        if (refusal := self.moderation.refusal(conn, request.room)) is not None:
+            self._error(conn, request.ref, refusal.code, refusal.message)
+            return
         marker = self._begin(conn, request.ref)
         if marker is not None:
             self._spawn(self._guard(conn, marker, self._finish_join(conn, request, marker)))
@@ -221,6 +235,8 @@ class RequestHandler:
     async def _finish_join(self, conn: Conn, request: Join, marker: object) -> None:
         pid = "p_" + secrets.token_urlsafe(9)
         participant = Participant(pid, conn.user, request.nickname, conn.role)
+        # Read before the await: a close from now on refuses this join (commands.Join).
+        closes = self.presence.sanctions.closes_of(request.room)
         grant = await self._grant(request.room, participant)
         if not self._current(conn, marker):
             if isinstance(grant, Grant):
@@ -244,6 +260,7 @@ class RequestHandler:
             _digest(key),
             grant.connection_id,
             self.room_size,
+            closes,
         )
 
         def reply(applied: Applied) -> None:
@@ -265,6 +282,9 @@ class RequestHandler:
         """A join the log refused: the room filled up meanwhile (on another instance)."""
         if code == "room_full":
             self._room_full(conn, request)
+        elif code in JOIN_REFUSALS:  # moderation: locked, banned, closed meanwhile
+            message = JOIN_REFUSALS[code].format(room=request.room)
+            self._error(conn, request.ref, code, message)
         else:  # a duplicate id or key: fresh random ones never are
             self._error(conn, request.ref, "internal_error", "Something went wrong on our side.")
 
@@ -460,6 +480,7 @@ class RequestHandler:
         if isinstance(command, commands.Expire) and applied.issuer == self.store.instance:
             # Counted once in the cluster: by the instance whose expiry took effect.
             self.grace_expiries += bool(applied.result.outcome.events)
+        self.moderation.applied(applied)  # a kicked page hears why before its `left`
         for event in applied.result.outcome.events:
             self.hub.broadcast(protocol.render_event(event))
         taken = applied.result.taken_over
@@ -474,6 +495,13 @@ class RequestHandler:
         """The replica was replaced: every socket's view starts over from a fresh `welcome`."""
         for conn in self.hub:
             self._welcome(conn)
+
+    def forget_request(self, conn: Conn) -> None:
+        """`conn`'s request in flight, if any, is moot (its participant was kicked)."""
+        self._pending.pop(conn.id, None)
+
+    def local(self, socket: str) -> Conn | None:
+        return self._local(socket)
 
     def _local(self, socket: str) -> Conn | None:
         """This instance's connection with cluster-wide id `socket`, if it is open here."""
@@ -541,6 +569,7 @@ class RequestHandler:
             await asyncio.wait(set(self._tasks))
         await self.store.stop()
         await self.calls.drain()
+        await self.moderation.drain()
 
 
 RESUME_FAILED = "That call can no longer be resumed; please join again."

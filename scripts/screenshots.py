@@ -1,4 +1,5 @@
-"""`make screenshots`: drive the real pages and write docs/img/lobby.png and docs/img/call.png.
+"""`make screenshots`: drive the real pages and write docs/img/lobby.png, docs/img/call.png
+and docs/img/moderation.png (a moderator's controls).
 
 Everything runs on this machine: a lobby server with peer-to-peer rooms (in this
 process, like the tests) and Debian's Chromium with fake cameras, whose pages
@@ -83,6 +84,17 @@ async def shoot(browser: Browser, lobby: Lobby) -> None:
         " (v) => v.readyState >= 2 && v.currentTime > 0.5).length === 2"
     )
     await alice.screenshot(path=str(IMAGES / "call.png"), full_page=True)
+
+    # A moderator's lobby: kick on each chip, lock and close on each card; standup locked
+    # (the mark everyone sees).
+    mod = await open_page(browser, lobby.http, "mod")
+    await expect(mod.locator("#rooms li.room-card")).to_have_count(3)
+    standup = mod.locator('li.room-card[data-room="standup"]')
+    await standup.get_by_role("button", name="Lock standup").click()
+    await expect(standup.locator(".room-lock")).to_be_visible()
+    await mod.fill("#nickname-input", "Mo")
+    await mod.locator("#nickname-input").blur()
+    await mod.screenshot(path=str(IMAGES / "moderation.png"))
     for client in clients:
         await client.close()
 
@@ -108,7 +120,7 @@ async def main() -> None:
                 await shoot(browser, Lobby(live, app, settings))
             finally:
                 await browser.close()
-    for name in ("lobby.png", "call.png"):
+    for name in ("lobby.png", "call.png", "moderation.png"):
         path = IMAGES / name
         print(f"wrote {path.relative_to(ROOT)} ({path.stat().st_size // 1024} KiB)")
 

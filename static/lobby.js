@@ -10,6 +10,7 @@ import { canPublish } from "./callview.js";
 import { LiveKitCall } from "./livekit.js";
 import { PeerCall } from "./p2p.js";
 import { renderTiles } from "./tiles.js";
+import { enableModeration } from "./moderation.js";
 import * as view from "./view.js";
 
 const { ui } = view;
@@ -105,13 +106,21 @@ function handle(msg) {
     case "left":
       presence.remove(msg.room, msg.participant.id);
       if (msg.participant.id === current?.participant?.id) {
-        endCall("You are no longer in this call.");
+        endCall(LEFT_BECAUSE[msg.reason]?.(msg.room) ?? "You are no longer in this call.");
       }
       render();
       break;
     case "room_closed":
       presence.close(msg.room);
       render();
+      break;
+    case "room_locked":
+      presence.setLocked(msg.room, msg.locked);
+      render();
+      break;
+    case "kicked":
+      // Before our `left`: say who and why; the resume key is dead, so forget it.
+      if (current?.room === msg.room) endCall(kickedText(msg));
       break;
     case "call_state":
       presence.setCall(msg.room, msg.participant, msg.call);
@@ -141,6 +150,17 @@ function handle(msg) {
     default:
       console.warn("lobby: unknown message type", msg.type);
   }
+}
+
+/** Why our own participant left, when a moderator did it (docs/protocol.md, `left`). */
+const LEFT_BECAUSE = {
+  kicked: (room) => `A moderator removed you from room ${room}.`,
+  closed: (room) => `A moderator closed room ${room}.`,
+};
+
+function kickedText(msg) {
+  const why = msg.reason ? ` Reason: “${msg.reason}”.` : "";
+  return `${msg.by} removed you from room ${msg.room}.${why} You cannot join it again for a while.`;
 }
 
 function onWelcome(msg) {
@@ -288,7 +308,8 @@ function render() {
   view.renderRooms(presence.list(), join, selfId, roomSize);
   const participants = roomParticipants();
   call.roster?.(participants);
-  view.renderCallParticipants(participants, selfId);
+  const room = current ? presence.get(current.room) : null;
+  view.renderCallParticipants(participants, selfId, current?.room ?? null, room?.locked === true);
   renderTiles(ui.videos, {
     participants,
     selfId,
@@ -346,6 +367,16 @@ ui.logoutForm.addEventListener("submit", () => {
   clearResume();
   call.stop();
 });
+
+// A moderator's controls (static/moderation.js); the server checks the role itself.
+if (me.role === "MODERATOR") {
+  enableModeration({
+    me: me.name,
+    kick: (room, participant, reason) => request("kick", { room, participant, reason }),
+    close: (room) => request("close_room", { room }),
+    lock: (room, locked) => request("lock_room", { room, locked }),
+  });
+}
 
 view.setMediaControls(null);
 render();

@@ -1,7 +1,8 @@
 // The lobby's presence in the browser: live rooms and their participants, no
 // DOM. It mirrors lobby/rules/presence.py's view as the protocol delivers it
 // (docs/protocol.md): `welcome` replaces everything; `joined`, `left`,
-// `room_closed` and `call_state` are applied in the order the server sent them.
+// `room_closed`, `room_locked` and `call_state` are applied in the order the server
+// sent them. A room that is gone takes its lock with it, as on the server.
 
 export class Presence {
   /** @type {Map<string, {name: string, participants: object[]}>} in server order */
@@ -11,7 +12,11 @@ export class Presence {
     this.#rooms = new Map();
     for (const room of Array.isArray(rooms) ? rooms : []) {
       if (room && typeof room.name === "string") {
-        this.#rooms.set(room.name, { name: room.name, participants: [...(room.participants ?? [])] });
+        this.#rooms.set(room.name, {
+          name: room.name,
+          participants: [...(room.participants ?? [])],
+          locked: room.locked === true,
+        });
       }
     }
   }
@@ -19,7 +24,7 @@ export class Presence {
   add(roomName, participant) {
     let room = this.#rooms.get(roomName);
     if (!room) {
-      room = { name: roomName, participants: [] };
+      room = { name: roomName, participants: [], locked: false };
       this.#rooms.set(roomName, room);
     }
     const i = room.participants.findIndex((p) => p.id === participant.id);
@@ -36,6 +41,12 @@ export class Presence {
   setCall(roomName, participantId, call) {
     const participant = this.#rooms.get(roomName)?.participants.find((p) => p.id === participantId);
     if (participant) participant.call = call;
+  }
+
+  /** A moderator locked or unlocked the room (`room_locked`). */
+  setLocked(roomName, locked) {
+    const room = this.#rooms.get(roomName);
+    if (room) room.locked = locked === true;
   }
 
   close(roomName) {

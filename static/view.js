@@ -1,6 +1,8 @@
 // DOM rendering. User text (room names, nicknames, user names) only ever goes
 // through textContent or setAttribute, never through HTML parsing.
 
+import { kickControl, moderating, roomTools, updateTools } from "./moderation.js";
+
 const $ = (id) => document.getElementById(id);
 
 const ui = {
@@ -118,12 +120,17 @@ export function renderRooms(rooms, onJoin, selfId, roomSize = null) {
     }
     placeAt(ui.rooms, card, index);
     card.querySelector(".room-count").textContent = people(room.participants.length);
-    renderChips(card.querySelector(".chips"), room.participants, selfId);
+    renderChips(card.querySelector(".chips"), room.participants, selfId, room.name);
     const full = Boolean(roomSize) && room.participants.length >= roomSize;
-    if (card.hasAttribute("data-full") !== full) {
+    const locked = room.locked === true;
+    if (card.hasAttribute("data-full") !== full || card.hasAttribute("data-locked") !== locked) {
       card.toggleAttribute("data-full", full);
+      card.toggleAttribute("data-locked", locked);
+      card.querySelector(".room-lock").hidden = !locked;
       setJoinable(card);
     }
+    const tools = card.querySelector(".mod-tools");
+    if (tools) updateTools(tools, room.name, locked);
   });
   ui.roomsEmpty.hidden = rooms.length > 0;
   ui.roomCount.textContent = rooms.length ? `(${rooms.length})` : "";
@@ -134,7 +141,11 @@ function roomCard(name, onJoin) {
   card.dataset.room = name;
   const head = el("div", "room-head");
   const title = el("h3", "room-name", name);
-  head.append(title, el("span", "room-count"));
+  // Everyone sees that a room is locked (only moderators may join it).
+  const lock = el("span", "room-lock", "Locked");
+  lock.title = "Locked by a moderator: only moderators may join";
+  lock.hidden = true;
+  head.append(title, lock, el("span", "room-count"));
   const chips = el("ul", "chips");
   chips.setAttribute("aria-label", `People in ${name}`);
   const join = el("button", "btn btn-primary room-join", "Join");
@@ -144,16 +155,20 @@ function roomCard(name, onJoin) {
   join.addEventListener("click", () => onJoin(name));
   join.dataset.room = name;
   card.append(head, chips, join);
+  if (moderating()) card.append(roomTools(name));
   return card;
 }
 
-// A full room's button says so and cannot be pressed (the server would answer room_full).
+// A full room's button says so and cannot be pressed (the server would answer room_full);
+// so does a locked one's, but for moderators (the server would answer room_locked).
 function setJoinable(card) {
   const join = card.querySelector(".room-join");
   const full = card.hasAttribute("data-full");
-  join.disabled = joinBusy || full;
-  join.textContent = full ? "Full" : "Join";
-  join.setAttribute("aria-label", full ? `${join.dataset.room} is full` : `Join ${join.dataset.room}`);
+  const locked = card.hasAttribute("data-locked") && !moderating();
+  join.disabled = joinBusy || full || locked;
+  join.textContent = full ? "Full" : locked ? "Locked" : "Join";
+  const room = join.dataset.room;
+  join.setAttribute("aria-label", full ? `${room} is full` : locked ? `${room} is locked` : `Join ${room}`);
 }
 
 // Move `node` to position `index` of `parent` only if it is not there already:
@@ -163,7 +178,7 @@ function placeAt(parent, node, index) {
   if (current !== node) parent.insertBefore(node, current ?? null);
 }
 
-function renderChips(list, participants, selfId) {
+function renderChips(list, participants, selfId, room) {
   const wanted = new Set(participants.map((p) => p.id));
   for (const chip of [...list.children]) {
     if (!wanted.has(chip.dataset.participant)) chip.remove();
@@ -175,6 +190,7 @@ function renderChips(list, participants, selfId) {
       chip.dataset.participant = p.id;
     }
     fillChip(chip, p, p.id === selfId);
+    kickControl(chip, room, p);
     placeAt(list, chip, index);
   });
 }
@@ -252,7 +268,21 @@ export function setPublishProblem(message) {
   ui.publishNote.hidden = !message;
 }
 
-export function renderCallParticipants(participants, selfId) {
-  renderChips(ui.callParticipants, participants, selfId);
+let callTools = null;
+
+/** The call's participant list; a moderator also gets the room's Lock and Close there. */
+export function renderCallParticipants(participants, selfId, room = null, locked = false) {
+  renderChips(ui.callParticipants, participants, selfId, room);
   ui.callCount.textContent = `(${participants.length})`;
+  if (!moderating() || !room) {
+    if (callTools) callTools.hidden = true;
+    return;
+  }
+  if (!callTools) {
+    callTools = roomTools(room);
+    callTools.id = "call-mod-tools";
+    ui.callParticipants.after(callTools);
+  }
+  callTools.hidden = false;
+  updateTools(callTools, room, locked);
 }

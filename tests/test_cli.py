@@ -9,14 +9,17 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 import lobby
-from lobby.cli import database_path, main
+from lobby.cli import database_path, main, since
 from lobby.config import Settings, help_epilog
+from lobby.store.audit import AuditLog
 from lobby.store.db import connect
 from lobby.store.sessions import SessionStore
 from lobby.store.users import User, UserStore
@@ -541,3 +544,62 @@ def test_several_workers_without_redis_are_refused_in_one_sentence(
         "lobby: several workers (LOBBY_WORKERS, --workers) need LOBBY_REDIS_URL: "
         "they share presence through Redis\n"
     )
+
+
+# --- audit --------------------------------------------------------------------------------
+
+
+def test_audit_lists_moderator_actions_since_a_time_or_a_duration(
+    database: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["audit"]) == 0
+    assert "no moderator actions" in capsys.readouterr().err
+    now = time.time()
+    clock = iter([now - 3 * 86400, now - 600, now - 5])
+    db = connect(database)
+    audit = AuditLog(db, clock=lambda: next(clock))
+    audit.write("mod", "lock_room", "R1")
+    audit.write("mod", "kick", "R1", "alice", "Off topic")
+    audit.write("mod2", "close_room", "R2")
+    db.close()
+
+    assert main(["audit"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["WHEN", "(UTC)", "WHO", "WHAT", "ROOM", "WHOM", "REASON"]
+    assert [line.split()[2:] for line in lines[1:]] == [
+        ["mod", "lock_room", "R1", "-", "-"],
+        ["mod", "kick", "R1", "alice", "Off", "topic"],
+        ["mod2", "close_room", "R2", "-", "-"],
+    ]
+    assert main(["audit", "--since", "1h"]) == 0
+    assert [line.split()[3] for line in capsys.readouterr().out.splitlines()[1:]] == [
+        "kick",
+        "close_room",
+    ]
+    two_days_ago = datetime.fromtimestamp(now - 2 * 86400, UTC).isoformat()
+    assert main(["audit", "--since", two_days_ago, "--json"]) == 0
+    captured = capsys.readouterr()
+    rows = json.loads(captured.out)
+    assert [(r["actor"], r["action"], r["target"], r["reason"]) for r in rows] == [
+        ("mod", "kick", "alice", "Off topic"),
+        ("mod2", "close_room", "", ""),
+    ]
+    assert "using the database" in captured.err  # stdout holds the JSON alone
+    assert main(["audit", "--since", "2000-01-01T00:00+02:00", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 3
+
+
+@pytest.mark.parametrize("text", ["yesterday", "5x", "", "1h-2m"])
+def test_audit_refuses_a_since_it_cannot_read(
+    database: str, text: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["audit", "--since", text]) == 2
+    assert "--since" in capsys.readouterr().err
+
+
+def test_audit_since_reads_durations_and_iso_times() -> None:
+    assert since("90s", 1000.0) == 910.0
+    assert since("1h30m", 10_000.0) == 10_000.0 - 5400
+    assert since("7d", 1_000_000.0) == 1_000_000.0 - 7 * 86400
+    assert since("1970-01-01T01:00", 0) == 3600.0  # UTC unless it says otherwise
+    assert since("1970-01-01T01:00+01:00", 0) == 0.0

@@ -6,11 +6,14 @@ import pytest
 
 from lobby.cluster import commands
 from lobby.cluster.commands import (
+    CloseRoom,
     Disconnect,
     Expire,
     InstanceDown,
     Join,
+    Kick,
     Leave,
+    LockRoom,
     MediaJoined,
     MediaLeft,
     Reassert,
@@ -41,6 +44,12 @@ EVERY_KIND = [
     Reconcile("Room", (("p1", "PA_sid"), ("p2", None))),
     Reconcile("Room", ()),
     ReportCall("a:1", "dropped"),
+    Join("a:1", ALICE, "Room", "digest", "conn-1", 4, 2),
+    Kick("mod", "Room", "p1", "spamming the chat", 300_000),
+    Kick("mod", "Room", "p1", "", 0),
+    CloseRoom("mod", "Room"),
+    LockRoom("mod", "Room", True),
+    LockRoom("mod", "Room", False),
 ]
 
 

@@ -6,12 +6,15 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from lobby.cluster.commands import (
+    CloseRoom,
     Command,
     Disconnect,
     Expire,
     InstanceDown,
     Join,
+    Kick,
     Leave,
+    LockRoom,
     MediaJoined,
     MediaLeft,
     Reassert,
@@ -30,6 +33,7 @@ from lobby.rules.presence import (
     Participant,
     Presence,
     RoomClosed,
+    RoomLocked,
 )
 
 
@@ -223,3 +227,134 @@ def test_a_snapshot_and_a_reassert_carry_call_states_and_sids() -> None:
     again.apply(Reassert(member.participant, "R", "kp1", "hp1", "a:1", member.media_sid), 3)
     assert call(again, "p1") == ("connected", "S1")
     assert again.apply(MediaLeft("p1", "S1"), 4).outcome.events != ()
+
+
+# Moderation: checked at apply time, by the log entry's clock
+
+
+def moderator(pid: str, user: str = "mod") -> Participant:
+    return Participant(pid, user, "Mod", "MODERATOR")
+
+
+def test_a_kick_removes_at_once_and_bans_until_the_log_time_plus_the_ban() -> None:
+    replica = Replica()
+    joined(replica, "p1", "a:1")
+    joined(replica, "p2", "b:1")
+    result = replica.apply(Kick("mod", "R", "p1", "spam", 300_000), 1_000)
+    assert result.rejected is None
+    assert result.outcome.events == (Left("R", person("p1"), "kicked"),)
+    assert result.outcome.revoke == (Grant("R", "hp1", ""),)
+    assert result.removed == ("a:1",)
+    assert result.participant == person("p1")
+    # Banned from R (whatever socket or instance asks) until 301 000 ms, not from S.
+    again = Join("c:1", person("p3"), "R", "k3", None)
+    assert replica.apply(again, 300_999).rejected == Rejection(
+        "banned", "A moderator removed you from room R; you cannot join it again yet."
+    )
+    assert replica.apply(replace(again, room="S"), 2_000).rejected is None
+    assert (
+        replica.apply(replace(again, participant=person("p4"), resume_key="k4"), 301_000).rejected
+        is None
+    )
+
+
+def test_kicks_that_change_nothing_are_refused() -> None:
+    replica = Replica()
+    joined(replica, "p1", "a:1", room="R")
+    replica.apply(Join("m:1", moderator("m1"), "R", "km1", None), 1)
+    replica.apply(Join("m:2", moderator("m2", "mod2"), "R", "km2", None), 1)
+    before = replica.snapshot()
+    refusals = [
+        replica.apply(Kick("mod", "S", "p1", "", 1), 2),  # not in that room
+        replica.apply(Kick("mod", "R", "p9", "", 1), 2),  # nobody
+        replica.apply(Kick("mod", "R", "m1", "", 1), 2),  # yourself
+        replica.apply(Kick("mod", "R", "m2", "", 1), 2),  # another moderator
+        replica.apply(Kick("alice", "R", "p1", "", 1), 2),  # yourself (a moderator's check)
+    ]
+    assert [r.rejected.code if r.rejected else None for r in refusals] == [
+        "not_found",
+        "not_found",
+        "not_allowed",
+        "not_allowed",
+        "not_allowed",
+    ]
+    assert replica.snapshot() == before
+
+
+def test_kicking_an_away_participant_names_no_socket() -> None:
+    replica = Replica()
+    joined(replica, "p1", "a:1")
+    replica.apply(Disconnect("a:1"), 5)
+    result = replica.apply(Kick("mod", "R", "p1", "", 1), 6)
+    assert result.removed == ()
+    assert list(replica.away()) == []
+    assert replica.apply(Resume("a:2", "kp1", "alice"), 7).rejected is not None
+
+
+def test_close_room_removes_everyone_and_refuses_joins_that_began_before_it() -> None:
+    replica = Replica()
+    joined(replica, "p1", "a:1")
+    joined(replica, "p2", "b:1")
+    replica.apply(Disconnect("b:1"), 3)
+    seen = replica.presence.sanctions.closes_of("R")
+    in_flight = Join("c:1", person("p3"), "R", "k3", None, 0, seen)
+    result = replica.apply(CloseRoom("mod", "R"), 4)
+    assert result.outcome.events == (
+        Left("R", person("p1"), "closed"),
+        Left("R", person("p2", "bob"), "closed"),
+        RoomClosed("R"),
+    )
+    assert result.outcome.close_rooms == ("R",)
+    assert result.removed == ("a:1",)  # the away one has no socket to tell
+    assert replica.apply(in_flight, 5).rejected == Rejection(
+        "room_closed", "A moderator closed room R while you were joining it."
+    )
+    # A join that began after the close opens the room afresh.
+    fresh = replace(in_flight, closes=replica.presence.sanctions.closes_of("R"))
+    assert replica.apply(fresh, 6).rejected is None
+    assert replica.apply(CloseRoom("mod", "Nobody"), 7).rejected == Rejection(
+        "not_found", "There is nobody in room Nobody."
+    )
+
+
+def test_a_lock_refuses_all_but_moderators_until_unlocked_or_the_room_empties() -> None:
+    replica = Replica()
+    assert replica.apply(LockRoom("mod", "R", True), 1).rejected is not None  # nobody in R
+    joined(replica, "p1", "a:1")
+    result = replica.apply(LockRoom("mod", "R", True), 2)
+    assert result.outcome.events == (RoomLocked("R", True),)
+    assert replica.apply(LockRoom("mod", "R", True), 3).outcome.events == ()  # no change
+    bob = Join("b:1", person("p2", "bob"), "R", "k2", None)
+    assert replica.apply(bob, 4).rejected == Rejection(
+        "room_locked", "A moderator locked room R: only moderators may join it now."
+    )
+    assert replica.apply(Join("m:1", moderator("m1"), "R", "km", None), 5).rejected is None
+    copy = Replica.from_snapshot(replica.snapshot())  # the lock survives a snapshot
+    assert "R" in copy.presence.sanctions.locked
+    assert replica.apply(LockRoom("mod", "R", False), 6).outcome.events == (RoomLocked("R", False),)
+    assert replica.apply(bob, 7).rejected is None
+    replica.apply(LockRoom("mod", "R", True), 8)
+    for socket in ("a:1", "b:1", "m:1"):
+        replica.apply(Leave(socket), 9)
+    assert "R" not in replica.presence.sanctions.locked  # the emptied room forgot it
+    assert (
+        replica.apply(replace(bob, participant=person("p5", "bob"), resume_key="k5"), 10).rejected
+        is None
+    )
+
+
+def test_a_snapshot_keeps_locks_bans_and_close_counts_and_old_snapshots_still_load() -> None:
+    replica = Replica()
+    joined(replica, "p1", "a:1", room="R")
+    joined(replica, "p2", "b:1", room="S")
+    replica.apply(LockRoom("mod", "S", True), 2)
+    replica.apply(Kick("mod", "R", "p1", "", 60_000), 3)
+    replica.apply(CloseRoom("mod", "T"), 4)  # refused: counts nothing
+    copy = Replica.from_snapshot(replica.snapshot())
+    assert copy.snapshot() == replica.snapshot()
+    assert copy.presence.sanctions.banned("R", "alice", 60_002)
+    assert not copy.presence.sanctions.banned("R", "alice", 60_003)
+    assert copy.presence.sanctions.locked == {"S"}
+    old = Replica.from_snapshot(replica.snapshot()["members"])  # a bare list, as before
+    assert rooms(old) == {"S": ["p2"]}
+    assert old.presence.sanctions.locked == set()

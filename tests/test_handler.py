@@ -133,7 +133,7 @@ async def test_welcome_tells_who_you_are_and_the_whole_lobby(make_handler: Handl
     alice = connect(handler, "alice")
     token = await join(handler, alice, "TUTORIAL", "Alice")
     assert welcome(handler, "bob")["rooms"] == [
-        {"name": "TUTORIAL", "participants": [token["participant"]]}
+        {"name": "TUTORIAL", "participants": [token["participant"]], "locked": False}
     ]
     assert welcome(make_handler(room_size=3), "sub")["room_size"] == 3
     assert handler.hub.get(alice.conn.id) is alice.conn
@@ -421,7 +421,7 @@ async def test_a_closed_tab_leaves_after_the_grace_period(
     closed_at = loop.time()
     handler.disconnect(alice.conn)
     assert bob.take() == []  # away, not gone: still listed
-    assert welcome(handler)["rooms"] == [{"name": "R1", "participants": [me]}]
+    assert welcome(handler)["rooms"] == [{"name": "R1", "participants": [me], "locked": False}]
     assert handler.hub.get(alice.conn.id) is None
     left = await bob.expect("left")
     assert loop.time() - closed_at >= 0.05 * 0.99
@@ -848,6 +848,7 @@ async def test_restore_gives_back_the_last_runs_participants_until_their_grace_e
                     "call": "connecting",
                 }
             ],
+            "locked": False,
         },
         {
             "name": "R2",
@@ -860,6 +861,7 @@ async def test_restore_gives_back_the_last_runs_participants_until_their_grace_e
                     "call": "connecting",
                 }
             ],
+            "locked": False,
         },
     ]
     back = connect(handler, "alice")

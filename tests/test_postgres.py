@@ -71,7 +71,7 @@ def test_migrating_an_empty_database_creates_every_table_and_records_the_version
     tables = {
         row[0] for row in raw.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
     }
-    assert tables == {"users", "sessions", "participants", "schema_version"}
+    assert tables == {"users", "sessions", "participants", "audit", "schema_version"}
     assert raw.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
     # Times are 8-byte floats: PostgreSQL's REAL (4 bytes) would round them to minutes.
     columns = raw.execute(

@@ -1,20 +1,22 @@
 """A stateful property test of the presence core, driven the way `lobby.handler` drives it.
 
 Hypothesis runs random sequences of connect / join (and so switch) / leave /
-disconnect / grace expiry / resume / token refresh against one `Presence`, next
+disconnect / grace expiry / resume / token refresh / a moderator's kick, room
+close and lock against one `Presence`, next
 to a plain model of what should be true, starting from a restart that restored
 some participants away. After every step it checks that each
 participant is in exactly one room, no empty room is listed, every grant is
 revoked exactly once after its participant is gone (or it was replaced), and
 every open socket's view (its welcome snapshot plus every broadcast event,
-applied in order) equals the server's rooms, participants in join order.
+applied in order) equals the server's rooms, participants in join order, and
+its locked rooms.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -37,6 +39,7 @@ from lobby.rules.presence import (
     Participant,
     Presence,
     RoomClosed,
+    RoomLocked,
 )
 
 ROOMS = ("A", "B", "C")
@@ -50,6 +53,7 @@ View = dict[str, list[Participant]]
 class Socket:
     user: str
     view: View | None  # None once closed: the hub sends it nothing more
+    locked: set[str] = field(default_factory=set)  # rooms it was told are locked
 
 
 @dataclass
@@ -63,9 +67,13 @@ class Expected:
     socket: int | None
 
 
-def apply_event(view: View, event: Event) -> None:
-    """What a page does with an event (static/lobby.js keeps the same list)."""
-    if isinstance(event, Joined):
+def apply_event(view: View, event: Event, locked: set[str]) -> None:
+    """What a page does with an event (static/lobby.js and presence.js keep the same list)."""
+    if isinstance(event, RoomLocked):
+        assert event.room in view, f"{event} for a room that is not listed"
+        assert (event.room in locked) != event.locked, f"{event} that changes nothing"
+        (locked.add if event.locked else locked.discard)(event.room)
+    elif isinstance(event, Joined):
         people = view.setdefault(event.room, [])
         assert event.participant not in people, f"{event} for someone already listed"
         people.append(event.participant)
@@ -75,6 +83,7 @@ def apply_event(view: View, event: Event) -> None:
     else:
         assert view.get(event.room) == [], f"{event} for a room that is not empty"
         del view[event.room]
+        locked.discard(event.room)  # the room goes with its lock
 
 
 class PresenceMachine(RuleBasedStateMachine):
@@ -89,6 +98,7 @@ class PresenceMachine(RuleBasedStateMachine):
         self.timers: set[str] = set()  # grace timers started and not yet fired
         self.created: set[str] = set()  # every grant ever made
         self.revoked: Counter[str] = Counter()
+        self.locked: set[str] = set()
 
     # The model
 
@@ -110,6 +120,7 @@ class PresenceMachine(RuleBasedStateMachine):
         if people:
             return Outcome(events, (gone.grant,))
         del self.rooms[gone.room]
+        self.locked.discard(gone.room)
         return Outcome((*events, RoomClosed(gone.room)), (gone.grant,), (gone.room,))
 
     def apply(self, outcome: Outcome[str], expected: Outcome[str]) -> None:
@@ -117,17 +128,17 @@ class PresenceMachine(RuleBasedStateMachine):
         assert outcome == expected
         self.revoked.update(outcome.revoke)
         for sid in self.open_sockets():
-            view = self.sockets[sid].view
-            assert view is not None
+            socket = self.sockets[sid]
+            assert socket.view is not None
             for event in outcome.events:
-                apply_event(view, event)
+                apply_event(socket.view, event, socket.locked)
 
     # Steps, with the calls and checks `lobby.handler.RequestHandler` makes
 
     def do_connect(self, user: str) -> int:
         sid = next(self.ids)
         welcome = {name: list(people) for name, people in self.presence.rooms()}
-        self.sockets[sid] = Socket(user, welcome)
+        self.sockets[sid] = Socket(user, welcome, set(self.presence.sanctions.locked))
         return sid
 
     def do_disconnect(self, sid: int) -> None:
@@ -278,7 +289,35 @@ class PresenceMachine(RuleBasedStateMachine):
         self.do_resume(self.do_connect(self.sockets[sid].user), held.key, token)
         assert self.members[held.participant.id].socket is not None
 
+    @precondition(lambda self: bool(self.members))
+    @rule(data=st.data())
+    def kick(self, data: st.DataObject) -> None:
+        """A moderator kicks anyone, held or away: gone at once, grace timer or not."""
+        pid = data.draw(st.sampled_from(sorted(self.members)), label="participant")
+        self.apply(self.presence.kick(pid, now=0, until=1), self.remove(pid, "kicked"))
+
+    @rule(room=st.sampled_from(ROOMS))
+    def close_room(self, room: str) -> None:
+        expected: Outcome[str] = Outcome()
+        for pid in list(self.rooms.get(room, [])):
+            expected += self.remove(pid, "closed")
+        self.apply(self.presence.close(room), expected)
+
+    @rule(room=st.sampled_from(ROOMS), locked=st.booleans())
+    def lock_room(self, room: str, locked: bool) -> None:
+        expected: Outcome[str] = Outcome()
+        if room in self.rooms and (room in self.locked) != locked:
+            (self.locked.add if locked else self.locked.discard)(room)
+            expected = Outcome(events=(RoomLocked(room, locked),))
+        self.apply(self.presence.lock(room, locked), expected)
+
     # Invariants
+
+    @invariant()
+    def every_open_socket_sees_the_locked_rooms(self) -> None:
+        assert self.presence.sanctions.locked == self.locked
+        for sid in self.open_sockets():
+            assert self.sockets[sid].locked == self.locked, f"socket {sid}"
 
     @invariant()
     def rooms_are_listed_in_join_order_and_never_empty(self) -> None:

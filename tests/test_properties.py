@@ -23,8 +23,11 @@ from lobby.rules import protocol, signalling
 from lobby.rules.presence import Participant
 from lobby.rules.protocol import (
     CallReport,
+    CloseRoom,
     Join,
+    Kick,
     Leave,
+    LockRoom,
     Ping,
     ProtocolError,
     Request,
@@ -177,6 +180,9 @@ field_values = {
     "call": st.one_of(
         st.sampled_from(["connected", "dropped", "connecting", "Dropped"]), json_values
     ),
+    "participant": participant_ids,
+    "reason": st.one_of(nicknames, st.text(max_size=210), json_values),
+    "locked": st.one_of(st.booleans(), json_values),
 }
 typed = st.fixed_dictionaries(
     {"type": types}, optional={k: v for k, v in field_values.items() if k != "type"}
@@ -201,6 +207,9 @@ def near_valid_dicts(draw: st.DrawFn) -> dict[str, Any]:
         "to": draw(st.text(ascii_chars, min_size=1, max_size=64)),
         "data": draw(good_signal_data),
         "call": draw(st.sampled_from(["connected", "dropped"])),
+        "participant": draw(st.text(ascii_chars, min_size=1, max_size=64)),
+        "reason": draw(padded_nicknames),
+        "locked": draw(st.booleans()),
     }
     bad = {**field_values, "room": bad_rooms, "nickname": bad_nicknames, "data": signal_data}
     for name in draw(st.sets(st.sampled_from(sorted(frame)), max_size=2)):
@@ -316,6 +325,8 @@ def expected(frame: dict[str, Any]) -> Request | str:
     if kind == "call_state":
         call = frame.get("call")
         return CallReport(ref, call) if call in ("connected", "dropped") else "bad_request"
+    if kind in ("kick", "close_room", "lock_room"):
+        return expected_moderation(kind, frame)
     if kind != "join":
         return "unknown_type"
     room, nickname = frame.get("room"), frame.get("nickname")
@@ -337,6 +348,37 @@ def expected(frame: dict[str, Any]) -> Request | str:
     if all(blank):
         return "invalid_nickname"  # nothing visible
     return Join(ref, room, cleaned)
+
+
+def expected_moderation(kind: str, frame: dict[str, Any]) -> Request | str:
+    ref, room = frame.get("ref"), frame.get("room")
+    if not isinstance(room, str):
+        return "bad_request"
+    if not ROOM.fullmatch(room):
+        return "invalid_room"
+    if kind == "close_room":
+        return CloseRoom(ref, room)
+    if kind == "lock_room":
+        locked = frame.get("locked")
+        return LockRoom(ref, room, locked) if isinstance(locked, bool) else "bad_request"
+    to, reason = frame.get("participant"), frame.get("reason", "")
+    if not isinstance(to, str) or not 1 <= len(to) <= 64 or not to.isascii():
+        return "bad_request"
+    if not isinstance(reason, str):
+        return "bad_request"
+    cleaned = reason.strip()  # up to 200 printable characters, maybe none
+    if len(cleaned) > 200 or not cleaned.isprintable():
+        return "bad_request"
+    marks = [unicodedata.category(c) in ("Mn", "Me") for c in cleaned]
+    runs = [len(list(run)) for is_mark, run in itertools.groupby(marks) if is_mark]
+    if max(runs, default=0) > 4 or sum(runs) > 12:
+        return "bad_request"
+    blank = [
+        mark or c == " " or c in protocol.BLANKS for c, mark in zip(cleaned, marks, strict=True)
+    ]
+    if cleaned and all(blank):
+        return "bad_request"  # something, but nothing visible
+    return Kick(ref, room, to, cleaned)
 
 
 # What a browser reads in an SDP, written apart from `lobby.rules.signalling`.
@@ -457,7 +499,8 @@ def expected_candidate(value: object) -> dict[str, object] | None:
 
 
 def reserialise(request: Request) -> str:
-    kind = "call_state" if isinstance(request, CallReport) else type(request).__name__.lower()
+    names = {CallReport: "call_state", CloseRoom: "close_room", LockRoom: "lock_room"}
+    kind = names.get(type(request), type(request).__name__.lower())
     return json.dumps({"type": kind, **dataclasses.asdict(request)})
 
 
@@ -501,7 +544,9 @@ def check(text: str) -> Request | ProtocolError:
     if isinstance(result, ProtocolError):
         check_error(result)
     else:
-        assert isinstance(result, Join | Leave | Resume | Ping | Signal | CallReport)
+        assert isinstance(
+            result, Join | Leave | Resume | Ping | Signal | CallReport | Kick | CloseRoom | LockRoom
+        )
         check_request(result)
     frame = decode_deeper(text)
     if frame is TOO_DEEP:
@@ -572,6 +617,7 @@ def test_valid_frames_parse_to_their_request(
     frame = {"type": kind, "ref": ref, "room": room, "nickname": nickname, "key": key, "to": "p_1"}
     frame["data"] = {"kind": "hello", "link": "l1", "peer_link": None}
     frame["call"] = "connected"
+    frame["participant"], frame["reason"], frame["locked"] = "p_1", nickname, token
     result = check(json.dumps({**frame, "token": token}))
     assert not isinstance(result, ProtocolError)
 

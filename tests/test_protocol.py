@@ -7,7 +7,7 @@ import json
 import pytest
 
 from lobby.rules import protocol
-from lobby.rules.presence import CallChanged, Joined, Left, Participant, RoomClosed
+from lobby.rules.presence import CallChanged, Joined, Left, Participant, RoomClosed, RoomLocked
 from lobby.rules.protocol import CallReport, Join, Leave, Ping, ProtocolError, Resume, parse
 
 ALICE = Participant("p_1", "alice", "Alice", "PUBLISHER")
@@ -173,7 +173,9 @@ def test_replies_render_as_documented() -> None:
         "user": {"name": "alice", "role": "PUBLISHER"},
         "media": {"kind": "openvidu"},
         "room_size": None,
-        "rooms": [{"name": "A", "participants": [protocol.participant_json(ALICE)]}],
+        "rooms": [
+            {"name": "A", "participants": [protocol.participant_json(ALICE)], "locked": False}
+        ],
     }
     token = json.loads(protocol.render_token(1, "A", "wss://x?token=t", ALICE, "key"))
     assert token["type"] == "token"
@@ -240,3 +242,60 @@ def test_a_call_state_change_names_the_participant_by_id() -> None:
         "call": "dropped",
     }
     assert protocol.participant_json(dropped)["call"] == "dropped"
+
+
+# Moderation requests
+
+
+def test_moderation_requests_parse_with_a_trimmed_reason() -> None:
+    assert parse('{"type":"kick","room":"R","participant":"p_1","reason":"  Spam  ","ref":1}') == (
+        protocol.Kick(1, "R", "p_1", "Spam")
+    )
+    assert parse('{"type":"kick","room":"R","participant":"p_1"}') == protocol.Kick(
+        None, "R", "p_1", ""
+    )
+    assert parse('{"type":"close_room","room":"R","ref":"c"}') == protocol.CloseRoom("c", "R")
+    assert parse('{"type":"lock_room","room":"R","locked":false}') == protocol.LockRoom(
+        None, "R", False
+    )
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ({"type": "kick", "participant": "p_1"}, "bad_request"),
+        ({"type": "kick", "room": "R"}, "bad_request"),
+        ({"type": "kick", "room": "R", "participant": ""}, "bad_request"),
+        ({"type": "kick", "room": "R", "participant": "p" * 65}, "bad_request"),
+        ({"type": "kick", "room": "R", "participant": "p_1", "reason": None}, "bad_request"),
+        ({"type": "kick", "room": "R", "participant": "p_1", "reason": "x" * 201}, "bad_request"),
+        ({"type": "kick", "room": "R", "participant": "p_1", "reason": "a\u202eb"}, "bad_request"),
+        ({"type": "kick", "room": "no room", "participant": "p_1"}, "invalid_room"),
+        ({"type": "close_room", "room": 5}, "bad_request"),
+        ({"type": "close_room", "room": ""}, "invalid_room"),
+        ({"type": "lock_room", "room": "R"}, "bad_request"),
+        ({"type": "lock_room", "room": "R", "locked": 1}, "bad_request"),
+    ],
+)
+def test_bad_moderation_requests_are_refused(frame: dict[str, object], code: str) -> None:
+    error = parse(json.dumps({**frame, "ref": 9}))
+    assert isinstance(error, ProtocolError)
+    assert (error.code, error.ref) == (code, 9)
+
+
+def test_moderation_frames_render_as_documented() -> None:
+    assert json.loads(protocol.render_kicked("R", "mod", "Spam")) == {
+        "type": "kicked",
+        "room": "R",
+        "by": "mod",
+        "reason": "Spam",
+    }
+    assert json.loads(protocol.render_event(RoomLocked("R", True))) == {
+        "type": "room_locked",
+        "room": "R",
+        "locked": True,
+    }
+    welcome = protocol.render_welcome(
+        "mod", "MODERATOR", [("R", [ALICE])], media={}, room_size=None, locked=frozenset({"R"})
+    )
+    assert json.loads(welcome)["rooms"][0]["locked"] is True

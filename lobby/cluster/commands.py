@@ -28,6 +28,9 @@ class Join:
     resume_key: str  # a digest
     handle: Handle
     limit: int = 0
+    # How many times a moderator had closed `room` when the join began (its issuer's
+    # replica): a join still in flight across a close is refused by every replica.
+    closes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +129,35 @@ class ReportCall:
     call: CallState
 
 
+@dataclass(frozen=True, slots=True)
+class Kick:
+    """Moderator `by` removes `participant_id` from `room` at once; its user may not join
+    `room` again for `ban` ms, counted from the log entry's time."""
+
+    by: str  # the moderator's user name
+    room: str
+    participant_id: str
+    reason: str
+    ban: int
+
+
+@dataclass(frozen=True, slots=True)
+class CloseRoom:
+    """Moderator `by` removes everyone from `room`."""
+
+    by: str
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class LockRoom:
+    """Moderator `by` locks (only moderators may join) or unlocks the occupied `room`."""
+
+    by: str
+    room: str
+    locked: bool
+
+
 Command = (
     Join
     | Leave
@@ -139,6 +171,9 @@ Command = (
     | MediaLeft
     | Reconcile
     | ReportCall
+    | Kick
+    | CloseRoom
+    | LockRoom
 )
 
 OPS: Final[dict[str, type[Command]]] = {
@@ -154,6 +189,9 @@ OPS: Final[dict[str, type[Command]]] = {
     "media_left": MediaLeft,
     "reconcile": Reconcile,
     "report_call": ReportCall,
+    "kick": Kick,
+    "close_room": CloseRoom,
+    "lock_room": LockRoom,
 }
 _NAMES: Final[dict[type[Command], str]] = {kind: name for name, kind in OPS.items()}
 

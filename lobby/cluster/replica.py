@@ -9,6 +9,11 @@ already gone) happen here, at apply time, so two instances racing for the last
 seat get the same answer everywhere: the command that comes first in the log wins,
 the other is rejected on every replica alike.
 
+Moderation (`Kick`, `CloseRoom`, `LockRoom`) is checked here too, at apply time: a
+locked room or a ban refuses a `Join` on every replica alike, whichever instance
+issued it and whenever its grant was made. A ban's time is the log entry's, so
+every replica agrees when it ends.
+
 Away participants carry the time they went away (`at`, milliseconds, taken from
 the log entry, so every replica holds the same), which the expiry duty reads.
 
@@ -19,17 +24,20 @@ snapshot stores.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from lobby.cluster.commands import (
+    CloseRoom,
     Command,
     Disconnect,
     Expire,
     Handle,
     InstanceDown,
     Join,
+    Kick,
     Leave,
+    LockRoom,
     MediaJoined,
     MediaLeft,
     Reassert,
@@ -41,6 +49,16 @@ from lobby.cluster.commands import (
 )
 from lobby.rules.grants import Grant
 from lobby.rules.presence import Joined, Left, Member, Outcome, Participant, Presence
+from lobby.rules.sanctions import Sanctions
+
+# Refusals of moderation and of joins it prevents: codes of docs/protocol.md.
+NOT_FOUND_PARTICIPANT = "That participant is not in room {room}."
+NOT_FOUND_ROOM = "There is nobody in room {room}."
+KICK_MODERATOR = "Moderators cannot be kicked; close the room instead."
+KICK_YOURSELF = "You cannot kick yourself; use leave."
+ROOM_LOCKED = "A moderator locked room {room}: only moderators may join it now."
+BANNED = "A moderator removed you from room {room}; you cannot join it again yet."
+CLOSED_MEANWHILE = "A moderator closed room {room} while you were joining it."
 
 Slot = Grant | None  # what presence holds per participant: a grant without its token
 RESUME_FAILED = "That call can no longer be resumed; please join again."
@@ -62,6 +80,8 @@ class Result:
     rejected: Rejection | None = None
     participant: Participant | None = None  # whom it concerned (join, resume, disconnect)
     taken_over: str | None = None  # resume: the socket that held the participant before
+    # kick, close_room: the sockets whose participants were removed (none for away ones).
+    removed: tuple[str, ...] = ()
 
 
 def slot(handle: Handle, room: str) -> Slot:
@@ -98,7 +118,7 @@ class Replica:
         """Apply `command`, logged at `at` ms; never raises for a well-formed command."""
         match command:
             case Join():
-                return self._join(command)
+                return self._join(command, at)
             case Leave(socket, reason):
                 return self._removed(self.presence.leave(socket, reason))
             case Disconnect(socket):
@@ -126,16 +146,45 @@ class Replica:
                 return Result(self.presence.reconcile(room, dict(present)))
             case ReportCall(socket, call):
                 return Result(self.presence.report_call(socket, call))
+            case Kick():
+                return self._kick(command, at)
+            case CloseRoom(_, room):
+                if not self.presence.has_room(room):
+                    return _refuse("not_found", NOT_FOUND_ROOM, room)
+                sockets = _sockets(self.presence.members_in(room))
+                return replace(self._removed(self.presence.close(room)), removed=sockets)
+            case LockRoom(_, room, locked):
+                if not self.presence.has_room(room):
+                    return _refuse("not_found", NOT_FOUND_ROOM, room)
+                return Result(self.presence.lock(room, locked))
 
-    def _join(self, c: Join) -> Result:
+    def _join(self, c: Join, at: int) -> Result:
         p = self.presence
         if p.member(c.participant.id) is not None or p.by_key(c.resume_key) is not None:
             return Result(rejected=Rejection("duplicate", "That participant is already here."))
         if p.is_full(c.room, c.limit, c.socket):
             message = f"Room {c.room} is full ({c.limit} people); try again later."
             return Result(rejected=Rejection("room_full", message))
+        if p.sanctions.closes_of(c.room) > c.closes:
+            return _refuse("room_closed", CLOSED_MEANWHILE, c.room)
+        if c.room in p.sanctions.locked and c.participant.role != "MODERATOR":
+            return _refuse("room_locked", ROOM_LOCKED, c.room)
+        if p.sanctions.banned(c.room, c.participant.user, at):
+            return _refuse("banned", BANNED, c.room)
         outcome = p.join(c.socket, c.participant, c.room, c.resume_key, slot(c.handle, c.room))
         return self._removed(outcome, participant=c.participant)
+
+    def _kick(self, c: Kick, at: int) -> Result:
+        member = self.presence.member(c.participant_id)
+        if member is None or member.room != c.room:
+            return _refuse("not_found", NOT_FOUND_PARTICIPANT, c.room)
+        if member.participant.user == c.by:
+            return Result(rejected=Rejection("not_allowed", KICK_YOURSELF))
+        if member.participant.role == "MODERATOR":
+            return Result(rejected=Rejection("not_allowed", KICK_MODERATOR))
+        sockets = _sockets([member])
+        outcome = self.presence.kick(c.participant_id, at, at + c.ban)
+        return replace(self._removed(outcome, member.participant), removed=sockets)
 
     def _removed(self, outcome: Outcome[Slot], participant: Participant | None = None) -> Result:
         """`outcome` of a change that may have removed participants: forget their away time."""
@@ -190,8 +239,18 @@ class Replica:
 
     # Snapshots
 
-    def snapshot(self) -> list[dict[str, Any]]:
-        """Every member, JSON-ready, in the order that rebuilds the same rooms."""
+    def snapshot(self) -> dict[str, Any]:
+        """Every member (in the order that rebuilds the same rooms) and the moderation
+        state, JSON-ready."""
+        sanctions = self.presence.sanctions
+        return {
+            "members": self._members_snapshot(),
+            "locked": sorted(sanctions.locked),
+            "bans": [[room, user, end] for (room, user), end in sorted(sanctions.bans.items())],
+            "closes": dict(sorted(sanctions.closes.items())),
+        }
+
+    def _members_snapshot(self) -> list[dict[str, Any]]:
         return [
             {
                 "participant": asdict(m.participant),
@@ -206,10 +265,12 @@ class Replica:
         ]
 
     @classmethod
-    def from_snapshot(cls, members: list[dict[str, Any]]) -> Replica:
+    def from_snapshot(cls, data: dict[str, Any] | list[dict[str, Any]]) -> Replica:
+        """The replica `snapshot` saved (or a bare member list, as older lobbies saved)."""
+        held: dict[str, Any] = {"members": data} if isinstance(data, list) else data
         replica = cls()
         p = replica.presence
-        for m in members:
+        for m in held["members"]:
             person = Participant(**m["participant"])
             p.restore(person, m["room"], m["resume_key"], slot(m["handle"], m["room"]))
             member = p.member(person.id)
@@ -219,4 +280,17 @@ class Replica:
                 p.resume(m["socket"], member)
             else:
                 replica._away_since[person.id] = int(m["away_since"] or 0)
+        p.sanctions = Sanctions(
+            {room for room in held.get("locked", ()) if p.has_room(room)},
+            {(room, user): int(end) for room, user, end in held.get("bans", ())},
+            {room: int(n) for room, n in held.get("closes", {}).items()},
+        )
         return replica
+
+
+def _refuse(code: str, message: str, room: str) -> Result:
+    return Result(rejected=Rejection(code, message.format(room=room)))
+
+
+def _sockets(members: list[Member[Slot]]) -> tuple[str, ...]:
+    return tuple(str(m.socket) for m in members if m.socket is not None)

@@ -29,9 +29,11 @@ from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Generic, Literal, TypeVar
 
+from lobby.rules.sanctions import Sanctions
+
 G = TypeVar("G")
 SocketId = Hashable
-LeaveReason = Literal["left", "switched", "disconnected"]
+LeaveReason = Literal["left", "switched", "disconnected", "kicked", "closed"]
 CallState = Literal["connecting", "connected", "dropped"]
 CALL_STATES: tuple[CallState, ...] = ("connecting", "connected", "dropped")
 
@@ -71,7 +73,15 @@ class CallChanged:
     participant: Participant
 
 
-Event = Joined | Left | RoomClosed | CallChanged
+@dataclass(frozen=True, slots=True)
+class RoomLocked:
+    """A moderator locked or unlocked a room (only moderators may join a locked one)."""
+
+    room: str
+    locked: bool
+
+
+Event = Joined | Left | RoomClosed | CallChanged | RoomLocked
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +127,8 @@ class Presence(Generic[G]):
         self._members: dict[str, Member[G]] = {}
         self._by_socket: dict[SocketId, str] = {}
         self._by_key: dict[str, str] = {}
+        # Locks, bans and close counts of the moderators (lobby.moderation).
+        self.sanctions = Sanctions()
 
     # Reading
 
@@ -248,6 +260,35 @@ class Presence(Generic[G]):
         member.media_sid = None
         return stale
 
+    # Moderation
+
+    def kick(self, participant_id: str, now: int, until: int) -> Outcome[G]:
+        """Remove a participant at once (reason `kicked`), its user banned from the room
+        until `until` (ms, `now` being the time of the kick)."""
+        member = self._members.get(participant_id)
+        if member is None:
+            return Outcome()
+        self.sanctions.ban(member.room, member.participant.user, until, now)
+        return self._remove(member, "kicked")
+
+    def close(self, room: str) -> Outcome[G]:
+        """Remove everyone from `room` (reason `closed`); the last `Left` closes it."""
+        outcome: Outcome[G] = Outcome()
+        for member in self.members_in(room):
+            outcome += self._remove(member, "closed")
+        self.sanctions.closed(room)
+        return outcome
+
+    def lock(self, room: str, locked: bool) -> Outcome[G]:
+        """Lock or unlock an occupied room; an event only when that changes something."""
+        if not self.has_room(room) or (room in self.sanctions.locked) == locked:
+            return Outcome()
+        if locked:
+            self.sanctions.locked.add(room)
+        else:
+            self.sanctions.locked.discard(room)
+        return Outcome(events=(RoomLocked(room, locked),))
+
     # Call states
 
     def media_joined(self, participant_id: str, sid: str | None = None) -> Outcome[G]:
@@ -313,6 +354,7 @@ class Presence(Generic[G]):
         closed: tuple[str, ...] = ()
         if not room:
             del self._rooms[member.room]
+            self.sanctions.locked.discard(member.room)  # an emptied room forgets its lock
             events += (RoomClosed(member.room),)
             closed = (member.room,)
         return Outcome(events, (member.grant,), closed)

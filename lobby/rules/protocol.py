@@ -26,11 +26,22 @@ from lobby.rules.presence import (
     Joined,
     Left,
     Participant,
+    RoomLocked,
 )
 
 Ref = str | int | float | None
 
-CLIENT_TYPES = ("join", "leave", "resume", "ping", "signal", "call_state")
+CLIENT_TYPES = (
+    "join",
+    "leave",
+    "resume",
+    "ping",
+    "signal",
+    "call_state",
+    "kick",
+    "close_room",
+    "lock_room",
+)
 SERVER_TYPES = (
     "welcome",
     "token",
@@ -41,6 +52,8 @@ SERVER_TYPES = (
     "taken_over",
     "call_state",
     "signal",
+    "kicked",
+    "room_locked",
     "ok",
     "pong",
     "error",
@@ -61,6 +74,10 @@ ERROR_CODES = (
     "not_allowed",
     "rate_limited",
     "cluster_unavailable",
+    "not_found",
+    "banned",
+    "room_locked",
+    "room_closed",
     "internal_error",
 )
 
@@ -94,6 +111,7 @@ NICKNAME_RULE = (
 )
 ROOM_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_PARTICIPANT_ID = 64
+MAX_REASON = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +159,32 @@ class CallReport:
 # What a page may report: `connecting` is the server's own starting point.
 REPORTABLE: tuple[CallState, ...] = ("connected", "dropped")
 
-Request = Join | Leave | Resume | Ping | Signal | CallReport
+
+@dataclass(frozen=True, slots=True)
+class Kick:
+    """A moderator removes `participant` from `room`; `reason` is trimmed, maybe empty."""
+
+    ref: Ref
+    room: str
+    participant: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CloseRoom:
+    ref: Ref
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class LockRoom:
+    ref: Ref
+    room: str
+    locked: bool
+
+
+Moderation = Kick | CloseRoom | LockRoom
+Request = Join | Leave | Resume | Ping | Signal | CallReport | Kick | CloseRoom | LockRoom
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +224,8 @@ def parse(text: str) -> Request | ProtocolError:
         return _parse_signal(frame, ref)
     if kind == "call_state":
         return _parse_call_report(frame, ref)
+    if kind in ("kick", "close_room", "lock_room"):
+        return _parse_moderation(kind, frame, ref)
     shown = kind if len(kind) <= 32 else kind[:32] + "…"
     return ProtocolError("unknown_type", f"Unknown message type {shown!r}.", ref)
 
@@ -242,6 +287,42 @@ def _parse_call_report(frame: dict[str, Any], ref: Ref) -> CallReport | Protocol
     return ProtocolError(
         "bad_request", "'call_state' needs 'call': \"connected\" or \"dropped\".", ref
     )
+
+
+def _parse_moderation(kind: str, frame: dict[str, Any], ref: Ref) -> Moderation | ProtocolError:
+    room = frame.get("room")
+    if not isinstance(room, str):
+        return ProtocolError("bad_request", f"'{kind}' needs the string field 'room'.", ref)
+    if not valid_room(room):
+        return ProtocolError(
+            "invalid_room", "Room names are 1 to 64 letters, digits, '_' or '-'.", ref
+        )
+    if kind == "close_room":
+        return CloseRoom(ref, room)
+    if kind == "lock_room":
+        locked = frame.get("locked")
+        if not isinstance(locked, bool):
+            return ProtocolError("bad_request", "'lock_room' needs 'locked': true or false.", ref)
+        return LockRoom(ref, room, locked)
+    to, reason = frame.get("participant"), frame.get("reason", "")
+    if not isinstance(to, str) or not 0 < len(to) <= MAX_PARTICIPANT_ID or not to.isascii():
+        return ProtocolError("bad_request", "'kick' needs the participant id 'participant'.", ref)
+    cleaned = None if not isinstance(reason, str) else clean_reason(reason)
+    if cleaned is None:
+        return ProtocolError(
+            "bad_request",
+            f"'reason' must be a string of up to {MAX_REASON} printable characters.",
+            ref,
+        )
+    return Kick(ref, room, to, cleaned)
+
+
+def clean_reason(reason: str) -> str | None:
+    """A kick's reason with outer spaces trimmed (maybe empty), or None if unacceptable."""
+    cleaned = reason.strip()
+    if len(cleaned) <= MAX_REASON and cleaned.isprintable() and _legible(cleaned or "x"):
+        return cleaned
+    return None
 
 
 def valid_room(room: str) -> bool:
@@ -310,6 +391,8 @@ def render_event(event: Event) -> str:
         return _dump(
             {"type": "call_state", "room": event.room, "participant": p.id, "call": p.call}
         )
+    if isinstance(event, RoomLocked):
+        return _dump({"type": "room_locked", "room": event.room, "locked": event.locked})
     return _dump({"type": "room_closed", "room": event.room})
 
 
@@ -320,6 +403,7 @@ def render_welcome(
     *,
     media: dict[str, object],
     room_size: int | None,
+    locked: frozenset[str] = frozenset(),
 ) -> str:
     return _dump(
         {
@@ -328,7 +412,11 @@ def render_welcome(
             "media": media,
             "room_size": room_size,
             "rooms": [
-                {"name": name, "participants": [participant_json(p) for p in people]}
+                {
+                    "name": name,
+                    "participants": [participant_json(p) for p in people],
+                    "locked": name in locked,
+                }
                 for name, people in rooms
             ],
         }
@@ -362,6 +450,10 @@ def render_resumed(ref: Ref, room: str, p: Participant, token: str | None) -> st
 
 def render_taken_over(room: str, p: Participant) -> str:
     return _dump({"type": "taken_over", "room": room, "participant": participant_json(p)})
+
+
+def render_kicked(room: str, by: str, reason: str) -> str:
+    return _dump({"type": "kicked", "room": room, "by": by, "reason": reason})
 
 
 def render_signal(sender: str, data: Mapping[str, object]) -> str:

@@ -3,7 +3,7 @@
 `connect(LOBBY_DATABASE)` opens a SQLite file (the default; `lobby.store.sqlite`)
 or, for a `postgresql://` URL, a PostgreSQL database that several instances on
 several machines share (`lobby.store.postgres`), and brings its schema up to date.
-The stores (users, sessions, roster) speak to either through `Database`.
+The stores (users, sessions, roster, audit) speak to either through `Database`.
 
 The dialects differ in few places, all of them here or in the two modules:
 
@@ -71,6 +71,20 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             joined_at {float} NOT NULL
         )
         """,
+    ),
+    # 3: what moderators did (lobby.store.audit): kicks, room closes, locks.
+    (
+        """
+        CREATE TABLE IF NOT EXISTS audit (
+            at {float} NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            room TEXT NOT NULL,
+            target TEXT NOT NULL,
+            reason TEXT NOT NULL
+        )
+        """,
+        "CREATE INDEX IF NOT EXISTS audit_at ON audit(at)",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
