@@ -45,14 +45,15 @@ from lobby.cluster.seam import (
 from lobby.hub import Conn, Hub
 from lobby.media.calls import Calls
 from lobby.media.seam import MediaBackend, MediaError
-from lobby.rules import protocol, relay
-from lobby.rules.grants import Grant, Identity
+from lobby.rules import mediastate, protocol, relay
+from lobby.rules.grants import Grant, Identity, can_publish
 from lobby.rules.limits import SlidingWindow
 from lobby.rules.presence import Joined, Left, Outcome, Participant, Presence
 from lobby.rules.protocol import (
     CallReport,
     Join,
     Leave,
+    MediaReport,
     Ping,
     ProtocolError,
     Ref,
@@ -181,6 +182,11 @@ class RequestHandler:
             self._signal(conn, request)
         elif isinstance(request, CallReport):
             self._report(conn, request)
+        elif isinstance(request, MediaReport):  # viewers send nothing: claiming to is refused
+            if request.media.sends and not can_publish(conn.role):
+                self._error(conn, request.ref, "not_allowed", mediastate.VIEWERS_SEND_NOTHING)
+            else:
+                self.execute(commands.ReportMedia(self.socket_of(conn), request.media))
 
     def _begin(self, conn: Conn, ref: Ref) -> object | None:
         """Mark a media request in flight on `conn`; None (and an error) if it may not start."""

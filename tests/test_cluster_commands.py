@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from lobby.cluster import commands
@@ -17,8 +19,10 @@ from lobby.cluster.commands import (
     Reconcile,
     ReplaceGrant,
     ReportCall,
+    ReportMedia,
     Resume,
 )
+from lobby.rules.mediastate import MediaState
 from lobby.rules.presence import Participant
 
 ALICE = Participant("p1", "alice", "Alice", "PUBLISHER")
@@ -41,6 +45,8 @@ EVERY_KIND = [
     Reconcile("Room", (("p1", "PA_sid"), ("p2", None))),
     Reconcile("Room", ()),
     ReportCall("a:1", "dropped"),
+    ReportMedia("a:1", MediaState(camera=True, microphone=False, screen=True)),
+    Reassert(replace(ALICE, media=MediaState(microphone=True)), "Room", "digest", None, None),
 ]
 
 

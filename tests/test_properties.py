@@ -20,11 +20,13 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from lobby.rules import protocol, signalling
+from lobby.rules.mediastate import MediaState
 from lobby.rules.presence import Participant
 from lobby.rules.protocol import (
     CallReport,
     Join,
     Leave,
+    MediaReport,
     Ping,
     ProtocolError,
     Request,
@@ -316,6 +318,11 @@ def expected(frame: dict[str, Any]) -> Request | str:
     if kind == "call_state":
         call = frame.get("call")
         return CallReport(ref, call) if call in ("connected", "dropped") else "bad_request"
+    if kind == "media":
+        switches = [frame.get(name) for name in ("camera", "microphone", "screen")]
+        if all(isinstance(on, bool) for on in switches):
+            return MediaReport(ref, MediaState(*(on is True for on in switches)))
+        return "bad_request"
     if kind != "join":
         return "unknown_type"
     room, nickname = frame.get("room"), frame.get("nickname")
@@ -431,6 +438,12 @@ def expected_signal(frame: dict[str, Any]) -> Signal | str:
         if not (isinstance(video, bool) and isinstance(audio, bool)):
             return "invalid_signal"
         copied.update(video=video, audio=audio)
+        screen = data.get("screen")
+        if screen is not None:
+            stream_id = isinstance(screen, str) and re.fullmatch(r"[A-Za-z0-9{}_-]{1,64}", screen)
+            if not stream_id:
+                return "invalid_signal"
+            copied["screen"] = screen
     return Signal(frame.get("ref"), to, copied, sends)
 
 
@@ -457,6 +470,10 @@ def expected_candidate(value: object) -> dict[str, object] | None:
 
 
 def reserialise(request: Request) -> str:
+    if isinstance(request, MediaReport):
+        return json.dumps(
+            {"type": "media", "ref": request.ref, **dataclasses.asdict(request.media)}
+        )
     kind = "call_state" if isinstance(request, CallReport) else type(request).__name__.lower()
     return json.dumps({"type": kind, **dataclasses.asdict(request)})
 
@@ -501,7 +518,7 @@ def check(text: str) -> Request | ProtocolError:
     if isinstance(result, ProtocolError):
         check_error(result)
     else:
-        assert isinstance(result, Join | Leave | Resume | Ping | Signal | CallReport)
+        assert isinstance(result, Join | Leave | Resume | Ping | Signal | CallReport | MediaReport)
         check_request(result)
     frame = decode_deeper(text)
     if frame is TOO_DEEP:
@@ -572,6 +589,7 @@ def test_valid_frames_parse_to_their_request(
     frame = {"type": kind, "ref": ref, "room": room, "nickname": nickname, "key": key, "to": "p_1"}
     frame["data"] = {"kind": "hello", "link": "l1", "peer_link": None}
     frame["call"] = "connected"
+    frame.update(camera=token, microphone=not token, screen=False)
     result = check(json.dumps({**frame, "token": token}))
     assert not isinstance(result, ProtocolError)
 

@@ -36,8 +36,10 @@ from lobby.cluster.commands import (
     Reconcile,
     ReplaceGrant,
     ReportCall,
+    ReportMedia,
     Resume,
     instance_of,
+    participant_from_json,
 )
 from lobby.rules.grants import Grant
 from lobby.rules.presence import Joined, Left, Member, Outcome, Participant, Presence
@@ -126,6 +128,8 @@ class Replica:
                 return Result(self.presence.reconcile(room, dict(present)))
             case ReportCall(socket, call):
                 return Result(self.presence.report_call(socket, call))
+            case ReportMedia(socket, media):
+                return Result(self.presence.report_media(socket, media))
 
     def _join(self, c: Join) -> Result:
         p = self.presence
@@ -210,7 +214,7 @@ class Replica:
         replica = cls()
         p = replica.presence
         for m in members:
-            person = Participant(**m["participant"])
+            person = participant_from_json(m["participant"])
             p.restore(person, m["room"], m["resume_key"], slot(m["handle"], m["room"]))
             member = p.member(person.id)
             if member is not None:

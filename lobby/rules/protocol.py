@@ -18,19 +18,21 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
-from lobby.rules import signalling
+from lobby.rules import mediastate, signalling
+from lobby.rules.mediastate import MediaState
 from lobby.rules.presence import (
     CallChanged,
     CallState,
     Event,
     Joined,
     Left,
+    MediaChanged,
     Participant,
 )
 
 Ref = str | int | float | None
 
-CLIENT_TYPES = ("join", "leave", "resume", "ping", "signal", "call_state")
+CLIENT_TYPES = ("join", "leave", "resume", "ping", "signal", "call_state", "media")
 SERVER_TYPES = (
     "welcome",
     "token",
@@ -40,6 +42,7 @@ SERVER_TYPES = (
     "room_closed",
     "taken_over",
     "call_state",
+    "media",
     "signal",
     "ok",
     "pong",
@@ -141,7 +144,16 @@ class CallReport:
 # What a page may report: `connecting` is the server's own starting point.
 REPORTABLE: tuple[CallState, ...] = ("connected", "dropped")
 
-Request = Join | Leave | Resume | Ping | Signal | CallReport
+
+@dataclass(frozen=True, slots=True)
+class MediaReport:
+    """The page's report of what it sends: camera, microphone, a shared screen."""
+
+    ref: Ref
+    media: MediaState
+
+
+Request = Join | Leave | Resume | Ping | Signal | CallReport | MediaReport
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +193,11 @@ def parse(text: str) -> Request | ProtocolError:
         return _parse_signal(frame, ref)
     if kind == "call_state":
         return _parse_call_report(frame, ref)
+    if kind == "media":
+        checked = mediastate.check(frame)
+        if isinstance(checked, str):
+            return ProtocolError("bad_request", checked, ref)
+        return MediaReport(ref, checked)
     shown = kind if len(kind) <= 32 else kind[:32] + "…"
     return ProtocolError("unknown_type", f"Unknown message type {shown!r}.", ref)
 
@@ -284,7 +301,14 @@ def _dump(obj: dict[str, object]) -> str:
 
 
 def participant_json(p: Participant) -> dict[str, object]:
-    return {"id": p.id, "user": p.user, "nickname": p.nickname, "role": p.role, "call": p.call}
+    return {
+        "id": p.id,
+        "user": p.user,
+        "nickname": p.nickname,
+        "role": p.role,
+        "call": p.call,
+        "media": mediastate.to_json(p.media),
+    }
 
 
 def render_event(event: Event) -> str:
@@ -309,6 +333,16 @@ def render_event(event: Event) -> str:
         p = event.participant
         return _dump(
             {"type": "call_state", "room": event.room, "participant": p.id, "call": p.call}
+        )
+    if isinstance(event, MediaChanged):
+        p = event.participant
+        return _dump(
+            {
+                "type": "media",
+                "room": event.room,
+                "participant": p.id,
+                "media": mediastate.to_json(p.media),
+            }
         )
     return _dump({"type": "room_closed", "room": event.room})
 
