@@ -1,7 +1,7 @@
 // The lobby's presence in the browser: live rooms and their participants, no
 // DOM. It mirrors lobby/rules/presence.py's view as the protocol delivers it
 // (docs/protocol.md): `welcome` replaces everything; `joined`, `left`,
-// `room_closed` and `call_state` are applied in the order the server sent them.
+// `room_closed`, `call_state` and `media` are applied in the order the server sent them.
 
 export class Presence {
   /** @type {Map<string, {name: string, participants: object[]}>} in server order */
@@ -36,6 +36,12 @@ export class Presence {
   setCall(roomName, participantId, call) {
     const participant = this.#rooms.get(roomName)?.participants.find((p) => p.id === participantId);
     if (participant) participant.call = call;
+  }
+
+  /** A participant's reported media changed (`media`): {camera, microphone, screen}. */
+  setMedia(roomName, participantId, media) {
+    const participant = this.#rooms.get(roomName)?.participants.find((p) => p.id === participantId);
+    if (participant) participant.media = media;
   }
 
   close(roomName) {
