@@ -188,7 +188,7 @@ class Tab:
             await self.pass_prejoin()
 
     async def join_listed(self, room: str, nickname: str, *, check: bool = True) -> None:
-        """Click Join on the room's card in the lobby (and, with `check`, pass the pre-join check)."""
+        """Click Join on the room's card in the lobby (with `check`, pass the pre-join check)."""
         await self.page.fill("#nickname-input", nickname)
         await self.card(room).locator("button.room-join").click()
         if check:
