@@ -285,6 +285,7 @@ export class PeerCall extends CallView {
     feed.video = video ? "on" : "off";
     feed.audio = audio ? "on" : "off";
     this.setMedia({ video, audio });
+    this.#announce(); // links opened while the camera started were told nothing yet
     for (const link of this.#links.values()) this.#addTracks(link);
     this.setState("connected");
     this.#report();
