@@ -1,4 +1,7 @@
-"""`make screenshots`: drive the real pages and write docs/img/lobby.png and docs/img/call.png.
+"""`make screenshots`: drive the real pages and write the pictures in docs/img/.
+
+lobby.png (the lobby), prejoin.png (the pre-join check), call.png (a call) and
+screen.png (a call with a shared screen).
 
 Everything runs on this machine: a lobby server with peer-to-peer rooms (in this
 process, like the tests) and Debian's Chromium with fake cameras, whose pages
@@ -55,6 +58,8 @@ async def join(page: Page, room: str, nickname: str) -> None:
     await page.fill("#room-input", room)
     await page.fill("#nickname-input", nickname)
     await page.click("#join-submit")
+    if await page.locator("#main").get_attribute("data-role") != "SUBSCRIBER":
+        await page.locator("#prejoin-join").click()  # the pre-join check, as it is
     await expect(page.locator("#call")).to_have_attribute("data-state", "connected")
 
 
@@ -76,6 +81,14 @@ async def shoot(browser: Browser, lobby: Lobby) -> None:
     await alice.screenshot(path=str(IMAGES / "lobby.png"))
 
     await alice.locator('li.room-card[data-room="TUTORIAL"] button.room-join').click()
+    # The pre-join check: her camera playing, the meter up on a beep of the fake microphone.
+    await alice.wait_for_function(
+        "() => document.getElementById('prejoin-video').currentTime > 0.5"
+        " && document.getElementById('prejoin-level').value > 0.4"
+    )
+    await alice.locator("#prejoin-join").focus()
+    await alice.screenshot(path=str(IMAGES / "prejoin.png"))
+    await alice.locator("#prejoin-join").click()
     await expect(alice.locator("#call")).to_have_attribute("data-state", "connected")
     # A few frames of her camera and of Bob's (from his browser), then the picture.
     await alice.wait_for_function(
@@ -83,6 +96,17 @@ async def shoot(browser: Browser, lobby: Lobby) -> None:
         " (v) => v.readyState >= 2 && v.currentTime > 0.5).length === 2"
     )
     await alice.screenshot(path=str(IMAGES / "call.png"), full_page=True)
+
+    # Alice shares her screen (Chromium's fake one) and mutes; Bob sees both.
+    await alice.click("#toggle-screen")
+    await alice.click("#toggle-mic")
+    await bob.wait_for_function(
+        "() => { const v = document.querySelector('figure.tile[data-screen-of] video');"
+        " return v && v.readyState >= 2 && v.currentTime > 0.5; }"
+    )
+    await expect(bob.locator("#call-participants li.chip[data-muted]")).to_have_count(1)
+    await bob.locator("#toggle-screen").focus()
+    await bob.screenshot(path=str(IMAGES / "screen.png"), full_page=True)
     for client in clients:
         await client.close()
 
@@ -108,7 +132,7 @@ async def main() -> None:
                 await shoot(browser, Lobby(live, app, settings))
             finally:
                 await browser.close()
-    for name in ("lobby.png", "call.png"):
+    for name in ("lobby.png", "prejoin.png", "call.png", "screen.png"):
         path = IMAGES / name
         print(f"wrote {path.relative_to(ROOT)} ({path.stat().st_size // 1024} KiB)")
 

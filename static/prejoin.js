@@ -169,9 +169,11 @@ async function preview() {
   ui.level.disabled = !audio;
   if (audio) {
     session.meter = meterFor(audio);
-    // The meter reads loudness up to about a raised voice (RMS 0.3) as full.
+    // In decibels, as sound meters read: -60 dB (silence) to 0 dB (full scale).
     session.timer = setInterval(() => {
-      if (session?.meter) ui.level.value = Math.min(1, session.meter.level() / 0.3);
+      if (!session?.meter) return;
+      const db = 20 * Math.log10(Math.max(session.meter.level(), 1e-6));
+      ui.level.value = Math.min(1, Math.max(0, (db + 60) / 60));
     }, METER_MS);
   }
   await listDevices(stream);
