@@ -196,3 +196,29 @@ async def test_a_muted_microphone_shows_on_everyones_chips_and_tiles(
     await bob.page.click("#toggle-mic")
     await expect(tile).not_to_have_attribute("data-muted", "")
     await expect(tile.locator(".tile-muted")).to_be_hidden()
+
+
+async def test_sharing_a_screen_the_media_server_cannot_take_is_explained_and_not_reported(
+    make_lobby: LobbyFactory, standin: OpenViduStandin, tabs: Tabs
+):
+    # The stand-in refuses every publish (it has no media server): the page's camera
+    # never reaches the call, so neither can a screen in its place.
+    lobby = await make_lobby()
+    bob = await tabs.login(lobby.http, "bob")
+    alice = await tabs.login(lobby.http, "alice")
+    await bob.create_room("TUTORIAL", "Bob")
+    await bob.in_call()
+    await expect(bob.page.locator("#publish-note")).to_be_visible()
+    share = bob.page.locator("#toggle-screen")
+    await expect(share).to_have_text("Share screen")
+    await share.click()
+    await expect(bob.page.locator("#error")).to_have_text(
+        "Your screen could not be shared (your camera does not reach the call)."
+    )
+    await expect(share).to_have_text("Share screen")
+    await expect(bob.tile("screen")).to_have_count(0)
+    # What the lobby holds for Bob never said "screen": Alice's chip has no sharing mark.
+    bob_id = participant_id(bob)
+    await lobby_media_is(alice, bob_id, {"camera": True, "microphone": True, "screen": False})
+    await expect(alice.chip(bob_id)).not_to_have_attribute("data-sharing", "")
+    assert not any(f["media"]["screen"] for f in alice.frames("media"))
