@@ -92,6 +92,8 @@ function tileEntries(participants, selfId, feeds) {
         feed: feedOf.get(p.id) ?? null,
       };
       const screen = screenOf.get(p.id);
+      // OpenVidu 2 sends a screen in place of the camera: the lobby's report says it is one.
+      person.sharingInPlace = !screen && Boolean(p.media?.screen) && p.role !== "SUBSCRIBER";
       if (!screen) return [person];
       return [person, { ...person, key: `s:${p.id}`, label: `${person.label}: screen`, feed: screen, screen: true }];
     }),
@@ -110,10 +112,10 @@ function labelOf(participant) {
   return nickname === user ? nickname : `${nickname} (${user})`;
 }
 
-function status({ participant, self, feed, screen }, present, connected) {
+function status({ participant, self, feed, screen, sharingInPlace }, present, connected) {
   if (screen) return self ? "You are sharing your screen" : "Shared screen";
   if (feed) {
-    const notes = [];
+    const notes = sharingInPlace ? ["Sharing screen"] : [];
     if (feed.video === "off") notes.push("Camera off");
     if (feed.local && !feed.sending) notes.push("Only you see this");
     return notes.join(" · ");
@@ -172,7 +174,8 @@ export function markSpeaking(grid, speaking) {
   }
 }
 
-function fillTile(tile, { participant, self, label, feed, key, screen }, statusText) {
+function fillTile(tile, { participant, self, label, feed, key, screen, sharingInPlace }, statusText) {
+  tile.toggleAttribute("data-sharing", Boolean(sharingInPlace));
   tile.dataset.tile = screen ? "screen" : self ? "local" : "remote";
   // A screen's tile names its sharer apart, so `[data-participant]` finds one tile per person.
   if (participant && !screen) tile.dataset.participant = participant.id;
