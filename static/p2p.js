@@ -238,10 +238,10 @@ export class PeerCall extends CallView {
     this.on.feeds();
   }
 
-  /** Your own tile plays your camera once there is one. */
+  /** Your own tile plays your stream (muted), whatever it holds so far. */
   #showLocal() {
     const feed = this.local;
-    if (!feed || feed.element.querySelector("video") || !this.#stream) return;
+    if (!feed || feed.element.querySelector("video") || !this.#stream?.getTracks().length) return;
     const video = videoFor(this.#stream, { muted: true }); // never hear yourself
     feed.element.classList.add("feed-mirror");
     feed.element.append(video);
@@ -280,7 +280,9 @@ export class PeerCall extends CallView {
       return;
     }
     this.#stream = stream;
-    if (video) this.#showLocal();
+    // Also with the camera off: the element carries your microphone for the speaking mark,
+    // and plays the camera once it is added to the same stream.
+    this.#showLocal();
     feed.sending = true;
     feed.video = video ? "on" : "off";
     feed.audio = audio ? "on" : "off";

@@ -120,6 +120,7 @@ async def test_a_camera_off_join_sends_no_picture_and_marks_follow_the_microphon
     # His fake microphone beeps: Alice sees him speaking, named for screen readers.
     await expect(bobs_tile).to_have_attribute("data-speaking", "", timeout=MEDIA_TIMEOUT)
     await expect(bobs_tile.locator(".tile-speaking")).to_have_text("Speaking")
+    await expect(bob.tile("local")).to_have_attribute("data-speaking", "", timeout=MEDIA_TIMEOUT)
     # Muted: the mark on his tile and chip for Alice, and no more speaking.
     await bob.page.click("#toggle-mic")
     await expect(bobs_tile).to_have_attribute("data-muted", "")
@@ -127,10 +128,12 @@ async def test_a_camera_off_join_sends_no_picture_and_marks_follow_the_microphon
     await expect(bobs_tile).not_to_have_attribute("data-speaking", "")
     await expect(alice.chip(b, "#call-participants")).to_have_attribute("data-muted", "")
     await expect(bob.tile("local")).to_have_attribute("data-muted", "")
+    await expect(bob.tile("local")).to_have_attribute("data-video", "off")
 
     # The camera turned on later is asked for now and reaches Alice (a renegotiation).
     await bob.page.click("#toggle-camera")
     await expect(bob.page.locator("#toggle-camera")).to_have_text("Turn camera off")
     await sees_video_of(alice, b)
     await expect(bobs_tile).to_have_attribute("data-video", "on")
+    await plays(bob, '#videos figure.tile[data-tile="local"] video', 640)  # and his own tile
     assert await bob.page.evaluate(VIDEO_SENDERS) == 1
