@@ -191,7 +191,8 @@ export class PeerCall extends CallView {
     this.#screen = null;
     this.#announce();
     for (const link of this.#links.values()) {
-      for (const sender of link.pc?.getSenders() ?? []) {
+      if (!link.pc || link.pc.signalingState === "closed") continue;
+      for (const sender of link.pc.getSenders()) {
         if (sender.track && stream.getTracks().includes(sender.track)) link.pc.removeTrack(sender);
       }
     }
