@@ -34,7 +34,9 @@ export function meterFor(track) {
   if (!ctx || !track) return null;
   const source = ctx.createMediaStreamSource(new MediaStream([track]));
   const analyser = ctx.createAnalyser();
-  analyser.fftSize = 512;
+  // About 90 ms of sound per reading (at 44.1-48 kHz): nearly all of what passed since the
+  // last 100 ms tick, so a short sound (a plosive, the fake microphone's beep) is not missed.
+  analyser.fftSize = 4096;
   source.connect(analyser);
   const samples = new Float32Array(analyser.fftSize);
   return {
