@@ -46,8 +46,8 @@ from lobby.hub import Conn, Hub
 from lobby.media.calls import Calls
 from lobby.media.seam import MediaBackend, MediaError
 from lobby.moderation import JOIN_REFUSALS, Moderation
-from lobby.rules import protocol, relay
-from lobby.rules.grants import Grant, Identity
+from lobby.rules import mediastate, protocol, relay
+from lobby.rules.grants import Grant, Identity, can_publish
 from lobby.rules.limits import SlidingWindow
 from lobby.rules.presence import Joined, Left, Outcome, Participant, Presence
 from lobby.rules.protocol import (
@@ -57,6 +57,7 @@ from lobby.rules.protocol import (
     Kick,
     Leave,
     LockRoom,
+    MediaReport,
     Ping,
     ProtocolError,
     Ref,
@@ -192,6 +193,11 @@ class RequestHandler:
             self._report(conn, request)
         elif isinstance(request, Kick | CloseRoom | LockRoom):
             self.moderation.handle(conn, request)
+        elif isinstance(request, MediaReport):  # viewers send nothing: claiming to is refused
+            if request.media.sends and not can_publish(conn.role):
+                self._error(conn, request.ref, "not_allowed", mediastate.VIEWERS_SEND_NOTHING)
+            else:
+                self.execute(commands.ReportMedia(self.socket_of(conn), request.media))
 
     def _begin(self, conn: Conn, ref: Ref) -> object | None:
         """Mark a media request in flight on `conn`; None (and an error) if it may not start."""

@@ -1,5 +1,7 @@
-"""`make screenshots`: drive the real pages and write docs/img/lobby.png, docs/img/call.png
-and docs/img/moderation.png (a moderator's controls).
+"""`make screenshots`: drive the real pages and write the pictures in docs/img/.
+
+lobby.png (the lobby), prejoin.png (the pre-join check), call.png (a call),
+moderation.png (a moderator's controls) and screen.png (a call with a shared screen).
 
 Everything runs on this machine: a lobby server with peer-to-peer rooms (in this
 process, like the tests) and Debian's Chromium with fake cameras, whose pages
@@ -56,6 +58,8 @@ async def join(page: Page, room: str, nickname: str) -> None:
     await page.fill("#room-input", room)
     await page.fill("#nickname-input", nickname)
     await page.click("#join-submit")
+    if await page.locator("#main").get_attribute("data-role") != "SUBSCRIBER":
+        await page.locator("#prejoin-join").click()  # the pre-join check, as it is
     await expect(page.locator("#call")).to_have_attribute("data-state", "connected")
 
 
@@ -77,6 +81,14 @@ async def shoot(browser: Browser, lobby: Lobby) -> None:
     await alice.screenshot(path=str(IMAGES / "lobby.png"))
 
     await alice.locator('li.room-card[data-room="TUTORIAL"] button.room-join').click()
+    # The pre-join check: her camera playing, the meter up on a beep of the fake microphone.
+    await alice.wait_for_function(
+        "() => document.getElementById('prejoin-video').currentTime > 0.5"
+        " && document.getElementById('prejoin-level').value > 0.4"
+    )
+    await alice.locator("#prejoin-join").focus()
+    await alice.screenshot(path=str(IMAGES / "prejoin.png"))
+    await alice.locator("#prejoin-join").click()
     await expect(alice.locator("#call")).to_have_attribute("data-state", "connected")
     # A few frames of her camera and of Bob's (from his browser), then the picture.
     await alice.wait_for_function(
@@ -95,6 +107,16 @@ async def shoot(browser: Browser, lobby: Lobby) -> None:
     await mod.fill("#nickname-input", "Mo")
     await mod.locator("#nickname-input").blur()
     await mod.screenshot(path=str(IMAGES / "moderation.png"))
+    # Alice shares her screen (Chromium's fake one) and mutes; Bob sees both.
+    await alice.click("#toggle-screen")
+    await alice.click("#toggle-mic")
+    await bob.wait_for_function(
+        "() => { const v = document.querySelector('figure.tile[data-screen-of] video');"
+        " return v && v.readyState >= 2 && v.currentTime > 0.5; }"
+    )
+    await expect(bob.locator("#call-participants li.chip[data-muted]")).to_have_count(1)
+    await bob.locator("#toggle-screen").focus()
+    await bob.screenshot(path=str(IMAGES / "screen.png"), full_page=True)
     for client in clients:
         await client.close()
 
@@ -120,7 +142,7 @@ async def main() -> None:
                 await shoot(browser, Lobby(live, app, settings))
             finally:
                 await browser.close()
-    for name in ("lobby.png", "call.png", "moderation.png"):
+    for name in ("lobby.png", "prejoin.png", "call.png", "moderation.png", "screen.png"):
         path = IMAGES / name
         print(f"wrote {path.relative_to(ROOT)} ({path.stat().st_size // 1024} KiB)")
 

@@ -3,6 +3,11 @@
 // callview.js's `CallView`; this module adds the session, your publisher and
 // the others' subscribers, and `present` (who is connected to the media
 // session).
+//
+// A shared screen replaces your camera's picture in your one OpenVidu stream
+// (`publisher.replaceTrack`; an OpenVidu 2 connection publishes one stream),
+// and the camera comes back when sharing stops. The others learn it is a
+// screen from the lobby (your `media` report), and their tiles say so.
 
 import { CallView, describe, stopTracks } from "./callview.js";
 import { newFeed } from "./tiles.js";
@@ -90,6 +95,7 @@ export class Call extends CallView {
   #joined = false; // session.connect() succeeded
   #publisher = null;
   #refused = false; // the media server refused your publish
+  #camera = null; // your camera's video track while a screen replaces it
   /** @type {Map<string, object>} stream id -> feed of someone else */
   #remote = new Map();
   /** @type {Map<string, string|null>} connection id -> participant id, others in the media session */
@@ -100,8 +106,8 @@ export class Call extends CallView {
     return new Set([...this.#present.values()].filter(Boolean));
   }
 
-  async start({ token, nickname, publish, participantId }) {
-    const current = this.begin();
+  async start({ token, nickname, publish, participantId, devices }) {
+    const current = this.begin(participantId, devices);
     this.setState("connecting");
 
     let OV;
@@ -194,8 +200,29 @@ export class Call extends CallView {
     });
   }
 
+  async startScreen(stream) {
+    const publisher = this.#publisher;
+    if (!publisher || this.#refused) throw new Error("your camera does not reach the call");
+    const [screen] = stream.getVideoTracks();
+    this.#camera = publisher.stream?.getMediaStream?.()?.getVideoTracks()[0] ?? null;
+    await publisher.replaceTrack(screen);
+    // The track is replaced in the stream your own tile plays too: it shows the screen, not mirrored.
+    this.local?.element.classList.remove("feed-mirror");
+  }
+
+  stopScreen() {
+    const camera = this.#camera;
+    this.#camera = null;
+    this.local?.element.classList.add("feed-mirror");
+    if (!camera || camera.readyState !== "live" || !this.#publisher) return;
+    this.#publisher.replaceTrack(camera).catch((err) => {
+      this.on.notice(`Your camera could not come back (${describe(err)}).`);
+    });
+  }
+
   teardownMedia() {
     const session = this.#session;
+    this.#camera = null;
     this.#session = null;
     stopPublisher(this.#publisher);
     this.#publisher = null;
@@ -216,16 +243,20 @@ export class Call extends CallView {
   // --- your camera ------------------------------------------------------------
 
   async #publish(OV, session, { nickname, participantId }, current) {
+    // Both switched off in the pre-join check: nothing to publish, no camera asked for.
+    if (!this.devices.video && !this.devices.audio) return;
     const feed = newFeed("local", { participantId, local: true, label: nickname });
     this.local = feed;
     this.on.feeds();
     let publisher;
     try {
+      // The pre-join check's devices; switched off there, the track is sent disabled.
+      const { video, audio, camera, microphone } = this.devices;
       publisher = await OV.initPublisherAsync(feed.element, {
-        audioSource: undefined,
-        videoSource: undefined,
-        publishAudio: true,
-        publishVideo: true,
+        audioSource: microphone || undefined,
+        videoSource: camera || undefined,
+        publishAudio: audio,
+        publishVideo: video,
         mirror: true,
       });
     } catch (err) {
@@ -245,7 +276,10 @@ export class Call extends CallView {
       event.element.muted = true;
     });
     this.#publisher = publisher;
-    this.setMedia({ video: true, audio: true });
+    const { video, audio } = this.devices;
+    feed.video = video ? "on" : "off";
+    feed.audio = audio ? "on" : "off";
+    this.setMedia({ video, audio });
     try {
       await session.publish(publisher);
     } catch (err) {
@@ -283,6 +317,7 @@ export class Call extends CallView {
       label: nicknameFromConnectionData(data),
     });
     feed.video = stream.hasVideo === false || stream.videoActive === false ? "off" : "on";
+    if (typeof stream.audioActive === "boolean") feed.audio = stream.hasAudio === false || !stream.audioActive ? "off" : "on";
     feed.sending = true;
     this.#remote.set(stream.streamId, feed);
     this.on.feeds();
@@ -299,10 +334,10 @@ export class Call extends CallView {
   }
 
   #propertyChanged(event) {
-    if (event.changedProperty !== "videoActive") return;
+    const kind = { videoActive: "video", audioActive: "audio" }[event.changedProperty];
     const feed = this.#remote.get(event.stream?.streamId);
-    if (!feed) return;
-    feed.video = event.newValue ? "on" : "off";
+    if (!kind || !feed) return;
+    feed[kind] = event.newValue ? "on" : "off";
     this.on.feeds();
   }
 }

@@ -12,10 +12,18 @@
 // to the media); tiles.js puts them in one tile per participant of the
 // lobby's room.
 //
+// Screen sharing is common too: `toggleScreen` asks the browser for a screen
+// (getDisplayMedia), shows it as a second tile of yours, and hands it to the
+// media side's `startScreen(stream)`; it stops on the button or on the
+// browser's own "Stop sharing" (the track ends), calling `stopScreen(stream)`.
+//
 // For the media side (JS private fields do not reach a subclass): `on` (the
-// callbacks), `local` (your feed), `media` and `setMedia`, `setState`, `begin`
-// and `play`. It implements `running`, `remoteFeeds`, `switchMedia` and
-// `teardownMedia`, plus `start` and `present`.
+// callbacks), `local` (your feed), `devices` (the pre-join choice: {video,
+// audio, camera, microphone, speaker}), `media` and `setMedia`, `setState`,
+// `begin` and `play`. It implements `running`, `remoteFeeds`, `switchMedia`,
+// `startScreen`, `stopScreen` and `teardownMedia`, plus `start` and `present`.
+
+import { newFeed } from "./tiles.js";
 
 /** Viewers (SUBSCRIBER) only watch and listen. */
 export function canPublish(role) {
@@ -33,7 +41,7 @@ export function stopTracks(stream) {
 
 export class CallView {
   /**
-   * Callbacks: state(state, message), media({video, audio}|null),
+   * Callbacks: state(state, message), media({video, audio, screen}|null),
    * feeds() (feeds or presence changed), publishProblem(message|null),
    * notice(message), playbackBlocked(bool), report("connected"|"dropped")
    * (where this page's own call stands, for the lobby's call states).
@@ -41,9 +49,13 @@ export class CallView {
   on;
   /** Your feed, from the moment your camera is asked for; null without one. */
   local = null;
+  /** The pre-join choice for this call (prejoin.js `loadChoices`). */
+  devices = { video: true, audio: true, camera: "", microphone: "", speaker: "" };
+  #selfId = null;
   #generation = 0;
   #state = "idle";
-  #media = null; // {video, audio} while the camera is on
+  #media = null; // {video, audio, screen} while your media runs
+  #screen = null; // {stream, feed} while you share a screen
 
   constructor(on) {
     this.on = on;
@@ -63,10 +75,16 @@ export class CallView {
    * `element` holds the <video>; put it in the page once and leave it there.
    */
   get feeds() {
-    return [...(this.local ? [this.local] : []), ...this.remoteFeeds];
+    const mine = [this.local, this.#screen?.feed].filter(Boolean);
+    return [...mine, ...this.remoteFeeds];
   }
 
-  /** {video, audio} while your camera is on, else null. */
+  /** Whether this browser can share a screen at all. */
+  get canShareScreen() {
+    return Boolean(navigator.mediaDevices?.getDisplayMedia);
+  }
+
+  /** {video, audio, screen} while your media runs, else null. */
   get media() {
     return this.#media;
   }
@@ -94,6 +112,57 @@ export class CallView {
     this.#toggle("audio");
   }
 
+  /** Called from a click (getDisplayMedia needs one): share a screen, or stop sharing it. */
+  async toggleScreen() {
+    if (this.#screen) {
+      this.#stopScreen();
+      return;
+    }
+    if (!this.#media || !this.canShareScreen) return;
+    const generation = this.#generation;
+    let stream;
+    try {
+      stream = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
+    } catch (err) {
+      // NotAllowedError: the person closed the browser's picker; nothing to say.
+      if (err?.name !== "NotAllowedError") this.on.notice(`Your screen could not be shared (${describe(err)}).`);
+      return;
+    }
+    if (generation !== this.#generation || !this.#media || this.#screen) {
+      stopTracks(stream);
+      return;
+    }
+    const [track] = stream.getVideoTracks();
+    // The browser's own "Stop sharing" ends the track.
+    track?.addEventListener("ended", () => this.#screen?.stream === stream && this.#stopScreen());
+    const feed = newFeed("local-screen", { participantId: this.#selfId, local: true, label: "Your screen" });
+    feed.screen = true;
+    feed.sending = true;
+    const video = document.createElement("video");
+    Object.assign(video, { autoplay: true, playsInline: true, muted: true, srcObject: stream });
+    feed.element.append(video);
+    video.play().catch(() => {});
+    this.#screen = { stream, feed };
+    try {
+      await this.startScreen(stream);
+    } catch (err) {
+      if (this.#screen?.stream !== stream) return;
+      this.on.notice(`Your screen could not be shared (${describe(err)}).`);
+      this.#stopScreen();
+      return;
+    }
+    if (this.#screen?.stream !== stream) return;
+    this.#media.screen = true;
+    this.on.media({ ...this.#media });
+    this.on.feeds();
+  }
+
+  /** Send remote sound to the chosen speaker, where the browser can (setSinkId). */
+  route(element) {
+    const speaker = this.devices?.speaker;
+    if (speaker && element.setSinkId) element.setSinkId(speaker).catch(() => {});
+  }
+
   /** Called from a click: browsers allow playback with sound after a user gesture. */
   resumePlayback() {
     for (const feed of this.remoteFeeds) {
@@ -105,9 +174,15 @@ export class CallView {
     this.on.playbackBlocked(false);
   }
 
-  /** Tear down what runs and start anew: `current()` stays true until the next start, stop, wait or fail. */
-  begin() {
+  /**
+   * Tear down what runs and start anew: `current()` stays true until the next
+   * start, stop, wait or fail. `selfId` is your participant id, `devices` the
+   * pre-join choice.
+   */
+  begin(selfId = null, devices = null) {
     this.#teardown();
+    this.#selfId = selfId;
+    if (devices) this.devices = { ...this.devices, ...devices };
     const generation = ++this.#generation;
     return () => generation === this.#generation;
   }
@@ -119,8 +194,8 @@ export class CallView {
 
   /** Your camera is on ({video, audio}) or gone (null); the page shows its switches. */
   setMedia(media) {
-    this.#media = media;
-    this.on.media(media && { ...media });
+    this.#media = media && { screen: false, ...media };
+    this.on.media(this.#media && { ...this.#media });
   }
 
   /**
@@ -129,6 +204,7 @@ export class CallView {
    * with `muteIfBlocked` the picture plays without sound meanwhile.
    */
   play(video, { muteIfBlocked = false } = {}) {
+    this.route(video);
     video.play?.()?.catch((err) => {
       if (err?.name !== "NotAllowedError") return;
       if (muteIfBlocked) {
@@ -139,12 +215,30 @@ export class CallView {
     });
   }
 
+  #stopScreen() {
+    const screen = this.#screen;
+    if (!screen) return;
+    this.#screen = null;
+    try {
+      this.stopScreen(screen.stream);
+    } catch (err) {
+      console.warn("stopping the screen share failed:", describe(err));
+    }
+    stopTracks(screen.stream);
+    if (this.#media) {
+      this.#media.screen = false;
+      this.on.media({ ...this.#media });
+    }
+    this.on.feeds();
+  }
+
   #toggle(kind) {
     if (!this.#media) return;
     const on = !this.#media[kind];
     this.#media[kind] = on;
     this.switchMedia(kind, on);
-    if (kind === "video") this.local.video = on ? "on" : "off";
+    if (kind === "video" && this.local) this.local.video = on ? "on" : "off";
+    if (kind === "audio" && this.local) this.local.audio = on ? "on" : "off";
     this.on.media({ ...this.#media });
     this.on.feeds();
   }
@@ -156,6 +250,9 @@ export class CallView {
   }
 
   #teardown() {
+    // The media side goes as a whole below; only the screen's own tracks are left to stop.
+    stopTracks(this.#screen?.stream);
+    this.#screen = null;
     this.teardownMedia();
     this.local = null;
     if (this.#media) this.setMedia(null);

@@ -11,6 +11,9 @@
 // asks for a camera. After a reload the page rejoins with a fresh token for the
 // same identity, and LiveKit replaces the connection the old page left behind.
 //
+// A shared screen is a second published track (source ScreenShare); the
+// others show it as a second tile of yours.
+//
 // livekit-client is the UMD bundle from the npm registry (static/vendor.json),
 // loaded by the page before this module; it defines `window.LivekitClient`.
 
@@ -63,8 +66,11 @@ export class LiveKitCall extends CallView {
   #room = null;
   #joined = false; // room.connect() succeeded
   #tracks = []; // your camera and microphone (LocalTracks)
+  #screenTrack = null; // your shared screen's LocalVideoTrack, while published
   /** @type {Map<string, object>} identity -> feed of someone else */
   #remote = new Map();
+  /** @type {Map<string, object>} identity -> feed of someone else's shared screen */
+  #screens = new Map();
 
   constructor(on, url) {
     super(on);
@@ -76,8 +82,8 @@ export class LiveKitCall extends CallView {
     return new Set(this.#room ? this.#room.remoteParticipants.keys() : []);
   }
 
-  async start({ token, nickname, publish, participantId }) {
-    const current = this.begin();
+  async start({ token, nickname, publish, participantId, devices }) {
+    const current = this.begin(participantId, devices);
     this.setState("connecting");
     const LK = window.LivekitClient;
     let room;
@@ -119,7 +125,24 @@ export class LiveKitCall extends CallView {
   }
 
   get remoteFeeds() {
-    return [...this.#remote.values()];
+    return [...this.#remote.values(), ...this.#screens.values()];
+  }
+
+  async startScreen(stream) {
+    const LK = window.LivekitClient;
+    if (!this.#joined || !this.#room) throw new Error("you are not in the call yet");
+    const [track] = stream.getVideoTracks();
+    const local = new LK.LocalVideoTrack(track, undefined, true);
+    this.#screenTrack = local;
+    await this.#room.localParticipant.publishTrack(local, { source: LK.Track.Source.ScreenShare, name: "screen" });
+  }
+
+  stopScreen() {
+    const track = this.#screenTrack;
+    this.#screenTrack = null;
+    if (track && this.#room) {
+      this.#room.localParticipant.unpublishTrack(track, false).catch((err) => console.warn("livekit: unpublish failed", describe(err)));
+    }
   }
 
   switchMedia(kind, on) {
@@ -140,7 +163,9 @@ export class LiveKitCall extends CallView {
       track.detach();
     }
     this.#tracks = [];
+    this.#screenTrack = null;
     this.#remote.clear();
+    this.#screens.clear();
     this.#joined = false;
     room?.disconnect().catch((err) => console.warn("livekit disconnect failed", describe(err)));
   }
@@ -178,9 +203,17 @@ export class LiveKitCall extends CallView {
     const feed = newFeed("local", { participantId, local: true, label: nickname });
     this.local = feed;
     this.on.feeds();
+    const { video, audio, camera, microphone } = this.devices;
     let tracks;
     try {
-      tracks = await LK.createLocalTracks({ audio: true, video: true });
+      tracks = await LK.createLocalTracks({
+        audio: microphone ? { deviceId: microphone } : true,
+        video: camera ? { deviceId: camera } : true,
+      });
+      // Switched off in the pre-join check: muted at once (a muted camera is stopped, its light off).
+      for (const track of tracks) {
+        if ((track.kind === "video" && !video) || (track.kind === "audio" && !audio)) await track.mute();
+      }
     } catch (err) {
       if (!current()) return false;
       this.local = null;
@@ -200,7 +233,9 @@ export class LiveKitCall extends CallView {
       feed.element.classList.add("feed-mirror");
       feed.element.append(video);
     }
-    this.setMedia({ video: true, audio: true });
+    feed.video = video ? "on" : "off";
+    feed.audio = audio ? "on" : "off";
+    this.setMedia({ video, audio });
     this.on.feeds();
     return true;
   }
@@ -249,24 +284,51 @@ export class LiveKitCall extends CallView {
   #departed(participant) {
     const feed = this.#remote.get(participant.identity);
     this.#remote.delete(participant.identity);
+    this.#screens.delete(participant.identity);
     for (const element of feed?.element.querySelectorAll("video, audio") ?? []) element.remove();
     this.on.feeds();
   }
 
+  #isScreen(track) {
+    return track.source === window.LivekitClient?.Track?.Source?.ScreenShare;
+  }
+
+  #screenOf(participant) {
+    let feed = this.#screens.get(participant.identity);
+    if (!feed) {
+      feed = newFeed(`lk-screen:${participant.identity}`, {
+        participantId: participant.identity,
+        local: false,
+        label: labelOf(participant),
+      });
+      Object.assign(feed, { screen: true, sending: true });
+      this.#screens.set(participant.identity, feed);
+    }
+    return feed;
+  }
+
   #addTrack(track, participant) {
-    const feed = this.#feedOf(participant);
+    const feed = this.#isScreen(track) ? this.#screenOf(participant) : this.#feedOf(participant);
     if (track.attachedElements.some((element) => feed.element.contains(element))) return;
     const element = track.attach();
     feed.element.append(element);
     if (track.kind === "video") {
       feed.video = track.isMuted ? "off" : "on";
       this.play(element, { muteIfBlocked: true });
+    } else {
+      feed.audio = track.isMuted ? "off" : "on";
+      this.route(element);
     }
     this.on.feeds();
   }
 
   #removeTrack(track, participant) {
     for (const element of track.detach()) element.remove();
+    if (this.#isScreen(track)) {
+      this.#screens.delete(participant.identity);
+      this.on.feeds();
+      return;
+    }
     const feed = this.#remote.get(participant.identity);
     if (feed && track.kind === "video") feed.video = "off";
     this.on.feeds();
@@ -274,8 +336,8 @@ export class LiveKitCall extends CallView {
 
   #muted(publication, participant) {
     const feed = this.#remote.get(participant.identity);
-    if (!feed || publication.kind !== "video") return;
-    feed.video = publication.isMuted ? "off" : "on";
+    if (!feed || publication.source === window.LivekitClient?.Track?.Source?.ScreenShare) return;
+    feed[publication.kind === "video" ? "video" : "audio"] = publication.isMuted ? "off" : "on";
     this.on.feeds();
   }
 }

@@ -9,8 +9,10 @@ import { Call } from "./call.js";
 import { canPublish } from "./callview.js";
 import { LiveKitCall } from "./livekit.js";
 import { PeerCall } from "./p2p.js";
-import { renderTiles } from "./tiles.js";
 import { enableModeration } from "./moderation.js";
+import { loadChoices, openPrejoin } from "./prejoin.js";
+import { SpeakingWatch } from "./speaking.js";
+import { markSpeaking, renderTiles } from "./tiles.js";
 import * as view from "./view.js";
 
 const { ui } = view;
@@ -27,6 +29,7 @@ let roomSize = null;
 // wait in `pending`.
 const SIGNAL_REF = "signal";
 const REPORT_REF = "call_state";
+const MEDIA_REF = "media";
 const presence = new Presence();
 /** The participant this page holds: {room, participant|null}, or null in the lobby. */
 let current = null;
@@ -35,6 +38,8 @@ const pending = new Map();
 let nextRef = 1;
 /** The call state this page last told the server about its own call (docs/protocol.md). */
 let reported = null;
+/** What this page sends ({camera, microphone, screen}) and whether the server has heard it. */
+let mediaReport = { sent: null, wanted: null };
 
 // --- resume key (sessionStorage: per tab, survives reloads) -------------------
 
@@ -85,6 +90,17 @@ function reportCall(call) {
   if (socket.send({ type: "call_state", call, ref: REPORT_REF })) reported = call;
 }
 
+/** Tell the server what this call sends (docs/protocol.md, `media`), once each change. */
+function reportMedia(media) {
+  if (media) {
+    mediaReport.wanted = { camera: media.video, microphone: media.audio, screen: Boolean(media.screen) };
+  }
+  const { sent, wanted } = mediaReport;
+  if (!current?.participant || !wanted) return;
+  if (sent && Object.keys(wanted).every((key) => sent[key] === wanted[key])) return;
+  if (socket.send({ type: "media", ...wanted, ref: MEDIA_REF })) mediaReport.sent = wanted;
+}
+
 function takePending(msg) {
   if (typeof msg.ref !== "number") return undefined;
   const request = pending.get(msg.ref);
@@ -126,6 +142,10 @@ function handle(msg) {
       presence.setCall(msg.room, msg.participant, msg.call);
       render();
       break;
+    case "media":
+      presence.setMedia(msg.room, msg.participant, msg.media);
+      render();
+      break;
     case "taken_over":
       endCall("This call continued in another tab or window.");
       break;
@@ -143,7 +163,7 @@ function handle(msg) {
       takePending(msg);
       break;
     case "error":
-      if (msg.ref === SIGNAL_REF || msg.ref === REPORT_REF) {
+      if (msg.ref === SIGNAL_REF || msg.ref === REPORT_REF || msg.ref === MEDIA_REF) {
         console.warn(`lobby: a ${msg.ref} was refused:`, msg.code, msg.message);
       } else onError(takePending(msg), msg);
       break;
@@ -205,6 +225,7 @@ function onResumed(req, msg) {
   } else {
     render();
     call.reconnected?.(); // signals meant for us while we were away are lost
+    reportMedia(null); // a change made while the socket was away
   }
 }
 
@@ -239,6 +260,7 @@ function showCall() {
 
 function enterCall(token) {
   reported = null; // a new call: its states are reported afresh
+  mediaReport = { sent: null, wanted: null };
   showCall();
   call.start({
     token,
@@ -248,6 +270,7 @@ function enterCall(token) {
     role: myRole(),
     iceServers: media.ice_servers ?? [],
     participants: roomParticipants(),
+    devices: loadChoices(), // the pre-join check's, remembered (a reload rejoins with it)
   });
 }
 
@@ -260,13 +283,14 @@ function endCall(message) {
   clearResume();
   current = null;
   reported = null;
+  mediaReport = { sent: null, wanted: null };
   call.stop();
   view.showLobby();
   render();
   if (message) view.showError(message);
 }
 
-function join(room) {
+async function join(room) {
   const nickname = view.readNickname();
   if (!ROOM_PATTERN.test(room)) {
     view.showError("Room names are 1 to 64 letters, digits, “_” or “-”.");
@@ -279,6 +303,19 @@ function join(room) {
     return;
   }
   view.clearError();
+  // Publishers check their camera and microphone first (prejoin.js); viewers send nothing.
+  if (canPublish(me.role)) {
+    const hideLobby = () => {
+      ui.lobby.hidden = true;
+    };
+    const showLobby = () => {
+      ui.lobby.hidden = false;
+      ui.lobbyTitle.focus();
+    };
+    const choice = await openPrejoin(room, { hide: hideLobby, show: showLobby });
+    if (!choice) return;
+    ui.lobby.hidden = false; // "Joining…" there until the token; a refusal shows there too
+  }
   if (request("join", { room, nickname }) !== null) view.setJoinBusy(true);
 }
 
@@ -316,7 +353,9 @@ function render() {
     feeds: current ? call.feeds : [],
     present: call.present,
     connected: call.state === "connected",
+    speaking: speakingWatch.speaking,
   });
+  speakingWatch.watch(current ? call.feeds : []);
 }
 
 // --- wiring -----------------------------------------------------------------
@@ -326,7 +365,10 @@ const callbacks = {
     view.setCallState(state, message);
     render();
   },
-  media: (media) => view.setMediaControls(media),
+  media: (media) => {
+    view.setMediaControls(media, { canShare: call.canShareScreen });
+    reportMedia(media);
+  },
   feeds: () => render(),
   publishProblem: (message) => view.setPublishProblem(message),
   notice: (message) => view.showError(message),
@@ -335,6 +377,7 @@ const callbacks = {
   },
   report: reportCall,
 };
+const speakingWatch = new SpeakingWatch((speaking) => markSpeaking(ui.videos, speaking));
 // Which media side runs the call: the page was served for one back end.
 const call =
   page.media === "p2p"
@@ -363,6 +406,7 @@ ui.callRetry.addEventListener("click", retry);
 ui.callPlay.addEventListener("click", () => call.resumePlayback());
 ui.toggleCamera.addEventListener("click", () => call.toggleVideo());
 ui.toggleMic.addEventListener("click", () => call.toggleAudio());
+ui.toggleScreen.addEventListener("click", () => call.toggleScreen());
 ui.logoutForm.addEventListener("submit", () => {
   clearResume();
   call.stop();

@@ -20,6 +20,7 @@
 // lobby socket came back while the call went on).
 
 import { CallView, canPublish, describe, stopTracks } from "./callview.js";
+import { constraint, explain } from "./prejoin.js";
 import { newFeed } from "./tiles.js";
 import { el } from "./view.js";
 
@@ -58,16 +59,16 @@ class Link {
     this.makingOffer = false;
     this.ignoreOffer = false;
     this.queue = Promise.resolve(); // incoming signals, one at a time
-    this.tracksAdded = false;
     this.candidates = [];
     this.flushTimer = 0;
     this.helloTimer = 0;
     this.connectTimer = 0;
     this.hellos = 0;
     this.connected = false;
-    this.stream = null; // the peer's media
+    this.stream = null; // the peer's camera and microphone
     this.feed = null;
-    this.media = { video: true, audio: true };
+    this.screenFeed = null; // the peer's shared screen
+    this.media = { video: true, audio: true, screen: null };
   }
 }
 
@@ -75,7 +76,8 @@ export class PeerCall extends CallView {
   #send;
   #me = null; // {id, role} while a call runs
   #iceServers = [];
-  #stream = null; // your camera and microphone
+  #stream = null; // your camera and microphone (only the kinds switched on so far)
+  #screen = null; // your shared screen's stream
   /** @type {Map<string, object>} participant id -> participant, the others in the room */
   #peers = new Map();
   /** @type {Map<string, Link>} participant id -> link */
@@ -95,8 +97,8 @@ export class PeerCall extends CallView {
     return new Set([...this.#links.values()].filter((link) => link.connected).map((link) => link.peer));
   }
 
-  start({ participantId, role, nickname, publish, iceServers, participants }) {
-    const current = this.begin();
+  start({ participantId, role, nickname, publish, iceServers, participants, devices }) {
+    const current = this.begin(participantId, devices);
     this.#me = { id: participantId, role };
     this.#iceServers = iceServers ?? [];
     this.setState(publish ? "connecting" : "connected");
@@ -165,21 +167,86 @@ export class PeerCall extends CallView {
   }
 
   get remoteFeeds() {
-    return [...this.#links.values()].map((link) => link.feed).filter(Boolean);
+    return [...this.#links.values()].flatMap((link) => [link.feed, link.screenFeed]).filter(Boolean);
   }
 
   switchMedia(kind, on) {
     const tracks = kind === "video" ? this.#stream.getVideoTracks() : this.#stream.getAudioTracks();
     for (const track of tracks) track.enabled = on;
+    // Joined with it off: the device is asked for only now, and its track added to every link.
+    if (on && tracks.length === 0) this.#addDevice(kind);
     // A disabled track still arrives (black, silent): the peers label your tile from this.
-    for (const link of this.#links.values()) this.#sendTo(link, { kind: "media", ...this.media });
+    this.#announce();
+  }
+
+  startScreen(stream) {
+    this.#screen = stream;
+    // The peers learn which stream is the screen before its track arrives (one socket, in order).
+    this.#announce();
+    for (const link of this.#links.values()) this.#addTracks(link);
+  }
+
+  stopScreen(stream) {
+    if (this.#screen !== stream) return;
+    this.#screen = null;
+    this.#announce();
+    for (const link of this.#links.values()) {
+      if (!link.pc || link.pc.signalingState === "closed") continue;
+      for (const sender of link.pc.getSenders()) {
+        if (sender.track && stream.getTracks().includes(sender.track)) link.pc.removeTrack(sender);
+      }
+    }
   }
 
   teardownMedia() {
     for (const id of [...this.#links.keys()]) this.#closeLink(id);
     stopTracks(this.#stream);
     this.#stream = null;
+    this.#screen = null;
     this.#me = null;
+  }
+
+  /** What the peers show on your tiles: camera and microphone on or off, and your screen's stream. */
+  #mediaSignal() {
+    const { video, audio } = this.media;
+    return { kind: "media", video, audio, screen: this.#screen?.id ?? null };
+  }
+
+  #announce() {
+    for (const link of this.#links.values()) this.#sendTo(link, this.#mediaSignal());
+  }
+
+  async #addDevice(kind) {
+    const me = this.#me;
+    const id = kind === "video" ? this.devices.camera : this.devices.microphone;
+    let stream;
+    try {
+      stream = await navigator.mediaDevices.getUserMedia({ [kind]: constraint(true, id) });
+    } catch (err) {
+      if (this.#me === me) this.on.notice(explain(err, kind === "video" ? "camera" : "microphone"));
+      return;
+    }
+    if (this.#me !== me || !this.#stream) {
+      stopTracks(stream);
+      return;
+    }
+    for (const track of stream.getTracks()) {
+      track.enabled = Boolean(this.media?.[kind]); // switched off again meanwhile
+      this.#stream.addTrack(track);
+    }
+    for (const link of this.#links.values()) this.#addTracks(link);
+    this.#showLocal();
+    this.on.feeds();
+  }
+
+  /** Your own tile plays your stream (muted), whatever it holds so far. */
+  #showLocal() {
+    const feed = this.local;
+    if (!feed || feed.element.querySelector("video") || !this.#stream?.getTracks().length) return;
+    const video = videoFor(this.#stream, { muted: true }); // never hear yourself
+    feed.element.classList.add("feed-mirror");
+    feed.element.append(video);
+    video.play().catch(() => {});
   }
 
   // --- your camera -----------------------------------------------------------
@@ -188,10 +255,18 @@ export class PeerCall extends CallView {
     const feed = newFeed("local", { participantId: this.#me.id, local: true, label: nickname });
     this.local = feed;
     this.on.feeds();
+    const { video, audio, camera, microphone } = this.devices;
     let stream;
     try {
       if (!navigator.mediaDevices) throw new Error("this page is not served over https");
-      stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: true });
+      // Only what the pre-join check left on: a camera switched off there never lights up.
+      stream =
+        video || audio
+          ? await navigator.mediaDevices.getUserMedia({
+              video: constraint(video, camera),
+              audio: constraint(audio, microphone),
+            })
+          : new MediaStream();
     } catch (err) {
       if (!current()) return;
       this.local = null;
@@ -206,12 +281,14 @@ export class PeerCall extends CallView {
       return;
     }
     this.#stream = stream;
-    const video = videoFor(stream, { muted: true }); // never hear yourself
-    feed.element.classList.add("feed-mirror");
-    feed.element.append(video);
-    video.play().catch(() => {});
+    // Also with the camera off: the element carries your microphone for the speaking mark,
+    // and plays the camera once it is added to the same stream.
+    this.#showLocal();
     feed.sending = true;
-    this.setMedia({ video: true, audio: true });
+    feed.video = video ? "on" : "off";
+    feed.audio = audio ? "on" : "off";
+    this.setMedia({ video, audio });
+    this.#announce(); // links opened while the camera started were told nothing yet
     for (const link of this.#links.values()) this.#addTracks(link);
     this.setState("connected");
     this.#report();
@@ -282,30 +359,40 @@ export class PeerCall extends CallView {
     pc.onicecandidate = ({ candidate }) => {
       if (candidate?.candidate && mine()) this.#queueCandidate(link, candidate.toJSON());
     };
-    pc.ontrack = ({ track }) => mine() && this.#onTrack(link, track);
+    pc.ontrack = ({ track, streams }) => mine() && this.#onTrack(link, track, streams[0]);
     pc.onconnectionstatechange = () => mine() && this.#onConnectionState(link);
     pc.oniceconnectionstatechange = () => trace(link, "ice", pc.iceConnectionState);
     pc.onicegatheringstatechange = () => trace(link, "gathering", pc.iceGatheringState);
     if (!link.polite) {
-      // We make the first offer: with our tracks, or asking to receive only.
-      if (this.#stream) this.#addTracks(link);
-      else for (const kind of ["audio", "video"]) pc.addTransceiver(kind, { direction: "recvonly" });
+      // We make the first offer: with our tracks, or asking to receive what we do not send.
+      const kinds = new Set(this.#stream?.getTracks().map((track) => track.kind));
+      for (const kind of ["audio", "video"]) {
+        if (!kinds.has(kind)) pc.addTransceiver(kind, { direction: "recvonly" });
+      }
+      this.#addTracks(link);
     }
-    if (this.media) this.#sendTo(link, { kind: "media", ...this.media });
+    if (this.media) this.#sendTo(link, this.#mediaSignal());
     // Whatever went wrong on the way (a lost signal, a stuck negotiation), start over.
     link.connectTimer = setTimeout(() => {
       if (mine() && !link.connected && this.#me.id < link.peer) this.#hello(link.peer);
     }, CONNECT_TIMEOUT_MS);
   }
 
-  /** Our tracks on `link`; on the polite side only once the peer's first offer is in. */
+  /**
+   * Our tracks not yet on `link` (camera, microphone, a shared screen); on the
+   * polite side only once the peer's first offer is in. Every later addition
+   * renegotiates through `negotiationneeded`.
+   */
   #addTracks(link) {
-    if (!this.#stream || !link.pc || link.tracksAdded) return;
-    if (link.polite && !link.pc.remoteDescription) return;
-    link.tracksAdded = true;
+    if (!link.pc || (link.polite && !link.pc.remoteDescription)) return;
+    const sent = new Set(link.pc.getSenders().map((sender) => sender.track));
     // addTrack takes over an unused transceiver of the same kind (one of the
     // offer's, or our receive-only one) before it makes a new one.
-    for (const track of this.#stream.getTracks()) link.pc.addTrack(track, this.#stream);
+    for (const stream of [this.#stream, this.#screen]) {
+      for (const track of stream?.getTracks() ?? []) {
+        if (!sent.has(track)) link.pc.addTrack(track, stream);
+      }
+    }
   }
 
   async #negotiate(link, data) {
@@ -331,8 +418,13 @@ export class PeerCall extends CallView {
         }
       }
     } else if (data.kind === "media") {
-      link.media = { video: data.video, audio: data.audio };
-      if (link.feed) link.feed.video = data.video ? "on" : "off";
+      link.media = { video: data.video, audio: data.audio, screen: data.screen ?? null };
+      if (link.feed) {
+        link.feed.video = data.video ? "on" : "off";
+        link.feed.audio = data.audio ? "on" : "off";
+      }
+      // Sharing stopped (or another screen started): its tile goes now, before renegotiation.
+      if (link.screenFeed && link.screenFeed.streamId !== link.media.screen) this.#dropScreen(link);
       this.on.feeds();
     }
   }
@@ -360,10 +452,14 @@ export class PeerCall extends CallView {
     this.#send(link.peer, { ...payload, link: link.id, peer_link: link.theirs });
   }
 
-  #onTrack(link, track) {
+  #onTrack(link, track, stream) {
     const peer = this.#peers.get(link.peer);
     // Viewers send nothing (the server refuses it too); never show what one sends.
     if (!peer || !canPublish(peer.role)) return;
+    if (stream && stream.id === link.media.screen) {
+      this.#showScreen(link, peer, track, stream);
+      return;
+    }
     if (!link.stream) link.stream = new MediaStream();
     link.stream.addTrack(track);
     if (!link.feed) {
@@ -374,7 +470,28 @@ export class PeerCall extends CallView {
       this.play(video, { muteIfBlocked: true });
     }
     link.feed.video = link.media.video ? "on" : "off";
+    link.feed.audio = link.media.audio ? "on" : "off";
     this.on.feeds();
+  }
+
+  /** The peer's shared screen: a tile of its own next to the peer's camera. */
+  #showScreen(link, peer, track, stream) {
+    if (link.screenFeed?.streamId === stream.id) return;
+    this.#dropScreen(link);
+    const feed = newFeed(`screen:${link.id}`, { participantId: peer.id, local: false, label: peer.nickname });
+    Object.assign(feed, { screen: true, sending: true, streamId: stream.id });
+    const video = videoFor(new MediaStream([track]), { muted: true }); // a screen carries no sound here
+    feed.element.append(video);
+    this.play(video);
+    link.screenFeed = feed;
+    this.on.feeds();
+  }
+
+  #dropScreen(link) {
+    const feed = link.screenFeed;
+    if (!feed) return;
+    link.screenFeed = null;
+    for (const video of feed.element.querySelectorAll("video")) video.srcObject = null;
   }
 
   #onConnectionState(link) {
@@ -397,6 +514,7 @@ export class PeerCall extends CallView {
     clearTimeout(link.flushTimer);
     link.pc?.close();
     stopTracks(link.stream);
+    this.#dropScreen(link);
     if (link.feed || link.connected) this.on.feeds();
   }
 }

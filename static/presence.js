@@ -1,8 +1,8 @@
 // The lobby's presence in the browser: live rooms and their participants, no
 // DOM. It mirrors lobby/rules/presence.py's view as the protocol delivers it
 // (docs/protocol.md): `welcome` replaces everything; `joined`, `left`,
-// `room_closed`, `room_locked` and `call_state` are applied in the order the server
-// sent them. A room that is gone takes its lock with it, as on the server.
+// `room_closed`, `room_locked`, `call_state` and `media` are applied in the order the
+// server sent them. A room that is gone takes its lock with it, as on the server.
 
 export class Presence {
   /** @type {Map<string, {name: string, participants: object[]}>} in server order */
@@ -47,6 +47,12 @@ export class Presence {
   setLocked(roomName, locked) {
     const room = this.#rooms.get(roomName);
     if (room) room.locked = locked === true;
+  }
+
+  /** A participant's reported media changed (`media`): {camera, microphone, screen}. */
+  setMedia(roomName, participantId, media) {
+    const participant = this.#rooms.get(roomName)?.participants.find((p) => p.id === participantId);
+    if (participant) participant.media = media;
   }
 
   close(roomName) {

@@ -3,7 +3,13 @@
 //
 // Tiles follow the lobby's participant list, not the media session: a page
 // that reloads comes back as the same participant, so its tile never leaves
-// the others' grids. Nicknames only ever go through textContent.
+// the others' grids. A shared screen is a second tile right after its
+// sharer's. Nicknames only ever go through textContent.
+//
+// Marks: a muted microphone (from the media library's own events where the
+// feed has them, else from the participant's `media` report to the lobby, so
+// everyone sees the same) and "speaking" (speaking.js), each with a word for
+// screen readers besides its icon.
 
 import { el } from "./view.js";
 
@@ -11,10 +17,22 @@ const HUES = 8; // avatar colours, style.css [data-hue]
 
 /**
  * A video to show, as call.js and p2p.js offer them: `element` holds the <video>
- * (put it in the page once and leave it there); `video` is "on" or "off".
+ * (put it in the page once and leave it there); `video` is "on" or "off";
+ * `audio` is "on", "off" or undefined (the library does not say); `screen`
+ * marks a shared screen.
  */
 export function newFeed(key, { participantId, local, label }) {
-  return { key, participantId, local, label, element: el("div", "feed"), video: "on", sending: false };
+  return {
+    key,
+    participantId,
+    local,
+    label,
+    element: el("div", "feed"),
+    video: "on",
+    audio: undefined,
+    screen: false,
+    sending: false,
+  };
 }
 
 /** @type {Map<string, HTMLElement>} tile key -> tile */
@@ -30,7 +48,7 @@ const tiles = new Map();
  * @param {Set<string>} view.present participant ids of the others in the media session
  * @param {boolean} view.connected you are connected to the media session
  */
-export function renderTiles(grid, { participants, selfId, feeds, present, connected }) {
+export function renderTiles(grid, { participants, selfId, feeds, present, connected, speaking = new Set() }) {
   const entries = tileEntries(participants, selfId, feeds);
   const keys = new Set(entries.map((entry) => entry.key));
   for (const [key, tile] of tiles) {
@@ -46,6 +64,7 @@ export function renderTiles(grid, { participants, selfId, feeds, present, connec
       tiles.set(entry.key, tile);
     }
     fillTile(tile, entry, status(entry, present, connected));
+    markTile(tile, entry, speaking);
     const there = grid.children[index];
     if (there !== tile) grid.insertBefore(tile, there ?? null);
   });
@@ -55,20 +74,29 @@ export function renderTiles(grid, { participants, selfId, feeds, present, connec
 function tileEntries(participants, selfId, feeds) {
   const known = new Set(participants.map((p) => p.id));
   const feedOf = new Map();
+  const screenOf = new Map();
   const strays = [];
   for (const feed of feeds) {
-    if (known.has(feed.participantId) && !feedOf.has(feed.participantId)) feedOf.set(feed.participantId, feed);
+    const mine = feed.screen ? screenOf : feedOf;
+    if (known.has(feed.participantId) && !mine.has(feed.participantId)) mine.set(feed.participantId, feed);
     else strays.push(feed);
   }
   const ordered = [...participants.filter((p) => p.id === selfId), ...participants.filter((p) => p.id !== selfId)];
   return [
-    ...ordered.map((p) => ({
-      key: `p:${p.id}`,
-      participant: p,
-      self: p.id === selfId,
-      label: labelOf(p),
-      feed: feedOf.get(p.id) ?? null,
-    })),
+    ...ordered.flatMap((p) => {
+      const person = {
+        key: `p:${p.id}`,
+        participant: p,
+        self: p.id === selfId,
+        label: labelOf(p),
+        feed: feedOf.get(p.id) ?? null,
+      };
+      const screen = screenOf.get(p.id);
+      // OpenVidu 2 sends a screen in place of the camera: the lobby's report says it is one.
+      person.sharingInPlace = !screen && Boolean(p.media?.screen) && p.role !== "SUBSCRIBER";
+      if (!screen) return [person];
+      return [person, { ...person, key: `s:${p.id}`, label: `${person.label}: screen`, feed: screen, screen: true }];
+    }),
     ...strays.map((feed) => ({ key: `f:${feed.key}`, participant: null, self: feed.local, label: feed.label, feed })),
   ];
 }
@@ -84,9 +112,10 @@ function labelOf(participant) {
   return nickname === user ? nickname : `${nickname} (${user})`;
 }
 
-function status({ participant, self, feed }, present, connected) {
+function status({ participant, self, feed, screen, sharingInPlace }, present, connected) {
+  if (screen) return self ? "You are sharing your screen" : "Shared screen";
   if (feed) {
-    const notes = [];
+    const notes = sharingInPlace ? ["Sharing screen"] : [];
     if (feed.video === "off") notes.push("Camera off");
     if (feed.local && !feed.sending) notes.push("Only you see this");
     return notes.join(" · ");
@@ -108,15 +137,51 @@ function newTile() {
   avatar.setAttribute("aria-hidden", "true");
   media.append(avatar);
   const caption = el("figcaption", "tile-caption");
-  caption.append(el("span", "tile-label"), el("span", "tile-you", "You"), el("span", "tile-status"));
+  // The marks' words are for screen readers; their icons come from style.css.
+  const muted = el("span", "tile-mark tile-muted");
+  muted.append(el("span", "visually-hidden", "Microphone off"));
+  const speaking = el("span", "tile-mark tile-speaking");
+  speaking.append(el("span", "visually-hidden", "Speaking"));
+  caption.append(el("span", "tile-label"), el("span", "tile-you", "You"), muted, speaking, el("span", "tile-status"));
   tile.append(media, caption);
   return tile;
 }
 
-function fillTile(tile, { participant, self, label, feed, key }, statusText) {
-  tile.dataset.tile = self ? "local" : "remote";
-  if (participant) tile.dataset.participant = participant.id;
+/** Whether the participant's microphone is off: the media library's word first, then the lobby's. */
+function micOff({ participant, feed }) {
+  if (feed?.audio) return feed.audio === "off";
+  const media = participant?.media;
+  return Boolean(media) && participant.role !== "SUBSCRIBER" && !media.microphone;
+}
+
+function markTile(tile, entry, speaking) {
+  const screen = Boolean(entry.screen);
+  const muted = !screen && micOff(entry);
+  const talking = !screen && !muted && speaking.has(entry.participant?.id);
+  tile.toggleAttribute("data-muted", muted);
+  tile.toggleAttribute("data-speaking", talking);
+  tile.querySelector(".tile-muted").hidden = !muted;
+  tile.querySelector(".tile-speaking").hidden = !talking;
+}
+
+/** Only the speaking marks, between renders (speaking.js calls it every change). */
+export function markSpeaking(grid, speaking) {
+  for (const tile of grid.querySelectorAll("figure.tile[data-participant]:not([data-tile='screen'])")) {
+    const muted = tile.hasAttribute("data-muted");
+    const talking = !muted && speaking.has(tile.dataset.participant);
+    tile.toggleAttribute("data-speaking", talking);
+    tile.querySelector(".tile-speaking").hidden = !talking;
+  }
+}
+
+function fillTile(tile, { participant, self, label, feed, key, screen, sharingInPlace }, statusText) {
+  tile.toggleAttribute("data-sharing", Boolean(sharingInPlace));
+  tile.dataset.tile = screen ? "screen" : self ? "local" : "remote";
+  // A screen's tile names its sharer apart, so `[data-participant]` finds one tile per person.
+  if (participant && !screen) tile.dataset.participant = participant.id;
   else delete tile.dataset.participant;
+  if (participant && screen) tile.dataset.screenOf = participant.id;
+  else delete tile.dataset.screenOf;
   tile.dataset.hue = String(hash(participant?.id ?? key) % HUES);
   tile.dataset.video = feed ? feed.video : "none";
   if (participant?.call) tile.dataset.call = participant.call;

@@ -33,6 +33,7 @@ const ui = {
   callCount: $("call-count"),
   toggleCamera: $("toggle-camera"),
   toggleMic: $("toggle-mic"),
+  toggleScreen: $("toggle-screen"),
   leave: $("leave"),
   logoutForm: $("logout-form"),
 };
@@ -214,6 +215,22 @@ function fillChip(chip, participant, isSelf) {
   chip.dataset.call = call;
   chip.title = CALL_TEXT[call];
   for (const state of Object.keys(CALL_TEXT)) chip.classList.toggle(`call-${state}`, state === call);
+  markMedia(chip, participant);
+}
+
+// Muted and sharing marks from the participant's reported media (docs/protocol.md,
+// `media`), drawn by CSS and named for screen readers in the chip's label.
+function markMedia(chip, participant) {
+  const media = participant.role === "SUBSCRIBER" ? null : participant.media;
+  const muted = Boolean(media) && !media.microphone;
+  const sharing = Boolean(media?.screen);
+  chip.toggleAttribute("data-muted", muted);
+  chip.toggleAttribute("data-sharing", sharing);
+  const notes = [muted && "microphone off", sharing && "sharing a screen"].filter(Boolean);
+  const label = notes.length ? `${chip.textContent}, ${notes.join(", ")}` : null;
+  if (label) chip.setAttribute("aria-label", label);
+  else chip.removeAttribute("aria-label");
+  if (notes.length) chip.title = `${CALL_TEXT[chip.dataset.call]}, ${notes.join(", ")}`;
 }
 
 // --- views ------------------------------------------------------------------
@@ -252,10 +269,13 @@ export function setCallState(state, message = "") {
 }
 
 /** Camera and microphone buttons; `null` hides them (your camera is not on). */
-export function setMediaControls(media) {
+export function setMediaControls(media, { canShare = false } = {}) {
   ui.toggleCamera.hidden = !media;
   ui.toggleMic.hidden = !media;
+  ui.toggleScreen.hidden = !media || !canShare;
   if (!media) return;
+  ui.toggleScreen.textContent = media.screen ? "Stop sharing" : "Share screen";
+  ui.toggleScreen.dataset.on = String(Boolean(media.screen));
   ui.toggleCamera.textContent = media.video ? "Turn camera off" : "Turn camera on";
   ui.toggleCamera.dataset.on = String(media.video);
   ui.toggleMic.textContent = media.audio ? "Mute microphone" : "Unmute microphone";

@@ -227,3 +227,27 @@ async def test_signals_reach_a_peer_on_the_other_instance_in_order(
     assert got == [{"type": "signal", "from": pa, "data": data} for data in sent]
     await bob.send({"type": "signal", "to": pa, "data": hello("back")})
     assert await alice.until("signal") == {"type": "signal", "from": pb, "data": hello("back")}
+
+
+async def test_a_media_report_on_one_instance_is_seen_on_the_other_and_in_its_welcome(
+    make_lobby: LobbyFactory, own_redis: RedisServer
+) -> None:
+    a, b = await pair(make_lobby, own_redis)
+    watcher = await b.client("mod")
+    alice = await a.client("alice")
+    token = await alice.join("R1")
+    assert (await watcher.expect("joined"))["participant"]["media"] is None
+    sharing = {"camera": False, "microphone": True, "screen": True}
+    await alice.send({"type": "media", **sharing})
+    changed = await watcher.expect("media")
+    assert changed == {
+        "type": "media",
+        "room": "R1",
+        "participant": token["participant"]["id"],
+        "media": sharing,
+    }
+    await alice.send({"type": "media", **sharing})  # no change: nothing anywhere
+    await watcher.nothing()
+    late = await b.client("bob")
+    [person] = late.welcome["rooms"][0]["participants"]
+    assert person["media"] == sharing

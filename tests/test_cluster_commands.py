@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from lobby.cluster import commands
@@ -20,8 +22,10 @@ from lobby.cluster.commands import (
     Reconcile,
     ReplaceGrant,
     ReportCall,
+    ReportMedia,
     Resume,
 )
+from lobby.rules.mediastate import MediaState
 from lobby.rules.presence import Participant
 
 ALICE = Participant("p1", "alice", "Alice", "PUBLISHER")
@@ -50,6 +54,8 @@ EVERY_KIND = [
     CloseRoom("mod", "Room"),
     LockRoom("mod", "Room", True),
     LockRoom("mod", "Room", False),
+    ReportMedia("a:1", MediaState(camera=True, microphone=False, screen=True)),
+    Reassert(replace(ALICE, media=MediaState(microphone=True)), "Room", "digest", None, None),
 ]
 
 

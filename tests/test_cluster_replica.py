@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -21,10 +22,12 @@ from lobby.cluster.commands import (
     Reconcile,
     ReplaceGrant,
     ReportCall,
+    ReportMedia,
     Resume,
 )
 from lobby.cluster.replica import Rejection, Replica, slot
 from lobby.rules.grants import Grant
+from lobby.rules.mediastate import MediaState
 from lobby.rules.presence import (
     CallChanged,
     Joined,
@@ -35,6 +38,8 @@ from lobby.rules.presence import (
     RoomClosed,
     RoomLocked,
 )
+
+SHARING = MediaState(camera=True, microphone=False, screen=True)
 
 
 def person(pid: str, user: str = "alice") -> Participant:
@@ -209,6 +214,9 @@ def test_call_states_match_the_pure_rules_step_by_step() -> None:
         (Reconcile("R", (("p2", "S2"),)), lambda: pure.reconcile("R", {"p2": "S2"})),
         (MediaLeft("p2", "S2"), lambda: pure.media_left("p2", "S2")),
         (ReportCall("a:1", "dropped"), lambda: pure.report_call("a:1", "dropped")),
+        (ReportMedia("a:2", SHARING), lambda: pure.report_media("a:2", SHARING)),
+        (ReportMedia("a:2", SHARING), lambda: pure.report_media("a:2", SHARING)),
+        (ReportMedia("a:9", SHARING), lambda: pure.report_media("a:9", SHARING)),
     ]
     for command, same in steps:
         assert replica.apply(command, 1).outcome.events == same().events
@@ -218,8 +226,12 @@ def test_a_snapshot_and_a_reassert_carry_call_states_and_sids() -> None:
     replica = Replica()
     joined(replica, "p1", "a:1")
     replica.apply(MediaJoined("p1", "S1"), 2)
-    copy = Replica.from_snapshot(replica.snapshot())
+    replica.apply(ReportMedia("a:1", SHARING), 2)
+    copy = Replica.from_snapshot(json.loads(json.dumps(replica.snapshot())))
     assert copy.snapshot() == replica.snapshot()
+    held = copy.presence.member("p1")
+    assert held is not None
+    assert held.participant.media == SHARING
     assert call(copy, "p1") == ("connected", "S1")
     member = replica.presence.member("p1")
     assert member is not None

@@ -846,6 +846,7 @@ async def test_restore_gives_back_the_last_runs_participants_until_their_grace_e
                     "nickname": "Alice",
                     "role": "PUBLISHER",
                     "call": "connecting",
+                    "media": None,
                 }
             ],
             "locked": False,
@@ -859,6 +860,7 @@ async def test_restore_gives_back_the_last_runs_participants_until_their_grace_e
                     "nickname": "Mod",
                     "role": "MODERATOR",
                     "call": "connecting",
+                    "media": None,
                 }
             ],
             "locked": False,
@@ -1014,6 +1016,62 @@ async def test_reports_are_ignored_when_the_media_server_tells_call_states(
     assert room["participants"][0]["call"] == "connecting"
 
 
+# Media reports
+
+SHARING = {"camera": True, "microphone": False, "screen": True}
+
+
+async def test_a_media_report_is_told_to_everyone_once_and_kept_for_newcomers(
+    handler: RequestHandler,
+) -> None:
+    alice, bob = connect(handler, "alice"), connect(handler, "bob")
+    token = await join(handler, alice, "R1")
+    me = token["participant"]
+    assert me["media"] is None  # unknown until the page says
+    alice.take(), bob.take()
+    send(handler, alice, "media", **SHARING)
+    changed = {"type": "media", "room": "R1", "participant": me["id"], "media": SHARING}
+    assert alice.take() == [changed]  # the event only: no reply to the report itself
+    assert bob.take() == [changed]
+    send(handler, alice, "media", **SHARING)  # no change: no event
+    assert alice.take() == bob.take() == []
+    [room] = welcome(handler)["rooms"]
+    assert room["participants"][0]["media"] == SHARING
+
+
+async def test_a_viewer_claiming_to_send_is_not_allowed_and_may_say_it_sends_nothing(
+    handler: RequestHandler,
+) -> None:
+    viewer, bob = connect(handler, "sub"), connect(handler, "bob")
+    await join(handler, viewer, "R1")
+    viewer.take(), bob.take()
+    for claim in ({"camera": True}, {"microphone": True}, {"screen": True}):
+        ref = send(handler, viewer, "media", **{**NOTHING, **claim})
+        [error] = viewer.take()
+        assert (error["type"], error["code"], error["ref"]) == ("error", "not_allowed", ref)
+    assert bob.take() == []
+    send(handler, viewer, "media", **NOTHING)
+    assert types(bob.take()) == ["media"]
+
+
+async def test_a_media_report_outside_a_room_or_malformed_changes_nothing(
+    handler: RequestHandler,
+) -> None:
+    alice, bob = connect(handler, "alice"), connect(handler, "bob")
+    await join(handler, bob, "R1")
+    alice.take(), bob.take()
+    send(handler, alice, "media", **SHARING)  # raced a leave: normal, silent
+    assert alice.take() == bob.take() == []
+    ref = send(handler, bob, "media", camera="yes", microphone=True, screen=False)
+    [error] = bob.take()
+    assert (error["type"], error["code"], error["ref"]) == ("error", "bad_request", ref)
+    [room] = welcome(handler)["rooms"]
+    assert room["participants"][0]["media"] is None
+
+
+NOTHING = {"camera": False, "microphone": False, "screen": False}
+
+
 async def test_every_change_of_presence_is_a_command_of_the_store(
     make_handler: HandlerFactory,
 ) -> None:
@@ -1030,8 +1088,9 @@ async def test_every_change_of_presence_is_a_command_of_the_store(
     alice = connect(handler, "alice")
     await join(handler, alice, "R1")
     send(handler, alice, "call_state", call="connected")
+    send(handler, alice, "media", **SHARING)
     handler.disconnect(alice.conn)
     await until(lambda: not handler.presence.has_room("R1"))
     kinds = [type(a.command).__name__ for a in heard]
-    assert kinds == ["Join", "ReportCall", "Disconnect", "Expire"]
+    assert kinds == ["Join", "ReportCall", "ReportMedia", "Disconnect", "Expire"]
     assert heard[0].command.socket == "here:" + str(alice.conn.id)  # type: ignore[union-attr]

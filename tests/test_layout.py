@@ -62,7 +62,7 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # Shared presence: the Redis implementation alone reaches redis-py; the commands, the
     # replica and the in-memory store stay pure enough to share with single-process mode.
     "lobby.cluster.*": (("lobby.cluster.*", "lobby.rules.*"), ("redis",)),
-    "lobby.cluster.commands": (("lobby.rules.presence",), ()),
+    "lobby.cluster.commands": (("lobby.rules.presence", "lobby.rules.mediastate"), ()),
     "lobby.cluster.replica": (("lobby.cluster.commands", "lobby.rules.*"), ()),
     "lobby.cluster.seam": (("lobby.cluster.commands", "lobby.cluster.replica"), ()),
     "lobby.cluster.local": (("lobby.cluster.*",), ()),

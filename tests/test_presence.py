@@ -6,10 +6,12 @@ from dataclasses import replace
 
 import pytest
 
+from lobby.rules.mediastate import MediaState
 from lobby.rules.presence import (
     CallChanged,
     Joined,
     Left,
+    MediaChanged,
     Outcome,
     Participant,
     Presence,
@@ -274,6 +276,20 @@ def test_a_page_reports_its_own_call_and_a_socket_without_participant_changes_no
     assert calls(presence) == {"p1": "connected"}
     presence.report_call("sp1", "dropped")
     assert calls(presence) == {"p1": "dropped"}
+
+
+def test_a_page_reports_its_media_once_per_change_and_it_survives_a_reload() -> None:
+    presence = in_room("p1")
+    muted = MediaState(camera=True, microphone=False)
+    [event] = presence.report_media("sp1", muted).events
+    assert isinstance(event, MediaChanged)
+    assert event.participant.media == muted
+    assert presence.report_media("sp1", muted) == Outcome()
+    assert presence.report_media("s_elsewhere", MediaState()) == Outcome()
+    presence.disconnect("sp1")  # a reload keeps what the page said until it says anew
+    member = presence.member("p1")
+    assert member is not None
+    assert member.participant.media == muted
 
 
 def test_reconcile_puts_listed_members_in_the_call_and_drops_missing_ones() -> None:

@@ -20,6 +20,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from lobby.rules import protocol, signalling
+from lobby.rules.mediastate import MediaState
 from lobby.rules.presence import Participant
 from lobby.rules.protocol import (
     CallReport,
@@ -28,6 +29,7 @@ from lobby.rules.protocol import (
     Kick,
     Leave,
     LockRoom,
+    MediaReport,
     Ping,
     ProtocolError,
     Request,
@@ -327,6 +329,11 @@ def expected(frame: dict[str, Any]) -> Request | str:
         return CallReport(ref, call) if call in ("connected", "dropped") else "bad_request"
     if kind in ("kick", "close_room", "lock_room"):
         return expected_moderation(kind, frame)
+    if kind == "media":
+        switches = [frame.get(name) for name in ("camera", "microphone", "screen")]
+        if all(isinstance(on, bool) for on in switches):
+            return MediaReport(ref, MediaState(*(on is True for on in switches)))
+        return "bad_request"
     if kind != "join":
         return "unknown_type"
     room, nickname = frame.get("room"), frame.get("nickname")
@@ -473,6 +480,12 @@ def expected_signal(frame: dict[str, Any]) -> Signal | str:
         if not (isinstance(video, bool) and isinstance(audio, bool)):
             return "invalid_signal"
         copied.update(video=video, audio=audio)
+        screen = data.get("screen")
+        if screen is not None:
+            stream_id = isinstance(screen, str) and re.fullmatch(r"[A-Za-z0-9{}_-]{1,64}", screen)
+            if not stream_id:
+                return "invalid_signal"
+            copied["screen"] = screen
     return Signal(frame.get("ref"), to, copied, sends)
 
 
@@ -500,6 +513,10 @@ def expected_candidate(value: object) -> dict[str, object] | None:
 
 def reserialise(request: Request) -> str:
     names = {CallReport: "call_state", CloseRoom: "close_room", LockRoom: "lock_room"}
+    if isinstance(request, MediaReport):
+        return json.dumps(
+            {"type": "media", "ref": request.ref, **dataclasses.asdict(request.media)}
+        )
     kind = names.get(type(request), type(request).__name__.lower())
     return json.dumps({"type": kind, **dataclasses.asdict(request)})
 
@@ -545,7 +562,17 @@ def check(text: str) -> Request | ProtocolError:
         check_error(result)
     else:
         assert isinstance(
-            result, Join | Leave | Resume | Ping | Signal | CallReport | Kick | CloseRoom | LockRoom
+            result,
+            Join
+            | Leave
+            | Resume
+            | Ping
+            | Signal
+            | CallReport
+            | Kick
+            | CloseRoom
+            | LockRoom
+            | MediaReport,
         )
         check_request(result)
     frame = decode_deeper(text)
@@ -618,6 +645,7 @@ def test_valid_frames_parse_to_their_request(
     frame["data"] = {"kind": "hello", "link": "l1", "peer_link": None}
     frame["call"] = "connected"
     frame["participant"], frame["reason"], frame["locked"] = "p_1", nickname, token
+    frame.update(camera=token, microphone=not token, screen=False)
     result = check(json.dumps({**frame, "token": token}))
     assert not isinstance(result, ProtocolError)
 

@@ -7,8 +7,26 @@ import json
 import pytest
 
 from lobby.rules import protocol
-from lobby.rules.presence import CallChanged, Joined, Left, Participant, RoomClosed, RoomLocked
-from lobby.rules.protocol import CallReport, Join, Leave, Ping, ProtocolError, Resume, parse
+from lobby.rules.mediastate import MediaState
+from lobby.rules.presence import (
+    CallChanged,
+    Joined,
+    Left,
+    MediaChanged,
+    Participant,
+    RoomClosed,
+    RoomLocked,
+)
+from lobby.rules.protocol import (
+    CallReport,
+    Join,
+    Leave,
+    MediaReport,
+    Ping,
+    ProtocolError,
+    Resume,
+    parse,
+)
 
 ALICE = Participant("p_1", "alice", "Alice", "PUBLISHER")
 
@@ -151,6 +169,7 @@ def test_events_render_as_documented() -> None:
             "nickname": "Alice",
             "role": "PUBLISHER",
             "call": "connecting",
+            "media": None,
         },
     }
     left = json.loads(protocol.render_event(Left("A", ALICE, "disconnected")))
@@ -299,3 +318,58 @@ def test_moderation_frames_render_as_documented() -> None:
         "mod", "MODERATOR", [("R", [ALICE])], media={}, room_size=None, locked=frozenset({"R"})
     )
     assert json.loads(welcome)["rooms"][0]["locked"] is True
+
+
+# Media reports
+
+
+@pytest.mark.parametrize(
+    ("frame", "media"),
+    [
+        ('{"type":"media","camera":true,"microphone":false,"screen":false}', (True, False, False)),
+        (
+            '{"type":"media","camera":false,"microphone":true,"screen":true,"ref":3}',
+            (False, True, True),
+        ),
+    ],
+)
+def test_a_media_report_parses_to_its_three_switches(frame: str, media: tuple[int, ...]) -> None:
+    result = parse(frame)
+    switches = [bool(on) for on in media]
+    assert result == MediaReport(json.loads(frame).get("ref"), MediaState(*switches))
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        '{"type":"media"}',
+        '{"type":"media","camera":true,"microphone":true}',  # every field is needed
+        '{"type":"media","camera":1,"microphone":true,"screen":false,"ref":"r"}',
+        '{"type":"media","camera":"true","microphone":true,"screen":false}',
+        '{"type":"media","camera":true,"microphone":null,"screen":false}',
+        '{"type":"media","camera":true,"microphone":true,"screen":[true]}',
+    ],
+)
+def test_a_media_report_needs_three_booleans(frame: str) -> None:
+    result = parse(frame)
+    assert isinstance(result, ProtocolError)
+    assert result.code == "bad_request"
+    assert "'camera', 'microphone' and 'screen'" in result.message
+    assert result.ref == json.loads(frame).get("ref")
+
+
+def test_a_media_change_names_the_participant_and_participants_carry_their_media() -> None:
+    sharing = Participant(
+        "p_1", "alice", "Alice", "PUBLISHER", "connected", MediaState(True, False, True)
+    )
+    assert json.loads(protocol.render_event(MediaChanged("A", sharing))) == {
+        "type": "media",
+        "room": "A",
+        "participant": "p_1",
+        "media": {"camera": True, "microphone": False, "screen": True},
+    }
+    assert protocol.participant_json(sharing)["media"] == {
+        "camera": True,
+        "microphone": False,
+        "screen": True,
+    }

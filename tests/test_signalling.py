@@ -111,6 +111,14 @@ def test_each_kind_is_parsed_and_copied_with_only_its_fields() -> None:
             {"kind": "media", **base, "video": False, "audio": True, "volume": 11},
             {"kind": "media", **base, "video": False, "audio": True},
         ),
+        (  # a shared screen names its stream; null is the same as none
+            {"kind": "media", **base, "video": True, "audio": True, "screen": "{a1-B2_c}"},
+            {"kind": "media", **base, "video": True, "audio": True, "screen": "{a1-B2_c}"},
+        ),
+        (
+            {"kind": "media", **base, "video": True, "audio": True, "screen": None},
+            {"kind": "media", **base, "video": True, "audio": True},
+        ),
     ]
     for data, relayed in cases:
         result = signal(data, ref=7)
@@ -201,6 +209,21 @@ def test_each_kind_is_parsed_and_copied_with_only_its_fields() -> None:
             {"kind": "media", "link": "l", "peer_link": "m", "video": 1, "audio": True},
             "p_b",
             "invalid_signal",
+        ),
+        *(
+            (
+                {
+                    "kind": "media",
+                    "link": "l",
+                    "peer_link": "m",
+                    "video": True,
+                    "audio": True,
+                    "screen": screen,
+                },
+                "p_b",
+                "invalid_signal",
+            )
+            for screen in ("", "a b", "x" * 65, 7, True)
         ),
     ],
 )

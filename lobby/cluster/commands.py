@@ -13,6 +13,8 @@ import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Final
 
+from lobby.rules import mediastate
+from lobby.rules.mediastate import MediaState
 from lobby.rules.presence import CallState, LeaveReason, Participant
 
 Handle = str | None  # a grant's revoke handle (media connection id); None: no grant now
@@ -158,6 +160,14 @@ class LockRoom:
     locked: bool
 
 
+@dataclass(frozen=True, slots=True)
+class ReportMedia:
+    """The page on `socket` reports what it sends (camera, microphone, screen)."""
+
+    socket: str
+    media: MediaState
+
+
 Command = (
     Join
     | Leave
@@ -174,6 +184,7 @@ Command = (
     | Kick
     | CloseRoom
     | LockRoom
+    | ReportMedia
 )
 
 OPS: Final[dict[str, type[Command]]] = {
@@ -192,6 +203,7 @@ OPS: Final[dict[str, type[Command]]] = {
     "kick": Kick,
     "close_room": CloseRoom,
     "lock_room": LockRoom,
+    "report_media": ReportMedia,
 }
 _NAMES: Final[dict[type[Command], str]] = {kind: name for name, kind in OPS.items()}
 
@@ -212,9 +224,16 @@ def decode(text: str | bytes) -> Command:
         kind = OPS[data.pop("op")]
         values: dict[str, Any] = {f.name: data[f.name] for f in fields(kind)}
         if "participant" in values:
-            values["participant"] = Participant(**values["participant"])
+            values["participant"] = participant_from_json(values["participant"])
+        if "media" in values:
+            values["media"] = mediastate.from_json(values["media"])
         if "present" in values:
             values["present"] = tuple((pid, sid) for pid, sid in values["present"])
         return kind(**values)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ValueError(f"not a presence command: {text!r:.200}") from exc
+
+
+def participant_from_json(data: dict[str, Any]) -> Participant:
+    """A `Participant` from its `asdict` form (its media a nested dict, or absent)."""
+    return Participant(**{**data, "media": mediastate.from_json(data.get("media"))})

@@ -44,8 +44,10 @@ from lobby.cluster.commands import (
     Reconcile,
     ReplaceGrant,
     ReportCall,
+    ReportMedia,
     Resume,
     instance_of,
+    participant_from_json,
 )
 from lobby.rules.grants import Grant
 from lobby.rules.presence import Joined, Left, Member, Outcome, Participant, Presence
@@ -157,6 +159,8 @@ class Replica:
                 if not self.presence.has_room(room):
                     return _refuse("not_found", NOT_FOUND_ROOM, room)
                 return Result(self.presence.lock(room, locked))
+            case ReportMedia(socket, media):
+                return Result(self.presence.report_media(socket, media))
 
     def _join(self, c: Join, at: int) -> Result:
         p = self.presence
@@ -271,7 +275,7 @@ class Replica:
         replica = cls()
         p = replica.presence
         for m in held["members"]:
-            person = Participant(**m["participant"])
+            person = participant_from_json(m["participant"])
             p.restore(person, m["room"], m["resume_key"], slot(m["handle"], m["room"]))
             member = p.member(person.id)
             if member is not None:

@@ -19,6 +19,10 @@ actually changes. A member whose socket is away keeps its state when the media
 server says it left: its page is reloading and will join the call again, and a
 "dropped" in between would only flicker.
 
+Its *media* (`MediaState`: camera, microphone, screen) is unknown (None) until
+its page reports it (`report_media`); a `MediaChanged` event goes out only when
+it changes.
+
 The grant type `G` (what the media back end needs to revoke a connection) is
 opaque here.
 """
@@ -29,6 +33,7 @@ from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Generic, Literal, TypeVar
 
+from lobby.rules.mediastate import MediaState
 from lobby.rules.sanctions import Sanctions
 
 G = TypeVar("G")
@@ -45,6 +50,7 @@ class Participant:
     nickname: str
     role: str
     call: CallState = "connecting"
+    media: MediaState | None = None  # what its page last said it sends
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +87,15 @@ class RoomLocked:
     locked: bool
 
 
-Event = Joined | Left | RoomClosed | CallChanged | RoomLocked
+@dataclass(frozen=True, slots=True)
+class MediaChanged:
+    """A participant's media changed; `participant.media` is the new one."""
+
+    room: str
+    participant: Participant
+
+
+Event = Joined | Left | RoomClosed | CallChanged | RoomLocked | MediaChanged
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,6 +332,14 @@ class Presence(Generic[G]):
         """The page on `socket` reports its own call; nothing if it holds no participant."""
         member = self.member_of(socket)
         return Outcome() if member is None else self._set_call(member, call)
+
+    def report_media(self, socket: SocketId, media: MediaState) -> Outcome[G]:
+        """The page on `socket` reports what it sends; nothing if it holds no participant."""
+        member = self.member_of(socket)
+        if member is None or member.participant.media == media:
+            return Outcome()
+        member.participant = replace(member.participant, media=media)
+        return Outcome(events=(MediaChanged(member.room, member.participant),))
 
     def reconcile(self, room: str, present: Mapping[str, str | None]) -> Outcome[G]:
         """Correct `room`'s states from the media server's list: participant id -> sid.

@@ -18,13 +18,15 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
-from lobby.rules import signalling
+from lobby.rules import mediastate, signalling
+from lobby.rules.mediastate import MediaState
 from lobby.rules.presence import (
     CallChanged,
     CallState,
     Event,
     Joined,
     Left,
+    MediaChanged,
     Participant,
     RoomLocked,
 )
@@ -41,6 +43,7 @@ CLIENT_TYPES = (
     "kick",
     "close_room",
     "lock_room",
+    "media",
 )
 SERVER_TYPES = (
     "welcome",
@@ -51,6 +54,7 @@ SERVER_TYPES = (
     "room_closed",
     "taken_over",
     "call_state",
+    "media",
     "signal",
     "kicked",
     "room_locked",
@@ -184,7 +188,19 @@ class LockRoom:
 
 
 Moderation = Kick | CloseRoom | LockRoom
-Request = Join | Leave | Resume | Ping | Signal | CallReport | Kick | CloseRoom | LockRoom
+
+
+@dataclass(frozen=True, slots=True)
+class MediaReport:
+    """The page's report of what it sends: camera, microphone, a shared screen."""
+
+    ref: Ref
+    media: MediaState
+
+
+Request = (
+    Join | Leave | Resume | Ping | Signal | CallReport | Kick | CloseRoom | LockRoom | MediaReport
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +242,11 @@ def parse(text: str) -> Request | ProtocolError:
         return _parse_call_report(frame, ref)
     if kind in ("kick", "close_room", "lock_room"):
         return _parse_moderation(kind, frame, ref)
+    if kind == "media":
+        checked = mediastate.check(frame)
+        if isinstance(checked, str):
+            return ProtocolError("bad_request", checked, ref)
+        return MediaReport(ref, checked)
     shown = kind if len(kind) <= 32 else kind[:32] + "…"
     return ProtocolError("unknown_type", f"Unknown message type {shown!r}.", ref)
 
@@ -365,7 +386,14 @@ def _dump(obj: dict[str, object]) -> str:
 
 
 def participant_json(p: Participant) -> dict[str, object]:
-    return {"id": p.id, "user": p.user, "nickname": p.nickname, "role": p.role, "call": p.call}
+    return {
+        "id": p.id,
+        "user": p.user,
+        "nickname": p.nickname,
+        "role": p.role,
+        "call": p.call,
+        "media": mediastate.to_json(p.media),
+    }
 
 
 def render_event(event: Event) -> str:
@@ -393,6 +421,16 @@ def render_event(event: Event) -> str:
         )
     if isinstance(event, RoomLocked):
         return _dump({"type": "room_locked", "room": event.room, "locked": event.locked})
+    if isinstance(event, MediaChanged):
+        p = event.participant
+        return _dump(
+            {
+                "type": "media",
+                "room": event.room,
+                "participant": p.id,
+                "media": mediastate.to_json(p.media),
+            }
+        )
     return _dump({"type": "room_closed", "room": event.room})
 
 

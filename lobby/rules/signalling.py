@@ -17,6 +17,8 @@ from typing import Any
 
 SIGNAL_KINDS = ("hello", "ack", "description", "candidates", "media")
 LINK_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,32}")
+# A MediaStream id (Chromium: a UUID; Firefox: one in braces), as the receiving page sees it.
+STREAM_PATTERN = re.compile(r"[A-Za-z0-9{}_-]{1,64}")
 MAX_SDP = 16384
 MAX_CANDIDATES = 16
 MAX_CANDIDATE = 1024
@@ -56,6 +58,12 @@ def check(data: dict[str, Any]) -> dict[str, object] | str:
         if not isinstance(video, bool) or not isinstance(audio, bool):
             return "'media' needs booleans 'video' and 'audio'."
         checked.update(video=video, audio=audio)
+        # Optional: the stream id a shared screen's track arrives with (tells it from the camera).
+        screen = data.get("screen")
+        if screen is not None:
+            if not isinstance(screen, str) or STREAM_PATTERN.fullmatch(screen) is None:
+                return "'screen' is null or a stream id of 1 to 64 letters, digits, '{}_-'."
+            checked["screen"] = screen
     return checked
 
 

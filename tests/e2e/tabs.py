@@ -178,16 +178,27 @@ class Tab:
         await self.page.wait_for_url(re.compile(r"/lobby$"))
         await expect(self.badge).to_have_attribute("data-state", "connected")
 
-    async def create_room(self, room: str, nickname: str) -> None:
-        """Type a room name and a nickname into the join form and submit it."""
+    async def create_room(self, room: str, nickname: str, *, check: bool = True) -> None:
+        """Type a room name and a nickname into the join form and submit it; with `check`,
+        a publisher then joins from the pre-join check as it is."""
         await self.page.fill("#room-input", room)
         await self.page.fill("#nickname-input", nickname)
         await self.page.click("#join-submit")
+        if check:
+            await self.pass_prejoin()
 
-    async def join_listed(self, room: str, nickname: str) -> None:
-        """Click Join on the room's card in the lobby."""
+    async def join_listed(self, room: str, nickname: str, *, check: bool = True) -> None:
+        """Click Join on the room's card in the lobby (with `check`, pass the pre-join check)."""
         await self.page.fill("#nickname-input", nickname)
         await self.card(room).locator("button.room-join").click()
+        if check:
+            await self.pass_prejoin()
+
+    async def pass_prejoin(self) -> None:
+        """A publisher's page shows the pre-join check: press "Join now"; a viewer's does not."""
+        role = await self.page.locator("#main").get_attribute("data-role")
+        if role != "SUBSCRIBER":
+            await self.page.locator("#prejoin-join").click()
 
     async def in_call(self, state: str = "connected") -> None:
         await expect(self.page.locator("#call")).to_have_attribute("data-state", state)

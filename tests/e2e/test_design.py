@@ -119,6 +119,14 @@ async def test_a_phone_and_a_keyboard_are_enough(
     visited = await tab_to(phone, 'button[aria-label="Join TUTORIAL"]')
     assert visited[-4:] == ["room-input", "nickname-input", "join-submit", "Join TUTORIAL"]
     await phone.page.keyboard.press("Enter")
+    # The pre-join check: focus on its title, labelled controls, no overflow; Enter joins.
+    await expect(phone.page.locator("#prejoin")).to_be_visible()
+    assert await focused_id(phone.page) == "prejoin-title"
+    await expect(phone.page.locator("#prejoin-camera option")).not_to_have_count(0)
+    assert await overflow(phone.page) == 0
+    assert await unlabelled(phone.page) == []
+    await tab_to(phone, "#prejoin-join")
+    await phone.page.keyboard.press("Enter")
     await phone.in_call()
     assert await focused_id(phone.page) == "call-title"
     await expect(phone.tile("local")).to_be_visible()
