@@ -68,8 +68,14 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "lobby.cluster.local": (("lobby.cluster.*",), ()),
     # The handler talks to presence through the store seam; it builds the in-process
     # store itself, never the Redis one (the app passes that in).
+    # Room chat: its request flow, on the same store seam and hub as the handler.
+    "lobby.chat": (
+        ("lobby.cluster.commands", "lobby.cluster.seam", "lobby.hub", "lobby.rules.*"),
+        (),
+    ),
     "lobby.handler": (
         (
+            "lobby.chat",
             "lobby.cluster.commands",
             "lobby.cluster.local",
             "lobby.cluster.replica",
@@ -164,7 +170,8 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "lobby.__main__": (("lobby.cli",), ()),
     "lobby": ((), ()),
 }
-MAX_TOP_LEVEL_MODULES = 10
+# Ten, and room chat: the one request flow beside the handler (its 551 lines hold no more).
+MAX_TOP_LEVEL_MODULES = 11
 
 
 def module_name(path: Path) -> str:

@@ -126,6 +126,19 @@ class ReportCall:
     call: CallState
 
 
+@dataclass(frozen=True, slots=True)
+class Chat:
+    """The participant held by `socket` says `text` (checked already) to its room.
+
+    `at` (ISO 8601, UTC) is the issuing instance's clock when the message came: the
+    same on every replica because the log carries it.
+    """
+
+    socket: str
+    text: str
+    at: str
+
+
 Command = (
     Join
     | Leave
@@ -139,6 +152,7 @@ Command = (
     | MediaLeft
     | Reconcile
     | ReportCall
+    | Chat
 )
 
 OPS: Final[dict[str, type[Command]]] = {
@@ -154,6 +168,7 @@ OPS: Final[dict[str, type[Command]]] = {
     "media_left": MediaLeft,
     "reconcile": Reconcile,
     "report_call": ReportCall,
+    "chat": Chat,
 }
 _NAMES: Final[dict[type[Command], str]] = {kind: name for name, kind in OPS.items()}
 

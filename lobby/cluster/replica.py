@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lobby.cluster.commands import (
+    Chat,
     Command,
     Disconnect,
     Expire,
@@ -39,11 +40,13 @@ from lobby.cluster.commands import (
     Resume,
     instance_of,
 )
+from lobby.rules.chat import ChatLine, History
 from lobby.rules.grants import Grant
-from lobby.rules.presence import Joined, Left, Member, Outcome, Participant, Presence
+from lobby.rules.presence import Joined, Left, Member, Outcome, Participant, Presence, RoomClosed
 
 Slot = Grant | None  # what presence holds per participant: a grant without its token
 RESUME_FAILED = "That call can no longer be resumed; please join again."
+NOT_IN_ROOM = "You are in no room: join one to chat."
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +65,7 @@ class Result:
     rejected: Rejection | None = None
     participant: Participant | None = None  # whom it concerned (join, resume, disconnect)
     taken_over: str | None = None  # resume: the socket that held the participant before
+    chat: ChatLine | None = None  # a chat message, for the sockets of its room
 
 
 def slot(handle: Handle, room: str) -> Slot:
@@ -73,6 +77,7 @@ class Replica:
     def __init__(self) -> None:
         self.presence: Presence[Slot] = Presence()
         self._away_since: dict[str, int] = {}  # participant id -> ms, for the away ones
+        self.chats = History()  # each live room's last messages; dropped when it closes
 
     # Reading
 
@@ -126,6 +131,8 @@ class Replica:
                 return Result(self.presence.reconcile(room, dict(present)))
             case ReportCall(socket, call):
                 return Result(self.presence.report_call(socket, call))
+            case Chat():
+                return self._chat(command)
 
     def _join(self, c: Join) -> Result:
         p = self.presence
@@ -137,11 +144,23 @@ class Replica:
         outcome = p.join(c.socket, c.participant, c.room, c.resume_key, slot(c.handle, c.room))
         return self._removed(outcome, participant=c.participant)
 
+    def _chat(self, c: Chat) -> Result:
+        """Checked here, at its place in the log: the sender may have left meanwhile."""
+        member = self.presence.member_of(c.socket)
+        if member is None:
+            return Result(rejected=Rejection("not_in_room", NOT_IN_ROOM))
+        line = ChatLine(member.room, member.participant, c.text, c.at)
+        self.chats.add(line)
+        return Result(participant=member.participant, chat=line)
+
     def _removed(self, outcome: Outcome[Slot], participant: Participant | None = None) -> Result:
-        """`outcome` of a change that may have removed participants: forget their away time."""
+        """`outcome` of a change that may have removed participants: forget their away
+        time, and the chat of the rooms it closed."""
         for event in outcome.events:
             if isinstance(event, Left):
                 self._away_since.pop(event.participant.id, None)
+            elif isinstance(event, RoomClosed):
+                self.chats.drop(event.room)
         return Result(outcome, participant=participant)
 
     def _disconnect(self, socket: str, at: int) -> Result:
@@ -191,8 +210,12 @@ class Replica:
     # Snapshots
 
     def snapshot(self) -> list[dict[str, Any]]:
-        """Every member, JSON-ready, in the order that rebuilds the same rooms."""
-        return [
+        """Every member, JSON-ready, in the order that rebuilds the same rooms.
+
+        A room's chat history rides on its first member's entry (`chat`), so the
+        snapshot stays the list of members it always was.
+        """
+        entries: list[dict[str, Any]] = [
             {
                 "participant": asdict(m.participant),
                 "room": m.room,
@@ -204,6 +227,16 @@ class Replica:
             }
             for m in self.members()
         ]
+        seen: set[str] = set()
+        for entry in entries:
+            room = entry["room"]
+            if room not in seen:
+                seen.add(room)
+                entry["chat"] = [
+                    {"sender": asdict(x.sender), "text": x.text, "at": x.at}
+                    for x in self.chats.of(room)
+                ]
+        return entries
 
     @classmethod
     def from_snapshot(cls, members: list[dict[str, Any]]) -> Replica:
@@ -219,4 +252,7 @@ class Replica:
                 p.resume(m["socket"], member)
             else:
                 replica._away_since[person.id] = int(m["away_since"] or 0)
+            for x in m.get("chat", ()):
+                line = ChatLine(m["room"], Participant(**x["sender"]), x["text"], x["at"])
+                replica.chats.add(line)
         return replica

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
-from lobby.rules import signalling
+from lobby.rules import chat, signalling
+from lobby.rules.chat import ChatLine
 from lobby.rules.presence import (
     CallChanged,
     CallState,
@@ -30,7 +31,7 @@ from lobby.rules.presence import (
 
 Ref = str | int | float | None
 
-CLIENT_TYPES = ("join", "leave", "resume", "ping", "signal", "call_state")
+CLIENT_TYPES = ("join", "leave", "resume", "ping", "signal", "call_state", "chat")
 SERVER_TYPES = (
     "welcome",
     "token",
@@ -41,6 +42,8 @@ SERVER_TYPES = (
     "taken_over",
     "call_state",
     "signal",
+    "chat",
+    "chat_history",
     "ok",
     "pong",
     "error",
@@ -59,6 +62,8 @@ ERROR_CODES = (
     "invalid_signal",
     "unknown_peer",
     "not_allowed",
+    "invalid_chat",
+    "not_in_room",
     "rate_limited",
     "cluster_unavailable",
     "internal_error",
@@ -138,10 +143,18 @@ class CallReport:
     call: CallState
 
 
+@dataclass(frozen=True, slots=True)
+class Chat:
+    """A chat message for the sender's room; `text` is trimmed and checked."""
+
+    ref: Ref
+    text: str
+
+
 # What a page may report: `connecting` is the server's own starting point.
 REPORTABLE: tuple[CallState, ...] = ("connected", "dropped")
 
-Request = Join | Leave | Resume | Ping | Signal | CallReport
+Request = Join | Leave | Resume | Ping | Signal | CallReport | Chat
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +194,8 @@ def parse(text: str) -> Request | ProtocolError:
         return _parse_signal(frame, ref)
     if kind == "call_state":
         return _parse_call_report(frame, ref)
+    if kind == "chat":
+        return _parse_chat(frame, ref)
     shown = kind if len(kind) <= 32 else kind[:32] + "…"
     return ProtocolError("unknown_type", f"Unknown message type {shown!r}.", ref)
 
@@ -242,6 +257,16 @@ def _parse_call_report(frame: dict[str, Any], ref: Ref) -> CallReport | Protocol
     return ProtocolError(
         "bad_request", "'call_state' needs 'call': \"connected\" or \"dropped\".", ref
     )
+
+
+def _parse_chat(frame: dict[str, Any], ref: Ref) -> Chat | ProtocolError:
+    text = frame.get("text")
+    if not isinstance(text, str):
+        return ProtocolError("bad_request", "'chat' needs a string 'text'.", ref)
+    cleaned = chat.clean_text(text)
+    if cleaned is None:
+        return ProtocolError("invalid_chat", chat.CHAT_RULE, ref)
+    return Chat(ref, cleaned)
 
 
 def valid_room(room: str) -> bool:
@@ -366,6 +391,24 @@ def render_taken_over(room: str, p: Participant) -> str:
 
 def render_signal(sender: str, data: Mapping[str, object]) -> str:
     return _dump({"type": "signal", "from": sender, "data": data})
+
+
+def chat_json(line: ChatLine) -> dict[str, object]:
+    return {
+        "type": "chat",
+        "room": line.room,
+        "from": participant_json(line.sender),
+        "text": line.text,
+        "at": line.at,
+    }
+
+
+def render_chat(line: ChatLine) -> str:
+    return _dump(chat_json(line))
+
+
+def render_chat_history(room: str, lines: list[ChatLine]) -> str:
+    return _dump({"type": "chat_history", "room": room, "messages": [chat_json(x) for x in lines]})
 
 
 def render_ok(ref: Ref) -> str:
