@@ -93,9 +93,14 @@ class RoomChat:
             socket.send_frame(frame)
 
     def history(self, conn: Conn, room: str) -> None:
-        """`room`'s last messages, to `conn` alone (right after its `token` or `resumed`)."""
+        """`room`'s last messages, to `conn` alone (right after its `token` or `resumed`).
+
+        Nothing when there are none: a page starts each room with no messages anyway,
+        and clients that know nothing of chat see no new frame in a room without it.
+        """
         lines = self.store.replica.chats.of(room)
-        conn.send(protocol.render_chat_history(room, lines))
+        if lines:
+            conn.send(protocol.render_chat_history(room, lines))
 
     def history_of_held(self, conn: Conn) -> None:
         """The history of the room `conn` holds a participant in, if any (after a reset)."""

@@ -6,6 +6,7 @@ import pytest
 
 from lobby.cluster import commands
 from lobby.cluster.commands import (
+    Chat,
     Disconnect,
     Expire,
     InstanceDown,
@@ -41,6 +42,7 @@ EVERY_KIND = [
     Reconcile("Room", (("p1", "PA_sid"), ("p2", None))),
     Reconcile("Room", ()),
     ReportCall("a:1", "dropped"),
+    Chat("a:1", "Hi <b>all</b>\n\tnext line, é 👋", "2026-12-07T06:30:00.123Z"),
 ]
 
 
