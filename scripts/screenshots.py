@@ -1,4 +1,4 @@
-"""`make screenshots`: drive the real pages and write docs/img/lobby.png and docs/img/call.png.
+"""`make screenshots`: drive the real pages and write docs/img/lobby.png, call.png, call-chat.png.
 
 Everything runs on this machine: a lobby server with peer-to-peer rooms (in this
 process, like the tests) and Debian's Chromium with fake cameras, whose pages
@@ -83,8 +83,30 @@ async def shoot(browser: Browser, lobby: Lobby) -> None:
         " (v) => v.readyState >= 2 && v.currentTime > 0.5).length === 2"
     )
     await alice.screenshot(path=str(IMAGES / "call.png"), full_page=True)
+    await chat(alice, bob, viewer)
     for client in clients:
         await client.close()
+
+
+async def say(page: Page, text: str) -> None:
+    await page.fill("#chat-input", text)
+    await page.press("#chat-input", "Enter")
+    await expect(page.locator("#chat-input")).to_have_value("")
+
+
+async def chat(alice: Page, bob: Page, viewer: Page) -> None:
+    """The call again with the chat open: a few messages, one of them markup shown as typed."""
+    await bob.click("#chat-toggle")
+    await say(bob, "Morning! Can everyone hear me?")
+    await viewer.click("#chat-toggle")
+    await say(viewer, "Loud and clear. I'm only watching today.")
+    await say(bob, "Tip: <b>tags</b> show as typed, and https://example.com stays plain text.")
+    await expect(alice.locator("#chat-toggle .chat-badge")).to_have_text("3")
+    await alice.click("#chat-toggle")
+    await say(alice, "Great, let's start.")
+    await expect(alice.locator("#chat-log .chat-text")).to_have_count(4)
+    await alice.locator("#chat-input").blur()
+    await alice.screenshot(path=str(IMAGES / "call-chat.png"), full_page=True)
 
 
 async def main() -> None:
@@ -108,7 +130,7 @@ async def main() -> None:
                 await shoot(browser, Lobby(live, app, settings))
             finally:
                 await browser.close()
-    for name in ("lobby.png", "call.png"):
+    for name in ("lobby.png", "call.png", "call-chat.png"):
         path = IMAGES / name
         print(f"wrote {path.relative_to(ROOT)} ({path.stat().st_size // 1024} KiB)")
 

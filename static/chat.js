@@ -87,7 +87,8 @@ export class ChatPanel {
     this.input.id = "chat-input";
     this.input.rows = 2;
     this.input.maxLength = MAX_CHARS * 2; // UTF-16 units; the server counts characters
-    this.input.placeholder = "Message everyone here (Enter sends, Shift+Enter: new line)";
+    this.input.placeholder = "Message everyone here";
+    this.input.title = "Enter sends; Shift+Enter starts a new line.";
     this.input.addEventListener("keydown", (event) => {
       if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
         event.preventDefault();
