@@ -30,6 +30,7 @@ import secrets
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from lobby.chat import RoomChat
 from lobby.cluster import commands
 from lobby.cluster.commands import Command
 from lobby.cluster.local import LocalPresence
@@ -52,6 +53,7 @@ from lobby.rules.limits import SlidingWindow
 from lobby.rules.presence import Joined, Left, Outcome, Participant, Presence
 from lobby.rules.protocol import (
     CallReport,
+    Chat,
     CloseRoom,
     Join,
     Kick,
@@ -106,6 +108,7 @@ class RequestHandler:
         )
         self.store = build(self._on_applied, self._unattended, self._on_reset)
         self.calls = Calls(media, occupied=self._occupied, recovered=recovered)
+        self.chat = RoomChat(self.store, hub, self.execute)
         self._joins = SlidingWindow(joins_per_minute, 60.0)
         self._pending: dict[int, tuple[object, Ref]] = {}  # conn id -> (marker, request ref)
         self._replies: dict[Command, Reply] = {}
@@ -198,6 +201,8 @@ class RequestHandler:
                 self._error(conn, request.ref, "not_allowed", mediastate.VIEWERS_SEND_NOTHING)
             else:
                 self.execute(commands.ReportMedia(self.socket_of(conn), request.media))
+        elif isinstance(request, Chat):
+            self.chat.send(conn, request)
 
     def _begin(self, conn: Conn, ref: Ref) -> object | None:
         """Mark a media request in flight on `conn`; None (and an error) if it may not start."""
@@ -275,6 +280,7 @@ class RequestHandler:
                     request.ref, request.room, grant.token, participant, key
                 )
                 conn.send(token)
+                self.chat.history(conn, request.room)
 
         applied = await self._run(command, conn, request.ref, reply)
         if applied is None or applied.result.rejected is not None:
@@ -341,6 +347,7 @@ class RequestHandler:
                 conn.send(
                     protocol.render_resumed(request.ref, member.room, member.participant, None)
                 )
+                self.chat.history(conn, member.room)
             elif (marker := self._begin(conn, request.ref)) is not None:
                 refresh = self._refresh(conn, request.ref, member.participant, marker)
                 self._spawn(self._guard(conn, marker, refresh))
@@ -384,6 +391,7 @@ class RequestHandler:
             held = self.presence.member(pid)
             if applied.result.rejected is None and held is not None:
                 conn.send(protocol.render_resumed(ref, room, held.participant, grant.token))
+                self.chat.history(conn, room)
 
         applied = await self._run(
             commands.ReplaceGrant(socket, pid, grant.connection_id), conn, ref, reply
@@ -489,6 +497,8 @@ class RequestHandler:
         self.moderation.applied(applied)  # a kicked page hears why before its `left`
         for event in applied.result.outcome.events:
             self.hub.broadcast(protocol.render_event(event))
+        if applied.result.chat is not None:
+            self.chat.deliver(applied.result.chat)
         taken = applied.result.taken_over
         old = None if taken is None else self._local(taken)
         if old is not None and applied.result.participant is not None:
@@ -501,6 +511,7 @@ class RequestHandler:
         """The replica was replaced: every socket's view starts over from a fresh `welcome`."""
         for conn in self.hub:
             self._welcome(conn)
+            self.chat.history_of_held(conn)
 
     def forget_request(self, conn: Conn) -> None:
         """`conn`'s request in flight, if any, is moot (its participant was kicked)."""

@@ -1,7 +1,8 @@
 """`make screenshots`: drive the real pages and write the pictures in docs/img/.
 
 lobby.png (the lobby), prejoin.png (the pre-join check), call.png (a call),
-moderation.png (a moderator's controls) and screen.png (a call with a shared screen).
+moderation.png (a moderator's controls), screen.png (a call with a shared screen) and
+call-chat.png (that call with its chat open).
 
 Everything runs on this machine: a lobby server with peer-to-peer rooms (in this
 process, like the tests) and Debian's Chromium with fake cameras, whose pages
@@ -117,8 +118,30 @@ async def shoot(browser: Browser, lobby: Lobby) -> None:
     await expect(bob.locator("#call-participants li.chip[data-muted]")).to_have_count(1)
     await bob.locator("#toggle-screen").focus()
     await bob.screenshot(path=str(IMAGES / "screen.png"), full_page=True)
+    await chat(alice, bob, viewer)
     for client in clients:
         await client.close()
+
+
+async def say(page: Page, text: str) -> None:
+    await page.fill("#chat-input", text)
+    await page.press("#chat-input", "Enter")
+    await expect(page.locator("#chat-input")).to_have_value("")
+
+
+async def chat(alice: Page, bob: Page, viewer: Page) -> None:
+    """The call again with the chat open: a few messages, one of them markup shown as typed."""
+    await bob.click("#chat-toggle")
+    await say(bob, "Morning! Can everyone hear me?")
+    await viewer.click("#chat-toggle")
+    await say(viewer, "Loud and clear. I'm only watching today.")
+    await say(bob, "Tip: <b>tags</b> show as typed, and https://example.com stays plain text.")
+    await expect(alice.locator("#chat-toggle .chat-badge")).to_have_text("3")
+    await alice.click("#chat-toggle")
+    await say(alice, "Great, let's start.")
+    await expect(alice.locator("#chat-log .chat-text")).to_have_count(4)
+    await alice.locator("#chat-input").blur()
+    await alice.screenshot(path=str(IMAGES / "call-chat.png"), full_page=True)
 
 
 async def main() -> None:
@@ -142,7 +165,15 @@ async def main() -> None:
                 await shoot(browser, Lobby(live, app, settings))
             finally:
                 await browser.close()
-    for name in ("lobby.png", "prejoin.png", "call.png", "moderation.png", "screen.png"):
+    names = (
+        "lobby.png",
+        "prejoin.png",
+        "call.png",
+        "moderation.png",
+        "screen.png",
+        "call-chat.png",
+    )
+    for name in names:
         path = IMAGES / name
         print(f"wrote {path.relative_to(ROOT)} ({path.stat().st_size // 1024} KiB)")
 

@@ -4,6 +4,7 @@
 // (`handle`); requests carry a numeric `ref` and wait in `pending` for their reply.
 
 import { connectSocket } from "./socket.js";
+import { ChatPanel } from "./chat.js";
 import { Presence } from "./presence.js";
 import { Call } from "./call.js";
 import { canPublish } from "./callview.js";
@@ -30,6 +31,7 @@ let roomSize = null;
 const SIGNAL_REF = "signal";
 const REPORT_REF = "call_state";
 const MEDIA_REF = "media";
+const CHAT_REF = "chat";
 const presence = new Presence();
 /** The participant this page holds: {room, participant|null}, or null in the lobby. */
 let current = null;
@@ -152,6 +154,12 @@ function handle(msg) {
     case "signal":
       call.signal?.(msg.from, msg.data);
       break;
+    case "chat":
+      chat.add(msg);
+      break;
+    case "chat_history":
+      chat.history(msg);
+      break;
     case "token":
       onToken(takePending(msg), msg);
       break;
@@ -163,7 +171,8 @@ function handle(msg) {
       takePending(msg);
       break;
     case "error":
-      if (msg.ref === SIGNAL_REF || msg.ref === REPORT_REF || msg.ref === MEDIA_REF) {
+      if (msg.ref === CHAT_REF) chat.refused(msg);
+      else if (msg.ref === SIGNAL_REF || msg.ref === REPORT_REF || msg.ref === MEDIA_REF) {
         console.warn(`lobby: a ${msg.ref} was refused:`, msg.code, msg.message);
       } else onError(takePending(msg), msg);
       break;
@@ -208,12 +217,14 @@ function onToken(req, msg) {
   view.clearError();
   saveResume(msg.resume_key, msg.room);
   current = { room: msg.room, participant: msg.participant };
+  chat.enter(msg.room, msg.participant.id);
   enterCall(msg.token);
 }
 
 function onResumed(req, msg) {
   if (!req || req.abandoned) return;
   current = { room: msg.room, participant: msg.participant };
+  chat.enter(msg.room, msg.participant.id);
   const saved = loadResume();
   if (saved) saveResume(saved.resume_key, msg.room);
   if (msg.token) {
@@ -285,6 +296,7 @@ function endCall(message) {
   reported = null;
   mediaReport = { sent: null, wanted: null };
   call.stop();
+  chat.leave();
   view.showLobby();
   render();
   if (message) view.showError(message);
@@ -386,6 +398,13 @@ const call =
       ? new LiveKitCall(callbacks, () => media.url)
       : new Call(callbacks);
 
+const chat = new ChatPanel({
+  host: document.querySelector("#call .call-side") ?? ui.call,
+  controls: document.querySelector("#call .call-controls") ?? ui.call,
+  before: ui.leave,
+  send: (text) => socket.send({ type: "chat", text, ref: CHAT_REF }),
+});
+
 const socket = connectSocket({
   onMessage: handle,
   onStatus: view.setConnection,
@@ -445,6 +464,9 @@ Object.defineProperty(window, "lobbyDebug", {
     },
     get pending() {
       return pending.size;
+    },
+    get chat() {
+      return { open: chat.isOpen, unread: chat.unread, messages: chat.messages };
     },
   }),
 });

@@ -8,6 +8,7 @@ import pytest
 
 from lobby.cluster import commands
 from lobby.cluster.commands import (
+    Chat,
     CloseRoom,
     Disconnect,
     Expire,
@@ -56,6 +57,7 @@ EVERY_KIND = [
     LockRoom("mod", "Room", False),
     ReportMedia("a:1", MediaState(camera=True, microphone=False, screen=True)),
     Reassert(replace(ALICE, media=MediaState(microphone=True)), "Room", "digest", None, None),
+    Chat("a:1", "Hi <b>all</b>\n\tnext line, é 👋", "2026-12-07T06:30:00.123Z"),
 ]
 
 

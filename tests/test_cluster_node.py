@@ -23,6 +23,7 @@ import pytest
 import redis
 
 from lobby.cluster.commands import (
+    Chat,
     Command,
     Disconnect,
     Expire,
@@ -422,6 +423,8 @@ async def test_the_local_store_and_the_redis_one_give_the_same_results(cluster: 
         Disconnect(x.s(1)),
         Resume(x.s(3), "kp1", "alice"),
         ReplaceGrant(x.s(3), "p1", "fresh"),
+        Chat(x.s(3), "hello", AT),
+        Chat(x.s(1), "from a closed socket", AT),
         MediaJoined("p1", "S1"),
         Reconcile("R", (("p2", "S2"),)),
         MediaLeft("p1", "S0"),
@@ -437,6 +440,8 @@ async def test_the_local_store_and_the_redis_one_give_the_same_results(cluster: 
     assert from_local == from_redis
     assert list(local.replica.presence.rooms()) == list(x.node.replica.presence.rooms())
     assert from_redis[2].rejected is not None
+    assert from_redis[7].chat is not None
+    assert from_redis[8].rejected is not None
     assert from_redis[-1].outcome.revoke == (slot("fresh", "R"),)
     await local.stop()
 
@@ -595,3 +600,26 @@ async def test_churn_through_a_redis_restart_converges_everywhere(
     assert len(ids) == len(set(ids))
     for instance in instances:
         assert instance.view == rooms(instance.node.replica)
+
+
+AT = "2026-12-07T06:30:00.123Z"
+
+
+async def test_a_late_instance_gets_the_chat_history_and_drops_it_with_the_room(
+    cluster: Factory,
+) -> None:
+    a = await cluster("a")
+    await a.do(join(a.s(1), "p1"))
+    for n in range(3):
+        await a.do(Chat(a.s(1), f"m{n}", AT))
+    assert await a.node.duties.snapshot()
+    await a.do(Chat(a.s(1), "after the snapshot", AT))
+    late = await cluster("late")
+    texts = [line.text for line in late.node.replica.chats.of("R")]
+    assert texts == ["m0", "m1", "m2", "after the snapshot"]
+    refused = await late.do(Chat(late.s(1), "from the lobby", AT))
+    assert refused.result.rejected is not None
+    assert refused.result.rejected.code == "not_in_room"
+    await a.do(Leave(a.s(1)))
+    await settled(a, late)
+    assert late.node.replica.chats.of("R") == a.node.replica.chats.of("R") == []

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from lobby.cluster.commands import (
+    Chat,
     CloseRoom,
     Command,
     Disconnect,
@@ -25,7 +26,8 @@ from lobby.cluster.commands import (
     ReportMedia,
     Resume,
 )
-from lobby.cluster.replica import Rejection, Replica, slot
+from lobby.cluster.replica import NOT_IN_ROOM, Rejection, Replica, Result, slot
+from lobby.rules.chat import HISTORY, ChatLine
 from lobby.rules.grants import Grant
 from lobby.rules.mediastate import MediaState
 from lobby.rules.presence import (
@@ -370,3 +372,84 @@ def test_a_snapshot_keeps_locks_bans_and_close_counts_and_old_snapshots_still_lo
     old = Replica.from_snapshot(replica.snapshot()["members"])  # a bare list, as before
     assert rooms(old) == {"S": ["p2"]}
     assert old.presence.sanctions.locked == set()
+
+
+# Room chat
+
+
+def said(replica: Replica, socket: str, text: str, at: str = "2026-12-07T06:30:00.000Z") -> Result:
+    return replica.apply(Chat(socket, text, at), 50)
+
+
+def texts(replica: Replica, room: str = "R") -> list[str]:
+    return [line.text for line in replica.chats.of(room)]
+
+
+def test_a_chat_is_the_senders_line_in_its_room_and_kept() -> None:
+    replica = Replica()
+    joined(replica, "p1", "a:1")
+    result = said(replica, "a:1", "hello", "2026-12-07T06:30:00.123Z")
+    assert result.rejected is None
+    assert result.outcome == Outcome()  # nothing for every socket: only the room hears it
+    assert result.chat == ChatLine("R", person("p1"), "hello", "2026-12-07T06:30:00.123Z")
+    assert replica.chats.of("R") == [result.chat]
+
+
+def test_a_chat_from_a_socket_holding_nobody_is_rejected_and_not_kept() -> None:
+    replica = Replica()
+    joined(replica, "p1", "a:1")
+    assert said(replica, "a:9", "hi").rejected == Rejection("not_in_room", NOT_IN_ROOM)
+    replica.apply(Disconnect("a:1"), 60)  # away: its socket is gone, so is its voice
+    assert said(replica, "a:1", "hi").rejected is not None
+    assert texts(replica) == []
+
+
+def test_history_keeps_the_last_fifty_of_each_room() -> None:
+    replica = Replica()
+    joined(replica, "p1", "a:1", room="R")
+    joined(replica, "p2", "b:1", room="S")
+    for n in range(HISTORY + 5):
+        said(replica, "a:1", f"m{n}")
+    said(replica, "b:1", "elsewhere")
+    assert texts(replica, "R") == [f"m{n}" for n in range(5, HISTORY + 5)]
+    assert texts(replica, "S") == ["elsewhere"]
+
+
+def test_history_is_dropped_when_its_room_closes_however_it_closes() -> None:
+    replica = Replica()
+    joined(replica, "p1", "a:1", room="R")
+    joined(replica, "p2", "b:1", room="S")
+    joined(replica, "p3", "b:2", room="T")
+    for socket in ("a:1", "b:1", "b:2"):
+        said(replica, socket, "hi")
+    replica.apply(Leave("a:1"), 60)  # R: its last one left
+    replica.apply(Join("b:1", person("p4", "bob"), "U", "k4", None), 61)  # S: switched away
+    replica.apply(Disconnect("b:2"), 62)
+    assert texts(replica, "T") == ["hi"]  # away: the room lives, and so does its chat
+    replica.apply(Expire("p3"), 63)  # T: expired
+    assert list(replica.chats.rooms()) == []
+    joined(replica, "p5", "a:2", room="R")
+    assert texts(replica, "R") == []  # a room opened again starts empty
+
+
+def test_history_is_kept_while_someone_stays() -> None:
+    replica = Replica()
+    joined(replica, "p1", "a:1")
+    joined(replica, "p2", "b:1")
+    said(replica, "a:1", "first")
+    replica.apply(Leave("a:1"), 60)
+    assert texts(replica) == ["first"]
+
+
+def test_a_snapshot_carries_each_rooms_history() -> None:
+    replica = Replica()
+    joined(replica, "p1", "a:1", room="R")
+    joined(replica, "p2", "b:1", room="R")
+    joined(replica, "p3", "b:2", room="S")
+    said(replica, "b:1", "one <i>")
+    said(replica, "a:1", "two\nlines")
+    said(replica, "b:2", "three")
+    copy = Replica.from_snapshot(replica.snapshot())
+    assert copy.chats.of("R") == replica.chats.of("R")
+    assert copy.chats.of("S") == replica.chats.of("S")
+    assert copy.snapshot() == replica.snapshot()

@@ -1094,3 +1094,28 @@ async def test_every_change_of_presence_is_a_command_of_the_store(
     kinds = [type(a.command).__name__ for a in heard]
     assert kinds == ["Join", "ReportCall", "ReportMedia", "Disconnect", "Expire"]
     assert heard[0].command.socket == "here:" + str(alice.conn.id)  # type: ignore[union-attr]
+
+
+async def test_a_reset_resends_welcomes_and_each_room_socket_its_chat_history(
+    make_handler: HandlerFactory,
+) -> None:
+    resets: list[Callable[[], None]] = []
+
+    def store(listener: Listener, cleaner: Cleaner, reset: Callable[[], None]) -> LocalPresence:
+        resets.append(reset)  # what a Redis store calls after reloading its replica
+        return LocalPresence(grace=30, listener=listener, cleaner=cleaner)
+
+    handler = make_handler(store=store)
+    alice = connect(handler, "alice")
+    await join(handler, alice, "R1")
+    bob = connect(handler, "bob")
+    send(handler, alice, "chat", text="kept")
+    alice.take()
+    bob.take()
+    [reset] = resets
+    reset()
+    welcome_again, history = alice.take()
+    assert welcome_again["type"] == "welcome"
+    assert history["type"] == "chat_history"
+    assert [m["text"] for m in history["messages"]] == ["kept"]
+    assert [m["type"] for m in bob.take()] == ["welcome"]  # in no room: no history

@@ -24,6 +24,7 @@ from lobby.rules.mediastate import MediaState
 from lobby.rules.presence import Participant
 from lobby.rules.protocol import (
     CallReport,
+    Chat,
     CloseRoom,
     Join,
     Kick,
@@ -41,7 +42,14 @@ from lobby.rules.protocol import (
 MAX_FRAME = 4096  # bytes; the socket closes with 1009 above it (docs/protocol.md)
 MAX_SAFE_INTEGER = 2**53 - 1  # a ref number must be a JavaScript safe integer (ditto)
 ROOM = re.compile(r"[A-Za-z0-9_-]{1,64}")
-PARSE_CODES = {"bad_request", "unknown_type", "invalid_room", "invalid_nickname", "invalid_signal"}
+PARSE_CODES = {
+    "bad_request",
+    "unknown_type",
+    "invalid_room",
+    "invalid_nickname",
+    "invalid_signal",
+    "invalid_chat",
+}
 LINK = re.compile(r"[A-Za-z0-9_-]{1,32}")
 SIGNAL_KINDS = ("hello", "ack", "description", "candidates", "media")
 FAST = settings(max_examples=250, deadline=None, database=None, print_blob=True)
@@ -169,6 +177,14 @@ good_signal_data = st.fixed_dictionaries(
         ),
     }
 )
+chat_texts = st.one_of(
+    st.text(max_size=60),
+    wild_text,
+    huge_text,
+    st.sampled_from([" hi ", "a\nb\tc", "x" * 500, "x" * 501, "é" * 500, "\n" * 25 + "x"]),
+    st.sampled_from(["a" + "\u0301" * 4, "a" + "\u0301" * 5, "\u2066x\u2069", "\u200d"]),
+    json_values,
+)
 participant_ids = st.one_of(st.text(ascii_chars, max_size=70), wild_text, json_values)
 field_values = {
     "type": types,
@@ -178,6 +194,7 @@ field_values = {
     "key": keys,
     "token": st.one_of(st.booleans(), json_values),
     "to": participant_ids,
+    "text": chat_texts,
     "data": st.one_of(signal_data, signal_data, json_values),
     "call": st.one_of(
         st.sampled_from(["connected", "dropped", "connecting", "Dropped"]), json_values
@@ -212,6 +229,7 @@ def near_valid_dicts(draw: st.DrawFn) -> dict[str, Any]:
         "participant": draw(st.text(ascii_chars, min_size=1, max_size=64)),
         "reason": draw(padded_nicknames),
         "locked": draw(st.booleans()),
+        "text": draw(st.text(max_size=60)),
     }
     bad = {**field_values, "room": bad_rooms, "nickname": bad_nicknames, "data": signal_data}
     for name in draw(st.sets(st.sampled_from(sorted(frame)), max_size=2)):
@@ -334,6 +352,8 @@ def expected(frame: dict[str, Any]) -> Request | str:
         if all(isinstance(on, bool) for on in switches):
             return MediaReport(ref, MediaState(*(on is True for on in switches)))
         return "bad_request"
+    if kind == "chat":
+        return expected_chat(frame)
     if kind != "join":
         return "unknown_type"
     room, nickname = frame.get("room"), frame.get("nickname")
@@ -438,6 +458,30 @@ def browser_sends(lines: list[str]) -> bool:
     )
 
 
+def expected_chat(frame: dict[str, Any]) -> Chat | str:
+    """What a `chat` frame means, from docs/protocol.md: 1-500 characters once trimmed, at
+    most 20 lines, no control character but tab and line feed, no U+2028/U+2029, no
+    direction embedding, override or isolate, no lone surrogate, 4 marks in a row at most."""
+    text = frame.get("text")
+    if not isinstance(text, str):
+        return "bad_request"
+    cleaned = text.strip()
+    if not 1 <= len(cleaned) <= 500 or len(cleaned.split("\n")) > 20:
+        return "invalid_chat"
+    directional = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+    for c in cleaned:
+        category = unicodedata.category(c)
+        if category in ("Cc", "Cs", "Zl", "Zp") and c not in "\t\n":
+            return "invalid_chat"
+        if c in directional:
+            return "invalid_chat"
+    marks = [unicodedata.category(c) in ("Mn", "Me") for c in cleaned]
+    runs = [len(list(run)) for is_mark, run in itertools.groupby(marks) if is_mark]
+    if max(runs, default=0) > 4:
+        return "invalid_chat"
+    return Chat(frame.get("ref"), cleaned)
+
+
 def expected_signal(frame: dict[str, Any]) -> Signal | str:
     """What a `signal` frame means: the request with its data copied field by field, or a code."""
     to, data = frame.get("to"), frame.get("data")
@@ -540,6 +584,10 @@ def check_request(request: Request) -> None:
         assert isinstance(request.token, bool)
     if isinstance(request, Signal):
         assert json.loads(protocol.render_signal("p_1", request.data))["data"] == request.data
+    if isinstance(request, Chat):
+        assert 1 <= len(request.text) <= 500
+        assert request.text == request.text.strip()
+        request.text.encode()  # sendable back to everyone: no lone surrogate
     again = parse(reserialise(request))
     assert again == request
     assert type(again.ref) is type(ref)
@@ -572,7 +620,8 @@ def check(text: str) -> Request | ProtocolError:
             | Kick
             | CloseRoom
             | LockRoom
-            | MediaReport,
+            | MediaReport
+            | Chat,
         )
         check_request(result)
     frame = decode_deeper(text)
@@ -646,6 +695,7 @@ def test_valid_frames_parse_to_their_request(
     frame["call"] = "connected"
     frame["participant"], frame["reason"], frame["locked"] = "p_1", nickname, token
     frame.update(camera=token, microphone=not token, screen=False)
+    frame["text"] = nickname  # also a valid chat message
     result = check(json.dumps({**frame, "token": token}))
     assert not isinstance(result, ProtocolError)
 

@@ -168,6 +168,19 @@ class ReportMedia:
     media: MediaState
 
 
+@dataclass(frozen=True, slots=True)
+class Chat:
+    """The participant held by `socket` says `text` (checked already) to its room.
+
+    `at` (ISO 8601, UTC) is the issuing instance's clock when the message came: the
+    same on every replica because the log carries it.
+    """
+
+    socket: str
+    text: str
+    at: str
+
+
 Command = (
     Join
     | Leave
@@ -185,6 +198,7 @@ Command = (
     | CloseRoom
     | LockRoom
     | ReportMedia
+    | Chat
 )
 
 OPS: Final[dict[str, type[Command]]] = {
@@ -204,6 +218,7 @@ OPS: Final[dict[str, type[Command]]] = {
     "close_room": CloseRoom,
     "lock_room": LockRoom,
     "report_media": ReportMedia,
+    "chat": Chat,
 }
 _NAMES: Final[dict[type[Command], str]] = {kind: name for name, kind in OPS.items()}
 

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from lobby.cluster.commands import (
+    Chat,
     CloseRoom,
     Command,
     Disconnect,
@@ -49,8 +50,9 @@ from lobby.cluster.commands import (
     instance_of,
     participant_from_json,
 )
+from lobby.rules.chat import ChatLine, History
 from lobby.rules.grants import Grant
-from lobby.rules.presence import Joined, Left, Member, Outcome, Participant, Presence
+from lobby.rules.presence import Joined, Left, Member, Outcome, Participant, Presence, RoomClosed
 from lobby.rules.sanctions import Sanctions
 
 # Refusals of moderation and of joins it prevents: codes of docs/protocol.md.
@@ -64,6 +66,7 @@ CLOSED_MEANWHILE = "A moderator closed room {room} while you were joining it."
 
 Slot = Grant | None  # what presence holds per participant: a grant without its token
 RESUME_FAILED = "That call can no longer be resumed; please join again."
+NOT_IN_ROOM = "You are in no room: join one to chat."
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +87,7 @@ class Result:
     taken_over: str | None = None  # resume: the socket that held the participant before
     # kick, close_room: the sockets whose participants were removed (none for away ones).
     removed: tuple[str, ...] = ()
+    chat: ChatLine | None = None  # a chat message, for the sockets of its room
 
 
 def slot(handle: Handle, room: str) -> Slot:
@@ -95,6 +99,7 @@ class Replica:
     def __init__(self) -> None:
         self.presence: Presence[Slot] = Presence()
         self._away_since: dict[str, int] = {}  # participant id -> ms, for the away ones
+        self.chats = History()  # each live room's last messages; dropped when it closes
 
     # Reading
 
@@ -161,6 +166,8 @@ class Replica:
                 return Result(self.presence.lock(room, locked))
             case ReportMedia(socket, media):
                 return Result(self.presence.report_media(socket, media))
+            case Chat():
+                return self._chat(command)
 
     def _join(self, c: Join, at: int) -> Result:
         p = self.presence
@@ -190,11 +197,23 @@ class Replica:
         outcome = self.presence.kick(c.participant_id, at, at + c.ban)
         return replace(self._removed(outcome, member.participant), removed=sockets)
 
+    def _chat(self, c: Chat) -> Result:
+        """Checked here, at its place in the log: the sender may have left meanwhile."""
+        member = self.presence.member_of(c.socket)
+        if member is None:
+            return Result(rejected=Rejection("not_in_room", NOT_IN_ROOM))
+        line = ChatLine(member.room, member.participant, c.text, c.at)
+        self.chats.add(line)
+        return Result(participant=member.participant, chat=line)
+
     def _removed(self, outcome: Outcome[Slot], participant: Participant | None = None) -> Result:
-        """`outcome` of a change that may have removed participants: forget their away time."""
+        """`outcome` of a change that may have removed participants: forget their away
+        time, and the chat of the rooms it closed."""
         for event in outcome.events:
             if isinstance(event, Left):
                 self._away_since.pop(event.participant.id, None)
+            elif isinstance(event, RoomClosed):
+                self.chats.drop(event.room)
         return Result(outcome, participant=participant)
 
     def _disconnect(self, socket: str, at: int) -> Result:
@@ -252,6 +271,7 @@ class Replica:
             "locked": sorted(sanctions.locked),
             "bans": [[room, user, end] for (room, user), end in sorted(sanctions.bans.items())],
             "closes": dict(sorted(sanctions.closes.items())),
+            "chats": self._chats_snapshot(),
         }
 
     def _members_snapshot(self) -> list[dict[str, Any]]:
@@ -267,6 +287,13 @@ class Replica:
             }
             for m in self.members()
         ]
+
+    def _chats_snapshot(self) -> dict[str, list[dict[str, Any]]]:
+        return {
+            room: [{"sender": asdict(x.sender), "text": x.text, "at": x.at} for x in lines]
+            for room in self.chats.rooms()
+            if (lines := self.chats.of(room))
+        }
 
     @classmethod
     def from_snapshot(cls, data: dict[str, Any] | list[dict[str, Any]]) -> Replica:
@@ -289,6 +316,10 @@ class Replica:
             {(room, user): int(end) for room, user, end in held.get("bans", ())},
             {room: int(n) for room, n in held.get("closes", {}).items()},
         )
+        for room, lines in held.get("chats", {}).items():
+            for x in lines:
+                sender = participant_from_json(x["sender"])
+                replica.chats.add(ChatLine(room, sender, x["text"], x["at"]))
         return replica
 
 

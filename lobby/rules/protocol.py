@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
-from lobby.rules import mediastate, signalling
+from lobby.rules import chat, mediastate, signalling
+from lobby.rules.chat import ChatLine
 from lobby.rules.mediastate import MediaState
 from lobby.rules.presence import (
     CallChanged,
@@ -44,6 +45,7 @@ CLIENT_TYPES = (
     "close_room",
     "lock_room",
     "media",
+    "chat",
 )
 SERVER_TYPES = (
     "welcome",
@@ -58,6 +60,8 @@ SERVER_TYPES = (
     "signal",
     "kicked",
     "room_locked",
+    "chat",
+    "chat_history",
     "ok",
     "pong",
     "error",
@@ -76,6 +80,8 @@ ERROR_CODES = (
     "invalid_signal",
     "unknown_peer",
     "not_allowed",
+    "invalid_chat",
+    "not_in_room",
     "rate_limited",
     "cluster_unavailable",
     "not_found",
@@ -160,6 +166,14 @@ class CallReport:
     call: CallState
 
 
+@dataclass(frozen=True, slots=True)
+class Chat:
+    """A chat message for the sender's room; `text` is trimmed and checked."""
+
+    ref: Ref
+    text: str
+
+
 # What a page may report: `connecting` is the server's own starting point.
 REPORTABLE: tuple[CallState, ...] = ("connected", "dropped")
 
@@ -199,7 +213,17 @@ class MediaReport:
 
 
 Request = (
-    Join | Leave | Resume | Ping | Signal | CallReport | Kick | CloseRoom | LockRoom | MediaReport
+    Join
+    | Leave
+    | Resume
+    | Ping
+    | Signal
+    | CallReport
+    | Kick
+    | CloseRoom
+    | LockRoom
+    | MediaReport
+    | Chat
 )
 
 
@@ -247,6 +271,8 @@ def parse(text: str) -> Request | ProtocolError:
         if isinstance(checked, str):
             return ProtocolError("bad_request", checked, ref)
         return MediaReport(ref, checked)
+    if kind == "chat":
+        return _parse_chat(frame, ref)
     shown = kind if len(kind) <= 32 else kind[:32] + "…"
     return ProtocolError("unknown_type", f"Unknown message type {shown!r}.", ref)
 
@@ -344,6 +370,16 @@ def clean_reason(reason: str) -> str | None:
     if len(cleaned) <= MAX_REASON and cleaned.isprintable() and _legible(cleaned or "x"):
         return cleaned
     return None
+
+
+def _parse_chat(frame: dict[str, Any], ref: Ref) -> Chat | ProtocolError:
+    text = frame.get("text")
+    if not isinstance(text, str):
+        return ProtocolError("bad_request", "'chat' needs a string 'text'.", ref)
+    cleaned = chat.clean_text(text)
+    if cleaned is None:
+        return ProtocolError("invalid_chat", chat.CHAT_RULE, ref)
+    return Chat(ref, cleaned)
 
 
 def valid_room(room: str) -> bool:
@@ -496,6 +532,24 @@ def render_kicked(room: str, by: str, reason: str) -> str:
 
 def render_signal(sender: str, data: Mapping[str, object]) -> str:
     return _dump({"type": "signal", "from": sender, "data": data})
+
+
+def chat_json(line: ChatLine) -> dict[str, object]:
+    return {
+        "type": "chat",
+        "room": line.room,
+        "from": participant_json(line.sender),
+        "text": line.text,
+        "at": line.at,
+    }
+
+
+def render_chat(line: ChatLine) -> str:
+    return _dump(chat_json(line))
+
+
+def render_chat_history(room: str, lines: list[ChatLine]) -> str:
+    return _dump({"type": "chat_history", "room": room, "messages": [chat_json(x) for x in lines]})
 
 
 def render_ok(ref: Ref) -> str:
