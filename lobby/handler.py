@@ -32,9 +32,11 @@ from typing import Any
 
 from lobby.cluster import commands
 from lobby.cluster.commands import Command
+from lobby.cluster.gate import MediaGate
 from lobby.cluster.local import LocalPresence
 from lobby.cluster.replica import Slot
 from lobby.cluster.seam import (
+    UNAVAILABLE,
     Applied,
     Cleaner,
     ClusterUnavailable,
@@ -97,7 +99,8 @@ class RequestHandler:
             )
         )
         self.store = build(self._on_applied, self._unattended, self._on_reset)
-        self.calls = Calls(media, occupied=self._occupied, recovered=recovered)
+        self.gate = MediaGate(self.store)
+        self.calls = Calls(media, occupied=self._occupied, recovered=recovered, gate=self.gate)
         self._joins = SlidingWindow(joins_per_minute, 60.0)
         self._pending: dict[int, tuple[object, Ref]] = {}  # conn id -> (marker, request ref)
         self._replies: dict[Command, Reply] = {}
@@ -221,20 +224,26 @@ class RequestHandler:
     async def _finish_join(self, conn: Conn, request: Join, marker: object) -> None:
         pid = "p_" + secrets.token_urlsafe(9)
         participant = Participant(pid, conn.user, request.nickname, conn.role)
+        try:  # no instance closes the room's media session from now until the Join
+            reservation = await self.gate.reserve(self.socket_of(conn), request.room)
+        except ClusterUnavailable as exc:
+            if self._current(conn, marker):
+                del self._pending[conn.id]
+                self._error(conn, request.ref, exc.code, exc.message)
+            return
         grant = await self._grant(request.room, participant)
         if not self._current(conn, marker):
-            if isinstance(grant, Grant):
-                self._cleanup(Outcome(revoke=(grant,)), request.room)
+            await self._give_back(reservation, request.room, grant)
             return
         del self._pending[conn.id]
         if isinstance(grant, MediaError):
             self._error(conn, request.ref, grant.code, grant.message)
-            self.calls.maybe_close(request.room)
+            await self._give_back(reservation, request.room, None)
             return
         # Checked again, with no await until the join: others may have filled it meanwhile.
         if self.presence.is_full(request.room, self.room_size, self.socket_of(conn)):
-            self._cleanup(Outcome(revoke=(grant,)), request.room)
             self._room_full(conn, request)
+            await self._give_back(reservation, request.room, grant)
             return
         key = secrets.token_urlsafe(24)
         command = commands.Join(
@@ -244,6 +253,7 @@ class RequestHandler:
             _digest(key),
             grant.connection_id,
             self.room_size,
+            reservation,
         )
 
         def reply(applied: Applied) -> None:
@@ -255,16 +265,24 @@ class RequestHandler:
 
         applied = await self._run(command, conn, request.ref, reply)
         if applied is None or applied.result.rejected is not None:
-            self._cleanup(Outcome(revoke=(grant,)), request.room)
             if applied is not None and applied.result.rejected is not None:
                 self._refused(conn, request, applied.result.rejected.code)
+            await self._give_back(reservation, request.room, grant)
             return
         self._settle(applied)
+
+    async def _give_back(self, reservation: str, room: str, grant: object) -> None:
+        """A join that will not happen: its reservation ends, then its grant is revoked
+        and the room closed if it is empty (in that order, or the close is refused)."""
+        await self.gate.unreserve(reservation)
+        self._cleanup(Outcome(revoke=(grant,) if isinstance(grant, Grant) else ()), room)
 
     def _refused(self, conn: Conn, request: Join, code: str) -> None:
         """A join the log refused: the room filled up meanwhile (on another instance)."""
         if code == "room_full":
             self._room_full(conn, request)
+        elif code == "reservation_lost":  # Redis lost it, or this instance was declared down
+            self._error(conn, request.ref, ClusterUnavailable.code, UNAVAILABLE)
         else:  # a duplicate id or key: fresh random ones never are
             self._error(conn, request.ref, "internal_error", "Something went wrong on our side.")
 
@@ -451,6 +469,7 @@ class RequestHandler:
 
     def _on_applied(self, applied: Applied) -> None:
         """Every applied command, in log order: the issuer's reply, then the events."""
+        self.gate.note()
         if applied.issuer == self.store.instance:
             reply = self._replies.pop(applied.command, None)
             if reply is not None:
@@ -472,6 +491,7 @@ class RequestHandler:
 
     def _on_reset(self) -> None:
         """The replica was replaced: every socket's view starts over from a fresh `welcome`."""
+        self.gate.note()
         for conn in self.hub:
             self._welcome(conn)
 
@@ -506,6 +526,7 @@ class RequestHandler:
         gave up (Redis was slow). Its clean-up happens here; a join its tab was told
         failed is undone, so no participant stays that nobody holds."""
         self._settle(applied)
+        self.gate.unattended(applied)
         command = applied.command
         if isinstance(command, commands.Join) and applied.result.rejected is None:
             self._spawn(self._settle_later(commands.Leave(command.socket), None, None, None))

@@ -6,18 +6,22 @@ import pytest
 
 from lobby.cluster import commands
 from lobby.cluster.commands import (
+    CloseMedia,
     Disconnect,
     Expire,
     InstanceDown,
     Join,
     Leave,
+    MediaClosed,
     MediaJoined,
     MediaLeft,
     Reassert,
     Reconcile,
     ReplaceGrant,
     ReportCall,
+    Reserve,
     Resume,
+    Unreserve,
 )
 from lobby.rules.presence import Participant
 
@@ -41,6 +45,11 @@ EVERY_KIND = [
     Reconcile("Room", (("p1", "PA_sid"), ("p2", None))),
     Reconcile("Room", ()),
     ReportCall("a:1", "dropped"),
+    Join("a:1", ALICE, "Room", "digest", "conn-1", 4, "res-1"),
+    Reserve("res-1", "Room", "a:1"),
+    Unreserve("res-1"),
+    CloseMedia("Room", "a"),
+    MediaClosed("Room", "a"),
 ]
 
 

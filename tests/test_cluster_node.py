@@ -591,7 +591,7 @@ async def test_churn_through_a_redis_restart_converges_everywhere(
     await settled(*instances, timeout=10)
     states = [i.state() for i in instances]
     assert states[0] == states[1] == states[2]
-    ids = [m["participant"]["id"] for m in states[0]]
+    ids = [m["participant"]["id"] for m in states[0]["members"]]
     assert len(ids) == len(set(ids))
     for instance in instances:
         assert instance.view == rooms(instance.node.replica)

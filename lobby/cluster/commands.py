@@ -28,6 +28,9 @@ class Join:
     resume_key: str  # a digest
     handle: Handle
     limit: int = 0
+    # The `Reserve` this join follows ("": none): refused if that reservation ended
+    # meanwhile (its instance declared down, Redis lost it), as the room may have closed.
+    reservation: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +129,41 @@ class ReportCall:
     call: CallState
 
 
+@dataclass(frozen=True, slots=True)
+class Reserve:
+    """A join from `socket` is on its way into `room`: its media session must stay open
+    (`lobby.cluster.reservations`). Ended by the `Join` naming it or by `Unreserve`."""
+
+    reservation: str
+    room: str
+    socket: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unreserve:
+    """The join of `reservation` will not come (its grant failed or was given back)."""
+
+    reservation: str
+
+
+@dataclass(frozen=True, slots=True)
+class CloseMedia:
+    """`instance` would close `room`'s media session: granted only if, when this applies,
+    nobody is in the room or on the way in. Followed by `MediaClosed`."""
+
+    room: str
+    instance: str
+
+
+@dataclass(frozen=True, slots=True)
+class MediaClosed:
+    """The close `CloseMedia` granted to `instance` is done (or given up): joins may
+    reserve again."""
+
+    room: str
+    instance: str
+
+
 Command = (
     Join
     | Leave
@@ -139,6 +177,10 @@ Command = (
     | MediaLeft
     | Reconcile
     | ReportCall
+    | Reserve
+    | Unreserve
+    | CloseMedia
+    | MediaClosed
 )
 
 OPS: Final[dict[str, type[Command]]] = {
@@ -154,6 +196,10 @@ OPS: Final[dict[str, type[Command]]] = {
     "media_left": MediaLeft,
     "reconcile": Reconcile,
     "report_call": ReportCall,
+    "reserve": Reserve,
+    "unreserve": Unreserve,
+    "close_media": CloseMedia,
+    "media_closed": MediaClosed,
 }
 _NAMES: Final[dict[type[Command], str]] = {kind: name for name, kind in OPS.items()}
 

@@ -35,7 +35,14 @@ from typing import Any
 from redis.exceptions import RedisError, ResponseError
 
 from lobby.cluster import commands
-from lobby.cluster.commands import Command, Disconnect, InstanceDown, Reassert
+from lobby.cluster.commands import (
+    Command,
+    Disconnect,
+    InstanceDown,
+    MediaClosed,
+    Reassert,
+    Unreserve,
+)
 from lobby.cluster.duties import Duties, Timing
 from lobby.cluster.outbox import Outbox
 from lobby.cluster.replica import Replica, Result
@@ -90,6 +97,8 @@ class RedisPresence:
         self._waiters: dict[str, asyncio.Future[Applied]] = {}
         self._outbox = Outbox(self._stream, self._instance)
         self._undelivered: dict[str, Disconnect] = {}  # socket -> its Disconnect, not appended
+        # Ends of reservations and media closes not appended: else a room stays held.
+        self._unreleased: list[Command] = []
         self._reasserting: list[Reassert] = []  # what to put back after Redis lost its data
         self._ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -153,11 +162,15 @@ class RedisPresence:
     def _keep(self, command: Command) -> None:
         if isinstance(command, Disconnect):
             self._undelivered[command.socket] = command
+        elif isinstance(command, Unreserve | MediaClosed):
+            self._unreleased.append(command)
 
     def redeliver(self) -> None:
-        """Append the `Disconnect`s that failed (the duties call this while healthy)."""
-        late: list[Command] = list(self._undelivered.values())
+        """Append the `Disconnect`s, `Unreserve`s and `MediaClosed`s that failed (the
+        duties call this while healthy)."""
+        late: list[Command] = [*self._undelivered.values(), *self._unreleased]
         self._undelivered.clear()
+        self._unreleased.clear()
         if late:
             self.spawn(self._issue_all(late))
 
@@ -261,6 +274,7 @@ class RedisPresence:
             if not self._reasserting:
                 self._reasserting = self._reasserts(self._replica, own_only=False)
             self._undelivered.clear()
+            self._unreleased.clear()  # a new log holds no reservation nor close
             self.epoch = epoch
             await self._reload()
         while entries := await self._reader.read(self.last_id, None):

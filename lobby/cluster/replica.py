@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lobby.cluster.commands import (
+    CloseMedia,
     Command,
     Disconnect,
     Expire,
@@ -30,20 +31,26 @@ from lobby.cluster.commands import (
     InstanceDown,
     Join,
     Leave,
+    MediaClosed,
     MediaJoined,
     MediaLeft,
     Reassert,
     Reconcile,
     ReplaceGrant,
     ReportCall,
+    Reserve,
     Resume,
+    Unreserve,
     instance_of,
 )
+from lobby.cluster.reservations import Reservations
 from lobby.rules.grants import Grant
 from lobby.rules.presence import Joined, Left, Member, Outcome, Participant, Presence
 
 Slot = Grant | None  # what presence holds per participant: a grant without its token
 RESUME_FAILED = "That call can no longer be resumed; please join again."
+MEDIA_CLOSING = "The room's call is being closed; joining again in a moment."
+RESERVATION_LOST = "The lobby lost track of this join; please try again."
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +80,7 @@ class Replica:
     def __init__(self) -> None:
         self.presence: Presence[Slot] = Presence()
         self._away_since: dict[str, int] = {}  # participant id -> ms, for the away ones
+        self.reservations = Reservations()
 
     # Reading
 
@@ -112,6 +120,7 @@ class Replica:
             case ReplaceGrant():
                 return self._replace_grant(command)
             case InstanceDown(instance):
+                self.reservations.instance_down(instance)
                 for member in list(self.members()):
                     if member.socket is not None and instance_of(str(member.socket)) == instance:
                         self._disconnect(str(member.socket), at)
@@ -126,9 +135,26 @@ class Replica:
                 return Result(self.presence.reconcile(room, dict(present)))
             case ReportCall(socket, call):
                 return Result(self.presence.report_call(socket, call))
+            case Reserve(reservation, room, socket):
+                if self.reservations.reserve(reservation, room, socket):
+                    return Result()
+                return Result(rejected=Rejection("media_closing", MEDIA_CLOSING))
+            case Unreserve(reservation):
+                self.reservations.release(reservation)
+                return Result()
+            case CloseMedia(room, instance):
+                if self.reservations.close(room, instance, self.presence.has_room(room)):
+                    return Result()
+                return Result(rejected=Rejection("occupied", "Someone is in the room."))
+            case MediaClosed(room, instance):
+                self.reservations.closed(room, instance)
+                return Result()
 
     def _join(self, c: Join) -> Result:
         p = self.presence
+        held = self.reservations.take(c.reservation, c.room)
+        if c.reservation and not held:
+            return Result(rejected=Rejection("reservation_lost", RESERVATION_LOST))
         if p.member(c.participant.id) is not None or p.by_key(c.resume_key) is not None:
             return Result(rejected=Rejection("duplicate", "That participant is already here."))
         if p.is_full(c.room, c.limit, c.socket):
@@ -190,9 +216,10 @@ class Replica:
 
     # Snapshots
 
-    def snapshot(self) -> list[dict[str, Any]]:
-        """Every member, JSON-ready, in the order that rebuilds the same rooms."""
-        return [
+    def snapshot(self) -> dict[str, Any]:
+        """Every member, JSON-ready, in the order that rebuilds the same rooms; and the
+        joins on their way in and the media sessions being closed."""
+        members = [
             {
                 "participant": asdict(m.participant),
                 "room": m.room,
@@ -204,12 +231,14 @@ class Replica:
             }
             for m in self.members()
         ]
+        return {"members": members, "reservations": self.reservations.snapshot()}
 
     @classmethod
-    def from_snapshot(cls, members: list[dict[str, Any]]) -> Replica:
+    def from_snapshot(cls, data: dict[str, Any]) -> Replica:
         replica = cls()
+        replica.reservations = Reservations.from_snapshot(data["reservations"])
         p = replica.presence
-        for m in members:
+        for m in data["members"]:
             person = Participant(**m["participant"])
             p.restore(person, m["room"], m["resume_key"], slot(m["handle"], m["room"]))
             member = p.member(person.id)
