@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import replace
 
 from lobby.cluster.commands import (
+    CloseMedia,
     Command,
     Disconnect,
     Expire,
     InstanceDown,
     Join,
     Leave,
+    MediaClosed,
     MediaJoined,
     MediaLeft,
     Reassert,
     Reconcile,
     ReplaceGrant,
     ReportCall,
+    Reserve,
     Resume,
 )
 from lobby.cluster.replica import Rejection, Replica, slot
@@ -223,3 +227,47 @@ def test_a_snapshot_and_a_reassert_carry_call_states_and_sids() -> None:
     again.apply(Reassert(member.participant, "R", "kp1", "hp1", "a:1", member.media_sid), 3)
     assert call(again, "p1") == ("connected", "S1")
     assert again.apply(MediaLeft("p1", "S1"), 4).outcome.events != ()
+
+
+def test_a_reservation_and_a_media_close_exclude_each_other_in_log_order() -> None:
+    replica = Replica()
+    assert replica.apply(Reserve("r1", "R", "b:1"), 1).rejected is None
+    assert replica.apply(CloseMedia("R", "a"), 2).rejected == Rejection(
+        "occupied", "Someone is in the room."
+    )
+    joined_by = Join("b:1", person("p1"), "R", "k1", "h1", 0, "r1")
+    assert replica.apply(joined_by, 3).rejected is None  # the join ends its reservation
+    replica.apply(Leave("b:1"), 4)
+    assert replica.apply(CloseMedia("R", "a"), 5).rejected is None  # empty, nobody coming
+    refused = replica.apply(Reserve("r2", "R", "b:1"), 6)
+    assert refused.rejected is not None
+    assert refused.rejected.code == "media_closing"
+    replica.apply(MediaClosed("R", "b"), 7)  # another instance's word: not this close
+    assert replica.reservations.closing("R")
+    replica.apply(MediaClosed("R", "a"), 8)
+    assert replica.apply(Reserve("r2", "R", "b:1"), 9).rejected is None
+
+
+def test_a_join_whose_reservation_ended_is_refused_and_a_dead_instance_holds_nothing() -> None:
+    replica = Replica()
+    replica.apply(Reserve("r1", "R", "b:1"), 1)
+    replica.apply(CloseMedia("S", "b"), 2)
+    assert replica.owners() == {"b"}  # watched: its lapse ends both
+    replica.apply(InstanceDown("b"), 3)
+    assert replica.owners() == set()
+    assert not replica.reservations.occupied("R")
+    assert not replica.reservations.closing("S")
+    late = replica.apply(Join("b:1", person("p1"), "R", "k1", "h1", 0, "r1"), 4)
+    assert late.rejected is not None
+    assert late.rejected.code == "reservation_lost"  # R may have closed meanwhile
+    assert rooms(replica) == {}
+
+
+def test_a_snapshot_keeps_reservations_and_closes() -> None:
+    replica = Replica()
+    replica.apply(Reserve("r1", "R", "b:1"), 1)
+    replica.apply(CloseMedia("S", "a"), 2)
+    copy = Replica.from_snapshot(json.loads(json.dumps(replica.snapshot())))
+    assert copy.snapshot() == replica.snapshot()
+    assert copy.reservations.occupied("R")
+    assert copy.reservations.closing("S")

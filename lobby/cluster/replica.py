@@ -97,8 +97,10 @@ class Replica:
                     yield member
 
     def owners(self) -> set[str]:
-        """Instances whose sockets hold participants."""
-        return {instance_of(str(m.socket)) for m in self.members() if m.socket is not None}
+        """Instances whose sockets hold participants, or with a join or a media close
+        under way: each ends with its `InstanceDown` if the instance dies."""
+        held = {instance_of(str(m.socket)) for m in self.members() if m.socket is not None}
+        return held | self.reservations.instances()
 
     # Changing
 

@@ -43,6 +43,12 @@ class Reservations:
         """Is `room`'s media session being closed (no grant may start there)?"""
         return room in self._closing
 
+    def instances(self) -> set[str]:
+        """Instances with a join on its way in or a close under way."""
+        return {_instance(socket) for _, socket in self._joins.values()} | set(
+            self._closing.values()
+        )
+
     def reserve(self, reservation: str, room: str, socket: str) -> bool:
         """Hold `room` open for a join; False while its session is being closed."""
         if room in self._closing:
