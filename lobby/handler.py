@@ -268,6 +268,8 @@ class RequestHandler:
             if applied is not None and applied.result.rejected is not None:
                 self._refused(conn, request, applied.result.rejected.code)
             await self._give_back(reservation, request.room, grant)
+            if applied is None:  # it may apply all the same (or have): its grant is gone
+                self.execute(commands.Gone((participant.id,)))
             return
         self._settle(applied)
 
@@ -524,12 +526,13 @@ class RequestHandler:
     def _unattended(self, applied: Applied) -> None:
         """A command of this instance nobody waited for: an expiry, or one whose issuer
         gave up (Redis was slow). Its clean-up happens here; a join its tab was told
-        failed is undone, so no participant stays that nobody holds."""
+        failed is undone (its grant was revoked then), so no participant stays that
+        nobody holds, and none is revoked twice."""
         self._settle(applied)
         self.gate.unattended(applied)
         command = applied.command
         if isinstance(command, commands.Join) and applied.result.rejected is None:
-            self._spawn(self._settle_later(commands.Leave(command.socket), None, None, None))
+            self.execute(commands.Gone((command.participant.id,)))
 
     def _settle(self, applied: Applied) -> None:
         """Carry out the clean-up `applied` asks for: on this instance, once."""

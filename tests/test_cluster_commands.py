@@ -9,6 +9,7 @@ from lobby.cluster.commands import (
     CloseMedia,
     Disconnect,
     Expire,
+    Gone,
     InstanceDown,
     Join,
     Leave,
@@ -50,6 +51,7 @@ EVERY_KIND = [
     Unreserve("res-1"),
     CloseMedia("Room", "a"),
     MediaClosed("Room", "a"),
+    Gone(("p1", "p2")),
 ]
 
 

@@ -8,13 +8,14 @@ instance, so no instance closes a session under another instance's join.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
-from lobby.cluster.commands import CloseMedia, Command, InstanceDown, Reserve
+from lobby.cluster.commands import CloseMedia, Command, Expire, InstanceDown, Reassert, Reserve
 from lobby.cluster.node import RedisPresence
 from lobby.cluster.seam import Applied, Cleaner, Listener, Resetter
 from lobby.handler import RequestHandler
@@ -22,8 +23,9 @@ from lobby.hub import Hub
 from tests.conftest import until
 from tests.fakes import FakeMedia
 from tests.redis_server import RedisServer
-from tests.test_cluster_node import FAST, Instance
-from tests.test_handler import connect, join, send
+from tests.test_cluster_node import FAST, Instance, join, rooms, settled
+from tests.test_handler import connect, send
+from tests.test_handler import join as join_room
 
 
 class Side:
@@ -89,7 +91,7 @@ async def test_a_room_emptied_on_one_instance_is_not_closed_under_a_join_on_anot
 ) -> None:
     a, b = await sides("a"), await sides("b")
     alice = connect(a.handler, "alice")
-    await join(a.handler, alice, "R1")
+    await join_room(a.handler, alice, "R1")
     await until(lambda: b.handler.presence.has_room("R1"))
     held = media.hold("grant")
     bob = connect(b.handler, "bob")
@@ -113,7 +115,7 @@ async def test_a_join_waits_for_a_close_under_way_on_another_instance(
 ) -> None:
     a, b = await sides("a"), await sides("b")
     alice = connect(a.handler, "alice")
-    await join(a.handler, alice, "R1")
+    await join_room(a.handler, alice, "R1")
     closing = media.hold("close_room")
     send(a.handler, alice, "leave")
     await closing.reached()  # a's DELETE of R1 is under way
@@ -146,3 +148,26 @@ async def test_a_dead_instances_reservation_ends_with_its_instance_down(
         assert a.node.replica.reservations.closing("R1")
     finally:
         await a.node.stop()
+
+
+async def test_a_participant_expired_while_its_instance_was_declared_down_stays_gone(
+    redis_server: RedisServer,
+) -> None:
+    """b stalled past its lease: a declares it down and, at once, b's participant's grace
+    period ends (a revokes its grant). b, alive, re-asserts the participants of its open
+    sockets: the one that expired must not come back (it would be revoked again)."""
+    prefix = f"m{uuid.uuid4().hex[:8]}:"
+    a, b = (Instance(redis_server.url, name, prefix, 0.3) for name in "ab")
+    await a.node.start()
+    await b.node.start()
+    try:
+        await b.do(join(b.s(1), "p1"))
+        _, expired = await asyncio.gather(a.do(InstanceDown(b.node.instance)), a.do(Expire("p1")))
+        assert [g.connection_id for g in expired.result.outcome.revoke if g] == ["hp1"]
+        await until(lambda: any(isinstance(c, Reassert) for _, c, _ in a.log()), 5)
+        await settled(a, b)
+        assert rooms(a.node.replica) == rooms(b.node.replica) == {}
+        assert a.view == b.view == {}
+    finally:
+        await a.node.stop()
+        await b.node.stop()

@@ -11,6 +11,7 @@ from lobby.cluster.commands import (
     Command,
     Disconnect,
     Expire,
+    Gone,
     InstanceDown,
     Join,
     Leave,
@@ -271,3 +272,51 @@ def test_a_snapshot_keeps_reservations_and_closes() -> None:
     assert copy.snapshot() == replica.snapshot()
     assert copy.reservations.occupied("R")
     assert copy.reservations.closing("S")
+
+
+def test_a_stale_re_assertion_of_a_removed_participant_revives_nobody() -> None:
+    """Redis lost its data while one replica had applied p1's leave (and its issuer had
+    revoked p1's grant) and another had not: the lagging one re-asserts p1, the other
+    says it is gone. Whatever their order in the new log, p1 stays gone and nothing
+    asks for its grant to be revoked again."""
+    ahead = Replica()
+    joined(ahead, "p1", "a:1")
+    left = ahead.apply(Leave("a:1"), 2)
+    assert [g.connection_id for g in left.outcome.revoke if g] == ["hp1"]
+    stale = Reassert(person("p1"), "R", "kp1", "hp1", None)
+    gone = Gone(ahead.gone())
+    orders: list[tuple[Command, Command]] = [(stale, gone), (gone, stale)]
+    for order in orders:
+        fresh = Replica()
+        results = [fresh.apply(command, 10 + n) for n, command in enumerate(order)]
+        assert all(not r.outcome.revoke for r in results)
+        assert rooms(fresh) == {}
+        expired = fresh.apply(Expire("p1"), 20)  # its grace period would have ended
+        assert expired.outcome == Outcome()
+
+
+def test_a_participant_removed_meanwhile_is_not_taken_back_by_its_instance() -> None:
+    """An instance declared down while alive re-asserts its sockets' participants; one
+    that expired in between (and was revoked) stays gone."""
+    replica = Replica()
+    joined(replica, "p1", "b:1")
+    replica.apply(InstanceDown("b"), 2)
+    assert replica.apply(Expire("p1"), 3).outcome.revoke != ()
+    back = replica.apply(Reassert(person("p1"), "R", "kp1", "hp1", "b:1"), 4)
+    assert back.outcome == Outcome()
+    assert rooms(replica) == {}
+
+
+def test_gone_removes_a_held_participant_without_a_revoke() -> None:
+    """A join whose issuer gave up waiting (and revoked its grant) applied after all."""
+    replica = Replica()
+    joined(replica, "p1", "a:1")
+    joined(replica, "p2", "a:2")
+    result = replica.apply(Gone(("p1", "p2", "p9")), 3)
+    assert result.outcome.revoke == ()
+    assert [type(e).__name__ for e in result.outcome.events] == ["Left", "Left", "RoomClosed"]
+    assert result.outcome.close_rooms == ("R",)
+    assert rooms(replica) == {}
+    assert set(replica.gone()) == {"p1", "p2", "p9"}
+    copy = Replica.from_snapshot(replica.snapshot())
+    assert copy.gone() == replica.gone()

@@ -164,6 +164,15 @@ class MediaClosed:
     instance: str
 
 
+@dataclass(frozen=True, slots=True)
+class Gone:
+    """These participants are gone for good, their grants revoked already: removed
+    without a revoke if present, and never re-asserted (a replica that had not applied
+    their removal when Redis lost its data must not bring them back)."""
+
+    participants: tuple[str, ...]
+
+
 Command = (
     Join
     | Leave
@@ -181,6 +190,7 @@ Command = (
     | Unreserve
     | CloseMedia
     | MediaClosed
+    | Gone
 )
 
 OPS: Final[dict[str, type[Command]]] = {
@@ -200,6 +210,7 @@ OPS: Final[dict[str, type[Command]]] = {
     "unreserve": Unreserve,
     "close_media": CloseMedia,
     "media_closed": MediaClosed,
+    "gone": Gone,
 }
 _NAMES: Final[dict[type[Command], str]] = {kind: name for name, kind in OPS.items()}
 
@@ -221,6 +232,8 @@ def decode(text: str | bytes) -> Command:
         values: dict[str, Any] = {f.name: data[f.name] for f in fields(kind)}
         if "participant" in values:
             values["participant"] = Participant(**values["participant"])
+        if "participants" in values:
+            values["participants"] = tuple(values["participants"])
         if "present" in values:
             values["present"] = tuple((pid, sid) for pid, sid in values["present"])
         return kind(**values)

@@ -38,6 +38,7 @@ from lobby.cluster import commands
 from lobby.cluster.commands import (
     Command,
     Disconnect,
+    Gone,
     InstanceDown,
     MediaClosed,
     Reassert,
@@ -97,9 +98,10 @@ class RedisPresence:
         self._waiters: dict[str, asyncio.Future[Applied]] = {}
         self._outbox = Outbox(self._stream, self._instance)
         self._undelivered: dict[str, Disconnect] = {}  # socket -> its Disconnect, not appended
-        # Ends of reservations and media closes not appended: else a room stays held.
+        # Ends of reservations and media closes not appended (else a room stays held), and
+        # participants gone whose removal must reach the log, even a new one.
         self._unreleased: list[Command] = []
-        self._reasserting: list[Reassert] = []  # what to put back after Redis lost its data
+        self._reasserting: list[Command] = []  # what to put back after Redis lost its data
         self._ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.running = False
@@ -162,7 +164,7 @@ class RedisPresence:
     def _keep(self, command: Command) -> None:
         if isinstance(command, Disconnect):
             self._undelivered[command.socket] = command
-        elif isinstance(command, Unreserve | MediaClosed):
+        elif isinstance(command, Unreserve | MediaClosed | Gone):
             self._unreleased.append(command)
 
     def redeliver(self) -> None:
@@ -272,9 +274,13 @@ class RedisPresence:
             # what this instance knew, but this list still is. Sockets that closed meanwhile
             # are re-asserted away: their Disconnects are moot.
             if not self._reasserting:
-                self._reasserting = self._reasserts(self._replica, own_only=False)
+                # Those removed lately first: a replica that had not applied a removal
+                # yet re-asserts that participant, which the `Gone` undoes (or blocks).
+                gone: list[Command] = [Gone(self._replica.gone())] if self._replica.gone() else []
+                self._reasserting = [*gone, *self._reasserts(self._replica, own_only=False)]
             self._undelivered.clear()
-            self._unreleased.clear()  # a new log holds no reservation nor close
+            # A new log holds no reservation nor close; a `Gone` still matters there.
+            self._unreleased = [c for c in self._unreleased if isinstance(c, Gone)]
             self.epoch = epoch
             await self._reload()
         while entries := await self._reader.read(self.last_id, None):

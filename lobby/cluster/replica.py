@@ -27,6 +27,7 @@ from lobby.cluster.commands import (
     Command,
     Disconnect,
     Expire,
+    Gone,
     Handle,
     InstanceDown,
     Join,
@@ -47,6 +48,7 @@ from lobby.cluster.reservations import Reservations
 from lobby.rules.grants import Grant
 from lobby.rules.presence import Joined, Left, Member, Outcome, Participant, Presence
 
+GONE_KEPT = 1000  # removed participants remembered, so a late re-assertion cannot revive one
 Slot = Grant | None  # what presence holds per participant: a grant without its token
 RESUME_FAILED = "That call can no longer be resumed; please join again."
 MEDIA_CLOSING = "The room's call is being closed; joining again in a moment."
@@ -81,6 +83,7 @@ class Replica:
         self.presence: Presence[Slot] = Presence()
         self._away_since: dict[str, int] = {}  # participant id -> ms, for the away ones
         self.reservations = Reservations()
+        self._gone: dict[str, None] = {}  # the last GONE_KEPT removed ids, oldest first
 
     # Reading
 
@@ -95,6 +98,10 @@ class Replica:
                 member = self.presence.member(person.id)
                 if member is not None:
                     yield member
+
+    def gone(self) -> tuple[str, ...]:
+        """The participants removed lately (oldest first), as a `Gone` re-asserts them."""
+        return tuple(self._gone)
 
     def owners(self) -> set[str]:
         """Instances whose sockets hold participants, or with a join or a media close
@@ -148,6 +155,8 @@ class Replica:
                 if self.reservations.close(room, instance, self.presence.has_room(room)):
                     return Result()
                 return Result(rejected=Rejection("occupied", "Someone is in the room."))
+            case Gone(participants):
+                return self._forget(participants)
             case MediaClosed(room, instance):
                 self.reservations.closed(room, instance)
                 return Result()
@@ -170,7 +179,27 @@ class Replica:
         for event in outcome.events:
             if isinstance(event, Left):
                 self._away_since.pop(event.participant.id, None)
+                self._bury(event.participant.id)
         return Result(outcome, participant=participant)
+
+    def _bury(self, pid: str) -> None:
+        self._gone.pop(pid, None)
+        self._gone[pid] = None
+        if len(self._gone) > GONE_KEPT:
+            del self._gone[next(iter(self._gone))]
+
+    def _forget(self, participants: tuple[str, ...]) -> Result:
+        """Remove `participants` with no revoke (theirs happened already); remember them."""
+        outcome: Outcome[Slot] = Outcome()
+        for pid in participants:
+            member = self.presence.member(pid)
+            if member is not None and member.socket is not None:
+                outcome += self.presence.leave(member.socket, "left")
+            elif member is not None:
+                outcome += self.presence.expire(pid)
+            self._bury(pid)
+        result = self._removed(outcome)
+        return Result(Outcome(result.outcome.events, (), result.outcome.close_rooms))
 
     def _disconnect(self, socket: str, at: int) -> Result:
         member = self.presence.disconnect(socket)
@@ -198,6 +227,8 @@ class Replica:
 
     def _reassert(self, c: Reassert, at: int) -> Result:
         p = self.presence
+        if c.participant.id in self._gone:  # removed and revoked: a stale replica's word
+            return Result()
         member = p.member(c.participant.id)
         free = c.socket is not None and p.member_of(c.socket) is None
         if member is None:
@@ -233,12 +264,14 @@ class Replica:
             }
             for m in self.members()
         ]
-        return {"members": members, "reservations": self.reservations.snapshot()}
+        reservations = self.reservations.snapshot()
+        return {"members": members, "reservations": reservations, "gone": list(self._gone)}
 
     @classmethod
     def from_snapshot(cls, data: dict[str, Any]) -> Replica:
         replica = cls()
         replica.reservations = Reservations.from_snapshot(data["reservations"])
+        replica._gone = dict.fromkeys(data["gone"])
         p = replica.presence
         for m in data["members"]:
             person = Participant(**m["participant"])
