@@ -122,6 +122,10 @@ class RedisPresence:
     def healthy(self) -> bool:
         return self._healthy
 
+    @property
+    def leading(self) -> bool:
+        return self.duties.leading
+
     def socket_id(self, conn_id: int) -> str:
         return f"{self._instance}:{conn_id}"
 
