@@ -103,6 +103,7 @@ class RequestHandler:
         self.calls = Calls(media, occupied=self._occupied, recovered=recovered, gate=self.gate)
         self._joins = SlidingWindow(joins_per_minute, 60.0)
         self._pending: dict[int, tuple[object, Ref]] = {}  # conn id -> (marker, request ref)
+        self._claimed: set[int] = set()  # conn ids that asked for a participant (join, resume)
         self._replies: dict[Command, Reply] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         # Tallies the metrics read when scraped: participants gone after the grace
@@ -147,8 +148,12 @@ class RequestHandler:
         self.hub.remove(conn)
         self._pending.pop(conn.id, None)
         # Sent even when presence shows no participant yet: with Redis, a join of this
-        # socket may be in the log ahead of it, not applied here yet.
-        self.execute(commands.Disconnect(self.socket_of(conn)))
+        # socket may be in the log ahead of it, not applied here yet. Only this instance
+        # issues what gives a socket of its own a participant (a join or a resume, and
+        # re-assertions of what those gave), so a socket that never asked holds nobody.
+        if conn.id in self._claimed:
+            self._claimed.discard(conn.id)
+            self.execute(commands.Disconnect(self.socket_of(conn)))
 
     def restore(self) -> int:
         """Take back the participants of the last run (at start): away, expiring after grace."""
@@ -263,6 +268,7 @@ class RequestHandler:
                 )
                 conn.send(token)
 
+        self._claimed.add(conn.id)  # before the append: a close now must follow the join
         applied = await self._run(command, conn, request.ref, reply)
         if applied is None or applied.result.rejected is not None:
             if applied is not None and applied.result.rejected is not None:
@@ -339,6 +345,7 @@ class RequestHandler:
                 refresh = self._refresh(conn, request.ref, member.participant, marker)
                 self._spawn(self._guard(conn, marker, refresh))
 
+        self._claimed.add(conn.id)
         command = commands.Resume(self.socket_of(conn), _digest(request.key), conn.user)
         self.execute(command, conn, request.ref, reply)
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from lobby.cluster import commands
 from lobby.cluster.local import LocalPresence
 from lobby.cluster.seam import Applied, Cleaner, Listener
 from lobby.handler import RequestHandler
@@ -1010,6 +1011,31 @@ async def test_reports_are_ignored_when_the_media_server_tells_call_states(
     assert alice.take() == []
     [room] = welcome(handler)["rooms"]
     assert room["participants"][0]["call"] == "connecting"
+
+
+async def test_a_socket_that_never_asked_for_a_participant_closes_without_a_command(
+    make_handler: HandlerFactory,
+) -> None:
+    """Only a join or a resume of the socket can give it a participant (with Redis, one
+    may be in the log ahead of its close): a socket that asked for neither holds nobody."""
+    heard: list[Applied] = []
+
+    def store(listener: Listener, cleaner: Cleaner, _: object) -> LocalPresence:
+        def both(applied: Applied) -> None:
+            heard.append(applied)
+            listener(applied)
+
+        return LocalPresence(grace=30.0, listener=both, cleaner=cleaner, instance="here")
+
+    handler = make_handler(store=store)
+    watcher = connect(handler, "bob")
+    handler.disconnect(watcher.conn)
+    assert heard == []
+    alice = connect(handler, "alice")
+    await join(handler, alice, "R1")
+    handler.disconnect(alice.conn)
+    assert [type(a.command).__name__ for a in heard] == ["Reserve", "Join", "Disconnect"]
+    assert heard[-1].command == commands.Disconnect("here:" + str(alice.conn.id))
 
 
 async def test_every_change_of_presence_is_a_command_of_the_store(
