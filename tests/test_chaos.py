@@ -290,14 +290,18 @@ def deleted_twice(standin: OpenViduStandin) -> list[str]:
     )
 
 
-def calls_on(standin: OpenViduStandin, paths: list[str]) -> list[str]:
-    """The stand-in's calls on the sessions of `paths`, in order: what led to a failure."""
-    sessions = {p.rpartition("/connection/")[0] for p in paths}
+def calls_on(standin: OpenViduStandin, rooms: set[str]) -> list[str]:
+    """The stand-in's calls on the sessions of `rooms`, in order: what led to a failure."""
     return [
         f"{c.method} {c.path} {c.status}"
         for c in standin.calls
-        if c.path.startswith(tuple(sessions))
+        if any(c.path.endswith(f"/sessions/{r}") or f"/sessions/{r}/" in c.path for r in rooms)
     ]
+
+
+def room_of(path: str) -> str:
+    """The room (custom session id) of a stand-in path `.../sessions/<room>/...`."""
+    return path.partition("/sessions/")[2].partition("/")[0]
 
 
 async def problems(chaos: Chaos, standin: OpenViduStandin, cookie: str) -> list[str]:
@@ -324,7 +328,11 @@ async def problems(chaos: Chaos, standin: OpenViduStandin, cookie: str) -> list[
     media = media_rooms(standin)
     lobby = {room: set(people) for room, people in truth.items()}
     if media != lobby:
-        found.append(f"the media server's connections {media} != the lobby's people {lobby}")
+        rooms = {r for r in media.keys() | lobby.keys() if media.get(r) != lobby.get(r)}
+        found.append(
+            f"the media server's connections {media} != the lobby's people {lobby}; "
+            f"its calls on {sorted(rooms)}: {calls_on(standin, rooms)}"
+        )
     return found
 
 
@@ -384,7 +392,8 @@ async def test_after_kills_and_a_redis_restart_every_view_agrees_with_the_media_
         logs = "\n".join(f"--- {i.name}\n{i.log()}" for i in cluster)
         twice = deleted_twice(standin)
         assert not left, "\n".join(left) + "\n" + logs
-        assert not twice, f"deleted twice: {twice}; {calls_on(standin, twice)}\n{logs}"
+        calls = calls_on(standin, {room_of(path) for path in twice})
+        assert not twice, f"deleted twice: {twice}; the calls on their rooms: {calls}\n{logs}"
         held = [tab.me for tab in tabs if tab.me is not None and not tab.gone]
         assert held, "the script left nobody in a room: it checks nothing"
         print(

@@ -15,7 +15,16 @@ from typing import Any
 
 import pytest
 
-from lobby.cluster.commands import CloseMedia, Command, Expire, InstanceDown, Reassert, Reserve
+from lobby.cluster.commands import (
+    CloseMedia,
+    Command,
+    Expire,
+    Gone,
+    InstanceDown,
+    Leave,
+    Reassert,
+    Reserve,
+)
 from lobby.cluster.node import RedisPresence
 from lobby.cluster.seam import Applied, Cleaner, Listener, Resetter
 from lobby.handler import RequestHandler
@@ -168,6 +177,33 @@ async def test_a_participant_expired_while_its_instance_was_declared_down_stays_
         await settled(a, b)
         assert rooms(a.node.replica) == rooms(b.node.replica) == {}
         assert a.view == b.view == {}
+    finally:
+        await a.node.stop()
+        await b.node.stop()
+
+
+async def test_after_redis_lost_its_data_each_instance_declares_gone_only_its_own_removals(
+    own_redis: RedisServer,
+) -> None:
+    """Only the issuer of a removal revokes the grant: a `Gone` from another instance
+    could hide a participant whose removal its issuer never applied (so never revoked),
+    which must instead come back and expire, revoked once."""
+    prefix = f"m{uuid.uuid4().hex[:8]}:"
+    a, b = (Instance(own_redis.url, name, prefix, 1.0) for name in "ab")
+    await a.node.start()
+    await b.node.start()
+    try:
+        await a.do(join(a.s(1), "p1"))
+        await b.do(join(b.s(1), "p2", user="bob"))
+        await a.do(Leave(a.s(1)))
+        await b.do(Leave(b.s(1)))
+        await settled(a, b)
+        own_redis.kill()
+        await until(lambda: not a.node.healthy and not b.node.healthy, 5)
+        own_redis.start()  # empty: a new epoch
+        await until(lambda: len([x for x in a.heard if isinstance(x.command, Gone)]) == 2, 10)
+        said = {x.issuer: x.command for x in a.heard if isinstance(x.command, Gone)}
+        assert said == {a.node.instance: Gone(("p1",)), b.node.instance: Gone(("p2",))}
     finally:
         await a.node.stop()
         await b.node.stop()

@@ -275,8 +275,8 @@ def test_a_snapshot_keeps_reservations_and_closes() -> None:
 
 
 def test_a_stale_re_assertion_of_a_removed_participant_revives_nobody() -> None:
-    """Redis lost its data while one replica had applied p1's leave (and its issuer had
-    revoked p1's grant) and another had not: the lagging one re-asserts p1, the other
+    """Redis lost its data while the instance that issued p1's leave (and revoked p1's
+    grant) had applied it and another had not: the lagging one re-asserts p1, the issuer
     says it is gone. Whatever their order in the new log, p1 stays gone and nothing
     asks for its grant to be revoked again."""
     ahead = Replica()

@@ -46,9 +46,10 @@ from lobby.cluster.commands import (
 )
 from lobby.cluster.duties import Duties, Timing
 from lobby.cluster.outbox import Outbox
-from lobby.cluster.replica import Replica, Result
+from lobby.cluster.replica import GONE_KEPT, Replica, Result
 from lobby.cluster.seam import Applied, Cleaner, ClusterUnavailable, Listener, Resetter
 from lobby.cluster.stream import EPOCH_CHANGED, Entry, Stream, connect
+from lobby.rules.presence import Left
 
 log = logging.getLogger("lobby.cluster")
 
@@ -102,6 +103,7 @@ class RedisPresence:
         # participants gone whose removal must reach the log, even a new one.
         self._unreleased: list[Command] = []
         self._reasserting: list[Command] = []  # what to put back after Redis lost its data
+        self._removed: dict[str, None] = {}  # the last participants this instance removed
         self._ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.running = False
@@ -256,6 +258,8 @@ class RedisPresence:
                 # participants of the sockets still open, before they expire.
                 self.spawn(self._issue_all(self._reasserts(self._replica, own_only=True)))
             result = self._replica.apply(command, entry.at)
+            if entry.by == self._instance:
+                self._revoked_by_me(result)
         self.seq, self.last_id = entry.seq, entry.id
         applied = Applied(entry.seq, command, entry.by, result)
         self._tell(self._listener, applied)
@@ -278,9 +282,13 @@ class RedisPresence:
             # what this instance knew, but this list still is. Sockets that closed meanwhile
             # are re-asserted away: their Disconnects are moot.
             if not self._reasserting:
-                # Those removed lately first: a replica that had not applied a removal
-                # yet re-asserts that participant, which the `Gone` undoes (or blocks).
-                gone: list[Command] = [Gone(self._replica.gone())] if self._replica.gone() else []
+                # Those this instance removed (and revoked) lately first: a replica that
+                # had not applied the removal re-asserts the participant, which the `Gone`
+                # undoes (or blocks). Only the issuer knows the revoke happened: another
+                # instance's removal this one applied but its issuer never did is revoked
+                # by no one yet, and must come back to expire (and be revoked) once.
+                removed = tuple(self._removed)
+                gone: list[Command] = [Gone(removed)] if removed else []
                 self._reasserting = [*gone, *self._reasserts(self._replica, own_only=False)]
             self._undelivered.clear()
             # A new log holds no reservation nor close; a `Gone` still matters there.
@@ -326,6 +334,15 @@ class RedisPresence:
             self._replica, self.seq, self.last_id = snapshot.replica, snapshot.seq, snapshot.id
         self._fail_waiters()
         self._resetter()
+
+    def _revoked_by_me(self, result: Result) -> None:
+        """Remember the participants an own command removed: this instance revokes them."""
+        for event in result.outcome.events:
+            if isinstance(event, Left):
+                self._removed.pop(event.participant.id, None)
+                self._removed[event.participant.id] = None
+                if len(self._removed) > GONE_KEPT:
+                    del self._removed[next(iter(self._removed))]
 
     def _reasserts(self, known: Replica, *, own_only: bool) -> list[Reassert]:
         """What puts back `known`'s participants: those of this instance's open sockets

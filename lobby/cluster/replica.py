@@ -100,7 +100,7 @@ class Replica:
                     yield member
 
     def gone(self) -> tuple[str, ...]:
-        """The participants removed lately (oldest first), as a `Gone` re-asserts them."""
+        """The participants removed lately (oldest first): re-asserting one does nothing."""
         return tuple(self._gone)
 
     def owners(self) -> set[str]:
