@@ -33,9 +33,11 @@ from typing import Any
 from lobby.chat import RoomChat
 from lobby.cluster import commands
 from lobby.cluster.commands import Command
+from lobby.cluster.gate import MediaGate
 from lobby.cluster.local import LocalPresence
 from lobby.cluster.replica import Slot
 from lobby.cluster.seam import (
+    UNAVAILABLE,
     Applied,
     Cleaner,
     ClusterUnavailable,
@@ -107,10 +109,12 @@ class RequestHandler:
             )
         )
         self.store = build(self._on_applied, self._unattended, self._on_reset)
-        self.calls = Calls(media, occupied=self._occupied, recovered=recovered)
+        self.gate = MediaGate(self.store)
+        self.calls = Calls(media, occupied=self._occupied, recovered=recovered, gate=self.gate)
         self.chat = RoomChat(self.store, hub, self.execute)
         self._joins = SlidingWindow(joins_per_minute, 60.0)
         self._pending: dict[int, tuple[object, Ref]] = {}  # conn id -> (marker, request ref)
+        self._claimed: set[int] = set()  # conn ids that asked for a participant (join, resume)
         self._replies: dict[Command, Reply] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         # Tallies the metrics read when scraped: participants gone after the grace
@@ -157,8 +161,12 @@ class RequestHandler:
         self.hub.remove(conn)
         self._pending.pop(conn.id, None)
         # Sent even when presence shows no participant yet: with Redis, a join of this
-        # socket may be in the log ahead of it, not applied here yet.
-        self.execute(commands.Disconnect(self.socket_of(conn)))
+        # socket may be in the log ahead of it, not applied here yet. Only this instance
+        # issues what gives a socket of its own a participant (a join or a resume, and
+        # re-assertions of what those gave), so a socket that never asked holds nobody.
+        if conn.id in self._claimed:
+            self._claimed.discard(conn.id)
+            self.execute(commands.Disconnect(self.socket_of(conn)))
 
     def restore(self) -> int:
         """Take back the participants of the last run (at start): away, expiring after grace."""
@@ -248,20 +256,26 @@ class RequestHandler:
         participant = Participant(pid, conn.user, request.nickname, conn.role)
         # Read before the await: a close from now on refuses this join (commands.Join).
         closes = self.presence.sanctions.closes_of(request.room)
+        try:  # no instance closes the room's media session from now until the Join
+            reservation = await self.gate.reserve(self.socket_of(conn), request.room)
+        except ClusterUnavailable as exc:
+            if self._current(conn, marker):
+                del self._pending[conn.id]
+                self._error(conn, request.ref, exc.code, exc.message)
+            return
         grant = await self._grant(request.room, participant)
         if not self._current(conn, marker):
-            if isinstance(grant, Grant):
-                self._cleanup(Outcome(revoke=(grant,)), request.room)
+            await self._give_back(reservation, request.room, grant)
             return
         del self._pending[conn.id]
         if isinstance(grant, MediaError):
             self._error(conn, request.ref, grant.code, grant.message)
-            self.calls.maybe_close(request.room)
+            await self._give_back(reservation, request.room, None)
             return
         # Checked again, with no await until the join: others may have filled it meanwhile.
         if self.presence.is_full(request.room, self.room_size, self.socket_of(conn)):
-            self._cleanup(Outcome(revoke=(grant,)), request.room)
             self._room_full(conn, request)
+            await self._give_back(reservation, request.room, grant)
             return
         key = secrets.token_urlsafe(24)
         command = commands.Join(
@@ -272,6 +286,7 @@ class RequestHandler:
             grant.connection_id,
             self.room_size,
             closes,
+            reservation,
         )
 
         def reply(applied: Applied) -> None:
@@ -282,13 +297,22 @@ class RequestHandler:
                 conn.send(token)
                 self.chat.history(conn, request.room)
 
+        self._claimed.add(conn.id)  # before the append: a close now must follow the join
         applied = await self._run(command, conn, request.ref, reply)
         if applied is None or applied.result.rejected is not None:
-            self._cleanup(Outcome(revoke=(grant,)), request.room)
             if applied is not None and applied.result.rejected is not None:
                 self._refused(conn, request, applied.result.rejected.code)
+            await self._give_back(reservation, request.room, grant)
+            if applied is None:  # it may apply all the same (or have): its grant is gone
+                self.execute(commands.Gone((participant.id,)))
             return
         self._settle(applied)
+
+    async def _give_back(self, reservation: str, room: str, grant: object) -> None:
+        """A join that will not happen: its reservation ends, then its grant is revoked
+        and the room closed if it is empty (in that order, or the close is refused)."""
+        await self.gate.unreserve(reservation)
+        self._cleanup(Outcome(revoke=(grant,) if isinstance(grant, Grant) else ()), room)
 
     def _refused(self, conn: Conn, request: Join, code: str) -> None:
         """A join the log refused: the room filled up meanwhile (on another instance)."""
@@ -297,6 +321,8 @@ class RequestHandler:
         elif code in JOIN_REFUSALS:  # moderation: locked, banned, closed meanwhile
             message = JOIN_REFUSALS[code].format(room=request.room)
             self._error(conn, request.ref, code, message)
+        elif code == "reservation_lost":  # Redis lost it, or this instance was declared down
+            self._error(conn, request.ref, ClusterUnavailable.code, UNAVAILABLE)
         else:  # a duplicate id or key: fresh random ones never are
             self._error(conn, request.ref, "internal_error", "Something went wrong on our side.")
 
@@ -352,6 +378,7 @@ class RequestHandler:
                 refresh = self._refresh(conn, request.ref, member.participant, marker)
                 self._spawn(self._guard(conn, marker, refresh))
 
+        self._claimed.add(conn.id)
         command = commands.Resume(self.socket_of(conn), _digest(request.key), conn.user)
         self.execute(command, conn, request.ref, reply)
 
@@ -485,6 +512,7 @@ class RequestHandler:
 
     def _on_applied(self, applied: Applied) -> None:
         """Every applied command, in log order: the issuer's reply, then the events."""
+        self.gate.note()
         if applied.issuer == self.store.instance:
             reply = self._replies.pop(applied.command, None)
             if reply is not None:
@@ -509,6 +537,7 @@ class RequestHandler:
 
     def _on_reset(self) -> None:
         """The replica was replaced: every socket's view starts over from a fresh `welcome`."""
+        self.gate.note()
         for conn in self.hub:
             self._welcome(conn)
             self.chat.history_of_held(conn)
@@ -549,11 +578,13 @@ class RequestHandler:
     def _unattended(self, applied: Applied) -> None:
         """A command of this instance nobody waited for: an expiry, or one whose issuer
         gave up (Redis was slow). Its clean-up happens here; a join its tab was told
-        failed is undone, so no participant stays that nobody holds."""
+        failed is undone (its grant was revoked then), so no participant stays that
+        nobody holds, and none is revoked twice."""
         self._settle(applied)
+        self.gate.unattended(applied)
         command = applied.command
         if isinstance(command, commands.Join) and applied.result.rejected is None:
-            self._spawn(self._settle_later(commands.Leave(command.socket), None, None, None))
+            self.execute(commands.Gone((command.participant.id,)))
 
     def _settle(self, applied: Applied) -> None:
         """Carry out the clean-up `applied` asks for: on this instance, once."""

@@ -63,7 +63,11 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # replica and the in-memory store stay pure enough to share with single-process mode.
     "lobby.cluster.*": (("lobby.cluster.*", "lobby.rules.*"), ("redis",)),
     "lobby.cluster.commands": (("lobby.rules.presence", "lobby.rules.mediastate"), ()),
-    "lobby.cluster.replica": (("lobby.cluster.commands", "lobby.rules.*"), ()),
+    "lobby.cluster.replica": (
+        ("lobby.cluster.commands", "lobby.cluster.reservations", "lobby.rules.*"),
+        (),
+    ),
+    "lobby.cluster.reservations": ((), ()),
     "lobby.cluster.seam": (("lobby.cluster.commands", "lobby.cluster.replica"), ()),
     "lobby.cluster.local": (("lobby.cluster.*",), ()),
     # Room chat: its request flow, on the same store seam and hub as the handler.
@@ -77,6 +81,7 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         (
             "lobby.chat",
             "lobby.cluster.commands",
+            "lobby.cluster.gate",
             "lobby.cluster.local",
             "lobby.cluster.replica",
             "lobby.cluster.seam",
@@ -239,7 +244,9 @@ def test_the_rules_use_only_stdlib_without_io(name: str) -> None:
         assert root == "lobby" or root in RULES_STDLIB, f"{name} imports {imported}"
 
 
-@pytest.mark.parametrize("name", ["lobby.cluster.commands", "lobby.cluster.replica"])
+@pytest.mark.parametrize(
+    "name", ["lobby.cluster.commands", "lobby.cluster.replica", "lobby.cluster.reservations"]
+)
 def test_the_replicated_commands_are_pure_too(name: str) -> None:
     """Every instance applies them alike: no clock, no randomness, no I/O."""
     for imported in imports_of(name):
