@@ -66,11 +66,14 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "lobby.cluster.replica": (("lobby.cluster.commands", "lobby.rules.*"), ()),
     "lobby.cluster.seam": (("lobby.cluster.commands", "lobby.cluster.replica"), ()),
     "lobby.cluster.local": (("lobby.cluster.*",), ()),
+    # The limits seam and its in-process side: no redis-py (the Redis side is elsewhere).
+    "lobby.cluster.limits": (("lobby.cluster.seam", "lobby.rules.*"), ()),
     # The handler talks to presence through the store seam; it builds the in-process
     # store itself, never the Redis one (the app passes that in).
     "lobby.handler": (
         (
             "lobby.cluster.commands",
+            "lobby.cluster.limits",
             "lobby.cluster.local",
             "lobby.cluster.replica",
             "lobby.cluster.seam",
@@ -111,6 +114,7 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "lobby.logs",
             "lobby.web.origins",
             "lobby.callstates",
+            "lobby.cluster.limits",
             "lobby.config",
             "lobby.hub",
             "lobby.handler",
