@@ -20,7 +20,8 @@ here in memory, is the truth for its field; Redis only adds the instances up.
   which each instance keeps alive (one PEXPIRE a renewal period) while its fields
   are known to be in Redis. An instance that finds its marker gone (its lease
   lapsed during a stall, or Redis restarted empty) or whose writes failed writes
-  all its fields again (`resync`, one script) and sets the marker.
+  all its fields again (`resync`, one script) and sets the marker, once it holds
+  its lease again (without it, the next admission anywhere would drop them again).
 
 The scripts read lease and marker keys they are not given: one standalone Redis
 (or a primary with replicas) holds the whole lobby, as its one stream requires.
@@ -80,11 +81,13 @@ return 1
 """
 
 # KEYS: the marker, then each user's sockets. ARGV: this instance, the marker's TTL (ms),
-# then how many sockets it holds of each user (0: none, the field goes).
+# its lease key, then how many sockets it holds of each user (0: none, the field goes).
+# Returns 0, writing nothing, while the instance has no lease: others would drop it again.
 _RESYNC = """
+if redis.call('EXISTS', ARGV[3]) == 0 then return 0 end
 for i = 2, #KEYS do
-  if tonumber(ARGV[i + 1]) > 0 then
-    redis.call('HSET', KEYS[i], ARGV[1], ARGV[i + 1])
+  if tonumber(ARGV[i + 2]) > 0 then
+    redis.call('HSET', KEYS[i], ARGV[1], ARGV[i + 2])
   else
     redis.call('HDEL', KEYS[i], ARGV[1])
   end
@@ -143,6 +146,7 @@ class RedisSockets:
         self._queue: list[Write] = []
         self._writer: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._running = False
         self._admit = redis.register_script(_ADMIT)
         self._resync = redis.register_script(_RESYNC)
 
@@ -175,10 +179,12 @@ class RedisSockets:
         self._write(("sync", user))
 
     async def start(self) -> None:
+        self._running = True
         self._watcher = asyncio.get_running_loop().create_task(self._watch())
 
     async def stop(self) -> None:
         """Let the queued writes go out (briefly), then stop; the lease does the rest."""
+        self._running = False
         if self._watcher is not None:
             self._watcher.cancel()
             await asyncio.wait([self._watcher])
@@ -189,7 +195,9 @@ class RedisSockets:
 
     async def _watch(self) -> None:
         """Keep the marker alive; write every field again when it is gone or writes failed."""
-        while True:
+        # `_running` too: a cancellation landing inside redis-py's timeout handling can come
+        # out as a timeout error, which this loop would otherwise catch and go on from.
+        while self._running:
             try:
                 if not await self.redis.pexpire(self._marker, self._lease_ms) or self._dirty:
                     self._dirty = False
@@ -239,11 +247,13 @@ class RedisSockets:
         users = sorted(self._held.keys() | self._stale)
         keys = [self._marker, *(self._key(u) for u in users)]
         counts = [self.held(u) for u in users]
-        pipe.eval(_RESYNC, len(keys), *keys, self.instance, self._lease_ms, *counts)
+        lease = f"{self._prefix}lease:{self.instance}"
+        pipe.eval(_RESYNC, len(keys), *keys, self.instance, self._lease_ms, lease, *counts)
         return users
 
     def _settle(self, kind: str, item: Any, reply: Any) -> None:
-        failed = isinstance(reply, Exception)
+        # A resync that found no lease wrote nothing: it is tried again, as a failed one is.
+        failed = isinstance(reply, Exception) or (kind == "resync" and not reply)
         if failed:
             self._dirty = True  # the watcher writes everything again
             log.debug("socket counts: a write failed: %s", reply)
