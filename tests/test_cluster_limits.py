@@ -287,3 +287,24 @@ async def test_while_redis_is_down_each_instance_counts_its_own(
     finally:
         await made.stop()
         await redis.aclose()
+
+
+async def test_a_handshake_gone_while_waiting_for_redis_holds_no_place(
+    instances: Instances, client: Redis
+) -> None:
+    a = await instances.start("a.1")
+    await client.client_pause(5000, all=False)  # writes (the script) wait
+    try:
+        waiting = asyncio.create_task(a.admit("alice"))
+        await until(lambda: a.held("alice") == 1)
+        waiting.cancel()
+        await asyncio.wait([waiting])
+        assert a.held("alice") == 0
+    finally:
+        await client.client_unpause()
+    await until(lambda: _no_field(instances, "alice"))  # its write, then the release's
+    assert await admitted(a, "alice", 4) == [True, True, True, False]
+
+
+async def _no_field(instances: Instances, user: str) -> bool:
+    return await instances.held(user) == {}

@@ -164,8 +164,11 @@ class RedisSockets:
                 admitted = await decided
         except TimeoutError:
             admitted = None
+        except BaseException:
+            self.release(user)  # cancelled (the handshake went away): nothing was admitted
+            raise
         if admitted is None:
-            return True  # Redis did not answer: this instance's count decided (see above)
+            return True  # Redis did not answer: this instance's count decided (failing open)
         if not admitted:
             self.release(user)
         return admitted
