@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import math
 import secrets
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -34,6 +33,7 @@ from lobby.chat import RoomChat
 from lobby.cluster import commands
 from lobby.cluster.commands import Command
 from lobby.cluster.gate import MediaGate
+from lobby.cluster.limits import Joins, LocalJoins
 from lobby.cluster.local import LocalPresence
 from lobby.cluster.replica import Slot
 from lobby.cluster.seam import (
@@ -51,7 +51,6 @@ from lobby.media.seam import MediaBackend, MediaError
 from lobby.moderation import JOIN_REFUSALS, Moderation
 from lobby.rules import mediastate, protocol, relay
 from lobby.rules.grants import Grant, Identity, can_publish
-from lobby.rules.limits import SlidingWindow
 from lobby.rules.presence import Joined, Left, Outcome, Participant, Presence
 from lobby.rules.protocol import (
     CallReport,
@@ -95,6 +94,7 @@ class RequestHandler:
         store: StoreFactory | None = None,
         kick_ban: float = 300.0,
         audit: AuditLog | None = None,
+        joins: Joins | None = None,
     ) -> None:
         self.hub = hub
         # True when the media server tells us who is in the call (its webhooks): then
@@ -112,7 +112,8 @@ class RequestHandler:
         self.gate = MediaGate(self.store)
         self.calls = Calls(media, occupied=self._occupied, recovered=recovered, gate=self.gate)
         self.chat = RoomChat(self.store, hub, self.execute)
-        self._joins = SlidingWindow(joins_per_minute, 60.0)
+        # Joins per user: in this process, or for the whole cluster (`lobby.cluster.quotas`).
+        self.joins = joins or LocalJoins(joins_per_minute)
         self._pending: dict[int, tuple[object, Ref]] = {}  # conn id -> (marker, request ref)
         self._claimed: set[int] = set()  # conn ids that asked for a participant (join, resume)
         self._replies: dict[Command, Reply] = {}
@@ -217,14 +218,12 @@ class RequestHandler:
         if conn.id in self._pending:
             self._error(conn, ref, "busy", "Your previous request is still in progress.")
             return None
-        # Every request that reaches here costs OpenVidu calls: limit them per user.
-        now = asyncio.get_running_loop().time()
-        if not self._joins.hit(conn.user, now):
-            wait = math.ceil(self._joins.retry_after(conn.user, now))
-            self._error(conn, ref, "rate_limited", f"Too many joins; try again in {wait} s.")
+        # Every request that reaches here costs OpenVidu calls: limit them per user. In one
+        # process the window answers at once; a shared one is asked in the task (`_limited`).
+        refused = self.joins.hit_now(conn.user) if isinstance(self.joins, LocalJoins) else None
+        if refused is not None:
+            self._error(conn, ref, refused.code, refused.message)
             return None
-        if len(self._joins) > 10_000:
-            self._joins.forget_idle(now)
         marker = object()
         self._pending[conn.id] = (marker, ref)
         return marker
@@ -337,12 +336,25 @@ class RequestHandler:
     async def _guard(self, conn: Conn, marker: object, work: Coroutine[Any, Any, None]) -> None:
         """Run a request; a bug answers `internal_error` instead of leaving the socket busy."""
         try:
+            if await self._limited(conn, marker):
+                work.close()  # never started
+                return
             await work
         except Exception:
             log.exception("request of %r failed", conn)
             if self._current(conn, marker):
                 _, ref = self._pending.pop(conn.id)
                 self._error(conn, ref, "internal_error", "Something went wrong on our side.")
+
+    async def _limited(self, conn: Conn, marker: object) -> bool:
+        """Whether the cluster-wide join limit refuses `conn`'s request (and said so)."""
+        if isinstance(self.joins, LocalJoins):
+            return False  # counted in `_begin`
+        refused = await self.joins.hit(conn.user)
+        if refused is not None and self._current(conn, marker):
+            _, ref = self._pending.pop(conn.id)
+            self._error(conn, ref, refused.code, refused.message)
+        return refused is not None
 
     async def _grant(self, room: str, participant: Participant) -> Grant | MediaError:
         p = participant

@@ -75,6 +75,8 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("lobby.cluster.commands", "lobby.cluster.seam", "lobby.hub", "lobby.rules.*"),
         (),
     ),
+    # The limits seam and its in-process side: no redis-py (the Redis side is elsewhere).
+    "lobby.cluster.limits": (("lobby.cluster.seam", "lobby.rules.*"), ()),
     # The handler talks to presence through the store seam; it builds the in-process
     # store itself, never the Redis one (the app passes that in).
     "lobby.handler": (
@@ -82,6 +84,7 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "lobby.chat",
             "lobby.cluster.commands",
             "lobby.cluster.gate",
+            "lobby.cluster.limits",
             "lobby.cluster.local",
             "lobby.cluster.replica",
             "lobby.cluster.seam",
@@ -137,6 +140,7 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "lobby.logs",
             "lobby.web.origins",
             "lobby.callstates",
+            "lobby.cluster.limits",
             "lobby.config",
             "lobby.hub",
             "lobby.handler",
