@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import shutil
@@ -34,7 +35,17 @@ import redis
 import uvloop
 
 from bench import phases
-from bench.procs import PY, ROOT, TARGETS, Generators, Process, cpu_ns, free_port, rss_kib
+from bench.procs import (
+    PY,
+    ROOT,
+    TARGETS,
+    Generators,
+    Process,
+    cpu_ns,
+    free_port,
+    rss_kib,
+    wait_quiet,
+)
 from bench.run import CONTROLLER_SOCKETS, STUB_SECRET, lobby_env, log
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -86,17 +97,19 @@ async def spread(
     }
 
 
+def stamps(path: Path, kind: str, window: tuple[int, int]) -> list[int]:
+    """The times of kind `kind` (`p`: an append sent, `b`: a broadcast) in a hop log."""
+    lines = path.read_text().split("\n")
+    found = (int(line[2:]) for line in lines if line.startswith(kind))
+    return sorted(t for t in found if window[0] <= t <= window[1])
+
+
 def hops(logs: list[Path], window: tuple[int, int]) -> list[float]:
     """Milliseconds from each append of instance 0 to the first broadcast on another instance.
 
     Rounds run one at a time, so the broadcast that follows an append (before the
     next append) is that append's event."""
-
-    def read(path: Path, kind: str) -> list[int]:
-        lines = path.read_text().split("\n")
-        stamps = (int(line[2:]) for line in lines if line.startswith(kind))
-        return sorted(t for t in stamps if window[0] <= t <= window[1])
-
+    read = functools.partial(stamps, window=window)
     pubs = read(logs[0], "p")
     others = sorted(t for path in logs[1:] for t in read(path, "b"))
     found = []
@@ -105,6 +118,21 @@ def hops(logs: list[Path], window: tuple[int, int]) -> list[float]:
         if after is not None:
             found.append((after - pub) / 1e6)
     return found
+
+
+def lobby_command(port: int, hop_log: Path, lag_log: Path) -> list[str]:
+    # fmt: off
+    return [PY, "-m", "bench.serve_lobby", "--port", str(port), "--hop-log", str(hop_log),
+            "--lag-log", str(lag_log), "--gc-log", str(lag_log.with_suffix(".gc"))]
+    # fmt: on
+
+
+def stall_max(path: Path, window: tuple[int, int]) -> float:
+    """The longest stall (ms, over 5 ms) `serve_lobby --lag-log` wrote in `window`."""
+    if not path.exists():
+        return 0.0
+    lags = (line.split() for line in path.read_text().splitlines())
+    return max((float(ms) for t, ms in lags if window[0] <= int(t) <= window[1]), default=0.0)
 
 
 async def run_config(
@@ -118,16 +146,14 @@ async def run_config(
         env |= {"LOBBY_REDIS_URL": ctx["redis_url"], "LOBBY_REDIS_PREFIX": f"bench-{tag}:"}
     ports = [free_port() for _ in range(k)]
     hop_logs = [ctx["tmp"] / f"hops-{tag}-{i}.txt" for i in range(k)]
-    servers = [
-        Process(
-            [PY, "-m", "bench.serve_lobby", "--port", str(port), "--hop-log", str(hop)],
-            ctx["tmp"] / f"lobby-{tag}-{i}.log",
-            env,
-        )
-        for i, (port, hop) in enumerate(zip(ports, hop_logs, strict=True))
-    ]
+    lag_logs = [ctx["tmp"] / f"lag-{tag}-{i}.txt" for i in range(k)]
     result: dict[str, Any] = {"label": label, "n": n, "instances": k, "redis": shared}
+    result["background_cores"] = await wait_quiet(0.3, args.patience)
     result["load_average"] = os.getloadavg()
+    servers = [
+        Process(lobby_command(port, hop, lag), ctx["tmp"] / f"lobby-{tag}-{i}.log", env)
+        for i, (port, hop, lag) in enumerate(zip(ports, hop_logs, lag_logs, strict=True))
+    ]
     gens: Generators | None = None
     b: phases.Bench | None = None
     try:
@@ -161,6 +187,17 @@ async def run_config(
                 "delivery_p50", "delivery_p99", "events", "gen_cores", "other_cores")  # fmt: skip
         result["fanout"] = {key: fan[key] for key in keep}
         spans = fan["spans_ns"]
+        if spans:  # each instance's longest event-loop stall during the rounds
+            window = (spans[0][0], spans[-1][1])
+            result["stall_max_ms"] = [stall_max(path, window) for path in lag_logs]
+            # One append per change in the cluster, one broadcast per event per instance,
+            # whatever the number of tabs (a round: a join and a leave).
+            count = len(spans) - 1  # the last round's leave falls outside the window
+            appends = sum(len(stamps(path, "p", window)) for path in hop_logs)
+            result["appends_per_round"] = appends / count if count else None
+            result["broadcasts_per_round"] = [
+                len(stamps(path, "b", window)) / count if count else None for path in hop_logs
+            ]
         if k > 1 and spans:
             window = (spans[0][0], spans[-1][1])
             hop = hops(hop_logs, window)
@@ -172,7 +209,8 @@ async def run_config(
         result["lost"] = sum(c["lost"] for c in counts)
         log(f"{label}: last-client p50/p99 {fan['last_p50']:.1f}/{fan['last_p99']:.1f} ms, "
             f"hop p50/p99 {result.get('hop_p50')}/{result.get('hop_p99')} ms, "
-            f"{result['lost']} lost, load {result['load_average'][0]:.2f}")  # fmt: skip
+            f"{result['lost']} lost, stalls {result.get('stall_max_ms')} ms, "
+            f"load {result['load_average'][0]:.2f}")  # fmt: skip
     except Exception as exc:  # one configuration failing must not lose the others' numbers
         result["error"] = f"{type(exc).__name__}: {exc}"
         tails = "\n".join(s.tail() for s in servers)
@@ -261,19 +299,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
         "--sizes",
-        type=lambda s: [int(x) for x in s.split(",")],
+        type=lambda s: [int(x) for x in s.split(",") if x],
         default=[2000, 10000],
         help="tabs: on one instance, then on two",
     )
     parser.add_argument(
         "--hold", type=int, default=30000, help="tabs over three instances (0: none)"
     )
-    parser.add_argument("--rounds", type=int, default=30, help="events (a join and a leave each)")
+    parser.add_argument("--rounds", type=int, default=60, help="events (a join and a leave each)")
     parser.add_argument("--hold-rounds", type=int, default=5)
     parser.add_argument("--single-redis", action="store_true",
                         help="also one instance with presence through Redis")  # fmt: skip
     parser.add_argument("--per-process", type=int, default=8000, help="tabs per generator")
     parser.add_argument("--concurrency", type=int, default=200, help="handshakes in flight each")
+    parser.add_argument(
+        "--patience", type=float, default=120.0, help="seconds to wait for a quiet machine"
+    )
     parser.add_argument("--out", default=str(ROOT / "docs/bench/cluster"))
     parser.add_argument("--keep-logs", action="store_true")
     args = parser.parse_args()
