@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import json
 import os
@@ -120,6 +121,15 @@ def hops(logs: list[Path], window: tuple[int, int]) -> list[float]:
     return found
 
 
+def run_delay_ns(pid: int) -> int:
+    """Time every thread of `pid` spent runnable but waiting for a CPU so far (schedstat)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            total += int((task / "schedstat").read_text().split()[1])
+    return total
+
+
 def lobby_command(port: int, hop_log: Path, lag_log: Path) -> list[str]:
     # fmt: off
     return [PY, "-m", "bench.serve_lobby", "--port", str(port), "--hop-log", str(hop_log),
@@ -176,9 +186,15 @@ async def run_config(
         await b.peer("trigger")
         await phases.fanout(b, 2)  # warm-up
         cpu0, wall0 = [cpu_ns(s.pid) for s in servers], time.monotonic_ns()
-        redis0 = cpu_ns(ctx["redis_pid"])
+        redis0, waited0 = cpu_ns(ctx["redis_pid"]), [run_delay_ns(s.pid) for s in servers]
         fan = await phases.fanout(b, rounds)
         wall = time.monotonic_ns() - wall0
+        # How long each instance was ready to run but waited for a core: the machine's
+        # share of the tails, not the lobby's (ms per round).
+        result["cpu_wait_ms_per_round"] = [
+            (run_delay_ns(s.pid) - w) / 1e6 / max(1, fan["rounds"])
+            for s, w in zip(servers, waited0, strict=True)
+        ]
         result["cpu_cores"] = [
             (cpu_ns(s.pid) - c) / wall for s, c in zip(servers, cpu0, strict=True)
         ]
@@ -186,6 +202,10 @@ async def run_config(
         keep = ("rounds", "stalled", "missing", "last_ms", "last_p50", "last_p99", "last_max",
                 "delivery_p50", "delivery_p99", "events", "gen_cores", "other_cores")  # fmt: skip
         result["fanout"] = {key: fan[key] for key in keep}
+        # What the rest of the machine did meanwhile (other people's work): the phase's
+        # count leaves out the first instance and the generators only.
+        rest = sum(result["cpu_cores"][1:]) + result["redis_cores"]
+        result["other_cores"] = fan["other_cores"] - rest
         spans = fan["spans_ns"]
         if spans:  # each instance's longest event-loop stall during the rounds
             window = (spans[0][0], spans[-1][1])
@@ -234,9 +254,10 @@ def ms(value: float | None) -> str:
 def table(results: list[dict[str, Any]]) -> list[str]:
     rows = [
         "| Instances | Tabs | last-client p50 (ms) | p99 | ratio p99 to one instance "
-        "| hop p50 / p99 (ms) | CPU per instance (cores) | Redis (cores) | RSS per instance (MiB) "
-        "| errors + lost | load average |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| hop p50 / p99 (ms) | CPU per instance (cores) | waited for a core (ms per round) "
+        "| longest stall (ms) | Redis (cores) | RSS per instance (MiB) | errors + lost "
+        "| other work (cores) | load average |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     single: dict[int, float] = {}
     for r in results:
@@ -253,9 +274,12 @@ def table(results: list[dict[str, Any]]) -> list[str]:
         rss = " / ".join(f"{kib / 1024:.0f}" for kib in r["rss_kib"])
         bad = r["connect"]["errors"] + r["lost"] + fan["missing"]
         load = " ".join(f"{x:.2f}" for x in r["load_average"])
+        waited = " / ".join(f"{w:.1f}" for w in r.get("cpu_wait_ms_per_round", []))
+        stalls = " / ".join(f"{x:.0f}" for x in r.get("stall_max_ms", []))
         rows.append(
             f"| {r['label']} | {r['n']:,} | {ms(fan['last_p50'])} | {ms(fan['last_p99'])} | "
-            f"{ratio} | {hop} | {cpu} | {r['redis_cores']:.2f} | {rss} | {bad} | {load} |"
+            f"{ratio} | {hop} | {cpu} | {waited or '—'} | {stalls} | {r['redis_cores']:.2f} | "
+            f"{rss} | {bad} | {r['other_cores']:.2f} | {load} |"
         )
     return rows
 
