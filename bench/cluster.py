@@ -1,10 +1,11 @@
 """`python -m bench.cluster`: one event's fan-out across lobby instances sharing one Redis.
 
 Issue 13, item 6. For each size N: N tabs on one instance (presence in memory, as a
-single process runs), then the same N over two instances (N/2 each, presence through
-Redis); a trigger on the first instance joins a room and leaves it, round after
-round, and every tab stamps the event's arrival (the generator of `bench.run`). Then
-`--hold` sockets over three instances, with a few rounds to all of them.
+single process runs, written through to the SQLite roster), on one instance with presence
+through Redis (no roster: the same path as a cluster's), then the same N over two
+instances (N/2 each, through Redis); a trigger on the first instance joins a room and
+leaves it, round after round, and every tab stamps the event's arrival (the generator of
+`bench.run`). Then `--hold` sockets over three instances, with a few rounds to all of them.
 
 The hop (publish on one instance → first write on the other) is a debug-only timing:
 each instance runs `bench.serve_lobby --hop-log`, which writes the time of every append
@@ -253,22 +254,23 @@ def ms(value: float | None) -> str:
 
 def table(results: list[dict[str, Any]]) -> list[str]:
     rows = [
-        "| Instances | Tabs | last-client p50 (ms) | p99 | ratio p99 to one instance "
+        "| Instances | Tabs | last-client p50 (ms) | p99 | p99 ÷ one instance (memory / Redis) "
         "| hop p50 / p99 (ms) | CPU per instance (cores) | waited for a core (ms per round) "
         "| longest stall (ms) | Redis (cores) | RSS per instance (MiB) | errors + lost "
         "| other work (cores) | load average |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    single: dict[int, float] = {}
+    single: dict[tuple[int, bool], float] = {}  # (tabs, through Redis): one instance's p99
     for r in results:
         if "error" in r:
             rows.append(f"| {r['label']} | {r['n']:,} | failed: {r['error'][:80]} |")
             continue
         fan = r["fanout"]
-        if r["instances"] == 1 and not r["redis"]:
-            single[r["n"]] = fan["last_p99"]
-        base = single.get(r["n"])
-        ratio = f"{fan['last_p99'] / base:.2f}x" if base and r["instances"] > 1 else "—"
+        if r["instances"] == 1:
+            single[r["n"], r["redis"]] = fan["last_p99"]
+        bases = [single.get((r["n"], shared)) for shared in (False, True)]
+        ratio = " / ".join(f"{fan['last_p99'] / b:.2f}x" if b else "—" for b in bases)
+        ratio = ratio if r["instances"] > 1 else "—"
         hop = f"{ms(r.get('hop_p50'))} / {ms(r.get('hop_p99'))}" if r["instances"] > 1 else "—"
         cpu = " / ".join(f"{c:.2f}" for c in r["cpu_cores"])
         rss = " / ".join(f"{kib / 1024:.0f}" for kib in r["rss_kib"])
@@ -305,7 +307,9 @@ async def run_all(args: argparse.Namespace, tmp: Path, sessions: list[str]) -> d
     try:
         stub.wait_port(stub_port)
         for n in args.sizes:
-            configs = [(1, False), *([(1, True)] if args.single_redis else []), (2, True)]
+            # One instance as it runs alone (presence in memory, written through to the
+            # SQLite roster), the same through Redis, then two instances through Redis.
+            configs = [(1, False), (1, True), (2, True)]
             for k, shared in configs:
                 results.append(await run_config(args, ctx, n, k, shared, args.rounds))
         if args.hold:
@@ -332,8 +336,6 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=60, help="events (a join and a leave each)")
     parser.add_argument("--hold-rounds", type=int, default=5)
-    parser.add_argument("--single-redis", action="store_true",
-                        help="also one instance with presence through Redis")  # fmt: skip
     parser.add_argument("--per-process", type=int, default=8000, help="tabs per generator")
     parser.add_argument("--concurrency", type=int, default=200, help="handshakes in flight each")
     parser.add_argument(
