@@ -45,6 +45,7 @@ from bench.procs import (
     Process,
     cpu_ns,
     free_port,
+    machine_busy_ns,
     rss_kib,
     wait_quiet,
 )
@@ -146,106 +147,171 @@ def stall_max(path: Path, window: tuple[int, int]) -> float:
     return max((float(ms) for t, ms in lags if window[0] <= int(t) <= window[1]), default=0.0)
 
 
-async def run_config(
-    args: argparse.Namespace, ctx: dict[str, Any], n: int, k: int, shared: bool, rounds: int
-) -> dict[str, Any]:
-    """`n` tabs over `k` instances (`shared`: presence through Redis); `rounds` events."""
-    label = f"{k} x {n // k:,}" + (" (Redis)" if shared else " (memory)")
-    tag = f"{n}-{k}-{'redis' if shared else 'memory'}"
-    env = lobby_env(ctx["db"], ctx["stub_url"])
-    if shared:  # each configuration its own keys: a fresh log, no earlier presence
-        env |= {"LOBBY_REDIS_URL": ctx["redis_url"], "LOBBY_REDIS_PREFIX": f"bench-{tag}:"}
-    ports = [free_port() for _ in range(k)]
-    hop_logs = [ctx["tmp"] / f"hops-{tag}-{i}.txt" for i in range(k)]
-    lag_logs = [ctx["tmp"] / f"lag-{tag}-{i}.txt" for i in range(k)]
-    result: dict[str, Any] = {"label": label, "n": n, "instances": k, "redis": shared}
-    result["background_cores"] = await wait_quiet(0.3, args.patience)
-    result["load_average"] = os.getloadavg()
-    servers = [
-        Process(lobby_command(port, hop, lag), ctx["tmp"] / f"lobby-{tag}-{i}.log", env)
-        for i, (port, hop, lag) in enumerate(zip(ports, hop_logs, lag_logs, strict=True))
-    ]
-    gens: Generators | None = None
-    b: phases.Bench | None = None
-    try:
-        for server, port in zip(servers, ports, strict=True):
+class Setup:
+    """One configuration: `n` tabs over `k` instances (`shared`: presence through Redis),
+    their generators and the trigger; `round()` times one join and its leave.
+
+    Configurations run side by side, their rounds interleaved: on a machine others
+    share, a burst of someone else's work then lands on all of them alike.
+    """
+
+    def __init__(self, ctx: dict[str, Any], n: int, k: int, shared: bool) -> None:
+        self.ctx, self.n, self.k = ctx, n, k
+        self.label = f"{k} x {n // k:,}" + (" (Redis)" if shared else " (memory)")
+        tag = f"{n}-{k}-{'redis' if shared else 'memory'}"
+        self.env = lobby_env(ctx["db"], ctx["stub_url"])
+        if shared:  # each configuration its own keys: a fresh log, no earlier presence
+            self.env |= {"LOBBY_REDIS_URL": ctx["redis_url"], "LOBBY_REDIS_PREFIX": f"b-{tag}:"}
+        self.ports = [free_port() for _ in range(k)]
+        self.hop_logs = [ctx["tmp"] / f"hops-{tag}-{i}.txt" for i in range(k)]
+        self.lag_logs = [ctx["tmp"] / f"lag-{tag}-{i}.txt" for i in range(k)]
+        self.logs = [ctx["tmp"] / f"lobby-{tag}-{i}.log" for i in range(k)]
+        self.result: dict[str, Any] = {"label": self.label, "n": n, "instances": k, "redis": shared}
+        self.servers: list[Process] = []
+        self.gens: Generators | None = None
+        self.b: phases.Bench | None = None
+        self.fans: list[dict[str, Any]] = []
+        self.cpu = [0] * k
+        self.waited = [0] * k
+        self.redis = self.other = self.wall = 0
+
+    async def start(self, args: argparse.Namespace) -> None:
+        ctx, r = self.ctx, self.result
+        files = zip(self.ports, self.hop_logs, self.lag_logs, self.logs, strict=True)
+        for port, hop, lag, out in files:
+            self.servers.append(Process(lobby_command(port, hop, lag), out, self.env))
+        for server, port in zip(self.servers, self.ports, strict=True):
             server.wait_port(port)
-        rss0 = [rss_kib(s.pid) for s in servers]
-        per_instance = -(-n // k)
+        rss0 = [rss_kib(s.pid) for s in self.servers]
+        per_instance = -(-self.n // self.k)
         # Generator i serves instance i % k: each instance gets the same share of them.
-        gens = await Generators.start(k * -(-per_instance // args.per_process), 1)
-        result["connect"] = c = await spread(gens, ports, ctx["sessions"][:n], args.concurrency)
-        log(f"{label}: {c['connected']} connected in {c['seconds']:.1f} s, {c['errors']} errors")
+        self.gens = gens = await Generators.start(self.k * -(-per_instance // args.per_process), 1)
+        sessions = ctx["sessions"][: self.n]
+        r["connect"] = c = await spread(gens, self.ports, sessions, args.concurrency)
+        log(f"{self.label}: {c['connected']} connected in {c['seconds']:.1f} s, "
+            f"{c['errors']} errors")  # fmt: skip
         await asyncio.sleep(1.0)  # let the servers settle (GC, lazily grown buffers)
-        result["rss_kib"] = [rss_kib(s.pid) for s in servers]
-        result["rss_per_socket_kib"] = [
-            (after - before) / max(1, n // k)
-            for before, after in zip(rss0, result["rss_kib"], strict=True)
+        r["rss_kib"] = [rss_kib(s.pid) for s in self.servers]
+        r["rss_per_socket_kib"] = [
+            (after - before) / max(1, self.n // self.k)
+            for before, after in zip(rss0, r["rss_kib"], strict=True)
         ]
         cookies = list(ctx["sessions"][-CONTROLLER_SOCKETS:])
-        b = phases.Bench(TARGETS["lobby"], n, ports[0], servers[0], gens, ctx["stub_url"], cookies)
+        server = self.servers[0]
+        b = phases.Bench(TARGETS["lobby"], self.n, self.ports[0], server, gens, "", cookies)
+        self.b = b
         await b.peer("trigger")
         await phases.fanout(b, 2)  # warm-up
-        cpu0, wall0 = [cpu_ns(s.pid) for s in servers], time.monotonic_ns()
-        redis0, waited0 = cpu_ns(ctx["redis_pid"]), [run_delay_ns(s.pid) for s in servers]
-        fan = await phases.fanout(b, rounds)
-        wall = time.monotonic_ns() - wall0
-        # How long each instance was ready to run but waited for a core: the machine's
-        # share of the tails, not the lobby's (ms per round).
-        result["cpu_wait_ms_per_round"] = [
-            (run_delay_ns(s.pid) - w) / 1e6 / max(1, fan["rounds"])
-            for s, w in zip(servers, waited0, strict=True)
-        ]
-        result["cpu_cores"] = [
-            (cpu_ns(s.pid) - c) / wall for s, c in zip(servers, cpu0, strict=True)
-        ]
-        result["redis_cores"] = (cpu_ns(ctx["redis_pid"]) - redis0) / wall
-        keep = ("rounds", "stalled", "missing", "last_ms", "last_p50", "last_p99", "last_max",
-                "delivery_p50", "delivery_p99", "events", "gen_cores", "other_cores")  # fmt: skip
-        result["fanout"] = {key: fan[key] for key in keep}
-        # What the rest of the machine did meanwhile (other people's work): the phase's
-        # count leaves out the first instance and the generators only.
-        rest = sum(result["cpu_cores"][1:]) + result["redis_cores"]
-        result["other_cores"] = fan["other_cores"] - rest
-        spans = fan["spans_ns"]
-        if spans:  # each instance's longest event-loop stall during the rounds
-            window = (spans[0][0], spans[-1][1])
-            result["stall_max_ms"] = [stall_max(path, window) for path in lag_logs]
-            # One append per change in the cluster, one broadcast per event per instance,
-            # whatever the number of tabs (a round: a join and a leave).
-            count = len(spans) - 1  # the last round's leave falls outside the window
-            appends = sum(len(stamps(path, "p", window)) for path in hop_logs)
-            result["appends_per_round"] = appends / count if count else None
-            result["broadcasts_per_round"] = [
-                len(stamps(path, "b", window)) / count if count else None for path in hop_logs
-            ]
-        if k > 1 and spans:
-            window = (spans[0][0], spans[-1][1])
-            hop = hops(hop_logs, window)
-            result["hop_ms"] = hop
-            result["hop_p50"], result["hop_p99"] = phases.pct(hop, 50), phases.pct(hop, 99)
-            result["hop_max"] = max(hop, default=None)
-        counts = await gens.all({"cmd": "counts"})
-        result["open"] = sum(c["open"] for c in counts)
-        result["lost"] = sum(c["lost"] for c in counts)
-        log(f"{label}: last-client p50/p99 {fan['last_p50']:.1f}/{fan['last_p99']:.1f} ms, "
-            f"hop p50/p99 {result.get('hop_p50')}/{result.get('hop_p99')} ms, "
-            f"{result['lost']} lost, stalls {result.get('stall_max_ms')} ms, "
-            f"load {result['load_average'][0]:.2f}")  # fmt: skip
-    except Exception as exc:  # one configuration failing must not lose the others' numbers
-        result["error"] = f"{type(exc).__name__}: {exc}"
-        tails = "\n".join(s.tail() for s in servers)
-        log(f"{label} FAILED: {result['error']}\n{tails}")
-    finally:
-        if b is not None:
-            for peer in b.peers.values():
+
+    def _mine(self) -> int:
+        assert self.gens is not None
+        pids = [*(s.pid for s in self.servers), self.ctx["redis_pid"], os.getpid()]
+        return self.gens.cpu_ns() + sum(cpu_ns(pid) for pid in pids)
+
+    async def round(self) -> None:
+        assert self.b is not None
+        cpu0 = [cpu_ns(s.pid) for s in self.servers]
+        waited0 = [run_delay_ns(s.pid) for s in self.servers]
+        redis0, mine0, busy0 = cpu_ns(self.ctx["redis_pid"]), self._mine(), machine_busy_ns()
+        wall0 = time.monotonic_ns()
+        self.fans.append(await phases.fanout(self.b, 1))
+        self.wall += time.monotonic_ns() - wall0
+        for i, server in enumerate(self.servers):
+            self.cpu[i] += cpu_ns(server.pid) - cpu0[i]
+            self.waited[i] += run_delay_ns(server.pid) - waited0[i]
+        self.redis += cpu_ns(self.ctx["redis_pid"]) - redis0
+        self.other += (machine_busy_ns() - busy0) - (self._mine() - mine0)
+
+    async def finish(self) -> dict[str, Any]:
+        """The numbers of the rounds so far; then stop every process of this setup."""
+        r, fans = self.result, self.fans
+        try:
+            lasts = [x for fan in fans for x in fan["last_ms"]]
+            spans = [span for fan in fans for span in fan["spans_ns"]]
+            r["fanout"] = {
+                "rounds": len(lasts), "last_ms": lasts, "last_p50": phases.pct(lasts, 50),
+                "last_p99": phases.pct(lasts, 99), "last_max": max(lasts, default=None),
+                "missing": sum(fan["missing"] for fan in fans),
+                "stalled": any(fan["stalled"] for fan in fans),
+            }  # fmt: skip
+            wall = max(1, self.wall)
+            r["cpu_cores"] = [c / wall for c in self.cpu]
+            r["cpu_wait_ms_per_round"] = [w / 1e6 / max(1, len(fans)) for w in self.waited]
+            r["redis_cores"], r["other_cores"] = self.redis / wall, self.other / wall
+            r.update(self._logs(spans))
+            assert self.gens is not None
+            counts = await self.gens.all({"cmd": "counts"})
+            r["open"], r["lost"] = sum(c["open"] for c in counts), sum(c["lost"] for c in counts)
+        except Exception as exc:  # one configuration failing must not lose the others' numbers
+            r["error"] = f"{type(exc).__name__}: {exc}"
+        await self.stop()
+        return r
+
+    def _logs(self, spans: list[tuple[int, int]]) -> dict[str, Any]:
+        """From the servers' own logs, over the rounds: stalls, appends, broadcasts, hops."""
+        if not spans:
+            return {}
+        window = (spans[0][0], spans[-1][1])
+        # A round is a join and a leave; the window holds every join and all but the last
+        # leave. One append per change in the cluster and one broadcast per event on each
+        # instance, whatever the number of tabs.
+        changes = 2 * len(spans) - 1
+        appends = sum(len(stamps(path, "p", window)) for path in self.hop_logs)
+        found: dict[str, Any] = {
+            "stall_max_ms": [stall_max(path, window) for path in self.lag_logs],
+            "appends_per_change": appends / changes,
+            "broadcasts_per_change": [
+                len(stamps(path, "b", window)) / changes for path in self.hop_logs
+            ],
+        }
+        if self.k > 1:
+            # Only this setup's appends and broadcasts are in its logs, and its rounds
+            # run one at a time: an append's event is the broadcast that follows it.
+            hop = hops(self.hop_logs, window)
+            found |= {"hop_ms": hop, "hop_p50": phases.pct(hop, 50), "hop_p99": phases.pct(hop, 99),
+                      "hop_max": max(hop, default=None)}  # fmt: skip
+        return found
+
+    async def stop(self) -> None:
+        if self.b is not None:
+            for peer in self.b.peers.values():
                 if peer.transport is not None:
                     peer.transport.abort()
-        if gens is not None:
-            await gens.stop()
-        for server in servers:
+        if self.gens is not None:
+            await self.gens.stop()
+        for server in self.servers:
             server.stop()
-    return result
+
+
+async def side_by_side(
+    args: argparse.Namespace, ctx: dict[str, Any], configs: list[tuple[int, int, bool]], rounds: int
+) -> list[dict[str, Any]]:
+    """Start every configuration of `configs` ((tabs, instances, through Redis)), then run
+    `rounds` rounds of each, interleaved; their results."""
+    background = await wait_quiet(0.3, args.patience)
+    setups = [Setup(ctx, n, k, shared) for n, k, shared in configs]
+    failed: dict[str, str] = {}
+    try:
+        for setup in setups:
+            await setup.start(args)
+        load = os.getloadavg()
+        for _ in range(rounds):
+            for setup in setups:
+                await setup.round()
+    except Exception as exc:  # keep what was measured; say what failed
+        failed["error"] = f"{type(exc).__name__}: {exc}"
+        log(f"FAILED: {failed['error']}\n" + "\n".join(s.tail() for x in setups for s in x.servers))
+        load = os.getloadavg()
+    results = []
+    for setup in setups:
+        result = await setup.finish()
+        result |= failed | {"background_cores": background, "load_average": load}
+        results.append(result)
+        fan = result.get("fanout", {})
+        log(f"{result['label']}: last-client p50/p99 {fan.get('last_p50')}/{fan.get('last_p99')} "
+            f"ms, hop p50/p99 {result.get('hop_p50')}/{result.get('hop_p99')} ms, "
+            f"{result.get('lost')} lost, load {load[0]:.2f}")  # fmt: skip
+    return results
 
 
 def ms(value: float | None) -> str:
@@ -309,11 +375,10 @@ async def run_all(args: argparse.Namespace, tmp: Path, sessions: list[str]) -> d
         for n in args.sizes:
             # One instance as it runs alone (presence in memory, written through to the
             # SQLite roster), the same through Redis, then two instances through Redis.
-            configs = [(1, False), (1, True), (2, True)]
-            for k, shared in configs:
-                results.append(await run_config(args, ctx, n, k, shared, args.rounds))
+            configs = [(n, 1, False), (n, 1, True), (n, 2, True)]
+            results += await side_by_side(args, ctx, configs, args.rounds)
         if args.hold:
-            results.append(await run_config(args, ctx, args.hold, 3, True, args.hold_rounds))
+            results += await side_by_side(args, ctx, [(args.hold, 3, True)], args.hold_rounds)
     finally:
         stub.stop()
         redis_server.stop()
