@@ -185,7 +185,8 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "lobby.web.drain",
             "lobby.web.uvicorn_adapter",
         ),
-        ("starlette", "uvicorn"),
+        # redis: one PING before starting, so an unreachable Redis is one sentence.
+        ("starlette", "uvicorn", "redis"),
     ),
     "lobby.cli": (
         ("lobby.config", "lobby.server", "lobby.web", "lobby.rules.grants", "lobby.store.*"),
