@@ -201,6 +201,8 @@ async def test_a_reload_rejoins_livekit_as_the_same_participant_and_nobody_sees_
     assert rejoined.claims.identity == alice_id
     await alice.in_call("error")
     await expect(alice.page.locator("#call-room")).to_have_text("LKROOM")
-    # Bob saw nobody leave or join: no event, and Alice's tile and chip never went away.
-    assert [f["type"] for f in bob.lobby_frames[seen_by_bob:]] == []
+    # Bob saw nobody leave or join: no event but, perhaps, Alice's page saying anew what it
+    # sends (`media`: the stand-in takes no publish, so what it says depends on how far
+    # the page got); and Alice's tile and chip never went away.
+    assert [f["type"] for f in bob.lobby_frames[seen_by_bob:] if f["type"] != "media"] == []
     assert await bob.removed() == []
