@@ -145,3 +145,33 @@ async def test_every_page_passes_axe_in_both_colour_schemes(
     for hue in range(8):
         await tile.evaluate("(tile, hue) => { tile.dataset.hue = String(hue); }", hue)
         assert await violations(bob.page) == [], hue
+
+
+async def test_chips_name_the_user_only_when_the_nickname_differs_and_long_names_are_cut(
+    make_lobby: LobbyFactory, standin: OpenViduStandin, tabs: Tabs
+):
+    lobby = await make_lobby()
+    long_name = "Quarterly-planning-for-the-whole-engineering-department_2026-Q3"
+    bob = await tabs.login(lobby.http, "bob", viewport=PHONE)
+    await bob.create_room(long_name, "bob")  # the nickname is the user name
+    await bob.in_call()
+    alice = await tabs.login(lobby.http, "alice", viewport=PHONE)
+    await alice.join_listed(long_name, "Ann")
+    await alice.in_call()
+    chips = bob.page.locator("#call-participants li.chip")
+    await expect(chips).to_have_text(["bob", "Ann (alice)"])
+
+    viewer = await tabs.login(lobby.http, "sub", viewport=PHONE)
+    card = viewer.card(long_name)
+    name = card.locator(".room-name")
+    # Cut with "…" on screen, whole on hover and to screen readers.
+    await expect(name).to_have_attribute("title", long_name)
+    await expect(name).to_have_css("text-overflow", "ellipsis")
+    assert await name.evaluate("(e) => e.scrollWidth > e.clientWidth")
+    await expect(card.get_by_role("heading", name=long_name)).to_be_visible()
+    title = bob.page.locator("#call-room")
+    await expect(title).to_have_attribute("title", long_name)
+    assert await title.evaluate("(e) => e.scrollWidth > e.clientWidth")
+    await expect(bob.page.get_by_role("heading", name=f"Call in room {long_name}")).to_be_visible()
+    assert await overflow(bob.page) == 0
+    assert await overflow(viewer.page) == 0

@@ -1,12 +1,10 @@
-"""The call on a phone (375 × 667) and on a wide screen: the header on one line, one row of
+"""The call on a phone (375 by 667 px) and on a wide screen: the header on one line, one row of
 controls that covers no tile and no name, every tile reachable, tiles sized to the window,
 viewers as small name plates, and the participant list that can be hidden."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any
 
 from playwright.async_api import Page, expect
 
@@ -26,7 +24,9 @@ BOXES = """() => {
   });
   const shown = (selector) => [...document.querySelectorAll(selector)]
     .filter((e) => e.checkVisibility())
-    .map((e) => ({ what: e.dataset.participant || e.className || e.id, ...clip(e.getBoundingClientRect()) }))
+    .map((e) => ({
+      what: e.dataset.participant || e.className || e.id, ...clip(e.getBoundingClientRect()),
+    }))
     .filter((r) => r.right > r.left && r.bottom > r.top);
   return {
     controls: box(document.querySelector(".call-controls").getBoundingClientRect()),
@@ -41,7 +41,8 @@ NAME_ON_TOP = """(tile) => {
   tile.scrollIntoView({ block: "nearest" });
   const label = tile.querySelector(".tile-label").getBoundingClientRect();
   const body = tile.closest(".call-body").getBoundingClientRect();
-  const top = document.elementFromPoint((label.left + label.right) / 2, (label.top + label.bottom) / 2);
+  const x = (label.left + label.right) / 2;
+  const top = document.elementFromPoint(x, (label.top + label.bottom) / 2);
   const t = tile.getBoundingClientRect();
   return {
     onTop: Boolean(top) && tile.contains(top),
@@ -50,10 +51,11 @@ NAME_ON_TOP = """(tile) => {
 }"""
 
 
-def meets(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return a["left"] < b["right"] and b["left"] < a["right"] and a["top"] < b["bottom"] and (
-        b["top"] < a["bottom"]
-    )
+def meets(a: dict[str, float], b: dict[str, float]) -> bool:
+    """Whether two boxes share any area."""
+    apart_x = a["right"] <= b["left"] or b["right"] <= a["left"]
+    apart_y = a["bottom"] <= b["top"] or b["bottom"] <= a["top"]
+    return not (apart_x or apart_y)
 
 
 async def nothing_under_the_controls(page: Page) -> None:
@@ -75,7 +77,8 @@ async def widths_change(page: Page, before: list[float], timeout: float = 5.0) -
     """The tiles' widths once they differ from `before` (a resize lays them out again)."""
     async with asyncio.timeout(timeout):
         while (now := await tile_widths(page)) == before:
-            await page.wait_for_timeout(20)  # noqa: ASYNC110 (a layout has no event to await)
+            # A layout has no event to await: look again after a frame or so.
+            await page.wait_for_timeout(20)
     return now
 
 
@@ -118,13 +121,15 @@ async def test_the_call_fits_a_phone(
     assert await page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
 
     # The viewer is a name plate; the controls are icons, named by their words.
-    await expect(page.locator('#videos .tile[data-compact]')).to_have_count(1)
+    await expect(page.locator("#videos .tile[data-compact]")).to_have_count(1)
     plate = await page.locator("#videos .tile[data-compact]").bounding_box()
-    assert plate is not None and plate["height"] <= 56
+    assert plate is not None
+    assert plate["height"] <= 56
     await expect(page.get_by_role("button", name="Turn camera off")).to_be_visible()
     await expect(page.get_by_role("button", name="Leave call")).to_be_visible()
     label = await page.locator("#leave .btn-label").bounding_box()
-    assert label is not None and label["width"] <= 1  # only the icon shows
+    assert label is not None
+    assert label["width"] <= 1  # only the icon shows
 
     await nothing_under_the_controls(page)
     for tile in await page.locator("#videos .tile").all():
