@@ -37,11 +37,27 @@ export function followRoom(room) {
 }
 
 /**
- * Copy `room`'s link; says how it went through `say`. Without a clipboard (an insecure
+ * Back (or Forward) through the calls' addresses: the view follows the address. `room()`
+ * is the room whose call the page shows (null in the lobby).
+ */
+export function followAddress({ room, leave, join }) {
+  window.addEventListener("popstate", () => {
+    const wanted = roomInAddress();
+    const inCall = room();
+    if (inCall !== null && wanted !== inCall) leave();
+    else if (inCall === null && wanted !== null) join(wanted);
+  });
+}
+
+/**
+ * Copy `room`'s link; says how it went in `status`. Without a clipboard (an insecure
  * origin, a refusal) the link shows selected in `fallback`, ready for Ctrl+C.
  */
-export async function copyLink(room, { say, fallback }) {
+export async function copyLink(room, { status, fallback }) {
   const link = roomLink(room);
+  const say = (text) => {
+    status.textContent = text;
+  };
   try {
     await navigator.clipboard.writeText(link);
     fallback.hidden = true;

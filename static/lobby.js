@@ -4,7 +4,7 @@
 // (`handle`); requests carry a numeric `ref` and wait in `pending` for their reply.
 
 import { connectSocket } from "./socket.js";
-import { copyLink, followRoom, roomInAddress } from "./address.js";
+import { copyLink, followAddress, followRoom, roomInAddress } from "./address.js";
 import { layoutGrid } from "./grid.js";
 import { checkJoin, clearFieldErrors, warnAboutCase } from "./joinform.js";
 import { ChatPanel } from "./chat.js";
@@ -441,21 +441,16 @@ ui.roomInput.addEventListener("input", () => {
   clearFieldErrors();
   warnAboutCase(view.readRoomName(), liveRoomNames());
 });
-// Back (or Forward) through the addresses of the calls: the view follows the address.
-window.addEventListener("popstate", () => {
-  const room = roomInAddress();
-  if (current && room !== current.room) leave();
-  else if (!current && room !== null) {
+followAddress({
+  room: () => current?.room ?? null,
+  leave,
+  join: (room) => {
     ui.roomInput.value = room;
     join(room);
-  }
+  },
 });
 ui.copyLink.addEventListener("click", () => {
-  if (!current) return;
-  const say = (text) => {
-    ui.copyStatus.textContent = text;
-  };
-  copyLink(current.room, { say, fallback: ui.linkBox });
+  if (current) copyLink(current.room, { status: ui.copyStatus, fallback: ui.linkBox });
 });
 ui.togglePeople.addEventListener("click", () => {
   view.togglePeople();
