@@ -124,6 +124,7 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "lobby.web.*": (
         (
             "lobby.web",
+            "lobby.web.addresses",
             "lobby.web.auth",
             "lobby.web.assets",
             "lobby.web.health",
