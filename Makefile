@@ -66,3 +66,10 @@ bench bench-full: | $(UV)
 	$(UV) sync --locked --group bench
 	cd bench/peers/node && npm ci --silent --no-audit --no-fund
 	.venv/bin/python -m bench.run $(if $(filter bench,$@),--quick) $(BENCH_ARGS)
+
+# Fan-out across instances sharing one Redis (issue 13): 2,000 and 10,000 tabs on one instance
+# and on two, then 30,000 held over three (a few minutes; redis-server needed) → docs/bench/cluster/.
+.PHONY: bench-cluster
+bench-cluster: | $(UV)
+	$(UV) sync --locked --group bench
+	.venv/bin/python -m bench.cluster $(BENCH_ARGS)

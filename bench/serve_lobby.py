@@ -28,6 +28,9 @@ def main() -> None:
         "--gc-log", help="write every garbage collection (time, generation, ms) here"
     )
     parser.add_argument("--lag-log", help="write every event-loop stall over 5 ms here")
+    parser.add_argument(
+        "--hop-log", help="write the time of every append to Redis and every broadcast here"
+    )
     args = parser.parse_args()
     if args.lobby_path:
         sys.path.insert(0, args.lobby_path)
@@ -52,6 +55,8 @@ def main() -> None:
         _profile_on_signals(args.pyinstrument)
     if args.gc_log:
         _log_collections(args.gc_log)
+    if args.hop_log:
+        _log_hops(args.hop_log)
     server = uvicorn.Server(config)
     if args.lag_log:
         _probe_lag(server, args.lag_log)
@@ -111,6 +116,34 @@ def _log_collections(path: str) -> None:
             out.write(f"{now} {info['generation']} {(now - started) / 1e6:.3f}\n")
 
     gc.callbacks.append(note)
+
+
+def _log_hops(path: str) -> None:
+    """Debug-only timing of the Redis hop (`bench.cluster`): one line per append batch sent
+    to Redis (`p`, CLOCK_MONOTONIC ns just before the pipeline goes out) and per broadcast
+    (`b`, ns just before it frames and writes to the first socket).
+
+    Wraps the two methods on their classes, in this bench process only; one buffered
+    line each (about a microsecond), nothing per socket.
+    """
+    import time
+
+    from lobby.cluster.stream import Stream
+    from lobby.hub import Hub
+
+    out = open(path, "w", buffering=1)  # noqa: SIM115 (open for the life of the process)
+    append_all, broadcast = Stream.append_all, Hub.broadcast
+
+    async def logged_append(self: Stream, *args: Any) -> list[Any]:
+        out.write(f"p {time.monotonic_ns()}\n")
+        return await append_all(self, *args)
+
+    def logged_broadcast(self: Hub, text: str) -> None:
+        out.write(f"b {time.monotonic_ns()}\n")
+        broadcast(self, text)
+
+    Stream.append_all = logged_append  # type: ignore[method-assign]
+    Hub.broadcast = logged_broadcast  # type: ignore[method-assign]
 
 
 def _profile_on_signals(report: str) -> None:

@@ -20,8 +20,13 @@ from starlette.websockets import WebSocket
 
 from lobby.callstates import CallStates
 from lobby.cluster.courier import Courier
+from lobby.cluster.duties import Timing
+from lobby.cluster.limits import LocalLogins, LocalSockets, Logins, Sockets
 from lobby.cluster.node import RedisPresence
+from lobby.cluster.quotas import RedisJoins, RedisSockets
 from lobby.cluster.seam import Cleaner, Listener, PresenceStore, Resetter
+from lobby.cluster.stream import connect
+from lobby.cluster.throttle import RedisLogins
 from lobby.config import Settings
 from lobby.handler import RequestHandler, StoreFactory
 from lobby.hub import HeapFreezer, Hub, Keepalive
@@ -91,6 +96,31 @@ def presence_store(settings: Settings) -> StoreFactory | None:
     return build
 
 
+class SharedLimits:
+    """The per-user limits counted in Redis for the whole cluster (`lobby.cluster.quotas`,
+    `lobby.cluster.throttle`), on one client of their own."""
+
+    def __init__(self, settings: Settings, store: PresenceStore, throttle: LoginThrottle) -> None:
+        timing = store.timing if isinstance(store, RedisPresence) else Timing()
+        self.redis = connect(settings.redis_url or "", timing.command_timeout)
+        prefix = settings.redis_prefix
+        self.logins = RedisLogins(self.redis, throttle.policy, prefix=prefix)
+        self.joins = RedisJoins(self.redis, settings.joins_per_minute, store.instance, prefix)
+        self.sockets = RedisSockets(
+            self.redis,
+            settings.max_sockets_per_user,
+            store.instance,
+            prefix=prefix,
+            lease=timing.lease,
+            renew=timing.renew,
+            timeout=timing.command_timeout,
+        )
+
+    async def aclose(self) -> None:
+        await self.sockets.stop()
+        await self.redis.aclose()
+
+
 def create_app(
     settings: Settings,
     *,
@@ -157,7 +187,13 @@ def create_app(
             )
         auth = Auth(store, sessions, secret_key=settings.secret_key, ttl=settings.session_ttl)
         # `is None`, not `or`: an empty throttle has length 0 and counts as false.
-        throttle = LoginThrottle() if login_throttle is None else login_throttle
+        policy = LoginThrottle() if login_throttle is None else login_throttle
+        throttle: Logins = LocalLogins(policy)
+        sockets: Sockets = LocalSockets(settings.max_sockets_per_user)
+        shared = SharedLimits(settings, handler.store, policy) if settings.redis_url else None
+        if shared is not None:  # with Redis, every per-user limit counts for the cluster
+            throttle, sockets, handler.joins = shared.logins, shared.sockets, shared.joins
+            await shared.sockets.start()
         readiness = health.Readiness(
             [health.database_check(db), health.media_check(lambda: backend.down)]
         )
@@ -186,6 +222,7 @@ def create_app(
             call_states,
             readiness,
             meter,
+            sockets,
         )
         scrape_port = metrics_server(meter, settings)
         watcher = asyncio.create_task(watch_sessions(sessions, hub, handler))
@@ -210,6 +247,8 @@ def create_app(
             await handler.drain()
             if courier is not None:
                 await courier.stop()
+            if shared is not None:
+                await shared.aclose()
             await backend.aclose()
             if users is None:
                 db.close()

@@ -8,7 +8,9 @@ connection no member holds (an unknown room, a stale connection, someone who
 already left) changes nothing.
 
 Webhooks can be lost, so with a back end that can list a room's connections
-(`ParticipantLister`) `reconcile` asks it about every lobby room now and then:
+(`ParticipantLister`) `reconcile` asks it about every lobby room now and then, on one
+instance of a cluster at a time (the one holding the duties, `lobby.cluster.duties`):
+every instance would find the same, and two could both remove the same stranger:
 listed members are in the call, missing ones dropped out, and an *active*
 connection no member holds is removed from the media server (a leaked token, a
 stale tab). Never one the lobby is deleting already (`Calls.revoking`), nor one a
@@ -42,6 +44,7 @@ class CallStates:
         self._lister = lister
         self._interval = interval
         self._failing = False  # the last round failed: said once until one succeeds
+        self.rounds = 0  # periodic rounds this instance ran
 
     # News about one connection (webhooks)
 
@@ -82,6 +85,9 @@ class CallStates:
             return
         while True:
             await asyncio.sleep(self._interval)
+            if not self._handler.store.leading:
+                continue  # another instance checks
+            self.rounds += 1
             try:
                 await self.reconcile()
             except Exception:  # a bug must not end the checks for the rest of the run

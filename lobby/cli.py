@@ -79,11 +79,11 @@ def _serve(args: argparse.Namespace, serve: Serve | None) -> int:
     except ConfigError as exc:
         print(f"lobby: {exc}", file=sys.stderr)
         return 2
-    if serve is None:
-        # Imported here so the `users` commands work without the server's dependencies loaded.
-        from lobby.server import serve as serve_forever
+    # Imported here so the `users` commands work without the server's dependencies loaded.
+    from lobby.server import RedisUnreachable
+    from lobby.server import serve as serve_forever
 
-        serve = serve_forever
+    serve = serve or serve_forever
     try:
         serve(settings)
     except (IncompatibleUvicorn, MissingLibrary) as exc:
@@ -91,6 +91,10 @@ def _serve(args: argparse.Namespace, serve: Serve | None) -> int:
         return 2
     except (sqlite3.Error, SchemaError, Unavailable) as exc:
         print(f"lobby: cannot use the database {_shown(settings.database)}: {exc}", file=sys.stderr)
+        return 1
+    except RedisUnreachable as exc:
+        url = _without_password(settings.redis_url or "")
+        print(f"lobby: cannot reach Redis at {url} (LOBBY_REDIS_URL): {exc}", file=sys.stderr)
         return 1
     return 0
 
@@ -245,12 +249,16 @@ def _shown(location: str) -> str:
     from another folder would otherwise make a second, empty database without a word), a
     PostgreSQL URL without its password."""
     if is_postgres(location):
-        parts = urlsplit(location)
-        if parts.password is None:
-            return location
-        user = f"{parts.username}:***@" if parts.username else ":***@"
-        return urlunsplit(parts._replace(netloc=user + parts.netloc.rpartition("@")[2]))
+        return _without_password(location)
     return location if location == ":memory:" else str(Path(location).resolve())
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit(parts._replace(netloc=user + parts.netloc.rpartition("@")[2]))
 
 
 def database_path() -> str:

@@ -15,9 +15,13 @@ import re
 import signal
 import socket
 import threading
-from dataclasses import replace
+import time
+from dataclasses import dataclass, field, replace
+from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
 from typing import Any
 
+import redis
 import uvicorn
 from starlette.types import ASGIApp
 
@@ -141,12 +145,32 @@ def uvicorn_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
     )
 
 
+class RedisUnreachable(RuntimeError):
+    """`LOBBY_REDIS_URL` is set but Redis does not answer; `str()` says what happened."""
+
+
+def require_redis(url: str) -> None:
+    """One PING, before uvicorn: else the lifespan would wait for Redis, then fail with a
+    traceback. At once, not waiting: a supervisor (systemd's `Restart=on-failure`, compose's
+    `restart:`) starts the lobby again, and an operator sees why at the first line."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as exc:
+        raise RedisUnreachable(str(exc) or type(exc).__name__) from exc
+    finally:
+        client.close()
+
+
 def serve(settings: Settings) -> None:
     """Serve until stopped; `IncompatibleUvicorn` or `MissingLibrary` (one sentence) first,
-    then the database's `Unavailable`, `SchemaError` or `sqlite3.Error`."""
+    then the database's `Unavailable`, `SchemaError` or `sqlite3.Error`, then
+    `RedisUnreachable`."""
     assets.require(settings.media)  # before the banner: a refusal is the only line printed
     # The database too (reached, migrated): else uvicorn would print the lifespan's traceback.
     database.connect(settings.database).close()
+    if settings.redis_url:
+        require_redis(settings.redis_url)
     # One handler for every line, ours and uvicorn's: the format, the ids, redaction.
     logs.configure(settings.log_level, settings.log_format, filters=[REDACT])
     # httpx logs every OpenVidu call at INFO; lobby.media.openvidu logs what matters.
@@ -196,16 +220,50 @@ def _listen(host: str, port: int) -> socket.socket:
     return socket.create_server((host, port), family=family, backlog=2048)
 
 
+# A worker that dies is started again after `RESTART_DELAY`, doubled for each one in a row
+# that died younger than `YOUNG` seconds (a worker that cannot start would otherwise be
+# restarted as fast as it fails), up to `RESTART_DELAY_MAX`.
+RESTART_DELAY, RESTART_DELAY_MAX, YOUNG = 0.5, 30.0, 10.0
+
+
+@dataclass
+class _Worker:
+    """Worker `n`: its current process (started at once), its young deaths in a row."""
+
+    n: int
+    settings: Settings
+    listening: socket.socket
+    process: BaseProcess = field(init=False)
+    started: float = field(init=False)
+    failures: int = 0
+    due: float | None = None  # when to start a new one, after a death
+
+    def __post_init__(self) -> None:
+        self.start()
+
+    def start(self) -> None:
+        spawn = multiprocessing.get_context("spawn")
+        args = (_nth(self.settings, self.n), self.listening)
+        self.process = spawn.Process(target=_worker, args=args, name=f"lobby-worker-{self.n}")
+        self.process.start()
+        self.started, self.due = time.monotonic(), None
+
+    def check(self, now: float) -> None:
+        """If the process ended, note it, and when to start the next."""
+        if self.due is not None or self.process.is_alive():
+            return
+        lived = now - self.started
+        self.failures = self.failures + 1 if lived < YOUNG else 0
+        delay = min(RESTART_DELAY_MAX, RESTART_DELAY * 2**self.failures)
+        self.due = now + delay
+        log.warning("worker %d (pid %s) ended with code %s after %.1f s; a new one in %.1f s",
+                    self.n, self.process.pid, self.process.exitcode, lived, delay)  # fmt: skip
+
+
 def _run_workers(settings: Settings, listening: socket.socket) -> None:
-    """Start `settings.workers` processes on `listening`; stop them all when one ends or
-    this process is told to stop (SIGTERM, SIGINT)."""
-    spawn = multiprocessing.get_context("spawn")
-    workers = [
-        spawn.Process(target=_worker, args=(_nth(settings, n), listening), name=f"lobby-worker-{n}")
-        for n in range(settings.workers)
-    ]
-    for worker in workers:
-        worker.start()
+    """Run `settings.workers` processes on `listening`, each started again if it dies, until
+    this process is told to stop (SIGTERM, SIGINT): then stop them all."""
+    slots = [_Worker(n, settings, listening) for n in range(settings.workers)]
     stopping = threading.Event()
 
     def stop(signum: int, frame: object) -> None:
@@ -213,13 +271,22 @@ def _run_workers(settings: Settings, listening: socket.socket) -> None:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, stop)
-    while not stopping.is_set() and all(w.is_alive() for w in workers):
-        stopping.wait(0.5)
-    for worker in workers:
-        if worker.is_alive():
-            worker.terminate()  # SIGTERM: uvicorn shuts the worker down gracefully
-    for worker in workers:
-        worker.join()
+    while not stopping.is_set():
+        # Wakes as soon as a worker ends (its sentinel), and at least twice a second for
+        # `stopping` (a signal does not interrupt the wait).
+        now = time.monotonic()
+        due = [s.due - now for s in slots if s.due is not None]
+        wait([s.process.sentinel for s in slots if s.due is None], min([0.5, *due]))
+        now = time.monotonic()
+        for slot in slots:
+            slot.check(now)
+            if slot.due is not None and now >= slot.due and not stopping.is_set():
+                slot.start()
+    for slot in slots:
+        if slot.process.is_alive():
+            slot.process.terminate()  # SIGTERM: uvicorn shuts the worker down gracefully
+    for slot in slots:
+        slot.process.join()
     listening.close()
 
 

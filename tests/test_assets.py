@@ -208,3 +208,14 @@ def test_the_installed_wheel_serves_its_own_pages_and_files(tmp_path: Path) -> N
         f"but {installed.resolve()} is missing: "
         "in a checkout, run `make vendor` (it needs npm), and build a wheel only after\n"
     )
+
+
+def test_the_stylesheet_closes_every_block_it_opens() -> None:
+    """A lost `}` (a merge, a hasty edit) is no syntax error to a browser: with CSS
+    nesting it quietly turns every later rule into a nested one that matches nothing."""
+    text = re.sub(r"/\*.*?\*/", "", (ROOT / "static" / "style.css").read_text(), flags=re.S)
+    depth = 0
+    for number, line in enumerate(text.splitlines(), 1):
+        depth += line.count("{") - line.count("}")
+        assert depth >= 0, f"style.css: a '}}' with no block open, line {number} (comments out)"
+    assert depth == 0, f"style.css: {depth} block(s) never closed"

@@ -16,6 +16,7 @@ from lobby.media.livekit import LiveKitBackend
 from tests.conftest import Client, Lobby, LobbyFactory, until
 from tests.livekit_standin import LiveKitStandin, running_standin
 from tests.openvidu_standin import OpenViduStandin
+from tests.redis_server import RedisServer
 
 KEY, SECRET = "APIlobby", "reconcile-secret-0123456789-0123456789"
 
@@ -183,3 +184,28 @@ async def test_peer_to_peer_rooms_have_nothing_to_check(make_lobby: LobbyFactory
     await lobby.state.call_states.reconcile()
     await alice.send({"type": "call_state", "call": "connected"})
     assert (await bob.recv())["call"] == "connected"  # the page's word is what counts
+
+
+async def test_in_a_cluster_one_instance_at_a_time_checks_the_calls(
+    make_lobby: LobbyFactory, livekit: LiveKitStandin, own_redis: RedisServer
+) -> None:
+    """Every instance would find the same: only the one holding the duties checks, so a
+    stranger is removed by one instance, not raced for by all."""
+    a, b = [
+        await make_lobby(
+            media="livekit",
+            backend=LiveKitBackend(livekit.ws_url, livekit.url, KEY, SECRET, timeout=2),
+            livekit_api_key=KEY,
+            livekit_api_secret=SECRET,
+            call_reconcile_interval=0.05,
+            redis_url=own_redis.url,
+        )
+        for _ in range(2)
+    ]
+    await in_room(a)
+    livekit.join("R1", "p_leaked")
+    await livekit.wait_for(lambda: removals(livekit) == ["p_leaked"])
+    checks = (a.state.call_states, b.state.call_states)
+    await until(lambda: sum(c.rounds for c in checks) >= 10)
+    assert sorted(c.rounds for c in checks)[0] == 0  # the other instance never checked
+    assert removals(livekit) == ["p_leaked"]

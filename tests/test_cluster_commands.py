@@ -9,14 +9,17 @@ import pytest
 from lobby.cluster import commands
 from lobby.cluster.commands import (
     Chat,
+    CloseMedia,
     CloseRoom,
     Disconnect,
     Expire,
+    Gone,
     InstanceDown,
     Join,
     Kick,
     Leave,
     LockRoom,
+    MediaClosed,
     MediaJoined,
     MediaLeft,
     Reassert,
@@ -24,7 +27,9 @@ from lobby.cluster.commands import (
     ReplaceGrant,
     ReportCall,
     ReportMedia,
+    Reserve,
     Resume,
+    Unreserve,
 )
 from lobby.rules.mediastate import MediaState
 from lobby.rules.presence import Participant
@@ -58,6 +63,12 @@ EVERY_KIND = [
     ReportMedia("a:1", MediaState(camera=True, microphone=False, screen=True)),
     Reassert(replace(ALICE, media=MediaState(microphone=True)), "Room", "digest", None, None),
     Chat("a:1", "Hi <b>all</b>\n\tnext line, é 👋", "2026-12-07T06:30:00.123Z"),
+    Join("a:1", ALICE, "Room", "digest", "conn-1", 4, 2, "res-1"),
+    Reserve("res-1", "Room", "a:1"),
+    Unreserve("res-1"),
+    CloseMedia("Room", "a"),
+    MediaClosed("Room", "a"),
+    Gone(("p1", "p2")),
 ]
 
 

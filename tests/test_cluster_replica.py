@@ -8,15 +8,18 @@ from dataclasses import replace
 
 from lobby.cluster.commands import (
     Chat,
+    CloseMedia,
     CloseRoom,
     Command,
     Disconnect,
     Expire,
+    Gone,
     InstanceDown,
     Join,
     Kick,
     Leave,
     LockRoom,
+    MediaClosed,
     MediaJoined,
     MediaLeft,
     Reassert,
@@ -24,6 +27,7 @@ from lobby.cluster.commands import (
     ReplaceGrant,
     ReportCall,
     ReportMedia,
+    Reserve,
     Resume,
 )
 from lobby.cluster.replica import NOT_IN_ROOM, Rejection, Replica, Result, slot
@@ -453,3 +457,95 @@ def test_a_snapshot_carries_each_rooms_history() -> None:
     assert copy.chats.of("R") == replica.chats.of("R")
     assert copy.chats.of("S") == replica.chats.of("S")
     assert copy.snapshot() == replica.snapshot()
+
+
+def test_a_reservation_and_a_media_close_exclude_each_other_in_log_order() -> None:
+    replica = Replica()
+    assert replica.apply(Reserve("r1", "R", "b:1"), 1).rejected is None
+    assert replica.apply(CloseMedia("R", "a"), 2).rejected == Rejection(
+        "occupied", "Someone is in the room."
+    )
+    joined_by = Join("b:1", person("p1"), "R", "k1", "h1", 0, reservation="r1")
+    assert replica.apply(joined_by, 3).rejected is None  # the join ends its reservation
+    replica.apply(Leave("b:1"), 4)
+    assert replica.apply(CloseMedia("R", "a"), 5).rejected is None  # empty, nobody coming
+    refused = replica.apply(Reserve("r2", "R", "b:1"), 6)
+    assert refused.rejected is not None
+    assert refused.rejected.code == "media_closing"
+    replica.apply(MediaClosed("R", "b"), 7)  # another instance's word: not this close
+    assert replica.reservations.closing("R")
+    replica.apply(MediaClosed("R", "a"), 8)
+    assert replica.apply(Reserve("r2", "R", "b:1"), 9).rejected is None
+
+
+def test_a_join_whose_reservation_ended_is_refused_and_a_dead_instance_holds_nothing() -> None:
+    replica = Replica()
+    replica.apply(Reserve("r1", "R", "b:1"), 1)
+    replica.apply(CloseMedia("S", "b"), 2)
+    assert replica.owners() == {"b"}  # watched: its lapse ends both
+    replica.apply(InstanceDown("b"), 3)
+    assert replica.owners() == set()
+    assert not replica.reservations.occupied("R")
+    assert not replica.reservations.closing("S")
+    late = replica.apply(Join("b:1", person("p1"), "R", "k1", "h1", 0, reservation="r1"), 4)
+    assert late.rejected is not None
+    assert late.rejected.code == "reservation_lost"  # R may have closed meanwhile
+    assert rooms(replica) == {}
+
+
+def test_a_snapshot_keeps_reservations_and_closes() -> None:
+    replica = Replica()
+    replica.apply(Reserve("r1", "R", "b:1"), 1)
+    replica.apply(CloseMedia("S", "a"), 2)
+    copy = Replica.from_snapshot(json.loads(json.dumps(replica.snapshot())))
+    assert copy.snapshot() == replica.snapshot()
+    assert copy.reservations.occupied("R")
+    assert copy.reservations.closing("S")
+
+
+def test_a_stale_re_assertion_of_a_removed_participant_revives_nobody() -> None:
+    """Redis lost its data while the instance that issued p1's leave (and revoked p1's
+    grant) had applied it and another had not: the lagging one re-asserts p1, the issuer
+    says it is gone. Whatever their order in the new log, p1 stays gone and nothing
+    asks for its grant to be revoked again."""
+    ahead = Replica()
+    joined(ahead, "p1", "a:1")
+    left = ahead.apply(Leave("a:1"), 2)
+    assert [g.connection_id for g in left.outcome.revoke if g] == ["hp1"]
+    stale = Reassert(person("p1"), "R", "kp1", "hp1", None)
+    gone = Gone(ahead.gone())
+    orders: list[tuple[Command, Command]] = [(stale, gone), (gone, stale)]
+    for order in orders:
+        fresh = Replica()
+        results = [fresh.apply(command, 10 + n) for n, command in enumerate(order)]
+        assert all(not r.outcome.revoke for r in results)
+        assert rooms(fresh) == {}
+        expired = fresh.apply(Expire("p1"), 20)  # its grace period would have ended
+        assert expired.outcome == Outcome()
+
+
+def test_a_participant_removed_meanwhile_is_not_taken_back_by_its_instance() -> None:
+    """An instance declared down while alive re-asserts its sockets' participants; one
+    that expired in between (and was revoked) stays gone."""
+    replica = Replica()
+    joined(replica, "p1", "b:1")
+    replica.apply(InstanceDown("b"), 2)
+    assert replica.apply(Expire("p1"), 3).outcome.revoke != ()
+    back = replica.apply(Reassert(person("p1"), "R", "kp1", "hp1", "b:1"), 4)
+    assert back.outcome == Outcome()
+    assert rooms(replica) == {}
+
+
+def test_gone_removes_a_held_participant_without_a_revoke() -> None:
+    """A join whose issuer gave up waiting (and revoked its grant) applied after all."""
+    replica = Replica()
+    joined(replica, "p1", "a:1")
+    joined(replica, "p2", "a:2")
+    result = replica.apply(Gone(("p1", "p2", "p9")), 3)
+    assert result.outcome.revoke == ()
+    assert [type(e).__name__ for e in result.outcome.events] == ["Left", "Left", "RoomClosed"]
+    assert result.outcome.close_rooms == ("R",)
+    assert rooms(replica) == {}
+    assert set(replica.gone()) == {"p1", "p2", "p9"}
+    copy = Replica.from_snapshot(replica.snapshot())
+    assert copy.gone() == replica.gone()

@@ -63,7 +63,11 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # replica and the in-memory store stay pure enough to share with single-process mode.
     "lobby.cluster.*": (("lobby.cluster.*", "lobby.rules.*"), ("redis",)),
     "lobby.cluster.commands": (("lobby.rules.presence", "lobby.rules.mediastate"), ()),
-    "lobby.cluster.replica": (("lobby.cluster.commands", "lobby.rules.*"), ()),
+    "lobby.cluster.replica": (
+        ("lobby.cluster.commands", "lobby.cluster.reservations", "lobby.rules.*"),
+        (),
+    ),
+    "lobby.cluster.reservations": ((), ()),
     "lobby.cluster.seam": (("lobby.cluster.commands", "lobby.cluster.replica"), ()),
     "lobby.cluster.local": (("lobby.cluster.*",), ()),
     # Room chat: its request flow, on the same store seam and hub as the handler.
@@ -71,22 +75,41 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("lobby.cluster.commands", "lobby.cluster.seam", "lobby.hub", "lobby.rules.*"),
         (),
     ),
+    # The limits seam and its in-process side: no redis-py (the Redis side is elsewhere).
+    "lobby.cluster.limits": (("lobby.cluster.seam", "lobby.rules.*"), ()),
     # The handler talks to presence through the store seam; it builds the in-process
     # store itself, never the Redis one (the app passes that in).
     "lobby.handler": (
         (
             "lobby.chat",
             "lobby.cluster.commands",
+            "lobby.cluster.gate",
+            "lobby.cluster.limits",
             "lobby.cluster.local",
             "lobby.cluster.replica",
             "lobby.cluster.seam",
             "lobby.hub",
+            "lobby.joining",
             "lobby.rules.*",
             "lobby.media.seam",
             "lobby.media.calls",
             "lobby.moderation",
             "lobby.store.audit",
             "lobby.store.roster",
+        ),
+        (),
+    ),
+    # Joins and resumes: grants from the media server, commands through the handler.
+    "lobby.joining": (
+        (
+            "lobby.cluster.commands",
+            "lobby.cluster.limits",
+            "lobby.cluster.seam",
+            "lobby.handler",
+            "lobby.hub",
+            "lobby.media.seam",
+            "lobby.moderation",
+            "lobby.rules.*",
         ),
         (),
     ),
@@ -133,6 +156,7 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "lobby.logs",
             "lobby.web.origins",
             "lobby.callstates",
+            "lobby.cluster.limits",
             "lobby.config",
             "lobby.hub",
             "lobby.handler",
@@ -177,7 +201,8 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "lobby.web.drain",
             "lobby.web.uvicorn_adapter",
         ),
-        ("starlette", "uvicorn"),
+        # redis: one PING before starting, so an unreachable Redis is one sentence.
+        ("starlette", "uvicorn", "redis"),
     ),
     "lobby.cli": (
         ("lobby.config", "lobby.server", "lobby.web", "lobby.rules.grants", "lobby.store.*"),
@@ -186,9 +211,9 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "lobby.__main__": (("lobby.cli",), ()),
     "lobby": ((), ()),
 }
-# Ten, and two request flows of issue 15 beside the handler (its lines hold no more):
-# lobby.moderation and lobby.chat.
-MAX_TOP_LEVEL_MODULES = 12
+# Ten, and three request flows beside the handler (which holds what they share):
+# lobby.joining (joins and resumes), and issue 15's lobby.moderation and lobby.chat.
+MAX_TOP_LEVEL_MODULES = 13
 
 
 def module_name(path: Path) -> str:
@@ -240,7 +265,9 @@ def test_the_rules_use_only_stdlib_without_io(name: str) -> None:
         assert root == "lobby" or root in RULES_STDLIB, f"{name} imports {imported}"
 
 
-@pytest.mark.parametrize("name", ["lobby.cluster.commands", "lobby.cluster.replica"])
+@pytest.mark.parametrize(
+    "name", ["lobby.cluster.commands", "lobby.cluster.replica", "lobby.cluster.reservations"]
+)
 def test_the_replicated_commands_are_pure_too(name: str) -> None:
     """Every instance applies them alike: no clock, no randomness, no I/O."""
     for imported in imports_of(name):

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -261,4 +262,91 @@ async def test_serve_with_two_workers_is_one_lobby_on_one_port(
     assert "2 workers" in out
     assert "Traceback" not in out
     assert served.proc.returncode in (0, -signal.SIGTERM)
+    assert workers_of(served.proc.pid) == []
+
+
+async def lobby_refusal(env: dict[str, str]) -> tuple[int, str]:
+    """`python -m lobby serve` that should refuse to start: its exit code and output."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "lobby", "serve", "--port", str(free_port()), env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+async def test_an_unreachable_redis_at_start_is_one_sentence_and_exit_code_1(
+    tmp_path: Path,
+) -> None:
+    url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"  # nobody listens there
+    env = lobby_env(
+        LOBBY_DATABASE=str(tmp_path / "lobby.sqlite3"),
+        LOBBY_SECRET_KEY="test-secret-key-0123456789",
+        LOBBY_REDIS_URL=url,
+    )
+    code, out = await lobby_refusal(env)
+    assert code == 1
+    [line] = out.splitlines()
+    shown = url.replace("hunter2", "***")
+    assert line.startswith(f"lobby: cannot reach Redis at {shown} (LOBBY_REDIS_URL): ")
+    assert "refused" in line.lower()
+
+
+async def test_an_unreachable_postgresql_at_start_is_one_sentence_and_exit_code_1() -> None:
+    url = f"postgresql://lobby:hunter2@127.0.0.1:{free_port()}/lobby"  # nobody listens there
+    env = lobby_env(LOBBY_DATABASE=url, LOBBY_SECRET_KEY="test-secret-key-0123456789")
+    code, out = await lobby_refusal(env)
+    assert code == 1
+    [line] = out.splitlines()
+    shown = url.replace("hunter2", "***")
+    assert line.startswith(f"lobby: cannot use the database {shown}: PostgreSQL is unreachable: ")
+
+
+async def test_a_worker_that_dies_is_started_again_and_the_port_keeps_answering(
+    tmp_path: Path, own_redis: RedisServer
+) -> None:
+    path = str(tmp_path / "lobby.sqlite3")
+    db = connect(path)
+    users = UserStore(db, hasher=CHEAP_HASHER)
+    for name in ("alice", "bob"):
+        users.add(name, "PUBLISHER", PASSWORD)
+    db.close()
+    env = lobby_env(
+        LOBBY_DATABASE=path,
+        LOBBY_REDIS_URL=own_redis.url,
+        LOBBY_SECRET_KEY="test-secret-key-0123456789",
+    )
+    async with lobby_serve(env, "--workers", "2") as served:
+        await until(lambda: len(workers_of(served.proc.pid)) == 2, 20)
+        first = set(workers_of(served.proc.pid))
+        killed = min(first)
+        os.kill(killed, signal.SIGKILL)
+        async with httpx.AsyncClient(base_url=served.url) as http:
+            for _ in range(5):  # the other worker answers meanwhile
+                assert (await http.get("/healthz")).status_code == 200
+        await until(lambda: len(set(workers_of(served.proc.pid)) - first) == 1, 20)
+        # The new one dies young: the next is started after a longer wait (no crash loop).
+        [young] = set(workers_of(served.proc.pid)) - first
+        os.kill(young, signal.SIGKILL)
+        await until(lambda: len(set(workers_of(served.proc.pid)) - first - {young}) == 1, 20)
+        assert len(workers_of(served.proc.pid)) == 2
+        # One lobby still: an event made on one worker reaches sockets on both.
+        lobby = Lobby.__new__(Lobby)  # not served in this process: only its client helpers
+        lobby.http, lobby.ws_url = served.url, served.url.replace("http", "ws") + "/ws"
+        watchers = [await lobby.client("bob") for _ in range(6)]
+        alice = await lobby.client("alice")
+        token = await alice.join("R1")
+        for watcher in watchers:
+            assert (await watcher.expect("joined"))["participant"] == token["participant"]
+        for client in [*watchers, alice]:
+            await client.close()
+        out = await served.output()
+    # The second died within seconds of its start: the wait before the next one doubled.
+    ended = re.findall(r"worker \d \(pid (\d+)\) ended with code -9 after .* in ([\d.]+) s", out)
+    assert [int(pid) for pid, _ in ended] == [killed, young]
+    first_wait, second_wait = (float(delay) for _, delay in ended)
+    assert first_wait in (0.5, 1.0)  # 1.0 if the first had lived under 10 s too
+    assert second_wait == 2 * first_wait
+    assert "Traceback" not in out
     assert workers_of(served.proc.pid) == []

@@ -12,6 +12,7 @@ import pytest
 from argon2 import PasswordHasher
 from starlette.requests import Request
 
+from lobby.cluster.limits import LocalLogins
 from lobby.rules.limits import LoginThrottle
 from lobby.rules.protocol import CloseCode
 from lobby.store import db as database
@@ -432,6 +433,7 @@ async def test_a_full_line_of_password_checks_answers_503_at_once(
 async def test_a_success_forgives_the_account(lobby: Lobby) -> None:
     assert (await try_login(lobby, "alice", "wrong", "198.51.100.1")).status_code == 401
     throttle = lobby.state.login_throttle
+    assert isinstance(throttle, LocalLogins)  # one process: the pure throttle, countable
     assert len(throttle) == 3  # the pair, the address and the account
     assert (await try_login(lobby, "alice", PASSWORD, "198.51.100.1")).status_code == 303
     assert len(throttle) == 1  # the success forgave the pair and the account

@@ -33,6 +33,9 @@ class Join:
     # How many times a moderator had closed `room` when the join began (its issuer's
     # replica): a join still in flight across a close is refused by every replica.
     closes: int = 0
+    # The `Reserve` this join follows ("": none): refused if that reservation ended
+    # meanwhile (its instance declared down, Redis lost it), as the room may have closed.
+    reservation: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +184,50 @@ class Chat:
     at: str
 
 
+@dataclass(frozen=True, slots=True)
+class Reserve:
+    """A join from `socket` is on its way into `room`: its media session must stay open
+    (`lobby.cluster.reservations`). Ended by the `Join` naming it or by `Unreserve`."""
+
+    reservation: str
+    room: str
+    socket: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unreserve:
+    """The join of `reservation` will not come (its grant failed or was given back)."""
+
+    reservation: str
+
+
+@dataclass(frozen=True, slots=True)
+class CloseMedia:
+    """`instance` would close `room`'s media session: granted only if, when this applies,
+    nobody is in the room or on the way in. Followed by `MediaClosed`."""
+
+    room: str
+    instance: str
+
+
+@dataclass(frozen=True, slots=True)
+class MediaClosed:
+    """The close `CloseMedia` granted to `instance` is done (or given up): joins may
+    reserve again."""
+
+    room: str
+    instance: str
+
+
+@dataclass(frozen=True, slots=True)
+class Gone:
+    """These participants are gone for good, their grants revoked already: removed
+    without a revoke if present, and never re-asserted (a replica that had not applied
+    their removal when Redis lost its data must not bring them back)."""
+
+    participants: tuple[str, ...]
+
+
 Command = (
     Join
     | Leave
@@ -199,6 +246,11 @@ Command = (
     | LockRoom
     | ReportMedia
     | Chat
+    | Reserve
+    | Unreserve
+    | CloseMedia
+    | MediaClosed
+    | Gone
 )
 
 OPS: Final[dict[str, type[Command]]] = {
@@ -219,6 +271,11 @@ OPS: Final[dict[str, type[Command]]] = {
     "lock_room": LockRoom,
     "report_media": ReportMedia,
     "chat": Chat,
+    "reserve": Reserve,
+    "unreserve": Unreserve,
+    "close_media": CloseMedia,
+    "media_closed": MediaClosed,
+    "gone": Gone,
 }
 _NAMES: Final[dict[type[Command], str]] = {kind: name for name, kind in OPS.items()}
 
@@ -242,6 +299,8 @@ def decode(text: str | bytes) -> Command:
             values["participant"] = participant_from_json(values["participant"])
         if "media" in values:
             values["media"] = mediastate.from_json(values["media"])
+        if "participants" in values:
+            values["participants"] = tuple(values["participants"])
         if "present" in values:
             values["present"] = tuple((pid, sid) for pid, sid in values["present"])
         return kind(**values)

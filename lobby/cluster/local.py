@@ -49,6 +49,10 @@ class LocalPresence:
     def healthy(self) -> bool:
         return True
 
+    @property
+    def leading(self) -> bool:
+        return True  # the only instance
+
     def socket_id(self, conn_id: int) -> str:
         return f"{self._instance}:{conn_id}"
 

@@ -35,12 +35,21 @@ from typing import Any
 from redis.exceptions import RedisError, ResponseError
 
 from lobby.cluster import commands
-from lobby.cluster.commands import Command, Disconnect, InstanceDown, Reassert
+from lobby.cluster.commands import (
+    Command,
+    Disconnect,
+    Gone,
+    InstanceDown,
+    MediaClosed,
+    Reassert,
+    Unreserve,
+)
 from lobby.cluster.duties import Duties, Timing
 from lobby.cluster.outbox import Outbox
-from lobby.cluster.replica import Replica, Result
+from lobby.cluster.replica import GONE_KEPT, Replica, Result
 from lobby.cluster.seam import Applied, Cleaner, ClusterUnavailable, Listener, Resetter
 from lobby.cluster.stream import EPOCH_CHANGED, Entry, Stream, connect
+from lobby.rules.presence import Left
 
 log = logging.getLogger("lobby.cluster")
 
@@ -90,7 +99,11 @@ class RedisPresence:
         self._waiters: dict[str, asyncio.Future[Applied]] = {}
         self._outbox = Outbox(self._stream, self._instance)
         self._undelivered: dict[str, Disconnect] = {}  # socket -> its Disconnect, not appended
-        self._reasserting: list[Reassert] = []  # what to put back after Redis lost its data
+        # Ends of reservations and media closes not appended (else a room stays held), and
+        # participants gone whose removal must reach the log, even a new one.
+        self._unreleased: list[Command] = []
+        self._reasserting: list[Command] = []  # what to put back after Redis lost its data
+        self._removed: dict[str, None] = {}  # the last participants this instance removed
         self._ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.running = False
@@ -110,6 +123,10 @@ class RedisPresence:
     @property
     def healthy(self) -> bool:
         return self._healthy
+
+    @property
+    def leading(self) -> bool:
+        return self.duties.leading
 
     def socket_id(self, conn_id: int) -> str:
         return f"{self._instance}:{conn_id}"
@@ -153,11 +170,15 @@ class RedisPresence:
     def _keep(self, command: Command) -> None:
         if isinstance(command, Disconnect):
             self._undelivered[command.socket] = command
+        elif isinstance(command, Unreserve | MediaClosed | Gone):
+            self._unreleased.append(command)
 
     def redeliver(self) -> None:
-        """Append the `Disconnect`s that failed (the duties call this while healthy)."""
-        late: list[Command] = list(self._undelivered.values())
+        """Append the `Disconnect`s, `Unreserve`s and `MediaClosed`s that failed (the
+        duties call this while healthy)."""
+        late: list[Command] = [*self._undelivered.values(), *self._unreleased]
         self._undelivered.clear()
+        self._unreleased.clear()
         if late:
             self.spawn(self._issue_all(late))
 
@@ -237,6 +258,8 @@ class RedisPresence:
                 # participants of the sockets still open, before they expire.
                 self.spawn(self._issue_all(self._reasserts(self._replica, own_only=True)))
             result = self._replica.apply(command, entry.at)
+            if entry.by == self._instance:
+                self._revoked_by_me(result)
         self.seq, self.last_id = entry.seq, entry.id
         applied = Applied(entry.seq, command, entry.by, result)
         self._tell(self._listener, applied)
@@ -259,8 +282,17 @@ class RedisPresence:
             # what this instance knew, but this list still is. Sockets that closed meanwhile
             # are re-asserted away: their Disconnects are moot.
             if not self._reasserting:
-                self._reasserting = self._reasserts(self._replica, own_only=False)
+                # Those this instance removed (and revoked) lately first: a replica that
+                # had not applied the removal re-asserts the participant, which the `Gone`
+                # undoes (or blocks). Only the issuer knows the revoke happened: another
+                # instance's removal this one applied but its issuer never did is revoked
+                # by no one yet, and must come back to expire (and be revoked) once.
+                removed = tuple(self._removed)
+                gone: list[Command] = [Gone(removed)] if removed else []
+                self._reasserting = [*gone, *self._reasserts(self._replica, own_only=False)]
             self._undelivered.clear()
+            # A new log holds no reservation nor close; a `Gone` still matters there.
+            self._unreleased = [c for c in self._unreleased if isinstance(c, Gone)]
             self.epoch = epoch
             await self._reload()
         while entries := await self._reader.read(self.last_id, None):
@@ -302,6 +334,15 @@ class RedisPresence:
             self._replica, self.seq, self.last_id = snapshot.replica, snapshot.seq, snapshot.id
         self._fail_waiters()
         self._resetter()
+
+    def _revoked_by_me(self, result: Result) -> None:
+        """Remember the participants an own command removed: this instance revokes them."""
+        for event in result.outcome.events:
+            if isinstance(event, Left):
+                self._removed.pop(event.participant.id, None)
+                self._removed[event.participant.id] = None
+                if len(self._removed) > GONE_KEPT:
+                    del self._removed[next(iter(self._removed))]
 
     def _reasserts(self, known: Replica, *, own_only: bool) -> list[Reassert]:
         """What puts back `known`'s participants: those of this instance's open sockets

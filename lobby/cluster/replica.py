@@ -29,16 +29,19 @@ from typing import Any
 
 from lobby.cluster.commands import (
     Chat,
+    CloseMedia,
     CloseRoom,
     Command,
     Disconnect,
     Expire,
+    Gone,
     Handle,
     InstanceDown,
     Join,
     Kick,
     Leave,
     LockRoom,
+    MediaClosed,
     MediaJoined,
     MediaLeft,
     Reassert,
@@ -46,10 +49,13 @@ from lobby.cluster.commands import (
     ReplaceGrant,
     ReportCall,
     ReportMedia,
+    Reserve,
     Resume,
+    Unreserve,
     instance_of,
     participant_from_json,
 )
+from lobby.cluster.reservations import Reservations
 from lobby.rules.chat import ChatLine, History
 from lobby.rules.grants import Grant
 from lobby.rules.presence import Joined, Left, Member, Outcome, Participant, Presence, RoomClosed
@@ -64,9 +70,12 @@ ROOM_LOCKED = "A moderator locked room {room}: only moderators may join it now."
 BANNED = "A moderator removed you from room {room}; you cannot join it again yet."
 CLOSED_MEANWHILE = "A moderator closed room {room} while you were joining it."
 
+GONE_KEPT = 1000  # removed participants remembered, so a late re-assertion cannot revive one
 Slot = Grant | None  # what presence holds per participant: a grant without its token
 RESUME_FAILED = "That call can no longer be resumed; please join again."
 NOT_IN_ROOM = "You are in no room: join one to chat."
+MEDIA_CLOSING = "The room's call is being closed; joining again in a moment."
+RESERVATION_LOST = "The lobby lost track of this join; please try again."
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +109,8 @@ class Replica:
         self.presence: Presence[Slot] = Presence()
         self._away_since: dict[str, int] = {}  # participant id -> ms, for the away ones
         self.chats = History()  # each live room's last messages; dropped when it closes
+        self.reservations = Reservations()
+        self._gone: dict[str, None] = {}  # the last GONE_KEPT removed ids, oldest first
 
     # Reading
 
@@ -115,9 +126,15 @@ class Replica:
                 if member is not None:
                     yield member
 
+    def gone(self) -> tuple[str, ...]:
+        """The participants removed lately (oldest first): re-asserting one does nothing."""
+        return tuple(self._gone)
+
     def owners(self) -> set[str]:
-        """Instances whose sockets hold participants."""
-        return {instance_of(str(m.socket)) for m in self.members() if m.socket is not None}
+        """Instances whose sockets hold participants, or with a join or a media close
+        under way: each ends with its `InstanceDown` if the instance dies."""
+        held = {instance_of(str(m.socket)) for m in self.members() if m.socket is not None}
+        return held | self.reservations.instances()
 
     # Changing
 
@@ -139,6 +156,7 @@ class Replica:
             case ReplaceGrant():
                 return self._replace_grant(command)
             case InstanceDown(instance):
+                self.reservations.instance_down(instance)
                 for member in list(self.members()):
                     if member.socket is not None and instance_of(str(member.socket)) == instance:
                         self._disconnect(str(member.socket), at)
@@ -168,9 +186,28 @@ class Replica:
                 return Result(self.presence.report_media(socket, media))
             case Chat():
                 return self._chat(command)
+            case Reserve(reservation, room, socket):
+                if self.reservations.reserve(reservation, room, socket):
+                    return Result()
+                return Result(rejected=Rejection("media_closing", MEDIA_CLOSING))
+            case Unreserve(reservation):
+                self.reservations.release(reservation)
+                return Result()
+            case CloseMedia(room, instance):
+                if self.reservations.close(room, instance, self.presence.has_room(room)):
+                    return Result()
+                return Result(rejected=Rejection("occupied", "Someone is in the room."))
+            case Gone(participants):
+                return self._forget(participants)
+            case MediaClosed(room, instance):
+                self.reservations.closed(room, instance)
+                return Result()
 
     def _join(self, c: Join, at: int) -> Result:
         p = self.presence
+        held = self.reservations.take(c.reservation, c.room)
+        if c.reservation and not held:
+            return Result(rejected=Rejection("reservation_lost", RESERVATION_LOST))
         if p.member(c.participant.id) is not None or p.by_key(c.resume_key) is not None:
             return Result(rejected=Rejection("duplicate", "That participant is already here."))
         if p.is_full(c.room, c.limit, c.socket):
@@ -212,9 +249,29 @@ class Replica:
         for event in outcome.events:
             if isinstance(event, Left):
                 self._away_since.pop(event.participant.id, None)
+                self._bury(event.participant.id)
             elif isinstance(event, RoomClosed):
                 self.chats.drop(event.room)
         return Result(outcome, participant=participant)
+
+    def _bury(self, pid: str) -> None:
+        self._gone.pop(pid, None)
+        self._gone[pid] = None
+        if len(self._gone) > GONE_KEPT:
+            del self._gone[next(iter(self._gone))]
+
+    def _forget(self, participants: tuple[str, ...]) -> Result:
+        """Remove `participants` with no revoke (theirs happened already); remember them."""
+        outcome: Outcome[Slot] = Outcome()
+        for pid in participants:
+            member = self.presence.member(pid)
+            if member is not None and member.socket is not None:
+                outcome += self.presence.leave(member.socket, "left")
+            elif member is not None:
+                outcome += self.presence.expire(pid)
+            self._bury(pid)
+        result = self._removed(outcome)
+        return Result(Outcome(result.outcome.events, (), result.outcome.close_rooms))
 
     def _disconnect(self, socket: str, at: int) -> Result:
         member = self.presence.disconnect(socket)
@@ -242,6 +299,8 @@ class Replica:
 
     def _reassert(self, c: Reassert, at: int) -> Result:
         p = self.presence
+        if c.participant.id in self._gone:  # removed and revoked: a stale replica's word
+            return Result()
         member = p.member(c.participant.id)
         free = c.socket is not None and p.member_of(c.socket) is None
         if member is None:
@@ -263,11 +322,14 @@ class Replica:
     # Snapshots
 
     def snapshot(self) -> dict[str, Any]:
-        """Every member (in the order that rebuilds the same rooms) and the moderation
-        state, JSON-ready."""
+        """Every member (in the order that rebuilds the same rooms), the joins on their way
+        in and the media sessions being closed, the moderation state and each live room's
+        chat, JSON-ready."""
         sanctions = self.presence.sanctions
         return {
             "members": self._members_snapshot(),
+            "reservations": self.reservations.snapshot(),
+            "gone": list(self._gone),
             "locked": sorted(sanctions.locked),
             "bans": [[room, user, end] for (room, user), end in sorted(sanctions.bans.items())],
             "closes": dict(sorted(sanctions.closes.items())),
@@ -300,6 +362,10 @@ class Replica:
         """The replica `snapshot` saved (or a bare member list, as older lobbies saved)."""
         held: dict[str, Any] = {"members": data} if isinstance(data, list) else data
         replica = cls()
+        replica.reservations = Reservations.from_snapshot(
+            held.get("reservations", {"joins": {}, "closing": {}})
+        )
+        replica._gone = dict.fromkeys(held.get("gone", ()))
         p = replica.presence
         for m in held["members"]:
             person = participant_from_json(m["participant"])

@@ -67,6 +67,10 @@ class PresenceStore(Protocol):
     def healthy(self) -> bool:
         """Can commands be executed now? Reads of `replica` always work."""
 
+    @property
+    def leading(self) -> bool:
+        """Does this instance hold the cluster's duties now (one instance at a time)?"""
+
     async def execute(self, command: Command) -> Applied:
         """Apply `command` everywhere; its result once this instance applied it."""
 

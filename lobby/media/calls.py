@@ -6,7 +6,9 @@ presence hands back (`Outcome.revoke`, `Outcome.close_rooms`), with two rules:
 - A room's media session is never closed under a join: `_joining` counts the
   grants in flight per room, a close waits until there are none and the room
   is empty (`occupied`), and a grant that starts while its room is closing
-  waits for the close to finish first.
+  waits for the close to finish first. Across instances the `CloseGate` decides
+  (`lobby.cluster.gate`): a close goes ahead only if it `claim`s the room, which
+  the log refuses while anyone is in it or on the way in, on any instance.
 - Clean-up the media server missed (it was down or failing) is kept and
   retried with a growing pause, and at once when `recovered` is set, so every
   connection the lobby made is deleted in the end.
@@ -19,12 +21,20 @@ import contextlib
 import logging
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from lobby.media.seam import MediaBackend, MediaError
 from lobby.rules.grants import Grant, Identity
 
 log = logging.getLogger("lobby.media.calls")
+
+
+class CloseGate(Protocol):
+    async def claim(self, room: str) -> bool | None:
+        """May this instance close `room`'s session now (no join may start there until
+        `release`)? False: someone is in it or on the way in. None: could not ask."""
+
+    async def release(self, room: str) -> None: ...
 
 
 class Calls:
@@ -34,6 +44,7 @@ class Calls:
         *,
         occupied: Callable[[str], bool],
         recovered: asyncio.Event | None = None,
+        gate: CloseGate | None = None,
         first_retry: float = 0.5,
         max_retry: float = 30.0,
     ) -> None:
@@ -41,6 +52,7 @@ class Calls:
         self._first_retry = first_retry
         self._max_retry = max_retry
         self._occupied = occupied
+        self._gate = gate
         self._recovered = recovered or asyncio.Event()
         self._joining: Counter[str] = Counter()
         self._closing: dict[str, asyncio.Future[None]] = {}
@@ -123,6 +135,21 @@ class Calls:
 
     async def _close(self, room: str) -> None:
         try:
+            claimed = True if self._gate is None else await self._gate.claim(room)
+            if claimed is None:  # the gate could not be asked: like a failed close
+                self._unclosed.add(room)
+                self._retry_later()
+            elif claimed:
+                try:
+                    await self._delete(room)
+                finally:
+                    if self._gate is not None:
+                        await self._gate.release(room)
+        finally:
+            self._closing.pop(room).set_result(None)
+
+    async def _delete(self, room: str) -> None:
+        try:
             await self.media.close_room(room)
         except MediaError:
             log.warning("could not close the media session of room %s; will retry", room)
@@ -130,8 +157,6 @@ class Calls:
             self._retry_later()
         else:
             self._unclosed.discard(room)
-        finally:
-            self._closing.pop(room).set_result(None)
 
     def _retry_later(self) -> None:
         if self._retrier is None and not self._draining:

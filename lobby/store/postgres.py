@@ -174,7 +174,9 @@ class PostgresDatabase:
             self._conn = None
             if self._opened:
                 self._reconnect()
-            if not self._down:
+            # A first connection that fails is its caller's to report (`lobby serve` and
+            # the CLI say it in one sentence); a lost one is logged here, once.
+            if self._opened and not self._down:
                 self._down = True
                 log.warning("PostgreSQL is unreachable: %s", reason)
             raise Unavailable(f"PostgreSQL is unreachable: {reason}") from exc

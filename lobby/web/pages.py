@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections.abc import Awaitable
 from urllib.parse import quote
 
 from starlette.datastructures import FormData
@@ -12,6 +13,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
+from lobby.cluster.limits import LOGINS_UNAVAILABLE, LimitsUnavailable
 from lobby.rules.protocol import CloseCode
 from lobby.store.db import UNAVAILABLE, Unavailable
 from lobby.web import addresses, assets
@@ -103,7 +105,12 @@ async def login(request: Request) -> Response:
     throttle = state.login_throttle
     # Before the password is checked: a locked key is no password oracle. The
     # answer names no account state, so it is the same for unknown names.
-    verdict = throttle.attempt(username, address)
+    try:
+        verdict = await throttle.attempt(username, address)
+    except LimitsUnavailable as exc:  # shared with other instances, and unreachable
+        log.warning("login throttle unreachable: %s", exc)
+        state.metrics.login("unavailable")
+        return _unavailable(request, username=username, error=LOGINS_UNAVAILABLE, target=target)
     if verdict.refused:
         state.metrics.login("throttled")
         return _too_many_failures(request, username=username, wait=verdict.wait, target=target)
@@ -115,11 +122,11 @@ async def login(request: Request) -> Response:
         # Unknown names cost one argon2 verify too (`UserStore.verify`): same answer, same time.
         opened = await state.auth.login(username, password)
     except Busy:
-        throttle.withdrawn(username, address)  # no password was checked: no guess to count
+        await _forget(throttle.withdrawn(username, address))  # no password was checked
         state.metrics.login("busy")
         return _busy(request, username=username, target=target)
     except Unavailable:
-        throttle.withdrawn(username, address)  # nor here
+        await _forget(throttle.withdrawn(username, address))  # nor here
         state.metrics.login("unavailable")
         return _unavailable(request, username=username, target=target)
     if opened is None:
@@ -133,7 +140,7 @@ async def login(request: Request) -> Response:
             status=401,
             target=target,
         )
-    throttle.succeeded(username, address)
+    await _forget(throttle.succeeded(username, address))
     state.metrics.login("ok")
     # A login retires the session the browser presented, whoever's it was: it cannot
     # outlive the login that replaced it (a planted or shared session, a former user).
@@ -145,6 +152,15 @@ async def login(request: Request) -> Response:
     response = RedirectResponse(target, status_code=303)
     state.auth.set_session_cookie(response, request, session_id)
     return response
+
+
+async def _forget(change: Awaitable[None]) -> None:
+    """Take back or forgive counts; if the shared throttle is unreachable, the login goes on
+    and the counts leak away with time instead."""
+    try:
+        await change
+    except LimitsUnavailable as exc:
+        log.warning("login throttle unreachable: %s", exc)
 
 
 def _end_session(request: Request, session_id: str, reason: str) -> None:
@@ -181,8 +197,10 @@ def _busy(request: Request, *, username: str, target: str) -> Response:
     return response
 
 
-def _unavailable(request: Request, *, username: str, target: str | None = None) -> Response:
-    response = _login_form(request, error=UNAVAILABLE, username=username, status=503, target=target)
+def _unavailable(
+    request: Request, *, username: str, error: str = UNAVAILABLE, target: str | None = None
+) -> Response:
+    response = _login_form(request, error=error, username=username, status=503, target=target)
     response.headers["Retry-After"] = "5"
     return response
 

@@ -18,11 +18,12 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from lobby import logs
 from lobby.config import Settings
 from lobby.handler import RequestHandler
-from lobby.hub import FLOODED, WRITER_EXTENSION, Conn
+from lobby.hub import FLOODED, WRITER_EXTENSION, Conn, FrameWriter
 from lobby.rules import protocol
 from lobby.rules.limits import TokenBucket
 from lobby.rules.protocol import CloseCode
 from lobby.store.db import UNAVAILABLE, Unavailable
+from lobby.store.users import User
 from lobby.web.state import state_of
 
 log = logging.getLogger("lobby.web.socket")
@@ -51,9 +52,19 @@ async def lobby_socket(websocket: WebSocket) -> None:
         await websocket.close()  # before accept: uvicorn answers HTTP 403
         return
     session_id, user = current
-    if state.hub.sockets_of(user.name) >= settings.max_sockets_per_user:
+    # Counted for the whole cluster when instances share Redis (`lobby.cluster.quotas`).
+    if not await state.sockets.admit(user.name):
         await _deny(websocket, 429, "Too many open lobby tabs; close some and reload.")
         return
+    try:
+        await _serve(websocket, session_id, user, writer)
+    finally:
+        state.sockets.release(user.name)
+
+
+async def _serve(websocket: WebSocket, session_id: str, user: User, writer: FrameWriter) -> None:
+    """An admitted socket, from its accept to its end."""
+    state = state_of(websocket)
     await websocket.accept()
     closing: list[asyncio.Task[None]] = []  # a list: the smallest container, per socket
 
@@ -67,7 +78,7 @@ async def lobby_socket(websocket: WebSocket) -> None:
         log.info("socket open")
         state.handler.connect(conn)
         try:
-            await _read(websocket, conn, settings)
+            await _read(websocket, conn, state.settings)
         except Exception:
             log.exception("socket of %s failed", user.name)
             conn.close(CloseCode.INTERNAL_ERROR, "internal error")

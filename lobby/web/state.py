@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, cast
 from starlette.requests import HTTPConnection
 
 from lobby.callstates import CallStates
+from lobby.cluster.limits import Logins, Sockets
 from lobby.config import Settings
 from lobby.handler import RequestHandler
 from lobby.hub import Hub
 from lobby.media.seam import MediaBackend
-from lobby.rules.limits import LoginThrottle
 from lobby.store.db import Database
 from lobby.web.auth import Auth
 from lobby.web.origins import Origins
@@ -30,13 +30,16 @@ class AppState:
     media: MediaBackend
     hub: Hub
     handler: RequestHandler
-    login_throttle: LoginThrottle
+    # The login throttle: this process's (`LocalLogins`) or the cluster's, in Redis.
+    login_throttle: Logins
     origins: Origins
     call_states: CallStates
     # `/readyz`'s checks, and the draining flag (`readiness.draining`) a drain sets.
     readiness: Readiness
     # What `/metrics` reports; the socket, login and media calls count into it.
     metrics: Metrics
+    # Open sockets per user (`LOBBY_MAX_SOCKETS_PER_USER`): this process's or the cluster's.
+    sockets: Sockets
 
 
 def state_of(conn: HTTPConnection) -> AppState:
