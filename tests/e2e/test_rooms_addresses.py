@@ -57,6 +57,9 @@ async def test_an_address_logs_in_enters_the_room_and_back_leaves_it(
     await expect(bob.page).to_have_url(lobby.http + "/lobby")
     await expect(bob.page).to_have_title("Lobby")
     await expect(bob.page.locator("#notice")).to_have_text("You left the call in Standup.")
+    # Logging out says so too, on the login form.
+    await bob.page.get_by_role("button", name="Log out").click()
+    await expect(bob.page.locator("#notice")).to_have_text("You are logged out.")
 
 
 async def test_a_viewer_at_an_address_goes_straight_into_the_call(
