@@ -1,8 +1,9 @@
 """`make screenshots`: drive the real pages and write the pictures in docs/img/.
 
 lobby.png (the lobby), prejoin.png (the pre-join check), call.png (a call),
-moderation.png (a moderator's controls), screen.png (a call with a shared screen) and
-call-chat.png (that call with its chat open).
+moderation.png (a moderator's controls), screen.png (a call with a shared screen),
+call-chat.png (that call with its chat open) and call-phone.png (the call on a phone,
+entered through the room's address).
 
 Everything runs on this machine: a lobby server with peer-to-peer rooms (in this
 process, like the tests) and Debian's Chromium with fake cameras, whose pages
@@ -34,7 +35,13 @@ from tests.openvidu_standin import running_standin  # noqa: E402
 IMAGES = ROOT / "docs" / "img"
 VIEWPORT: ViewportSize = {"width": 1200, "height": 760}
 # (user, role): people beyond the test users alice, bob, sub and mod.
-PEOPLE = [("carol", "PUBLISHER"), ("dave", "SUBSCRIBER"), ("erin", "PUBLISHER")]
+PEOPLE = [
+    ("carol", "PUBLISHER"),
+    ("dave", "SUBSCRIBER"),
+    ("erin", "PUBLISHER"),
+    ("fay", "PUBLISHER"),
+]
+PHONE: ViewportSize = {"width": 375, "height": 667}
 # Who sits in which room before Alice looks (lobby sockets that never join the call).
 SEATED = [
     ("carol", "standup", "Carol"),
@@ -43,9 +50,11 @@ SEATED = [
 ]
 
 
-async def open_page(browser: Browser, base_url: str, user: str) -> Page:
+async def open_page(
+    browser: Browser, base_url: str, user: str, viewport: ViewportSize = VIEWPORT
+) -> Page:
     """A new browser context, signed in through the login form, on the live lobby."""
-    context = await browser.new_context(viewport=VIEWPORT)
+    context = await browser.new_context(viewport=viewport, device_scale_factor=1)
     page = await context.new_page()
     await page.goto(base_url + "/")
     await page.fill("input[name=user]", user)
@@ -119,6 +128,7 @@ async def shoot(browser: Browser, lobby: Lobby) -> None:
     await bob.locator("#toggle-screen").focus()
     await bob.screenshot(path=str(IMAGES / "screen.png"), full_page=True)
     await chat(alice, bob, viewer)
+    await phone(browser, lobby)
     for client in clients:
         await client.close()
 
@@ -142,6 +152,19 @@ async def chat(alice: Page, bob: Page, viewer: Page) -> None:
     await expect(alice.locator("#chat-log .chat-text")).to_have_count(4)
     await alice.locator("#chat-input").blur()
     await alice.screenshot(path=str(IMAGES / "call-chat.png"), full_page=True)
+
+
+async def phone(browser: Browser, lobby: Lobby) -> None:
+    """Fay opens the room's address on her phone: the pre-join check, then the call."""
+    page = await open_page(browser, lobby.http, "fay", PHONE)
+    await page.goto(lobby.http + "/room/TUTORIAL")
+    await page.locator("#prejoin-join").click()
+    await expect(page.locator("#call")).to_have_attribute("data-state", "connected")
+    await page.wait_for_function(
+        "() => [...document.querySelectorAll('figure.tile video')].filter("
+        " (v) => v.readyState >= 2 && v.currentTime > 0.5).length >= 2"
+    )
+    await page.screenshot(path=str(IMAGES / "call-phone.png"))
 
 
 async def main() -> None:
@@ -172,6 +195,7 @@ async def main() -> None:
         "moderation.png",
         "screen.png",
         "call-chat.png",
+        "call-phone.png",
     )
     for name in names:
         path = IMAGES / name

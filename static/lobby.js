@@ -4,6 +4,9 @@
 // (`handle`); requests carry a numeric `ref` and wait in `pending` for their reply.
 
 import { connectSocket } from "./socket.js";
+import { copyLink, followAddress, followRoom, roomInAddress } from "./address.js";
+import { layoutGrid } from "./grid.js";
+import { checkJoin, clearFieldErrors, warnAboutCase } from "./joinform.js";
 import { ChatPanel } from "./chat.js";
 import { Presence } from "./presence.js";
 import { Call } from "./call.js";
@@ -18,8 +21,8 @@ import * as view from "./view.js";
 
 const { ui } = view;
 const RESUME_KEY = "lobby.resume";
-const ROOM_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
-const NICKNAME_MAX = 40;
+// Read before the first render puts `/lobby` in the address bar (address.js).
+let roomToEnter = roomInAddress();
 
 const page = document.getElementById("main").dataset;
 const me = { name: page.user, role: page.role };
@@ -199,7 +202,11 @@ function onWelcome(msg) {
   presence.reset(msg.rooms);
   render();
   const saved = loadResume();
-  if (!saved) return;
+  if (!saved) {
+    enterAddressedRoom();
+    return;
+  }
+  roomToEnter = null; // a reload in a call: resuming it is what the address asked for
   // After a reload there is no call yet: ask for a token. After a socket blip
   // the call is still up: only take the participant back.
   const wantToken = !call.live;
@@ -209,6 +216,15 @@ function onWelcome(msg) {
     call.wait("Rejoining the call…");
   }
   request("resume", { key: saved.resume_key, token: wantToken });
+}
+
+/** Opened at `/room/NAME`: join NAME as a click on Join would (the pre-join check first). */
+function enterAddressedRoom() {
+  const room = roomToEnter;
+  roomToEnter = null;
+  if (room === null || current) return;
+  ui.roomInput.value = room;
+  join(room);
 }
 
 function onToken(req, msg) {
@@ -303,17 +319,9 @@ function endCall(message) {
 }
 
 async function join(room) {
+  view.showNotice(null);
+  if (!checkJoin(room, view.readNickname())) return;
   const nickname = view.readNickname();
-  if (!ROOM_PATTERN.test(room)) {
-    view.showError("Room names are 1 to 64 letters, digits, “_” or “-”.");
-    ui.roomInput.focus();
-    return;
-  }
-  if (!nickname || nickname.length > NICKNAME_MAX) {
-    view.showError("Enter a nickname of 1 to 40 characters.");
-    view.focusNickname();
-    return;
-  }
   view.clearError();
   // Publishers check their camera and microphone first (prejoin.js); viewers send nothing.
   if (canPublish(me.role)) {
@@ -333,8 +341,10 @@ async function join(room) {
 
 function leave() {
   // Offline, the server drops the participant after its reconnect grace period.
+  const room = current?.room;
   if (current) request("leave", {}, { quiet: true });
   endCall();
+  if (room) view.showNotice(`You left the call in ${room}.`);
 }
 
 function retry() {
@@ -368,6 +378,13 @@ function render() {
     speaking: speakingWatch.speaking,
   });
   speakingWatch.watch(current ? call.feeds : []);
+  layoutGrid(ui.videos, participants);
+  followRoom(current?.room ?? null);
+  warnAboutCase(view.readRoomName(), liveRoomNames());
+}
+
+function liveRoomNames() {
+  return presence.list().map((room) => room.name);
 }
 
 // --- wiring -----------------------------------------------------------------
@@ -419,6 +436,25 @@ const socket = connectSocket({
 ui.joinForm.addEventListener("submit", (event) => {
   event.preventDefault();
   join(view.readRoomName());
+});
+ui.roomInput.addEventListener("input", () => {
+  clearFieldErrors();
+  warnAboutCase(view.readRoomName(), liveRoomNames());
+});
+followAddress({
+  room: () => current?.room ?? null,
+  leave,
+  join: (room) => {
+    ui.roomInput.value = room;
+    join(room);
+  },
+});
+ui.copyLink.addEventListener("click", () => {
+  if (current) copyLink(current.room, { status: ui.copyStatus, fallback: ui.linkBox });
+});
+ui.togglePeople.addEventListener("click", () => {
+  view.togglePeople();
+  layoutGrid(ui.videos, roomParticipants());
 });
 ui.leave.addEventListener("click", leave);
 ui.callRetry.addEventListener("click", retry);

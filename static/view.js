@@ -35,6 +35,12 @@ const ui = {
   toggleMic: $("toggle-mic"),
   toggleScreen: $("toggle-screen"),
   leave: $("leave"),
+  togglePeople: $("toggle-people"),
+  callSide: $("call-side"),
+  notice: $("notice"),
+  copyLink: $("copy-link"),
+  copyStatus: $("copy-status"),
+  linkBox: $("link-box"),
   logoutForm: $("logout-form"),
 };
 export { ui };
@@ -58,6 +64,7 @@ const BADGE_TEXT = { connected: "Connected", reconnecting: "Reconnecting…", of
 export function setConnection(status) {
   ui.badge.dataset.state = status;
   ui.badge.textContent = BADGE_TEXT[status] ?? status;
+  ui.badge.title = ui.badge.textContent; // phones show only the dot
 }
 
 // --- error area -------------------------------------------------------------
@@ -73,6 +80,11 @@ export function clearError() {
 }
 
 ui.errorDismiss.addEventListener("click", clearError);
+
+/** What the user just did, said back ("You left the call."); null clears it. */
+export function showNotice(message) {
+  ui.notice.textContent = message ?? "";
+}
 
 // --- lobby: join form and room cards -----------------------------------------
 
@@ -141,7 +153,10 @@ function roomCard(name, onJoin) {
   const card = el("li", "card room-card");
   card.dataset.room = name;
   const head = el("div", "room-head");
-  const title = el("h3", "room-name", name);
+  // Long names are cut with "…" (style.css `.cut`): whole on hover and, being the
+  // element's text, whole to screen readers.
+  const title = el("h3", "room-name cut", name);
+  title.title = name;
   // Everyone sees that a room is locked (only moderators may join it).
   const lock = el("span", "room-lock", "Locked");
   lock.title = "Locked by a moderator: only moderators may join";
@@ -203,11 +218,13 @@ export const CALL_TEXT = {
   dropped: "dropped out of the call",
 };
 
-// The chip's text is exactly "nickname (user)"; "you", the viewer mark and the
+// The chip's text is the nickname, with "(user)" only when the user name differs
+// ("Ann (publisher1)", but "bob" alone); "you", the viewer mark and the
 // call state's dot are CSS-generated from data attributes (still read out by
 // screen readers); the call state is also the chip's title and class.
 function fillChip(chip, participant, isSelf) {
-  const text = `${participant.nickname} (${participant.user})`;
+  const { nickname, user } = participant;
+  const text = nickname === user ? nickname : `${nickname} (${user})`;
   if (chip.textContent !== text) chip.textContent = text; // unchanged: keep the live region quiet
   chip.dataset.role = participant.role;
   chip.toggleAttribute("data-self", isSelf);
@@ -246,6 +263,9 @@ export function showLobby() {
 export function showCall(roomName, { subscriber }) {
   const wasInLobby = ui.call.hidden;
   ui.callRoom.textContent = roomName;
+  ui.callRoom.title = roomName;
+  ui.copyStatus.textContent = "";
+  ui.linkBox.hidden = true;
   ui.subscriberNote.hidden = !subscriber;
   ui.lobby.hidden = true;
   ui.call.hidden = false;
@@ -274,12 +294,25 @@ export function setMediaControls(media, { canShare = false } = {}) {
   ui.toggleMic.hidden = !media;
   ui.toggleScreen.hidden = !media || !canShare;
   if (!media) return;
-  ui.toggleScreen.textContent = media.screen ? "Stop sharing" : "Share screen";
-  ui.toggleScreen.dataset.on = String(Boolean(media.screen));
-  ui.toggleCamera.textContent = media.video ? "Turn camera off" : "Turn camera on";
-  ui.toggleCamera.dataset.on = String(media.video);
-  ui.toggleMic.textContent = media.audio ? "Mute microphone" : "Unmute microphone";
-  ui.toggleMic.dataset.on = String(media.audio);
+  setControl(ui.toggleScreen, media.screen ? "Stop sharing" : "Share screen", Boolean(media.screen));
+  setControl(ui.toggleCamera, media.video ? "Turn camera off" : "Turn camera on", media.video);
+  setControl(ui.toggleMic, media.audio ? "Mute microphone" : "Unmute microphone", media.audio);
+}
+
+// The words are the button's name (shown beside its icon on wide screens, hidden on
+// narrow ones) and its tooltip.
+function setControl(button, text, on) {
+  button.querySelector(".btn-label").textContent = text;
+  button.title = text;
+  button.dataset.on = String(on);
+}
+
+/** Show or hide the call's participant list (the chat stays where it is). */
+export function togglePeople() {
+  const shown = ui.togglePeople.getAttribute("aria-expanded") !== "true";
+  ui.togglePeople.setAttribute("aria-expanded", String(shown));
+  // A disclosure: one name ("People"), aria-expanded tells whether the list shows.
+  ui.callSide.toggleAttribute("data-people-hidden", !shown);
 }
 
 /** Why your camera does not reach the others (the call itself still works); null: it does. */

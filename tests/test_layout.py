@@ -147,6 +147,7 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "lobby.web.*": (
         (
             "lobby.web",
+            "lobby.web.addresses",
             "lobby.web.auth",
             "lobby.web.assets",
             "lobby.web.health",

@@ -129,7 +129,7 @@ async def test_logout_needs_its_csrf_token_and_ends_the_session(lobby: Lobby) ->
         assert (await http.get("/lobby")).status_code == 200
         done = await http.post("/logout", data={"csrf_token": csrf_from(page.text)})
         assert done.status_code == 303
-        assert done.headers["location"] == "/"
+        assert done.headers["location"] == "/?logged_out=1"  # the form says so
     async with httpx.AsyncClient(base_url=lobby.http, cookies={"lobby_session": cookie}) as http:
         assert (await http.get("/lobby")).status_code == 303  # the replayed cookie is dead
 

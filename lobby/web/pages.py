@@ -6,6 +6,7 @@ import asyncio
 import logging
 import math
 from collections.abc import Awaitable
+from urllib.parse import quote
 
 from starlette.datastructures import FormData
 from starlette.requests import ClientDisconnect, Request
@@ -15,7 +16,7 @@ from starlette.templating import Jinja2Templates
 from lobby.cluster.limits import LOGINS_UNAVAILABLE, LimitsUnavailable
 from lobby.rules.protocol import CloseCode
 from lobby.store.db import UNAVAILABLE, Unavailable
-from lobby.web import assets
+from lobby.web import addresses, assets
 from lobby.web.auth import Busy
 from lobby.web.state import AppState, state_of
 
@@ -23,19 +24,42 @@ templates = Jinja2Templates(directory=assets.TEMPLATES)
 log = logging.getLogger("lobby.web.pages")
 
 
+# Where a logout lands: the login form, saying so.
+LOGGED_OUT = "/?logged_out=1"
+
+
 async def login_page(request: Request) -> Response:
     state = state_of(request)
+    target = _next(request.query_params.get("next"))
     if state.auth.current(request) is not None:
-        return RedirectResponse("/lobby", status_code=303)
-    return _login_form(request, error=None, username="", status=200)
+        return RedirectResponse(target, status_code=303)
+    notice = "You are logged out." if "logged_out" in request.query_params else None
+    return _login_form(request, error=None, username="", status=200, notice=notice)
 
 
-def _login_form(request: Request, *, error: str | None, username: str, status: int) -> Response:
+def _next(value: object) -> str:
+    return addresses.local_target(value)
+
+
+def _login_form(
+    request: Request,
+    *,
+    error: str | None,
+    username: str,
+    status: int,
+    fields: dict[str, str] | None = None,
+    notice: str | None = None,
+    target: str | None = None,
+) -> Response:
+    """The form; `fields` holds errors that concern one field (by its name), shown under it."""
     state = state_of(request)
     token = state.auth.login_csrf(request)
     context = {
         "csrf_token": token,
         "error": error,
+        "fields": fields or {},
+        "notice": notice,
+        "next": target or _next(request.query_params.get("next")),
         "username": username,
         "demo": state.settings.demo,
     }
@@ -59,19 +83,23 @@ async def login(request: Request) -> Response:
         return Response(status_code=400)
     name, password = form.get("user"), form.get("pass")
     username = name.strip()[:64] if isinstance(name, str) else ""
+    target = _next(form.get("next"))
     if not state.auth.check_login_csrf(request, form.get("csrf_token")):
         return _login_form(
             request,
             error="Your login form expired; please try again.",
             username=username,
             status=403,
+            target=target,
         )
-    if not isinstance(password, str) or not username or not password:
+    missing = {}
+    if not username:
+        missing["user"] = "Enter your user name."
+    if not isinstance(password, str) or not password:
+        missing["pass"] = "Enter your password."
+    if missing or not isinstance(password, str):
         return _login_form(
-            request,
-            error="Please enter your user name and password.",
-            username=username,
-            status=401,
+            request, error=None, username=username, status=401, fields=missing, target=target
         )
     address = request.client.host if request.client else ""
     throttle = state.login_throttle
@@ -82,10 +110,10 @@ async def login(request: Request) -> Response:
     except LimitsUnavailable as exc:  # shared with other instances, and unreachable
         log.warning("login throttle unreachable: %s", exc)
         state.metrics.login("unavailable")
-        return _unavailable(request, username=username, error=LOGINS_UNAVAILABLE)
+        return _unavailable(request, username=username, error=LOGINS_UNAVAILABLE, target=target)
     if verdict.refused:
         state.metrics.login("throttled")
-        return _too_many_failures(request, username=username, wait=verdict.wait)
+        return _too_many_failures(request, username=username, wait=verdict.wait, target=target)
     if verdict.slowdown > 0:
         # Failures for this name from other addresses: slow the attempt down (the
         # owner's too, a few seconds at most) instead of refusing the owner.
@@ -96,17 +124,21 @@ async def login(request: Request) -> Response:
     except Busy:
         await _forget(throttle.withdrawn(username, address))  # no password was checked
         state.metrics.login("busy")
-        return _busy(request, username=username)
+        return _busy(request, username=username, target=target)
     except Unavailable:
         await _forget(throttle.withdrawn(username, address))  # nor here
         state.metrics.login("unavailable")
-        return _unavailable(request, username=username)
+        return _unavailable(request, username=username, target=target)
     if opened is None:
         # Not the name: people type their password into the name field by mistake.
         log.info("login failed from %s", address)
         state.metrics.login("wrong_password")
         return _login_form(
-            request, error="Wrong user name or password.", username=username, status=401
+            request,
+            error="Wrong user name or password.",
+            username=username,
+            status=401,
+            target=target,
         )
     await _forget(throttle.succeeded(username, address))
     state.metrics.login("ok")
@@ -117,7 +149,7 @@ async def login(request: Request) -> Response:
         _end_session(request, previous[0], "logged in again")
     session_id, user = opened
     log.info("login from %s", address, extra={"user": user.name})
-    response = RedirectResponse("/lobby", status_code=303)
+    response = RedirectResponse(target, status_code=303)
     state.auth.set_session_cookie(response, request, session_id)
     return response
 
@@ -137,7 +169,9 @@ def _end_session(request: Request, session_id: str, reason: str) -> None:
     state.handler.end_session(session_id, CloseCode.SESSION_ENDED, reason)
 
 
-def _too_many_failures(request: Request, *, username: str, wait: float) -> Response:
+def _too_many_failures(
+    request: Request, *, username: str, wait: float, target: str | None = None
+) -> Response:
     seconds = math.ceil(wait)
     unit = "second" if seconds == 1 else "seconds"
     response = _login_form(
@@ -145,24 +179,28 @@ def _too_many_failures(request: Request, *, username: str, wait: float) -> Respo
         error=f"Too many failed logins; try again in {seconds} {unit}.",
         username=username,
         status=429,
+        target=target,
     )
     response.headers["Retry-After"] = str(seconds)
     return response
 
 
-def _busy(request: Request, *, username: str) -> Response:
+def _busy(request: Request, *, username: str, target: str) -> Response:
     response = _login_form(
         request,
         error="The server is busy; please try again in a moment.",
         username=username,
         status=503,
+        target=target,
     )
     response.headers["Retry-After"] = "1"
     return response
 
 
-def _unavailable(request: Request, *, username: str, error: str = UNAVAILABLE) -> Response:
-    response = _login_form(request, error=error, username=username, status=503)
+def _unavailable(
+    request: Request, *, username: str, error: str = UNAVAILABLE, target: str | None = None
+) -> Response:
+    response = _login_form(request, error=error, username=username, status=503, target=target)
     response.headers["Retry-After"] = "5"
     return response
 
@@ -178,7 +216,7 @@ async def database_unavailable(request: Request, exc: Exception) -> Response:
 async def logout(request: Request) -> Response:
     state = state_of(request)
     current = state.auth.current(request)
-    response = RedirectResponse("/", status_code=303)
+    response = RedirectResponse(LOGGED_OUT, status_code=303)
     if current is None:
         state.auth.clear_session_cookie(response, request)
         return response
@@ -212,6 +250,18 @@ async def lobby_page(request: Request) -> Response:
     # history may keep a copy for the next person at this computer.
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+async def room_page(request: Request) -> Response:
+    """`/room/NAME`: the lobby page, which enters room NAME (lobby.js); logged out, the
+    login form first, which comes back here (`lobby.web.addresses`)."""
+    state = state_of(request)
+    if state.auth.current(request) is None:
+        target = addresses.room_address(request.path_params["name"])
+        # Only an address a login would send the browser back to is worth carrying.
+        query = f"?next={quote(target, safe='')}" if _next(target) == target else ""
+        return RedirectResponse("/" + query, status_code=303)
+    return await lobby_page(request)
 
 
 def _call_view(state: AppState) -> str:
