@@ -75,7 +75,8 @@ function clearResume() {
 function request(type, fields = {}, { quiet = false } = {}) {
   const ref = nextRef++;
   if (!socket.send({ type, ...fields, ref })) {
-    if (!quiet) view.showError("Not connected to the lobby right now. Wait for “Connected” and try again.");
+    // Clears by itself once the lobby is back (view.setLobbyLive).
+    if (!quiet) view.showOutageError("Not connected to the lobby right now. Wait for “Connected” and try again.");
     return null;
   }
   pending.set(ref, { type, token: fields.token });
@@ -193,6 +194,7 @@ function kickedText(msg) {
 }
 
 function onWelcome(msg) {
+  view.setLobbyLive(true); // the room list below is current again
   if (msg.user) Object.assign(me, msg.user);
   if (msg.media) media = msg.media;
   roomSize = msg.room_size ?? null;
@@ -359,14 +361,16 @@ function render() {
   call.roster?.(participants);
   const room = current ? presence.get(current.room) : null;
   view.renderCallParticipants(participants, selfId, current?.room ?? null, room?.locked === true);
-  renderTiles(ui.videos, {
+  const summary = renderTiles(ui.videos, {
     participants,
     selfId,
     feeds: current ? call.feeds : [],
     present: call.present,
     connected: call.state === "connected",
+    links: call.links,
     speaking: speakingWatch.speaking,
   });
+  view.setCallSummary(summary);
   speakingWatch.watch(current ? call.feeds : []);
 }
 
@@ -388,6 +392,7 @@ const callbacks = {
     ui.callPlay.hidden = !blocked;
   },
   report: reportCall,
+  devices: (message) => view.setDeviceProblem(message),
 };
 const speakingWatch = new SpeakingWatch((speaking) => markSpeaking(ui.videos, speaking));
 // Which media side runs the call: the page was served for one back end.
@@ -412,6 +417,7 @@ const socket = connectSocket({
     // Replies to requests in flight will never come on a new socket.
     pending.clear();
     view.setJoinBusy(false);
+    view.setLobbyLive(false);
   },
   onStopped: () => view.showError("The server closed the connection. Reload the page to reconnect."),
 });
@@ -422,6 +428,7 @@ ui.joinForm.addEventListener("submit", (event) => {
 });
 ui.leave.addEventListener("click", leave);
 ui.callRetry.addEventListener("click", retry);
+ui.deviceRetry.addEventListener("click", () => call.retryDevices());
 ui.callPlay.addEventListener("click", () => call.resumePlayback());
 ui.toggleCamera.addEventListener("click", () => call.toggleVideo());
 ui.toggleMic.addEventListener("click", () => call.toggleAudio());

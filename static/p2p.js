@@ -18,14 +18,21 @@
 // is callview.js's `CallView`; this module adds the links, and `signal` (a
 // frame from a peer), `roster` (who is in the room) and `reconnected` (the
 // lobby socket came back while the call went on).
+//
+// Each peer's link state (CallView `setLink`, shown on its tile) is honest:
+// "connecting" until its connection is up, "reconnecting" once it was up and
+// went, "unreachable" when it never came up within UNREACHABLE_MS or ICE
+// failed (typically two networks and no STUN/TURN server: LOBBY_ICE_SERVERS).
+// The links keep trying meanwhile; a late success turns it "connected".
 
-import { CallView, canPublish, describe, stopTracks } from "./callview.js";
+import { CallView, canPublish, describe, deviceAdvice, stopTracks } from "./callview.js";
 import { constraint, explain } from "./prejoin.js";
 import { newFeed } from "./tiles.js";
 import { el } from "./view.js";
 
 const HELLO_RETRY_MS = [1000, 2000, 4000, 8000, 10_000];
 const CONNECT_TIMEOUT_MS = 10_000; // a link not connected by then starts over
+const UNREACHABLE_MS = 10_000; // a peer never connected by then is reported unreachable
 const CANDIDATE_BATCH_MS = 25; // trickled candidates go out together, not one frame each
 const MAX_CANDIDATES = 16; // per frame (the server's limit)
 
@@ -82,6 +89,11 @@ export class PeerCall extends CallView {
   #peers = new Map();
   /** @type {Map<string, Link>} participant id -> link */
   #links = new Map();
+  #ever = new Set(); // peers whose link was connected at some point of this call
+  #unreachable = new Set(); // peers never reached within UNREACHABLE_MS (or whose ICE failed)
+  /** @type {Map<string, number>} peer -> its UNREACHABLE_MS timer */
+  #reachTimers = new Map();
+  #retry = null; // () => starts your camera again (the device panel's "Try again")
 
   /**
    * @param {object} on the callbacks, see CallView
@@ -107,7 +119,12 @@ export class PeerCall extends CallView {
     for (const peer of this.#peers.values()) {
       if (this.#wants(peer)) this.#hello(peer.id);
     }
+    this.#retry = () => this.#startCamera(nickname, current);
     if (publish) this.#startCamera(nickname, current);
+  }
+
+  retryMedia() {
+    if (this.#me && !this.#stream && canPublish(this.#me.role)) this.#retry?.();
   }
 
   /** The room's participants (you included) as the lobby knows them. */
@@ -116,7 +133,9 @@ export class PeerCall extends CallView {
     for (const id of [...this.#links.keys()]) {
       if (!others.has(id)) this.#closeLink(id);
     }
+    const gone = [...this.#peers.keys()].filter((id) => !others.has(id));
     this.#peers = others;
+    for (const id of gone) this.#forget(id);
     this.#report();
   }
 
@@ -200,6 +219,11 @@ export class PeerCall extends CallView {
 
   teardownMedia() {
     for (const id of [...this.#links.keys()]) this.#closeLink(id);
+    for (const timer of this.#reachTimers.values()) clearTimeout(timer);
+    this.#reachTimers.clear(); // CallView forgets the link states itself
+    this.#ever.clear();
+    this.#unreachable.clear();
+    this.#retry = null;
     stopTracks(this.#stream);
     this.#stream = null;
     this.#screen = null;
@@ -270,7 +294,7 @@ export class PeerCall extends CallView {
     } catch (err) {
       if (!current()) return;
       this.local = null;
-      this.on.publishProblem(`Your camera or microphone could not start (${describe(err)}). You can still watch and listen.`);
+      this.on.devices(deviceAdvice(err)); // with "Try again", in place
       this.setState("connected");
       this.#report();
       this.on.feeds();
@@ -307,6 +331,7 @@ export class PeerCall extends CallView {
     this.#closeLink(peerId);
     const link = new Link(peerId, null);
     this.#links.set(peerId, link);
+    this.#watchReach(peerId);
     this.#sayHello(link);
   }
 
@@ -335,6 +360,7 @@ export class PeerCall extends CallView {
     this.#closeLink(from);
     const fresh = new Link(from, theirs);
     this.#links.set(from, fresh);
+    this.#watchReach(from);
     this.#sendTo(fresh, { kind: "ack" });
     this.#open(fresh);
   }
@@ -499,10 +525,48 @@ export class PeerCall extends CallView {
     trace(link, "connection", state);
     const was = link.connected;
     link.connected = state === "connected";
+    if (link.connected) {
+      this.#ever.add(link.peer);
+      this.#unreachable.delete(link.peer);
+    } else if (state === "failed" && !this.#ever.has(link.peer)) {
+      this.#unreachable.add(link.peer); // ICE tried every pair: no way through
+    }
+    this.#mark(link.peer);
     this.#report(); // before a failed link is started over below
     // Start over after a failure; one side does it, so the two do not race.
     if (state === "failed" && this.#me.id < link.peer) this.#hello(link.peer);
     else if (was !== link.connected) this.on.feeds();
+  }
+
+  /** Start the clock on reaching `peerId`, once per peer and call (restarted links keep it). */
+  #watchReach(peerId) {
+    this.#mark(peerId);
+    if (this.#reachTimers.has(peerId) || this.#ever.has(peerId)) return;
+    const timer = setTimeout(() => {
+      if (!this.#links.get(peerId)?.connected && !this.#ever.has(peerId)) this.#unreachable.add(peerId);
+      this.#mark(peerId);
+    }, UNREACHABLE_MS);
+    this.#reachTimers.set(peerId, timer);
+  }
+
+  /** The link state shown on `peerId`'s tile (CallView `links`). */
+  #mark(peerId) {
+    if (!this.#peers.has(peerId)) return;
+    const link = this.#links.get(peerId);
+    let state = "connecting";
+    if (link?.connected) state = "connected";
+    else if (this.#ever.has(peerId)) state = "reconnecting";
+    else if (this.#unreachable.has(peerId)) state = "unreachable";
+    this.setLink(peerId, state);
+  }
+
+  /** The peer left the room: nothing more to say about it. */
+  #forget(peerId) {
+    clearTimeout(this.#reachTimers.get(peerId));
+    this.#reachTimers.delete(peerId);
+    this.#ever.delete(peerId);
+    this.#unreachable.delete(peerId);
+    this.setLink(peerId, null);
   }
 
   #closeLink(peerId) {
