@@ -9,11 +9,13 @@ call between two networks without STUN/TURN looks like to the pages.
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 
-from playwright.async_api import expect
+import pytest
+from playwright.async_api import Browser, async_playwright, expect
 
 from tests.conftest import LobbyFactory
-from tests.e2e.tabs import Tab, Tabs
+from tests.e2e.tabs import CHROMIUM, CHROMIUM_ARGS, Tab, Tabs
 
 # Every RTCPeerConnection of the page gets `iceTransportPolicy: "relay"`: by the
 # WebRTC spec it then gathers relay candidates only, which need a TURN server;
@@ -82,3 +84,71 @@ async def test_a_peer_that_cannot_be_reached_is_said_so_within_15_seconds(
         # The pages really gathered nothing (so nothing was sent off loopback).
         assert await tab.page.evaluate("window.iceCandidates") == []
         assert await tab.page.evaluate("window.peerConnections.length") >= 1
+
+
+@pytest.fixture
+async def asking_browser(browser: Browser) -> AsyncIterator[Browser]:
+    """A Chromium with fake devices whose pages must be given camera and microphone.
+
+    Without `--use-fake-ui-for-media-stream` nobody answers the permission
+    prompt of a headless Chromium: getUserMedia fails with NotAllowedError
+    unless the context was granted "camera" and "microphone". (`browser` first:
+    it skips or fails the test where there is no Chromium.)
+    """
+    args = [arg for arg in CHROMIUM_ARGS if arg != "--use-fake-ui-for-media-stream"]
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=args
+        )
+        yield launched
+        await launched.close()
+
+
+DEVICES = ["camera", "microphone"]
+
+
+async def test_a_denied_camera_is_explained_and_retried_in_place(
+    make_lobby: LobbyFactory, asking_browser: Browser
+):
+    lobby = await make_lobby(media="p2p")
+    opened = Tabs(asking_browser)
+    try:
+        alice = await opened.open("alice", permissions=DEVICES)
+        await alice.login(lobby.http, "alice")
+        await alice.create_room("DENY", "Alice", check=False)
+        await expect(alice.page.locator("#prejoin-video")).to_be_visible()
+        # The person blocks the site's camera and microphone just as the call starts.
+        await alice.context.clear_permissions()
+        await alice.pass_prejoin()
+        await alice.in_call()
+
+        panel = alice.page.locator("#device-problem")
+        await expect(panel).to_be_visible()
+        await expect(panel).to_have_attribute("role", "alert")
+        await expect(panel).to_contain_text("blocks the camera and microphone")
+        await expect(panel).to_contain_text("address bar")
+        retry = alice.page.get_by_role("button", name="Try again")
+        await expect(retry).to_be_visible()
+        await expect(alice.page.locator("#toggle-camera")).to_be_hidden()
+        await alice.mark()
+
+        # Still denied: the panel stays, with the same advice.
+        await retry.click()
+        await expect(panel).to_be_visible()
+        await expect(panel).to_contain_text("blocks the camera and microphone")
+
+        # Allowed in the browser: Try again brings the camera into this very call.
+        await alice.context.grant_permissions(DEVICES, origin=lobby.http)
+        await retry.click()
+        await expect(panel).to_be_hidden()
+        await expect(alice.page.locator("#toggle-camera")).to_be_visible()
+        await alice.page.wait_for_function(
+            "document.querySelector('#videos figure.tile[data-tile=local] video')?.videoWidth > 0"
+        )
+        await alice.in_call()
+        assert await alice.still_same_page()
+        assert len(alice.frames("token")) == 1  # the same call: no second join
+        assert opened.remote_requests() == []
+        assert opened.page_errors() == []
+    finally:
+        await opened.close()
