@@ -186,6 +186,7 @@ async function listDevices(stream) {
   } catch {
     return;
   }
+  if (!session) return; // "Join now" came first: the check is closed
   const inUse = (kind) => stream.getTracks().find((t) => t.kind === kind)?.getSettings().deviceId;
   fill(ui.camera, devices, "videoinput", inUse("video") || session.choices.camera, "Camera");
   fill(ui.microphone, devices, "audioinput", inUse("audio") || session.choices.microphone, "Microphone");

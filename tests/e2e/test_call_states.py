@@ -15,7 +15,7 @@ import pytest
 from playwright.async_api import Browser, async_playwright, expect
 
 from tests.conftest import LobbyFactory
-from tests.e2e.tabs import CHROMIUM, CHROMIUM_ARGS, Tab, Tabs
+from tests.e2e.tabs import CHROMIUM, CHROMIUM_ARGS, Tab, Tabs, loopback_only
 
 # Every RTCPeerConnection of the page gets `iceTransportPolicy: "relay"`: by the
 # WebRTC spec it then gathers relay candidates only, which need a TURN server;
@@ -152,3 +152,34 @@ async def test_a_denied_camera_is_explained_and_retried_in_place(
         assert opened.page_errors() == []
     finally:
         await opened.close()
+
+
+@pytest.mark.loopback_rtc
+async def test_a_peer_whose_media_stops_is_shown_reconnecting_not_frozen(
+    make_lobby: LobbyFactory, tabs: Tabs
+):
+    """Real media on loopback (scripts/loopback-only): connected only once it flows, then
+    Bob's tab closes within the grace period and Alice's page dims his tile and says so."""
+    if not loopback_only():
+        pytest.fail("run this under scripts/loopback-only (pytest -m loopback_rtc)")
+    lobby = await make_lobby(media="p2p", reconnect_grace=60.0)
+    alice = await tabs.login(lobby.http, "alice")
+    bob = await tabs.login(lobby.http, "bob")
+    await alice.create_room("LIVE", "Alice")
+    await alice.in_call()
+    await bob.join_listed("LIVE", "Bob")
+    await bob.in_call()
+    tile = alice.tile("remote")
+    status = alice.page.locator("#call-status")
+    await expect(tile).to_have_attribute("data-link", "connected", timeout=15_000)
+    await expect(status).to_have_text("Connected to the call")
+    await alice.page.wait_for_function(
+        "document.querySelector('#videos figure.tile[data-tile=remote] video')?.videoWidth > 0"
+    )
+
+    await bob.close()  # within the grace period: the lobby keeps him, his media is gone
+    await expect(tile).to_have_attribute("data-link", "reconnecting", timeout=30_000)
+    await expect(tile.locator(".tile-status")).to_have_text("Bob is reconnecting…")
+    await expect(status).to_contain_text("Bob is reconnecting…")
+    opacity = await tile.locator(".tile-media").evaluate("(m) => getComputedStyle(m).opacity")
+    assert float(opacity) < 1  # dimmed, not a frozen last frame at full strength
