@@ -19,20 +19,17 @@
 // frame from a peer), `roster` (who is in the room) and `reconnected` (the
 // lobby socket came back while the call went on).
 //
-// Each peer's link state (CallView `setLink`, shown on its tile) is honest:
-// "connecting" until its connection is up, "reconnecting" once it was up and
-// went, "unreachable" when it never came up within UNREACHABLE_MS or ICE
-// failed (typically two networks and no STUN/TURN server: LOBBY_ICE_SERVERS).
-// The links keep trying meanwhile; a late success turns it "connected".
+// Each peer's link state (CallView `setLink`, shown on its tile) comes from
+// reach.js: connecting, connected, reconnecting or unreachable.
 
 import { CallView, canPublish, describe, deviceAdvice, stopTracks } from "./callview.js";
 import { constraint, explain } from "./prejoin.js";
+import { Reach } from "./reach.js";
 import { newFeed } from "./tiles.js";
 import { el } from "./view.js";
 
 const HELLO_RETRY_MS = [1000, 2000, 4000, 8000, 10_000];
 const CONNECT_TIMEOUT_MS = 10_000; // a link not connected by then starts over
-const UNREACHABLE_MS = 10_000; // a peer never connected by then is reported unreachable
 const CANDIDATE_BATCH_MS = 25; // trickled candidates go out together, not one frame each
 const MAX_CANDIDATES = 16; // per frame (the server's limit)
 
@@ -89,10 +86,7 @@ export class PeerCall extends CallView {
   #peers = new Map();
   /** @type {Map<string, Link>} participant id -> link */
   #links = new Map();
-  #ever = new Set(); // peers whose link was connected at some point of this call
-  #unreachable = new Set(); // peers never reached within UNREACHABLE_MS (or whose ICE failed)
-  /** @type {Map<string, number>} peer -> its UNREACHABLE_MS timer */
-  #reachTimers = new Map();
+  #reach = new Reach((peerId) => this.#mark(peerId));
   #retry = null; // () => starts your camera again (the device panel's "Try again")
 
   /**
@@ -219,10 +213,7 @@ export class PeerCall extends CallView {
 
   teardownMedia() {
     for (const id of [...this.#links.keys()]) this.#closeLink(id);
-    for (const timer of this.#reachTimers.values()) clearTimeout(timer);
-    this.#reachTimers.clear(); // CallView forgets the link states itself
-    this.#ever.clear();
-    this.#unreachable.clear();
+    this.#reach.clear(); // CallView forgets the link states itself
     this.#retry = null;
     stopTracks(this.#stream);
     this.#stream = null;
@@ -525,12 +516,7 @@ export class PeerCall extends CallView {
     trace(link, "connection", state);
     const was = link.connected;
     link.connected = state === "connected";
-    if (link.connected) {
-      this.#ever.add(link.peer);
-      this.#unreachable.delete(link.peer);
-    } else if (state === "failed" && !this.#ever.has(link.peer)) {
-      this.#unreachable.add(link.peer); // ICE tried every pair: no way through
-    }
+    this.#reach.update(link.peer, state);
     this.#mark(link.peer);
     this.#report(); // before a failed link is started over below
     // Start over after a failure; one side does it, so the two do not race.
@@ -538,34 +524,20 @@ export class PeerCall extends CallView {
     else if (was !== link.connected) this.on.feeds();
   }
 
-  /** Start the clock on reaching `peerId`, once per peer and call (restarted links keep it). */
+  /** A link to `peerId` is being set up: its clock starts (once per peer and call). */
   #watchReach(peerId) {
     this.#mark(peerId);
-    if (this.#reachTimers.has(peerId) || this.#ever.has(peerId)) return;
-    const timer = setTimeout(() => {
-      if (!this.#links.get(peerId)?.connected && !this.#ever.has(peerId)) this.#unreachable.add(peerId);
-      this.#mark(peerId);
-    }, UNREACHABLE_MS);
-    this.#reachTimers.set(peerId, timer);
+    this.#reach.trying(peerId, () => Boolean(this.#links.get(peerId)?.connected));
   }
 
   /** The link state shown on `peerId`'s tile (CallView `links`). */
   #mark(peerId) {
-    if (!this.#peers.has(peerId)) return;
-    const link = this.#links.get(peerId);
-    let state = "connecting";
-    if (link?.connected) state = "connected";
-    else if (this.#ever.has(peerId)) state = "reconnecting";
-    else if (this.#unreachable.has(peerId)) state = "unreachable";
-    this.setLink(peerId, state);
+    if (this.#peers.has(peerId)) this.setLink(peerId, this.#reach.state(peerId, Boolean(this.#links.get(peerId)?.connected)));
   }
 
   /** The peer left the room: nothing more to say about it. */
   #forget(peerId) {
-    clearTimeout(this.#reachTimers.get(peerId));
-    this.#reachTimers.delete(peerId);
-    this.#ever.delete(peerId);
-    this.#unreachable.delete(peerId);
+    this.#reach.forget(peerId);
     this.setLink(peerId, null);
   }
 

@@ -116,8 +116,13 @@ async def test_a_denied_camera_is_explained_and_retried_in_place(
         alice = await opened.open("alice", permissions=DEVICES)
         await alice.login(lobby.http, "alice")
         await alice.create_room("DENY", "Alice", check=False)
-        await expect(alice.page.locator("#prejoin-video")).to_be_visible()
-        # The person blocks the site's camera and microphone just as the call starts.
+        # The check has its camera and microphone (so it leaves both switched on)…
+        await alice.page.wait_for_function(
+            "() => document.getElementById('prejoin-video').srcObject?.getTracks().length === 2"
+        )
+        await expect(alice.page.locator("#prejoin-video-on")).to_be_checked()
+        await expect(alice.page.locator("#prejoin-audio-on")).to_be_checked()
+        # …then the person blocks the site's camera and microphone just as the call starts.
         await alice.context.clear_permissions()
         await alice.pass_prejoin()
         await alice.in_call()
@@ -143,7 +148,7 @@ async def test_a_denied_camera_is_explained_and_retried_in_place(
         await expect(panel).to_be_hidden()
         await expect(alice.page.locator("#toggle-camera")).to_be_visible()
         await alice.page.wait_for_function(
-            "document.querySelector('#videos figure.tile[data-tile=local] video')?.videoWidth > 0"
+            "() => document.querySelector('#videos figure.tile[data-tile=local] video')?.videoWidth > 0"
         )
         await alice.in_call()
         assert await alice.still_same_page()
@@ -174,7 +179,7 @@ async def test_a_peer_whose_media_stops_is_shown_reconnecting_not_frozen(
     await expect(tile).to_have_attribute("data-link", "connected", timeout=15_000)
     await expect(status).to_have_text("Connected to the call")
     await alice.page.wait_for_function(
-        "document.querySelector('#videos figure.tile[data-tile=remote] video')?.videoWidth > 0"
+        "() => document.querySelector('#videos figure.tile[data-tile=remote] video')?.videoWidth > 0"
     )
 
     await bob.close()  # within the grace period: the lobby keeps him, his media is gone
