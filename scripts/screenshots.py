@@ -2,8 +2,9 @@
 
 lobby.png (the lobby), prejoin.png (the pre-join check), call.png (a call),
 moderation.png (a moderator's controls), screen.png (a call with a shared screen),
-call-chat.png (that call with its chat open) and call-phone.png (the call on a phone,
-entered through the room's address).
+call-chat.png (that call with its chat open), call-phone.png (the call on a phone,
+entered through the room's address), call-connecting.png (a call whose peer is not
+reached yet) and lobby-reconnecting.png (the lobby while its server restarts).
 
 Everything runs on this machine: a lobby server with peer-to-peer rooms (in this
 process, like the tests) and Debian's Chromium with fake cameras, whose pages
@@ -25,10 +26,14 @@ sys.path.insert(0, str(ROOT))  # the stand-in and the test helpers live in tests
 
 # After the path is set: these come from tests/.
 from lobby.app import create_app, media_backend  # noqa: E402
+from lobby.config import Settings  # noqa: E402
 from lobby.server import uvicorn_config  # noqa: E402
+from lobby.store.users import UserStore  # noqa: E402
 from tests.conftest import PASSWORD, Client, Lobby, make_users  # noqa: E402
 from tests.conftest import test_settings as lobby_settings  # noqa: E402
+from tests.e2e.restart import RestartableLobby  # noqa: E402
 from tests.e2e.tabs import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+from tests.e2e.test_call_states import NO_CANDIDATES  # noqa: E402
 from tests.live import LiveServer  # noqa: E402
 from tests.openvidu_standin import running_standin  # noqa: E402
 
@@ -40,6 +45,8 @@ PEOPLE = [
     ("dave", "SUBSCRIBER"),
     ("erin", "PUBLISHER"),
     ("fay", "PUBLISHER"),
+    ("frank", "PUBLISHER"),
+    ("gina", "PUBLISHER"),
 ]
 PHONE: ViewportSize = {"width": 375, "height": 667}
 # Who sits in which room before Alice looks (lobby sockets that never join the call).
@@ -51,10 +58,16 @@ SEATED = [
 
 
 async def open_page(
-    browser: Browser, base_url: str, user: str, viewport: ViewportSize = VIEWPORT
+    browser: Browser,
+    base_url: str,
+    user: str,
+    viewport: ViewportSize = VIEWPORT,
+    script: str = "",
 ) -> Page:
     """A new browser context, signed in through the login form, on the live lobby."""
     context = await browser.new_context(viewport=viewport, device_scale_factor=1)
+    if script:
+        await context.add_init_script(script)
     page = await context.new_page()
     await page.goto(base_url + "/")
     await page.fill("input[name=user]", user)
@@ -129,8 +142,46 @@ async def shoot(browser: Browser, lobby: Lobby) -> None:
     await bob.screenshot(path=str(IMAGES / "screen.png"), full_page=True)
     await chat(alice, bob, viewer)
     await phone(browser, lobby)
+    await connecting(browser, lobby)
     for client in clients:
         await client.close()
+
+
+async def connecting(browser: Browser, lobby: Lobby) -> None:
+    """Frank and Gina, whose connections find no way to each other (relay only, no relay
+    server, as tests/e2e/test_call_states.py): a call still connecting, for its first 10 s."""
+    frank = await open_page(browser, lobby.http, "frank", script=NO_CANDIDATES)
+    gina = await open_page(browser, lobby.http, "gina", script=NO_CANDIDATES)
+    await join(frank, "far-away", "Frank")
+    await join(gina, "far-away", "Gina")
+    await expect(frank.locator("#call")).to_have_attribute("data-media", "connecting")
+    await expect(frank.locator("figure.tile[data-tile=remote]")).to_have_attribute(
+        "data-link", "connecting"
+    )
+    await frank.screenshot(path=str(IMAGES / "call-connecting.png"), full_page=True)
+    await gina.context.close()
+    await frank.context.close()
+
+
+async def reconnecting(browser: Browser, settings: Settings, users: UserStore) -> None:
+    """The lobby while its server is away: a second server, stopped under Alice's page."""
+    server = RestartableLobby(
+        lambda: create_app(settings, users=users, media=media_backend(settings)), settings
+    )
+    await server.start()
+    try:
+        bob = await open_page(browser, server.http, "bob")
+        await join(bob, "standup", "Bob")
+        alice = await open_page(browser, server.http, "alice")
+        await expect(alice.locator("#rooms li.room-card")).to_have_count(1)
+        await server.stop()
+        await expect(alice.locator("#connection-banner")).to_be_visible()
+        await expect(alice.locator("#rooms-stale")).to_be_visible()
+        await alice.screenshot(path=str(IMAGES / "lobby-reconnecting.png"))
+        await alice.context.close()
+        await bob.context.close()
+    finally:
+        await server.stop()
 
 
 async def say(page: Page, text: str) -> None:
@@ -186,6 +237,7 @@ async def main() -> None:
             )
             try:
                 await shoot(browser, Lobby(live, app, settings))
+                await reconnecting(browser, settings, users)
             finally:
                 await browser.close()
     names = (
@@ -196,6 +248,8 @@ async def main() -> None:
         "screen.png",
         "call-chat.png",
         "call-phone.png",
+        "call-connecting.png",
+        "lobby-reconnecting.png",
     )
     for name in names:
         path = IMAGES / name

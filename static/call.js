@@ -9,7 +9,7 @@
 // and the camera comes back when sharing stops. The others learn it is a
 // screen from the lobby (your `media` report), and their tiles say so.
 
-import { CallView, describe, stopTracks } from "./callview.js";
+import { CallView, describe, deviceAdvice, stopTracks } from "./callview.js";
 import { newFeed } from "./tiles.js";
 
 const DISCONNECT_MESSAGES = {
@@ -96,6 +96,7 @@ export class Call extends CallView {
   #publisher = null;
   #refused = false; // the media server refused your publish
   #camera = null; // your camera's video track while a screen replaces it
+  #retry = null; // () => publishes again (the device panel's "Try again")
   /** @type {Map<string, object>} stream id -> feed of someone else */
   #remote = new Map();
   /** @type {Map<string, string|null>} connection id -> participant id, others in the media session */
@@ -177,7 +178,12 @@ export class Call extends CallView {
     this.#joined = true;
     this.setState("connected");
     this.on.report("connected");
+    this.#retry = publish ? () => this.#publish(OV, session, { nickname, participantId }, current) : null;
     if (publish) await this.#publish(OV, session, { nickname, participantId }, current);
+  }
+
+  retryMedia() {
+    if (this.#joined && !this.#publisher) this.#retry?.();
   }
 
   // --- for CallView -----------------------------------------------------------
@@ -235,6 +241,7 @@ export class Call extends CallView {
     }
     this.#ov = null;
     this.#joined = false;
+    this.#retry = null;
     this.#refused = false;
     this.#remote.clear();
     this.#present.clear();
@@ -263,7 +270,7 @@ export class Call extends CallView {
       if (!current()) return;
       this.local = null;
       this.on.feeds();
-      this.on.publishProblem(`Your camera or microphone could not start (${describe(err)}). You can still watch and listen.`);
+      this.on.devices(deviceAdvice(err)); // with "Try again", in place
       return;
     }
     if (!current()) {

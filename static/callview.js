@@ -20,8 +20,9 @@
 // For the media side (JS private fields do not reach a subclass): `on` (the
 // callbacks), `local` (your feed), `devices` (the pre-join choice: {video,
 // audio, camera, microphone, speaker}), `media` and `setMedia`, `setState`,
-// `begin` and `play`. It implements `running`, `remoteFeeds`, `switchMedia`,
-// `startScreen`, `stopScreen` and `teardownMedia`, plus `start` and `present`.
+// `begin`, `play` and `setLink`. It implements `running`, `remoteFeeds`, `switchMedia`,
+// `startScreen`, `stopScreen` and `teardownMedia`, plus `start`, `present` and
+// `retryMedia` (ask for your camera again after the device panel's "Try again").
 
 import { newFeed } from "./tiles.js";
 
@@ -35,6 +36,28 @@ export function describe(err) {
   return (err && (err.message || err.name)) || String(err);
 }
 
+/**
+ * Why your camera or microphone did not start inside a call, and what to do, for
+ * the call view's device panel (it has a "Try again" button; the call goes on).
+ */
+export function deviceAdvice(err) {
+  const name = String(err?.name ?? "");
+  if (!navigator.mediaDevices) {
+    return "This page is not served over https, so the browser offers no camera or microphone. You can still watch and listen.";
+  }
+  // openvidu-browser names its own: DEVICE_ACCESS_DENIED, INPUT_VIDEO_DEVICE_NOT_FOUND, …
+  if (name === "NotAllowedError" || name === "SecurityError" || name === "DEVICE_ACCESS_DENIED") {
+    return "Your browser blocks the camera and microphone for this site. Allow them with the camera icon in the address bar (or the site settings left of the address), then press Try again. Meanwhile you can watch and listen.";
+  }
+  if (name === "NotFoundError" || name === "OverconstrainedError" || /NOT_FOUND|NO_INPUT/.test(name)) {
+    return "No camera or microphone was found. Plug one in, then press Try again. Meanwhile you can watch and listen.";
+  }
+  if (name === "NotReadableError" || name === "AbortError" || name === "DEVICE_ALREADY_IN_USE") {
+    return "The camera or microphone is in use by another application. Close that application, then press Try again. Meanwhile you can watch and listen.";
+  }
+  return `Your camera or microphone could not start (${describe(err)}). Press Try again; meanwhile you can watch and listen.`;
+}
+
 export function stopTracks(stream) {
   for (const track of stream?.getTracks() ?? []) track.stop();
 }
@@ -44,7 +67,9 @@ export class CallView {
    * Callbacks: state(state, message), media({video, audio, screen}|null),
    * feeds() (feeds or presence changed), publishProblem(message|null),
    * notice(message), playbackBlocked(bool), report("connected"|"dropped")
-   * (where this page's own call stands, for the lobby's call states).
+   * (where this page's own call stands, for the lobby's call states),
+   * devices(message|null) (your camera or microphone did not start: the call
+   * view offers "Try again", which calls `retryDevices`).
    */
   on;
   /** Your feed, from the moment your camera is asked for; null without one. */
@@ -56,6 +81,8 @@ export class CallView {
   #state = "idle";
   #media = null; // {video, audio, screen} while your media runs
   #screen = null; // {stream, feed} while you share a screen
+  /** @type {Map<string, string>} participant id -> how our media link to it stands */
+  #links = new Map();
 
   constructor(on) {
     this.on = on;
@@ -77,6 +104,30 @@ export class CallView {
   get feeds() {
     const mine = [this.local, this.#screen?.feed].filter(Boolean);
     return [...mine, ...this.remoteFeeds];
+  }
+
+  /**
+   * Participant id -> "connecting" | "connected" | "reconnecting" | "unreachable":
+   * how the media link to each other participant stands, where the media side
+   * knows it per participant (peer to peer). Empty for a media server: tiles.js
+   * then judges from `present`, the feeds and the lobby's call states.
+   */
+  get links() {
+    return this.#links;
+  }
+
+  /** For the media side: set (or with null forget) one participant's link state. */
+  setLink(participantId, state) {
+    if ((this.#links.get(participantId) ?? null) === state) return;
+    if (state) this.#links.set(participantId, state);
+    else this.#links.delete(participantId);
+    this.on.feeds();
+  }
+
+  /** Called from the device panel's "Try again": ask for the camera and microphone again, in place. */
+  retryDevices() {
+    this.on.devices(null);
+    this.retryMedia?.();
   }
 
   /** Whether this browser can share a screen at all. */
@@ -256,7 +307,9 @@ export class CallView {
     this.teardownMedia();
     this.local = null;
     if (this.#media) this.setMedia(null);
+    this.#links.clear();
     this.on.publishProblem(null);
+    this.on.devices(null);
     this.on.feeds();
     this.on.playbackBlocked(false);
   }

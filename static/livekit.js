@@ -17,7 +17,7 @@
 // livekit-client is the UMD bundle from the npm registry (static/vendor.json),
 // loaded by the page before this module; it defines `window.LivekitClient`.
 
-import { CallView, describe } from "./callview.js";
+import { CallView, describe, deviceAdvice } from "./callview.js";
 import { newFeed } from "./tiles.js";
 
 const UNREACHABLE = "The media server cannot be reached right now. The lobby still works; try again in a moment.";
@@ -66,6 +66,7 @@ export class LiveKitCall extends CallView {
   #room = null;
   #joined = false; // room.connect() succeeded
   #tracks = []; // your camera and microphone (LocalTracks)
+  #retry = null; // () => starts and publishes your camera again (the device panel's "Try again")
   #screenTrack = null; // your shared screen's LocalVideoTrack, while published
   /** @type {Map<string, object>} identity -> feed of someone else */
   #remote = new Map();
@@ -109,7 +110,14 @@ export class LiveKitCall extends CallView {
     this.#joined = true;
     this.setState("connected");
     for (const participant of room.remoteParticipants.values()) this.#arrived(participant);
+    this.#retry = publish
+      ? async () => (await this.#startCamera(LK, { nickname, participantId }, current)) && this.#publish(room, current)
+      : null;
     if (camera && (await camera)) await this.#publish(room, current);
+  }
+
+  retryMedia() {
+    if (this.#joined && this.#tracks.length === 0) this.#retry?.();
   }
 
   /** Called from a click: also lets livekit-client start the others' sound. */
@@ -164,6 +172,7 @@ export class LiveKitCall extends CallView {
     }
     this.#tracks = [];
     this.#screenTrack = null;
+    this.#retry = null;
     this.#remote.clear();
     this.#screens.clear();
     this.#joined = false;
@@ -218,7 +227,7 @@ export class LiveKitCall extends CallView {
       if (!current()) return false;
       this.local = null;
       this.on.feeds();
-      this.on.publishProblem(`Your camera or microphone could not start (${describe(err)}). You can still watch and listen.`);
+      this.on.devices(deviceAdvice(err)); // with "Try again", in place
       return false;
     }
     if (!current()) {

@@ -78,7 +78,8 @@ function clearResume() {
 function request(type, fields = {}, { quiet = false } = {}) {
   const ref = nextRef++;
   if (!socket.send({ type, ...fields, ref })) {
-    if (!quiet) view.showError("Not connected to the lobby right now. Wait for “Connected” and try again.");
+    // Clears by itself once the lobby is back (view.setLobbyLive).
+    if (!quiet) view.showOutageError("Not connected to the lobby right now. Wait for “Connected” and try again.");
     return null;
   }
   pending.set(ref, { type, token: fields.token });
@@ -196,6 +197,7 @@ function kickedText(msg) {
 }
 
 function onWelcome(msg) {
+  view.setLobbyLive(true); // the room list below is current again
   if (msg.user) Object.assign(me, msg.user);
   if (msg.media) media = msg.media;
   roomSize = msg.room_size ?? null;
@@ -369,14 +371,16 @@ function render() {
   call.roster?.(participants);
   const room = current ? presence.get(current.room) : null;
   view.renderCallParticipants(participants, selfId, current?.room ?? null, room?.locked === true);
-  renderTiles(ui.videos, {
+  const summary = renderTiles(ui.videos, {
     participants,
     selfId,
     feeds: current ? call.feeds : [],
     present: call.present,
     connected: call.state === "connected",
+    links: call.links,
     speaking: speakingWatch.speaking,
   });
+  view.setCallSummary(summary);
   speakingWatch.watch(current ? call.feeds : []);
   layoutGrid(ui.videos, participants);
   followRoom(current?.room ?? null);
@@ -405,6 +409,7 @@ const callbacks = {
     ui.callPlay.hidden = !blocked;
   },
   report: reportCall,
+  devices: (message) => view.setDeviceProblem(message),
 };
 const speakingWatch = new SpeakingWatch((speaking) => markSpeaking(ui.videos, speaking));
 // Which media side runs the call: the page was served for one back end.
@@ -429,6 +434,7 @@ const socket = connectSocket({
     // Replies to requests in flight will never come on a new socket.
     pending.clear();
     view.setJoinBusy(false);
+    view.setLobbyLive(false);
   },
   onStopped: () => view.showError("The server closed the connection. Reload the page to reconnect."),
 });
@@ -458,11 +464,13 @@ ui.togglePeople.addEventListener("click", () => {
 });
 ui.leave.addEventListener("click", leave);
 ui.callRetry.addEventListener("click", retry);
+ui.deviceRetry.addEventListener("click", () => call.retryDevices());
 ui.callPlay.addEventListener("click", () => call.resumePlayback());
 ui.toggleCamera.addEventListener("click", () => call.toggleVideo());
 ui.toggleMic.addEventListener("click", () => call.toggleAudio());
 ui.toggleScreen.addEventListener("click", () => call.toggleScreen());
 ui.logoutForm.addEventListener("submit", () => {
+  socket.loggingOut();
   clearResume();
   call.stop();
 });

@@ -18,9 +18,13 @@
 // is callview.js's `CallView`; this module adds the links, and `signal` (a
 // frame from a peer), `roster` (who is in the room) and `reconnected` (the
 // lobby socket came back while the call went on).
+//
+// Each peer's link state (CallView `setLink`, shown on its tile) comes from
+// reach.js: connecting, connected, reconnecting or unreachable.
 
-import { CallView, canPublish, describe, stopTracks } from "./callview.js";
+import { CallView, canPublish, describe, deviceAdvice, stopTracks } from "./callview.js";
 import { constraint, explain } from "./prejoin.js";
+import { Reach } from "./reach.js";
 import { newFeed } from "./tiles.js";
 import { el } from "./view.js";
 
@@ -82,6 +86,8 @@ export class PeerCall extends CallView {
   #peers = new Map();
   /** @type {Map<string, Link>} participant id -> link */
   #links = new Map();
+  #reach = new Reach((peerId) => this.#mark(peerId));
+  #retry = null; // () => starts your camera again (the device panel's "Try again")
 
   /**
    * @param {object} on the callbacks, see CallView
@@ -107,7 +113,12 @@ export class PeerCall extends CallView {
     for (const peer of this.#peers.values()) {
       if (this.#wants(peer)) this.#hello(peer.id);
     }
+    this.#retry = () => this.#startCamera(nickname, current);
     if (publish) this.#startCamera(nickname, current);
+  }
+
+  retryMedia() {
+    if (this.#me && !this.#stream && canPublish(this.#me.role)) this.#retry?.();
   }
 
   /** The room's participants (you included) as the lobby knows them. */
@@ -116,7 +127,9 @@ export class PeerCall extends CallView {
     for (const id of [...this.#links.keys()]) {
       if (!others.has(id)) this.#closeLink(id);
     }
+    const gone = [...this.#peers.keys()].filter((id) => !others.has(id));
     this.#peers = others;
+    for (const id of gone) this.#forget(id);
     this.#report();
   }
 
@@ -200,6 +213,8 @@ export class PeerCall extends CallView {
 
   teardownMedia() {
     for (const id of [...this.#links.keys()]) this.#closeLink(id);
+    this.#reach.clear(); // CallView forgets the link states itself
+    this.#retry = null;
     stopTracks(this.#stream);
     this.#stream = null;
     this.#screen = null;
@@ -270,7 +285,7 @@ export class PeerCall extends CallView {
     } catch (err) {
       if (!current()) return;
       this.local = null;
-      this.on.publishProblem(`Your camera or microphone could not start (${describe(err)}). You can still watch and listen.`);
+      this.on.devices(deviceAdvice(err)); // with "Try again", in place
       this.setState("connected");
       this.#report();
       this.on.feeds();
@@ -307,6 +322,7 @@ export class PeerCall extends CallView {
     this.#closeLink(peerId);
     const link = new Link(peerId, null);
     this.#links.set(peerId, link);
+    this.#watchReach(peerId);
     this.#sayHello(link);
   }
 
@@ -335,6 +351,7 @@ export class PeerCall extends CallView {
     this.#closeLink(from);
     const fresh = new Link(from, theirs);
     this.#links.set(from, fresh);
+    this.#watchReach(from);
     this.#sendTo(fresh, { kind: "ack" });
     this.#open(fresh);
   }
@@ -499,10 +516,29 @@ export class PeerCall extends CallView {
     trace(link, "connection", state);
     const was = link.connected;
     link.connected = state === "connected";
+    this.#reach.update(link.peer, state);
+    this.#mark(link.peer);
     this.#report(); // before a failed link is started over below
     // Start over after a failure; one side does it, so the two do not race.
     if (state === "failed" && this.#me.id < link.peer) this.#hello(link.peer);
     else if (was !== link.connected) this.on.feeds();
+  }
+
+  /** A link to `peerId` is being set up: its clock starts (once per peer and call). */
+  #watchReach(peerId) {
+    this.#mark(peerId);
+    this.#reach.trying(peerId, () => Boolean(this.#links.get(peerId)?.connected));
+  }
+
+  /** The link state shown on `peerId`'s tile (CallView `links`). */
+  #mark(peerId) {
+    if (this.#peers.has(peerId)) this.setLink(peerId, this.#reach.state(peerId, Boolean(this.#links.get(peerId)?.connected)));
+  }
+
+  /** The peer left the room: nothing more to say about it. */
+  #forget(peerId) {
+    this.#reach.forget(peerId);
+    this.setLink(peerId, null);
   }
 
   #closeLink(peerId) {

@@ -35,6 +35,7 @@ export function connectSocket({ onMessage, onStatus, onClose, onStopped }) {
   let failedOpens = 0;
   let timer = 0;
   let stopped = false;
+  let leaving = false; // this page is logging out: its own form goes to the login page
   let status = null;
 
   function setStatus(next) {
@@ -72,7 +73,9 @@ export function connectSocket({ onMessage, onStatus, onClose, onStopped }) {
       onClose(event);
       if (event.code === SESSION_ENDED) {
         stopped = true;
-        location.assign("/");
+        // Our own logout ends the session too: its answer (the login form saying so)
+        // is on its way, and a navigation here would race it.
+        if (!leaving) location.assign("/");
         return;
       }
       if (event.code === NORMAL_CLOSURE) {
@@ -122,6 +125,10 @@ export function connectSocket({ onMessage, onStatus, onClose, onStopped }) {
     },
     get status() {
       return status;
+    },
+    /** This page logs out (its form is being submitted): the session's end is expected. */
+    loggingOut() {
+      leaving = true;
     },
   };
 }

@@ -10,6 +10,15 @@
 // feed has them, else from the participant's `media` report to the lobby, so
 // everyone sees the same) and "speaking" (speaking.js), each with a word for
 // screen readers besides its icon.
+//
+// Link states (the call never claims more than is true): each other
+// participant's tile says "Connecting…" until its media arrives, "Can't reach
+// NAME" when it never will (peer to peer without a relay), and "NAME is
+// reconnecting…" (dimmed) when its media went: the lobby's `dropped`, the
+// media side's link state, or gone from the media session after being in it.
+// `renderTiles` sums them up for the call's status line. Every back end goes
+// through here: p2p.js gives per-peer link states (CallView `links`), the
+// media servers' sides give `present` and the feeds.
 
 import { el } from "./view.js";
 
@@ -47,9 +56,15 @@ const tiles = new Map();
  * @param {object[]} view.feeds the call's feeds (CallView.feeds)
  * @param {Set<string>} view.present participant ids of the others in the media session
  * @param {boolean} view.connected you are connected to the media session
+ * @param {Map<string, string>} view.links participant id -> link state, where the media side knows it
+ * @returns {{state: string, text: string}} the call as a whole: "connecting",
+ *   "connected", "reconnecting" or "unreachable", and a sentence for the status line
  */
-export function renderTiles(grid, { participants, selfId, feeds, present, connected, speaking = new Set() }) {
+export function renderTiles(grid, { participants, selfId, feeds, present, connected, links = new Map(), speaking = new Set() }) {
+  if (!connected) seen.clear();
+  for (const id of present) seen.add(id);
   const entries = tileEntries(participants, selfId, feeds);
+  const ctx = { present, connected, links };
   const keys = new Set(entries.map((entry) => entry.key));
   for (const [key, tile] of tiles) {
     if (!keys.has(key)) {
@@ -63,11 +78,70 @@ export function renderTiles(grid, { participants, selfId, feeds, present, connec
       tile = newTile();
       tiles.set(entry.key, tile);
     }
-    fillTile(tile, entry, status(entry, present, connected));
+    entry.link = linkOf(entry, ctx);
+    fillTile(tile, entry, status(entry, ctx));
     markTile(tile, entry, speaking);
     const there = grid.children[index];
     if (there !== tile) grid.insertBefore(tile, there ?? null);
   });
+  return summary(entries);
+}
+
+/** Participants that were in our media session during this call (gone again: reconnecting). */
+const seen = new Set();
+
+/** Whether the participant sends something we should receive (the lobby's `media` report). */
+function sends(participant) {
+  if (!participant || participant.role === "SUBSCRIBER") return false;
+  const media = participant.media;
+  return !media || media.camera || media.microphone || media.screen;
+}
+
+/**
+ * How our media link to another participant's tile stands: "connecting",
+ * "connected", "reconnecting", "unreachable", or "" (not a remote person's tile,
+ * or nothing to say while our own call is not up).
+ */
+function linkOf({ participant, self, screen, feed }, { present, connected, links }) {
+  if (self || screen || !participant) return "";
+  const id = participant.id;
+  const link = links.get(id);
+  if (participant.call === "dropped" || link === "reconnecting") return "reconnecting";
+  if (link === "unreachable") return "unreachable";
+  if (!connected) return "";
+  if (link) return link;
+  // A media server: in its session with media (or nothing to send) is connected.
+  if (present.has(id)) return feed || !sends(participant) ? "connected" : "connecting";
+  if (seen.has(id)) return "reconnecting";
+  if (participant.role === "SUBSCRIBER") return "connected"; // a viewer may never appear there
+  return "connecting";
+}
+
+/** The call's status line from the tiles: the worst link says what is going on. */
+function summary(entries) {
+  const remote = entries.filter((entry) => entry.link);
+  const named = (state) => remote.filter((entry) => entry.link === state).map((entry) => entry.participant.nickname);
+  const unreachable = named("unreachable");
+  if (unreachable.length) {
+    return {
+      state: "unreachable",
+      text:
+        `Can't reach ${list(unreachable)}: your networks don't let a direct connection through. ` +
+        "Try from the same network, or ask whoever runs this site to add a relay (STUN/TURN) server " +
+        "(the LOBBY_ICE_SERVERS setting).",
+    };
+  }
+  if (named("connecting").length) return { state: "connecting", text: "Connecting to the call…" };
+  const reconnecting = named("reconnecting");
+  if (reconnecting.length) {
+    const verb = reconnecting.length === 1 ? "is" : "are";
+    return { state: "reconnecting", text: `Connected to the call; ${list(reconnecting)} ${verb} reconnecting…` };
+  }
+  return { state: "connected", text: "Connected to the call" };
+}
+
+function list(names) {
+  return names.length <= 2 ? names.join(" and ") : `${names.slice(0, -1).join(", ")} and ${names.at(-1)}`;
 }
 
 /** Tiles to show: the room's participants (you first), then videos of nobody we know. */
@@ -112,8 +186,11 @@ function labelOf(participant) {
   return nickname === user ? nickname : `${nickname} (${user})`;
 }
 
-function status({ participant, self, feed, screen, sharingInPlace }, present, connected) {
+function status({ participant, self, feed, screen, sharingInPlace, link }, { present, connected }) {
   if (screen) return self ? "You are sharing your screen" : "Shared screen";
+  if (link === "reconnecting") return `${participant.nickname} is reconnecting…`;
+  if (link === "unreachable") return `Can't reach ${participant.nickname} (no direct connection between your networks)`;
+  if (link === "connecting" && participant.role !== "SUBSCRIBER") return "Connecting…";
   if (feed) {
     const notes = sharingInPlace ? ["Sharing screen"] : [];
     if (feed.video === "off") notes.push("Camera off");
@@ -123,12 +200,9 @@ function status({ participant, self, feed, screen, sharingInPlace }, present, co
   if (participant?.role === "SUBSCRIBER") return "Viewer";
   if (!connected) return self ? "Connecting…" : "";
   if (self) return "No camera";
-  if (present.has(participant?.id)) return "No video";
-  // Not in our media session: the lobby's call state says why (docs/protocol.md, Call states).
-  return CALL_STATUS[participant?.call] ?? "Not in the call";
+  if (present.has(participant?.id) || link === "connected") return "No video";
+  return "Not in the call";
 }
-
-const CALL_STATUS = { connecting: "Connecting…", dropped: "Dropped out of the call" };
 
 function newTile() {
   const tile = el("figure", "tile");
@@ -174,7 +248,7 @@ export function markSpeaking(grid, speaking) {
   }
 }
 
-function fillTile(tile, { participant, self, label, feed, key, screen, sharingInPlace }, statusText) {
+function fillTile(tile, { participant, self, label, feed, key, screen, sharingInPlace, link }, statusText) {
   tile.toggleAttribute("data-sharing", Boolean(sharingInPlace));
   tile.dataset.tile = screen ? "screen" : self ? "local" : "remote";
   // A screen's tile names its sharer apart, so `[data-participant]` finds one tile per person.
@@ -186,6 +260,8 @@ function fillTile(tile, { participant, self, label, feed, key, screen, sharingIn
   tile.dataset.video = feed ? feed.video : "none";
   if (participant?.call) tile.dataset.call = participant.call;
   else delete tile.dataset.call;
+  if (link) tile.dataset.link = link; // style.css dims "reconnecting" and "unreachable"
+  else delete tile.dataset.link;
   const media = tile.querySelector(".tile-media");
   setText(media.querySelector(".tile-avatar"), initial(label));
   const shown = media.querySelector(".feed");

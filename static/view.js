@@ -27,6 +27,12 @@ const ui = {
   callProblem: $("call-problem"),
   callProblemText: $("call-problem-text"),
   callRetry: $("call-retry"),
+  deviceProblem: $("device-problem"),
+  deviceProblemText: $("device-problem-text"),
+  deviceRetry: $("device-retry"),
+  banner: $("connection-banner"),
+  bannerText: $("connection-banner-text"),
+  roomsStale: $("rooms-stale"),
   callPlay: $("call-play"),
   videos: $("videos"),
   callParticipants: $("call-participants"),
@@ -65,6 +71,54 @@ export function setConnection(status) {
   ui.badge.dataset.state = status;
   ui.badge.textContent = BADGE_TEXT[status] ?? status;
   ui.badge.title = ui.badge.textContent; // phones show only the dot
+  connection = status;
+  showBanner();
+}
+
+// --- the lobby socket down: banner, Join paused, room list stale -------------
+//
+// From the socket's close until the next `welcome` the page cannot join and its
+// room list may miss changes: the banner says so, every Join is disabled (no
+// "not connected" errors for clicks the page should not have allowed) and the
+// list is marked stale. The next `welcome` clears it all, and any error that
+// only came from the outage.
+
+let connection = "reconnecting";
+let lobbyLive = false; // a `welcome` came on the current socket
+let wasLive = false; // the page had the lobby once: from then on an outage is news
+let outageError = null; // the error text shown only because the socket was down
+
+const BANNER_TEXT = {
+  reconnecting: "Lost the connection to the lobby. Reconnecting… Joining is paused and the room list may be out of date.",
+  offline: "You are offline. The lobby reconnects when the network is back; joining is paused and the room list may be out of date.",
+};
+
+/** `live`: a `welcome` arrived (true) or the socket closed (false). */
+export function setLobbyLive(live) {
+  lobbyLive = live;
+  if (live) wasLive = true;
+  const stale = wasLive && !live;
+  ui.rooms.setAttribute("aria-busy", String(stale));
+  ui.rooms.toggleAttribute("data-stale", stale);
+  ui.roomsStale.hidden = !stale;
+  setJoinBusy(joinBusy); // every Join follows
+  if (live && outageError !== null && ui.error.textContent === outageError) clearError();
+  if (live) outageError = null;
+  showBanner();
+}
+
+function showBanner() {
+  const down = wasLive && !lobbyLive;
+  ui.banner.hidden = !down;
+  const text = down ? BANNER_TEXT[connection] ?? BANNER_TEXT.reconnecting : "";
+  if (ui.bannerText.textContent !== text) ui.bannerText.textContent = text;
+  document.body.toggleAttribute("data-lobby-down", down);
+}
+
+/** An error that only the outage caused: it goes when the lobby is back. */
+export function showOutageError(message) {
+  showError(message);
+  outageError = ui.error.textContent;
 }
 
 // --- error area -------------------------------------------------------------
@@ -93,7 +147,7 @@ let joinBusy = false;
 export function setJoinBusy(busy) {
   joinBusy = busy;
   ui.lobby.setAttribute("aria-busy", String(busy));
-  ui.joinSubmit.disabled = busy;
+  ui.joinSubmit.disabled = busy || !lobbyLive;
   ui.joinSubmit.textContent = busy ? "Joining…" : "Join or create room";
   for (const card of cards.values()) setJoinable(card);
 }
@@ -167,7 +221,7 @@ function roomCard(name, onJoin) {
   const join = el("button", "btn btn-primary room-join", "Join");
   join.type = "button";
   join.setAttribute("aria-label", `Join ${name}`);
-  join.disabled = joinBusy;
+  join.disabled = joinBusy || !lobbyLive;
   join.addEventListener("click", () => onJoin(name));
   join.dataset.room = name;
   card.append(head, chips, join);
@@ -181,7 +235,7 @@ function setJoinable(card) {
   const join = card.querySelector(".room-join");
   const full = card.hasAttribute("data-full");
   const locked = card.hasAttribute("data-locked") && !moderating();
-  join.disabled = joinBusy || full || locked;
+  join.disabled = joinBusy || !lobbyLive || full || locked;
   join.textContent = full ? "Full" : locked ? "Locked" : "Join";
   const room = join.dataset.room;
   join.setAttribute("aria-label", full ? `${room} is full` : locked ? `${room} is locked` : `Join ${room}`);
@@ -280,12 +334,36 @@ const CALL_STATUS = {
   error: "",
 };
 
+let callSummary = null; // tiles.js's sum of the links, for a connected call's status line
+
 /** Call view state: idle | connecting | connected | error (with a message and Retry). */
 export function setCallState(state, message = "") {
   ui.call.dataset.state = state;
-  ui.callStatus.textContent = state === "error" ? "" : message || CALL_STATUS[state] || "";
+  const connected = state === "connected" && !message && callSummary;
+  ui.callStatus.textContent = state === "error" ? "" : connected ? callSummary.text : message || CALL_STATUS[state] || "";
   ui.callProblem.hidden = state !== "error";
   ui.callProblemText.textContent = state === "error" ? message || "The call could not connect." : "";
+}
+
+/**
+ * A connected call's status line says only what is true: "Connecting to the
+ * call…" until the others' media arrives, who cannot be reached, who is
+ * reconnecting (tiles.js `renderTiles`). `#call[data-media]` carries its state.
+ */
+export function setCallSummary(summary) {
+  callSummary = summary;
+  const connected = ui.call.dataset.state === "connected";
+  if (connected) ui.call.dataset.media = summary.state;
+  else delete ui.call.dataset.media;
+  if (connected && ui.callStatus.textContent !== summary.text) {
+    ui.callStatus.textContent = summary.text;
+  }
+}
+
+/** Your camera or microphone did not start in the call: why, and "Try again" (null hides it). */
+export function setDeviceProblem(message) {
+  ui.deviceProblemText.textContent = message ?? "";
+  ui.deviceProblem.hidden = !message;
 }
 
 /** Camera and microphone buttons; `null` hides them (your camera is not on). */

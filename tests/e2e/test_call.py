@@ -148,7 +148,9 @@ async def test_a_reload_in_a_call_is_invisible_to_the_others(
         )
     )
     # Bob never saw Alice leave: no `left`, no chip or tile of hers removed.
-    await expect(bob.tile("remote").locator(".tile-status")).to_have_text("No video")
+    await expect(bob.tile("remote").locator(".tile-status")).to_have_text(
+        "Connecting…"
+    )  # her camera never reaches the stand-in
     assert [f for f in bob.frames("left") if f["participant"]["id"] == alice_id] == []
     assert await bob.removed() == []
     await expect(bob.chip(alice_id, "#call-participants")).to_have_text("Alice (alice)")
@@ -262,8 +264,11 @@ async def test_a_tile_says_its_participant_dropped_out_of_the_call(
     await bob.join_listed("TUTORIAL", "alice")
     await bob.in_call()
     status = bob.tile("remote").locator(".tile-status")
-    await expect(status).to_have_text("No video")  # in Bob's media session, no camera here
+    await expect(status).to_have_text(
+        "Connecting…"
+    )  # in Bob's media session, her camera not (yet) here
     # Alice's media connection goes while her lobby socket stays: Bob's tile says so.
     alice_browser = next(iter(standin.browsers.values()))  # the first to join the call
     alice_browser.close()
-    await expect(status).to_have_text("Dropped out of the call")
+    await expect(status).to_have_text("Alice is reconnecting…")
+    await expect(bob.tile("remote")).to_have_attribute("data-link", "reconnecting")
