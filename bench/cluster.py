@@ -186,6 +186,8 @@ class Setup:
         per_instance = -(-self.n // self.k)
         # Generator i serves instance i % k: each instance gets the same share of them.
         self.gens = gens = await Generators.start(self.k * -(-per_instance // args.per_process), 1)
+        for pid in gens.pids:  # `--gen-nice`: the tabs' side yields the cores to the lobby's
+            os.setpriority(os.PRIO_PROCESS, pid, args.gen_nice)
         sessions = ctx["sessions"][: self.n]
         r["connect"] = c = await spread(gens, self.ports, sessions, args.concurrency)
         log(f"{self.label}: {c['connected']} connected in {c['seconds']:.1f} s, "
@@ -405,6 +407,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=200, help="handshakes in flight each")
     parser.add_argument(
         "--patience", type=float, default=120.0, help="seconds to wait for a quiet machine"
+    )
+    parser.add_argument(
+        "--gen-nice",
+        type=int,
+        default=0,
+        help="nice value of the load generators (10: as if the tabs ran on other machines)",
     )
     parser.add_argument("--out", default=str(ROOT / "docs/bench/cluster"))
     parser.add_argument("--keep-logs", action="store_true")
