@@ -40,11 +40,19 @@ lint: install
 typecheck: install
 	.venv/bin/mypy
 
-# Two runs, one coverage report: everything, then the calls with real WebRTC media between
-# pages, in a network namespace with only loopback (where Chromium thinks it is offline, so
-# the rest of the suite stays outside it).
+# Three runs, one coverage report. The browser tests and the rest side by side (each mostly
+# waits: on Chromium, on servers starting; together they keep both cores busy), the pages'
+# output after the rest's; then the calls with real WebRTC media between pages, alone, in a
+# network namespace with only loopback (where Chromium thinks it is offline, so the rest of
+# the suite stays outside it).
+NOT_RTC = .venv/bin/pytest -m "not loopback_rtc" --cov --cov-report= --cov-fail-under=0
 pytest: install vendor
-	.venv/bin/pytest -m "not loopback_rtc" --cov --cov-report= --cov-fail-under=0 $(PYTEST_ARGS)
+	rm -f .coverage .coverage.pages .coverage.rest
+	COVERAGE_FILE=.coverage.pages $(NOT_RTC) tests/e2e $(PYTEST_ARGS) > .pytest-pages.log 2>&1 & \
+	pages=$$!; \
+	COVERAGE_FILE=.coverage.rest $(NOT_RTC) --ignore=tests/e2e $(PYTEST_ARGS); rest=$$?; \
+	wait $$pages; shown=$$?; cat .pytest-pages.log; [ $$rest -eq 0 ] && [ $$shown -eq 0 ]
+	.venv/bin/coverage combine --quiet .coverage.pages .coverage.rest
 	scripts/loopback-only .venv/bin/pytest -m loopback_rtc --cov --cov-append --cov-report=term $(PYTEST_ARGS)
 
 test: lint typecheck pytest
@@ -55,7 +63,7 @@ screenshots: install
 	scripts/loopback-only .venv/bin/python scripts/screenshots.py
 
 clean:
-	rm -rf .venv .tools static/vendor .pytest_cache .mypy_cache .ruff_cache .coverage
+	rm -rf .venv .tools static/vendor .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* .pytest-pages.log
 
 # The benchmark (bench/, results in docs/bench/): the lobby (with OpenVidu 2, and with LiveKit)
 # against Node.js ws, the Starlette tutorial loop and python-socketio under the same load.
