@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import functools
 import json
 import os
 import shutil
@@ -101,25 +100,48 @@ async def spread(
 
 
 def stamps(path: Path, kind: str, window: tuple[int, int]) -> list[int]:
-    """The times of kind `kind` (`p`: an append sent, `b`: a broadcast) in a hop log."""
+    """The times of kind `kind` (`p`: an append batch sent, `b`: a broadcast) in a hop log."""
     lines = path.read_text().split("\n")
-    found = (int(line[2:]) for line in lines if line.startswith(kind))
+    found = (int(line.split()[1]) for line in lines if line.startswith(kind + " "))
     return sorted(t for t in found if window[0] <= t <= window[1])
 
 
-def hops(logs: list[Path], window: tuple[int, int]) -> list[float]:
-    """Milliseconds from each append of instance 0 to the first broadcast on another instance.
+def appended(path: Path, window: tuple[int, int]) -> dict[tuple[str, str], tuple[int, str]]:
+    """(issuer, ref) -> (when its batch went out, command) for the appends in a hop log."""
+    found = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("p "):
+            _, ns, by, refs = line.split()
+            if window[0] <= int(ns) <= window[1]:
+                for ref_op in refs.split(","):
+                    ref, _, op = ref_op.partition(":")
+                    found[by, ref] = (int(ns), op)
+    return found
 
-    Rounds run one at a time, so the broadcast that follows an append (before the
-    next append) is that append's event."""
-    read = functools.partial(stamps, window=window)
-    pubs = read(logs[0], "p")
-    others = sorted(t for path in logs[1:] for t in read(path, "b"))
-    found = []
-    for pub, following in zip(pubs, [*pubs[1:], window[1]], strict=True):
-        after = next((t for t in others if pub < t <= following), None)
-        if after is not None:
-            found.append((after - pub) / 1e6)
+
+def first_broadcasts(path: Path) -> dict[tuple[str, str], int]:
+    """(issuer, ref) -> when applying that entry began its first broadcast, in a hop log."""
+    found = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("a "):
+            _, _, by, ref, _, first = line.split()
+            if first != "0":
+                found[by, ref] = int(first)
+    return found
+
+
+def hops(logs: list[Path], window: tuple[int, int]) -> dict[str, list[float]]:
+    """Per command: ms from its append on instance 0 to its first broadcast on each other one.
+
+    Matched by entry (issuer and ref), so neither an entry without a broadcast nor the
+    next round's append can be taken for another's."""
+    found: dict[str, list[float]] = {}
+    sent = appended(logs[0], window)
+    for path in logs[1:]:
+        for key, first in first_broadcasts(path).items():
+            if key in sent:
+                began, op = sent[key]
+                found.setdefault(op, []).append((first - began) / 1e6)
     return found
 
 
@@ -132,10 +154,11 @@ def run_delay_ns(pid: int) -> int:
     return total
 
 
-def lobby_command(port: int, hop_log: Path, lag_log: Path) -> list[str]:
+def lobby_command(port: int, hop_log: Path, lag_log: Path, no_give_way: bool) -> list[str]:
     # fmt: off
     return [PY, "-m", "bench.serve_lobby", "--port", str(port), "--hop-log", str(hop_log),
-            "--lag-log", str(lag_log), "--gc-log", str(lag_log.with_suffix(".gc"))]
+            "--lag-log", str(lag_log), "--gc-log", str(lag_log.with_suffix(".gc")),
+            *(["--no-give-way"] if no_give_way else [])]
     # fmt: on
 
 
@@ -151,15 +174,19 @@ class Setup:
     """One configuration: `n` tabs over `k` instances (`shared`: presence through Redis),
     their generators and the trigger; `round()` times one join and its leave.
 
-    Configurations run side by side, their rounds interleaved: on a machine others
-    share, a burst of someone else's work then lands on all of them alike.
+    Each runs alone (`one_by_one`).
     """
 
     def __init__(self, ctx: dict[str, Any], n: int, k: int, shared: bool) -> None:
         self.ctx, self.n, self.k = ctx, n, k
         self.label = f"{k} x {n // k:,}" + (" (Redis)" if shared else " (memory)")
         tag = f"{n}-{k}-{'redis' if shared else 'memory'}"
-        self.env = lobby_env(ctx["db"], ctx["stub_url"])
+        # Each configuration its own copy of the users and sessions: one database shared
+        # by all would have the memory configuration's roster writes wake every other
+        # instance's session watcher for a full check (a burst of CPU in their rounds).
+        db = ctx["tmp"] / f"lobby-{tag}.sqlite3"
+        shutil.copyfile(ctx["db"], db)
+        self.env = lobby_env(db, ctx["stub_url"])
         if shared:  # each configuration its own keys: a fresh log, no earlier presence
             self.env |= {"LOBBY_REDIS_URL": ctx["redis_url"], "LOBBY_REDIS_PREFIX": f"b-{tag}:"}
         self.ports = [free_port() for _ in range(k)]
@@ -179,7 +206,8 @@ class Setup:
         ctx, r = self.ctx, self.result
         files = zip(self.ports, self.hop_logs, self.lag_logs, self.logs, strict=True)
         for port, hop, lag, out in files:
-            self.servers.append(Process(lobby_command(port, hop, lag), out, self.env))
+            command = lobby_command(port, hop, lag, args.no_give_way)
+            self.servers.append(Process(command, out, self.env))
         for server, port in zip(self.servers, self.ports, strict=True):
             server.wait_port(port)
         rss0 = [rss_kib(s.pid) for s in self.servers]
@@ -258,10 +286,13 @@ class Setup:
         # leave. One append per change in the cluster and one broadcast per event on each
         # instance, whatever the number of tabs.
         changes = 2 * len(spans) - 1
-        appends = sum(len(stamps(path, "p", window)) for path in self.hop_logs)
+        sent = [appended(path, window) for path in self.hop_logs]
+        appends = sum(len(entries) for entries in sent)
+        ops = sorted(op for entries in sent for _, op in entries.values())
         found: dict[str, Any] = {
             "stall_max_ms": [stall_max(path, window) for path in self.lag_logs],
             "appends_per_change": appends / changes,
+            "appends_by_op": {op: ops.count(op) for op in dict.fromkeys(ops)},
             "broadcasts_per_change": [
                 len(stamps(path, "b", window)) / changes for path in self.hop_logs
             ],
@@ -269,7 +300,10 @@ class Setup:
         if self.k > 1:
             # Only this setup's appends and broadcasts are in its logs, and its rounds
             # run one at a time: an append's event is the broadcast that follows it.
-            hop = hops(self.hop_logs, window)
+            by_op = hops(self.hop_logs, window)
+            hop = [ms for found_ms in by_op.values() for ms in found_ms]
+            found["hop_by_op"] = {op: [phases.pct(ms, 50), phases.pct(ms, 99), len(ms)]
+                                  for op, ms in by_op.items()}  # fmt: skip
             found |= {"hop_ms": hop, "hop_p50": phases.pct(hop, 50), "hop_p99": phases.pct(hop, 99),
                       "hop_max": max(hop, default=None)}  # fmt: skip
         return found
@@ -285,27 +319,31 @@ class Setup:
             server.stop()
 
 
-async def side_by_side(
+async def one_by_one(
     args: argparse.Namespace, ctx: dict[str, Any], configs: list[tuple[int, int, bool]], rounds: int
 ) -> list[dict[str, Any]]:
-    """Start every configuration of `configs` ((tabs, instances, through Redis)), then run
-    `rounds` rounds of each, interleaved; their results."""
-    background = await wait_quiet(0.3, args.patience)
-    setups = [Setup(ctx, n, k, shared) for n, k, shared in configs]
-    failed: dict[str, str] = {}
-    try:
-        for setup in setups:
-            await setup.start(args)
-        load = os.getloadavg()
-        for _ in range(rounds):
-            for setup in setups:
-                await setup.round()
-    except Exception as exc:  # keep what was measured; say what failed
-        failed["error"] = f"{type(exc).__name__}: {exc}"
-        log(f"FAILED: {failed['error']}\n" + "\n".join(s.tail() for x in setups for s in x.servers))
-        load = os.getloadavg()
+    """Each configuration of `configs` ((tabs, instances, through Redis)) alone: started
+    on a quiet machine, `rounds` rounds, stopped; their results.
+
+    Alone, because a configuration's processes are never idle: its instances ping their
+    tabs every 0.1 s (a batch each time) and its generators answer. Run side by side,
+    those bursts land in the other configurations' rounds, where one delays the
+    receiving instance's wake-up by a few milliseconds: noise in the hop that no
+    deployment of one cluster has."""
     results = []
-    for setup in setups:
+    for n, k, shared in configs:
+        background = await wait_quiet(0.3, args.patience)
+        setup = Setup(ctx, n, k, shared)
+        failed: dict[str, str] = {}
+        try:
+            await setup.start(args)
+            load = os.getloadavg()
+            for _ in range(rounds):
+                await setup.round()
+        except Exception as exc:  # keep what was measured; say what failed
+            failed["error"] = f"{type(exc).__name__}: {exc}"
+            log(f"FAILED: {failed['error']}\n" + "\n".join(s.tail() for s in setup.servers))
+            load = os.getloadavg()
         result = await setup.finish()
         result |= failed | {"background_cores": background, "load_average": load}
         results.append(result)
@@ -378,9 +416,9 @@ async def run_all(args: argparse.Namespace, tmp: Path, sessions: list[str]) -> d
             # One instance as it runs alone (presence in memory, written through to the
             # SQLite roster), the same through Redis, then two instances through Redis.
             configs = [(n, 1, False), (n, 1, True), (n, 2, True)]
-            results += await side_by_side(args, ctx, configs, args.rounds)
+            results += await one_by_one(args, ctx, configs, args.rounds)
         if args.hold:
-            results += await side_by_side(args, ctx, [(args.hold, 3, True)], args.hold_rounds)
+            results += await one_by_one(args, ctx, [(args.hold, 3, True)], args.hold_rounds)
     finally:
         stub.stop()
         redis_server.stop()
@@ -413,6 +451,11 @@ def main() -> None:
         type=int,
         default=0,
         help="nice value of the load generators (10: as if the tabs ran on other machines)",
+    )
+    parser.add_argument(
+        "--no-give-way",
+        action="store_true",
+        help="instances never yield their core after reading their own entries (before/after)",
     )
     parser.add_argument("--out", default=str(ROOT / "docs/bench/cluster"))
     parser.add_argument("--keep-logs", action="store_true")

@@ -31,6 +31,11 @@ def main() -> None:
     parser.add_argument(
         "--hop-log", help="write the time of every append to Redis and every broadcast here"
     )
+    parser.add_argument(
+        "--no-give-way",
+        action="store_true",
+        help="never yield the core after reading own entries (to measure what it is worth)",
+    )
     args = parser.parse_args()
     if args.lobby_path:
         sys.path.insert(0, args.lobby_path)
@@ -57,6 +62,10 @@ def main() -> None:
         _log_collections(args.gc_log)
     if args.hop_log:
         _log_hops(args.hop_log)
+    if args.no_give_way:
+        import lobby.cluster.node
+
+        lobby.cluster.node.on_this_machine = lambda url: False
     server = uvicorn.Server(config)
     if args.lag_log:
         _probe_lag(server, args.lag_log)
@@ -119,30 +128,48 @@ def _log_collections(path: str) -> None:
 
 
 def _log_hops(path: str) -> None:
-    """Debug-only timing of the Redis hop (`bench.cluster`): one line per append batch sent
-    to Redis (`p`, CLOCK_MONOTONIC ns just before the pipeline goes out) and per broadcast
-    (`b`, ns just before it frames and writes to the first socket).
+    """Debug-only timing of the Redis hop (`bench.cluster`), CLOCK_MONOTONIC ns:
 
-    Wraps the two methods on their classes, in this bench process only; one buffered
-    line each (about a microsecond), nothing per socket.
+    - `p NS BY REF:OP,…`: an append batch about to go out to Redis (this instance, `BY`);
+    - `a NS BY REF OP FIRST`: an entry applied (read from the log, any issuer); FIRST is
+      when its first broadcast began, 0 if it broadcast nothing;
+    - `b NS`: a broadcast about to frame and write to the first socket.
+
+    An event's hop is an entry's `p` on its issuer to its `a`'s FIRST on another
+    instance. Wraps the methods on their classes, in this bench process only; one
+    buffered line each (about a microsecond), nothing per socket.
     """
     import time
 
-    from lobby.cluster.stream import Stream
+    from lobby.cluster.node import RedisPresence
+    from lobby.cluster.stream import Entry, Stream
     from lobby.hub import Hub
 
     out = open(path, "w", buffering=1)  # noqa: SIM115 (open for the life of the process)
-    append_all, broadcast = Stream.append_all, Hub.broadcast
+    append_all, apply, broadcast = Stream.append_all, RedisPresence._apply, Hub.broadcast
+    first = [0]
 
-    async def logged_append(self: Stream, *args: Any) -> list[Any]:
-        out.write(f"p {time.monotonic_ns()}\n")
-        return await append_all(self, *args)
+    def op(cmd: str) -> str:
+        return cmd[7 : cmd.find('"', 7)]  # '{"op":"NAME",…', as `commands.encode` writes it
+
+    async def logged_append(self: Stream, epoch: str, by: str, batch: Any) -> list[Any]:
+        refs = ",".join(f"{ref}:{op(cmd)}" for ref, cmd in batch)
+        out.write(f"p {time.monotonic_ns()} {by} {refs}\n")
+        return await append_all(self, epoch, by, batch)
+
+    def logged_apply(self: RedisPresence, entry: Entry) -> None:
+        began, first[0] = time.monotonic_ns(), 0
+        apply(self, entry)
+        out.write(f"a {began} {entry.by} {entry.ref} {op(entry.cmd)} {first[0]}\n")
 
     def logged_broadcast(self: Hub, text: str) -> None:
-        out.write(f"b {time.monotonic_ns()}\n")
+        now = time.monotonic_ns()
+        first[0] = first[0] or now
+        out.write(f"b {now}\n")
         broadcast(self, text)
 
     Stream.append_all = logged_append  # type: ignore[method-assign]
+    RedisPresence._apply = logged_apply  # type: ignore[method-assign]
     Hub.broadcast = logged_broadcast  # type: ignore[method-assign]
 
 

@@ -40,7 +40,7 @@ from lobby.cluster.commands import (
 )
 from lobby.cluster.duties import Timing
 from lobby.cluster.local import LocalPresence
-from lobby.cluster.node import RedisPresence
+from lobby.cluster.node import RedisPresence, on_this_machine
 from lobby.cluster.replica import Replica, slot
 from lobby.cluster.seam import Applied, ClusterUnavailable, PresenceStore
 from lobby.rules.presence import Joined, Left, Participant, RoomClosed
@@ -71,6 +71,7 @@ class Instance:
         self, url: str, name: str, prefix: str, grace: float, timing: Timing = FAST
     ) -> None:
         self.heard: list[Applied] = []
+        self.gave_way: list[int] = []  # the seq last applied each time it yielded its core
         self.cleaned: list[Applied] = []
         self.health: list[bool] = []
         self.resets = 0
@@ -86,6 +87,7 @@ class Instance:
             on_health=self.health.append,
             prefix=prefix,
             timing=timing,
+            give_way=lambda: self.gave_way.append(self.node.seq),
         )
         self.running = False
 
@@ -176,6 +178,40 @@ async def test_a_join_on_one_instance_is_seen_by_the_others_in_the_same_order(
     assert a.state() == b.state() == c.state()
     for instance in (a, b, c):
         assert instance.view == rooms(instance.node.replica) == {"R": ["p2"]}
+
+
+async def test_only_the_issuer_gives_way_and_before_applying_its_own_entries(
+    cluster: Factory,
+) -> None:
+    a, b = await cluster("a"), await cluster("b")
+    await a.do(join(a.s(1), "p1"))
+    await settled(a, b)
+    first = a.node.seq
+    assert a.gave_way == [first - 1]  # once, before its entry was applied
+    assert b.gave_way == []  # it only read another's entry
+    await b.do(join(b.s(1), "p2", user="bob"))
+    await settled(a, b)
+    assert (a.gave_way, b.gave_way) == ([first - 1], [first])
+
+
+@pytest.mark.parametrize(
+    ("url", "here"),
+    [
+        ("unix:///run/redis/redis.sock", True),
+        ("redis://127.0.0.1:6379/0", True),
+        ("redis://127.8.9.10", True),
+        ("redis://localhost", True),
+        ("rediss://:secret@[::1]:6380", True),
+        ("redis://", True),  # redis-py's default host is localhost
+        ("redis://10.0.0.5:6379", False),
+        ("rediss://redis.example.com", False),
+        ("redis://[2001:db8::1]", False),
+    ],
+)
+def test_redis_counts_as_on_this_machine_only_on_loopback_or_a_unix_socket(
+    url: str, here: bool
+) -> None:
+    assert on_this_machine(url) is here
 
 
 async def test_call_states_and_sids_reach_every_replica(cluster: Factory) -> None:
