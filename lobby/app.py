@@ -18,7 +18,6 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from lobby.callstates import CallStates
 from lobby.cluster.courier import Courier
 from lobby.cluster.duties import Timing
 from lobby.cluster.limits import LocalLogins, LocalSockets, Logins, Sockets
@@ -28,6 +27,7 @@ from lobby.cluster.seam import Cleaner, Listener, PresenceStore, Resetter
 from lobby.cluster.stream import connect
 from lobby.cluster.throttle import RedisLogins
 from lobby.config import Settings
+from lobby.flows.callstates import CallStates
 from lobby.handler import RequestHandler, StoreFactory
 from lobby.hub import HeapFreezer, Hub, Keepalive
 from lobby.logs import RequestIds

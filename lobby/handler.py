@@ -5,7 +5,7 @@ presence is a command (`lobby.cluster.commands`) executed by the presence store
 (`lobby.cluster.seam.PresenceStore`: in this process, or shared through Redis);
 reads come from the store's replica. Requests that need the media server (`join`,
 `resume` with a token) run as background tasks so the socket keeps reading
-(`lobby.joining`); moderation and chat have their own flows beside it.
+(`lobby.flows.joining`); moderation and chat have their own flows beside it.
 
 Every applied command, this instance's or another's, reaches `_on_applied` in log
 order: the issuer's reply goes out first (a `token` before the `joined` it causes),
@@ -16,7 +16,7 @@ closing media rooms), so it happens once in the cluster.
 Races we rule out, and how:
 - A socket that closes, leaves or is taken over while its grant is being made
   must not leave a participant behind: after every await the request checks it
-  is still the socket's current one (`lobby.joining`), and if not, revokes the grant.
+  is still the socket's current one (`lobby.flows.joining`), and if not, revokes the grant.
 - A room's media session must not be closed under a join: `lobby.media.calls`
   keeps joins and closes of one room apart.
 """
@@ -28,7 +28,6 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from lobby.chat import RoomChat
 from lobby.cluster import commands
 from lobby.cluster.commands import Command
 from lobby.cluster.gate import MediaGate
@@ -43,11 +42,12 @@ from lobby.cluster.seam import (
     PresenceStore,
     Resetter,
 )
+from lobby.flows.chat import RoomChat
+from lobby.flows.joining import Joining
+from lobby.flows.moderation import Moderation
 from lobby.hub import Conn, Hub
-from lobby.joining import Joining
 from lobby.media.calls import Calls
 from lobby.media.seam import MediaBackend
-from lobby.moderation import Moderation
 from lobby.rules import mediastate, protocol, relay
 from lobby.rules.grants import can_publish
 from lobby.rules.presence import Joined, Left, Outcome, Presence

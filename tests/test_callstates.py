@@ -129,10 +129,10 @@ async def test_a_media_server_that_does_not_answer_changes_nothing_and_is_said_o
     livekit.join("R1", pid)
     livekit.join("R1", "p_leaked")
     livekit.fault = 503
-    with caplog.at_level(logging.WARNING, "lobby.callstates"):
+    with caplog.at_level(logging.WARNING, "lobby.flows.callstates"):
         for _ in range(3):
             await lobby.state.call_states.reconcile()
-    said = [r for r in caplog.records if r.name == "lobby.callstates"]
+    said = [r for r in caplog.records if r.name == "lobby.flows.callstates"]
     assert len(said) == 1
     # The breaker opened at the first failure: the next rounds did not even ask.
     assert [c.method for c in livekit.calls] == ["ListParticipants"]

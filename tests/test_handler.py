@@ -660,7 +660,7 @@ async def test_a_bug_answers_internal_error_and_frees_the_socket(
 ) -> None:
     alice = connect(handler, "alice")
     media.fail("grant", error=KeyError("a bug"), times=1)
-    with caplog.at_level(logging.ERROR, logger="lobby.joining"):
+    with caplog.at_level(logging.ERROR, logger="lobby.flows.joining"):
         ref = send(handler, alice, "join", room="R1", nickname="A")
         error = await alice.expect("error")
     assert error == {
@@ -669,7 +669,7 @@ async def test_a_bug_answers_internal_error_and_frees_the_socket(
         "code": "internal_error",
         "message": "Something went wrong on our side.",
     }
-    [record] = [r for r in caplog.records if r.name == "lobby.joining"]
+    [record] = [r for r in caplog.records if r.name == "lobby.flows.joining"]
     assert record.exc_info is not None
     assert "a bug" not in error["message"]
     await join(handler, alice, "R1")  # not busy: the failed request is gone

@@ -1,4 +1,4 @@
-"""Moderation over the real socket (`lobby.moderation`): kick, close_room, lock_room, their
+"""Moderation over the real socket (`lobby.flows.moderation`): kick, close_room, lock_room, their
 refusals, joins in flight, the audit rows; one lobby against the OpenVidu stand-in, and two
 instances sharing presence through a real Redis."""
 

@@ -141,7 +141,7 @@ class Presence(Generic[G]):
         self._members: dict[str, Member[G]] = {}
         self._by_socket: dict[SocketId, str] = {}
         self._by_key: dict[str, str] = {}
-        # Locks, bans and close counts of the moderators (lobby.moderation).
+        # Locks, bans and close counts of the moderators (lobby.flows.moderation).
         self.sanctions = Sanctions()
 
     # Reading

@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, cast
 
 from starlette.requests import HTTPConnection
 
-from lobby.callstates import CallStates
 from lobby.cluster.limits import Logins, Sockets
 from lobby.config import Settings
+from lobby.flows.callstates import CallStates
 from lobby.handler import RequestHandler
 from lobby.hub import Hub
 from lobby.media.seam import MediaBackend

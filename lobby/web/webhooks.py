@@ -9,7 +9,7 @@ only the headers the operator configured: `Authorization: Bearer
 <LOBBY_OPENVIDU_WEBHOOK_SECRET>`, compared in constant time.
 
 Neither is cookie-authenticated, and neither does anything but update call
-states (`lobby.callstates`). A body is read up to `MAX_BODY` bytes (413 past
+states (`lobby.flows.callstates`). A body is read up to `MAX_BODY` bytes (413 past
 it); unsigned or mis-signed: 401; unreadable: 400; each of these changes
 nothing and is logged at WARNING, without the token or the secret. News about
 rooms or participants the lobby does not know is answered 200 and ignored (the

@@ -8,16 +8,39 @@ survive the way they survive in the SQLite file of a real restart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
+from typing import Any
 
 from starlette.types import ASGIApp
 
+from lobby.app import create_app, media_backend
 from lobby.config import Settings
 from lobby.server import uvicorn_config
 from lobby.web.drain import drain
+from tests.conftest import make_users, test_settings
 from tests.live import QuietServer
+from tests.openvidu_standin import OpenViduStandin
+
+
+@contextlib.asynccontextmanager
+async def restartable_lobby(
+    standin: OpenViduStandin, **overrides: Any
+) -> AsyncIterator[RestartableLobby]:
+    """A started lobby on `standin` with the test settings changed by `overrides`; one user
+    store (and roster) for every start, as a restart reads the same SQLite file."""
+    settings = test_settings(standin, **overrides)
+    users = make_users()
+    server = RestartableLobby(
+        lambda: create_app(settings, users=users, media=media_backend(settings)), settings
+    )
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
 
 
 class RestartableLobby:

@@ -7,10 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 from playwright.async_api import expect
 
-from lobby.app import create_app, media_backend
-from tests.conftest import make_users
-from tests.conftest import test_settings as lobby_settings
-from tests.e2e.restart import RestartableLobby
+from tests.e2e.restart import RestartableLobby, restartable_lobby
 from tests.e2e.tabs import Tabs
 from tests.openvidu_standin import OpenViduStandin
 
@@ -19,15 +16,8 @@ RECONNECTED = 15_000  # ms: the socket's backoff is capped at 10 s
 
 @pytest.fixture
 async def restartable(standin: OpenViduStandin) -> AsyncIterator[RestartableLobby]:
-    settings = lobby_settings(standin, reconnect_grace=30.0)
-    users = make_users()  # one store: login sessions outlive the restart
-    server = RestartableLobby(
-        lambda: create_app(settings, users=users, media=media_backend(settings)),
-        settings,
-    )
-    await server.start()
-    yield server
-    await server.stop()
+    async with restartable_lobby(standin, reconnect_grace=30.0) as server:
+        yield server
 
 
 async def test_while_the_lobby_is_down_joining_pauses_and_the_list_is_marked_stale(

@@ -7,10 +7,8 @@ from collections.abc import AsyncIterator
 import pytest
 from playwright.async_api import expect
 
-from lobby.app import create_app, media_backend
-from tests.conftest import LobbyFactory, make_users, until
-from tests.conftest import test_settings as lobby_settings
-from tests.e2e.restart import RestartableLobby
+from tests.conftest import LobbyFactory, until
+from tests.e2e.restart import RestartableLobby, restartable_lobby
 from tests.e2e.tabs import Tabs
 from tests.openvidu_standin import OpenViduStandin
 
@@ -64,28 +62,14 @@ async def test_openvidu_down_the_call_explains_and_retries_while_the_lobby_stays
 
 @pytest.fixture
 async def restartable(standin: OpenViduStandin) -> AsyncIterator[RestartableLobby]:
-    settings = lobby_settings(standin, reconnect_grace=1.0)
-    users = make_users()  # one store: login sessions outlive the restart
-    server = RestartableLobby(
-        lambda: create_app(settings, users=users, media=media_backend(settings)),
-        settings,
-    )
-    await server.start()
-    yield server
-    await server.stop()
+    async with restartable_lobby(standin, reconnect_grace=1.0) as server:
+        yield server
 
 
 @pytest.fixture
 async def drainable(standin: OpenViduStandin) -> AsyncIterator[RestartableLobby]:
-    settings = lobby_settings(standin, reconnect_grace=15.0, drain_seconds=1.0)
-    users = make_users()  # one store and its roster: participants outlive the restart
-    server = RestartableLobby(
-        lambda: create_app(settings, users=users, media=media_backend(settings)),
-        settings,
-    )
-    await server.start()
-    yield server
-    await server.stop()
+    async with restartable_lobby(standin, reconnect_grace=15.0, drain_seconds=1.0) as server:
+        yield server
 
 
 async def test_a_drained_and_restarted_server_gives_the_page_its_seat_back_unseen(

@@ -33,7 +33,7 @@ from lobby.handler import RequestHandler
 from lobby.media.seam import InCall, MediaError, ParticipantLister
 from lobby.rules.grants import Grant
 
-log = logging.getLogger("lobby.callstates")
+log = logging.getLogger("lobby.flows.callstates")
 
 
 class CallStates:

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 from lobby.cluster import commands
 from lobby.cluster.limits import LocalJoins
 from lobby.cluster.seam import UNAVAILABLE, Applied, ClusterUnavailable
+from lobby.flows.moderation import JOIN_REFUSALS
 from lobby.hub import Conn
 from lobby.media.seam import MediaError
-from lobby.moderation import JOIN_REFUSALS
 from lobby.rules import protocol
 from lobby.rules.grants import Grant, Identity
 from lobby.rules.presence import Outcome, Participant
@@ -33,7 +33,7 @@ from lobby.rules.protocol import Join, Ref, Resume
 if TYPE_CHECKING:
     from lobby.handler import RequestHandler
 
-log = logging.getLogger("lobby.joining")
+log = logging.getLogger("lobby.flows.joining")
 
 RESUME_FAILED = "That call can no longer be resumed; please join again."
 InFlight = tuple[object, Ref]  # a request's marker and its ref

@@ -39,7 +39,7 @@ from lobby.store.audit import Action, AuditLog
 if TYPE_CHECKING:
     from lobby.handler import RequestHandler
 
-log = logging.getLogger("lobby.moderation")
+log = logging.getLogger("lobby.flows.moderation")
 
 MODERATOR = "MODERATOR"
 NOT_A_MODERATOR = "Only moderators may kick, close or lock rooms."
