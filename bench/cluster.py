@@ -439,7 +439,9 @@ def main() -> None:
     parser.add_argument(
         "--hold", type=int, default=30000, help="tabs over three instances (0: none)"
     )
-    parser.add_argument("--rounds", type=int, default=60, help="events (a join and a leave each)")
+    parser.add_argument(
+        "--rounds", type=int, default=200, help="rounds of a join and a leave (p99 of 400 hops)"
+    )
     parser.add_argument("--hold-rounds", type=int, default=5)
     parser.add_argument("--per-process", type=int, default=8000, help="tabs per generator")
     parser.add_argument("--concurrency", type=int, default=200, help="handshakes in flight each")
