@@ -48,7 +48,7 @@ from lobby.flows.moderation import Moderation
 from lobby.hub import Conn, Hub
 from lobby.media.calls import Calls
 from lobby.media.seam import MediaBackend
-from lobby.rules import mediastate, protocol, relay
+from lobby.rules import mediastate, relay, render
 from lobby.rules.grants import can_publish
 from lobby.rules.presence import Joined, Left, Outcome, Presence
 from lobby.rules.protocol import (
@@ -145,7 +145,7 @@ class RequestHandler:
 
     def _welcome(self, conn: Conn) -> None:
         conn.send(
-            protocol.render_welcome(
+            render.welcome(
                 conn.user,
                 conn.role,
                 list(self.presence.rooms()),
@@ -187,7 +187,7 @@ class RequestHandler:
 
     def handle(self, conn: Conn, request: Request | ProtocolError) -> None:
         if isinstance(request, ProtocolError):
-            conn.send(protocol.render_error(request))
+            conn.send(render.error(request))
         elif isinstance(request, Join):
             self.joining.join(conn, request)
         elif isinstance(request, Leave):
@@ -195,7 +195,7 @@ class RequestHandler:
         elif isinstance(request, Resume):
             self.joining.resume(conn, request)
         elif isinstance(request, Ping):
-            conn.send(protocol.render_pong(request.ref))
+            conn.send(render.pong(request.ref))
         elif isinstance(request, Signal):
             self._signal(conn, request)
         elif isinstance(request, CallReport):
@@ -214,7 +214,7 @@ class RequestHandler:
         pending = self.joining.forget(conn)
         if pending is not None:
             self.error(conn, pending[1], "cancelled", "Your request was cancelled by a leave.")
-        conn.send(protocol.render_ok(request.ref))
+        conn.send(render.ok(request.ref))
         self.execute(commands.Leave(self.socket_of(conn), "left"), conn, request.ref)
 
     def _signal(self, conn: Conn, request: Signal) -> None:
@@ -226,7 +226,7 @@ class RequestHandler:
             return
         routed = relay.route(self.presence, self.socket_of(conn), request)
         if isinstance(routed, ProtocolError):
-            conn.send(protocol.render_error(routed))
+            conn.send(render.error(routed))
         elif routed is not None:
             socket = str(routed.socket)
             if commands.instance_of(socket) == self.store.instance:
@@ -315,7 +315,7 @@ class RequestHandler:
             self.grace_expiries += bool(applied.result.outcome.events)
         self.moderation.applied(applied)  # a kicked page hears why before its `left`
         for event in applied.result.outcome.events:
-            self.hub.broadcast(protocol.render_event(event))
+            self.hub.broadcast(render.event(event))
         if applied.result.chat is not None:
             self.chat.deliver(applied.result.chat)
         taken = applied.result.taken_over
@@ -324,7 +324,7 @@ class RequestHandler:
             member = self.presence.member(applied.result.participant.id)
             self.joining.forget(old)
             if member is not None:
-                old.send(protocol.render_taken_over(member.room, member.participant))
+                old.send(render.taken_over(member.room, member.participant))
 
     def _on_reset(self) -> None:
         """The replica was replaced: every socket's view starts over from a fresh `welcome`."""
@@ -390,7 +390,7 @@ class RequestHandler:
     # Plumbing
 
     def error(self, conn: Conn, ref: Ref, code: str, message: str) -> None:
-        conn.send(protocol.render_error(ProtocolError(code, message, ref)))
+        conn.send(render.error(ProtocolError(code, message, ref)))
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from lobby.rules import protocol
+from lobby.rules import protocol, render
 from lobby.rules.chat import CHAT_RULE, HISTORY, MAX_CHAT, ChatLine, History, clean_text
 from lobby.rules.presence import Participant
 from lobby.rules.protocol import Chat, ProtocolError
@@ -121,6 +121,6 @@ def test_render_chat_and_history() -> None:
         "text": "<b>x</b>",
         "at": "2026-12-07T06:30:00.123Z",
     }
-    assert json.loads(protocol.render_chat(line)) == event
-    history = json.loads(protocol.render_chat_history("R", [line, line]))
+    assert json.loads(render.chat(line)) == event
+    history = json.loads(render.chat_history("R", [line, line]))
     assert history == {"type": "chat_history", "room": "R", "messages": [event, event]}

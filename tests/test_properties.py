@@ -19,7 +19,7 @@ from typing import Any
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from lobby.rules import protocol, signalling
+from lobby.rules import protocol, render, signalling
 from lobby.rules.mediastate import MediaState
 from lobby.rules.presence import Participant
 from lobby.rules.protocol import (
@@ -583,7 +583,7 @@ def check_request(request: Request) -> None:
         assert request.key.isascii()
         assert isinstance(request.token, bool)
     if isinstance(request, Signal):
-        assert json.loads(protocol.render_signal("p_1", request.data))["data"] == request.data
+        assert json.loads(render.signal("p_1", request.data))["data"] == request.data
     if isinstance(request, Chat):
         assert 1 <= len(request.text) <= 500
         assert request.text == request.text.strip()
@@ -600,7 +600,7 @@ def check_error(error: ProtocolError) -> None:
     assert message == message.strip()
     assert message.endswith(".")
     assert message[0].isupper() or message[0] == "'"
-    sent = json.loads(protocol.render_error(error))
+    sent = json.loads(render.error(error))
     assert sent == {"type": "error", "ref": error.ref, "code": error.code, "message": message}
 
 
@@ -737,16 +737,16 @@ def test_every_reply_can_be_sent_as_utf8(text: str) -> None:
     result = parse(text)
     someone = Participant("p_1", "alice", "Alice", "PUBLISHER")
     if isinstance(result, ProtocolError):
-        reply = protocol.render_error(result)
+        reply = render.error(result)
     elif isinstance(result, Join):
-        reply = protocol.render_token(result.ref, result.room, "tok", someone, "key")
+        reply = render.token(result.ref, result.room, "tok", someone, "key")
     elif isinstance(result, Resume):
         result.key.encode()  # `lobby.handler` hashes it to look the participant up
-        reply = protocol.render_resumed(result.ref, "A", someone, None)
+        reply = render.resumed(result.ref, "A", someone, None)
     elif isinstance(result, Leave):
-        reply = protocol.render_ok(result.ref)
+        reply = render.ok(result.ref)
     elif isinstance(result, Signal):
-        reply = protocol.render_signal(someone.id, result.data)
+        reply = render.signal(someone.id, result.data)
     else:
-        reply = protocol.render_pong(result.ref)
+        reply = render.pong(result.ref)
     reply.encode()  # what `Conn.send` does before writing the frame

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from lobby.rules import protocol
+from lobby.rules import protocol, render
 from lobby.rules.mediastate import MediaState
 from lobby.rules.presence import (
     CallChanged,
@@ -150,7 +150,7 @@ def test_errors_echo_a_valid_ref() -> None:
     result = parse('{"type":"join","room":"","nickname":"a","ref":"r1"}')
     assert isinstance(result, ProtocolError)
     assert result.ref == "r1"
-    rendered = json.loads(protocol.render_error(result))
+    rendered = json.loads(render.error(result))
     assert rendered == {
         "type": "error",
         "ref": "r1",
@@ -160,7 +160,7 @@ def test_errors_echo_a_valid_ref() -> None:
 
 
 def test_events_render_as_documented() -> None:
-    assert json.loads(protocol.render_event(Joined("A", ALICE))) == {
+    assert json.loads(render.event(Joined("A", ALICE))) == {
         "type": "joined",
         "room": "A",
         "participant": {
@@ -172,10 +172,10 @@ def test_events_render_as_documented() -> None:
             "media": None,
         },
     }
-    left = json.loads(protocol.render_event(Left("A", ALICE, "disconnected")))
+    left = json.loads(render.event(Left("A", ALICE, "disconnected")))
     assert left["type"] == "left"
     assert left["reason"] == "disconnected"
-    assert json.loads(protocol.render_event(RoomClosed("A"))) == {
+    assert json.loads(render.event(RoomClosed("A"))) == {
         "type": "room_closed",
         "room": "A",
     }
@@ -183,7 +183,7 @@ def test_events_render_as_documented() -> None:
 
 def test_replies_render_as_documented() -> None:
     welcome = json.loads(
-        protocol.render_welcome(
+        render.welcome(
             "alice", "PUBLISHER", [("A", [ALICE])], media={"kind": "openvidu"}, room_size=None
         )
     )
@@ -192,21 +192,19 @@ def test_replies_render_as_documented() -> None:
         "user": {"name": "alice", "role": "PUBLISHER"},
         "media": {"kind": "openvidu"},
         "room_size": None,
-        "rooms": [
-            {"name": "A", "participants": [protocol.participant_json(ALICE)], "locked": False}
-        ],
+        "rooms": [{"name": "A", "participants": [render.participant_json(ALICE)], "locked": False}],
     }
-    token = json.loads(protocol.render_token(1, "A", "wss://x?token=t", ALICE, "key"))
+    token = json.loads(render.token(1, "A", "wss://x?token=t", ALICE, "key"))
     assert token["type"] == "token"
     assert token["resume_key"] == "key"
     assert token["ref"] == 1
-    assert "token" not in json.loads(protocol.render_resumed(2, "A", ALICE, None))
-    assert json.loads(protocol.render_resumed(2, "A", ALICE, "t"))["token"] == "t"
-    assert json.loads(protocol.render_ok("r")) == {"type": "ok", "ref": "r"}
-    assert json.loads(protocol.render_pong(None)) == {"type": "pong", "ref": None}
-    assert json.loads(protocol.render_taken_over("A", ALICE))["type"] == "taken_over"
+    assert "token" not in json.loads(render.resumed(2, "A", ALICE, None))
+    assert json.loads(render.resumed(2, "A", ALICE, "t"))["token"] == "t"
+    assert json.loads(render.ok("r")) == {"type": "ok", "ref": "r"}
+    assert json.loads(render.pong(None)) == {"type": "pong", "ref": None}
+    assert json.loads(render.taken_over("A", ALICE))["type"] == "taken_over"
     data = {"kind": "hello", "link": "l1", "peer_link": None}
-    assert json.loads(protocol.render_signal("p_1", data)) == {
+    assert json.loads(render.signal("p_1", data)) == {
         "type": "signal",
         "from": "p_1",
         "data": data,
@@ -215,7 +213,7 @@ def test_replies_render_as_documented() -> None:
 
 def test_user_text_is_sent_as_raw_utf8_not_escaped_html() -> None:
     who = Participant("p", "u", "<b>Zoë</b>", "PUBLISHER")
-    text = protocol.render_event(Joined("A", who))
+    text = render.event(Joined("A", who))
     assert "<b>Zoë</b>" in text  # JSON text; the page renders it with textContent
 
 
@@ -231,7 +229,7 @@ def test_user_text_is_sent_as_raw_utf8_not_escaped_html() -> None:
 def test_text_that_cannot_be_sent_back_is_refused_and_errors_stay_sendable(frame: str) -> None:
     result = parse(frame)
     assert isinstance(result, ProtocolError)
-    protocol.render_error(result).encode()  # must not raise
+    render.error(result).encode()  # must not raise
 
 
 @pytest.mark.parametrize(
@@ -254,13 +252,13 @@ def test_a_call_report_needs_a_state_a_page_may_report(frame: str) -> None:
 
 def test_a_call_state_change_names_the_participant_by_id() -> None:
     dropped = Participant("p_1", "alice", "Alice", "PUBLISHER", "dropped")
-    assert json.loads(protocol.render_event(CallChanged("A", dropped))) == {
+    assert json.loads(render.event(CallChanged("A", dropped))) == {
         "type": "call_state",
         "room": "A",
         "participant": "p_1",
         "call": "dropped",
     }
-    assert protocol.participant_json(dropped)["call"] == "dropped"
+    assert render.participant_json(dropped)["call"] == "dropped"
 
 
 # Moderation requests
@@ -303,18 +301,18 @@ def test_bad_moderation_requests_are_refused(frame: dict[str, object], code: str
 
 
 def test_moderation_frames_render_as_documented() -> None:
-    assert json.loads(protocol.render_kicked("R", "mod", "Spam")) == {
+    assert json.loads(render.kicked("R", "mod", "Spam")) == {
         "type": "kicked",
         "room": "R",
         "by": "mod",
         "reason": "Spam",
     }
-    assert json.loads(protocol.render_event(RoomLocked("R", True))) == {
+    assert json.loads(render.event(RoomLocked("R", True))) == {
         "type": "room_locked",
         "room": "R",
         "locked": True,
     }
-    welcome = protocol.render_welcome(
+    welcome = render.welcome(
         "mod", "MODERATOR", [("R", [ALICE])], media={}, room_size=None, locked=frozenset({"R"})
     )
     assert json.loads(welcome)["rooms"][0]["locked"] is True
@@ -362,13 +360,13 @@ def test_a_media_change_names_the_participant_and_participants_carry_their_media
     sharing = Participant(
         "p_1", "alice", "Alice", "PUBLISHER", "connected", MediaState(True, False, True)
     )
-    assert json.loads(protocol.render_event(MediaChanged("A", sharing))) == {
+    assert json.loads(render.event(MediaChanged("A", sharing))) == {
         "type": "media",
         "room": "A",
         "participant": "p_1",
         "media": {"camera": True, "microphone": False, "screen": True},
     }
-    assert protocol.participant_json(sharing)["media"] == {
+    assert render.participant_json(sharing)["media"] == {
         "camera": True,
         "microphone": False,
         "screen": True,

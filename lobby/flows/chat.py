@@ -29,7 +29,7 @@ from lobby.cluster import commands
 from lobby.cluster.commands import Command
 from lobby.cluster.seam import Applied, PresenceStore
 from lobby.hub import Conn, Hub
-from lobby.rules import protocol
+from lobby.rules import protocol, render
 from lobby.rules.chat import ChatLine
 from lobby.rules.frames import text_frame
 from lobby.rules.limits import SlidingWindow
@@ -88,7 +88,7 @@ class RoomChat:
 
     def deliver(self, line: ChatLine) -> None:
         """Send an applied message to this instance's sockets in its room, framed once."""
-        frame = text_frame(protocol.render_chat(line).encode())
+        frame = text_frame(render.chat(line).encode())
         for socket in self._sockets_in(line.room):
             socket.send_frame(frame)
 
@@ -100,7 +100,7 @@ class RoomChat:
         """
         lines = self.store.replica.chats.of(room)
         if lines:
-            conn.send(protocol.render_chat_history(room, lines))
+            conn.send(render.chat_history(room, lines))
 
     def history_of_held(self, conn: Conn) -> None:
         """The history of the room `conn` holds a participant in, if any (after a reset)."""
@@ -120,4 +120,4 @@ class RoomChat:
         return found
 
     def _error(self, conn: Conn, ref: Ref, code: str, message: str) -> None:
-        conn.send(protocol.render_error(ProtocolError(code, message, ref)))
+        conn.send(render.error(ProtocolError(code, message, ref)))

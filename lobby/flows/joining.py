@@ -25,7 +25,7 @@ from lobby.cluster.seam import UNAVAILABLE, Applied, ClusterUnavailable
 from lobby.flows.moderation import JOIN_REFUSALS
 from lobby.hub import Conn
 from lobby.media.seam import MediaError
-from lobby.rules import protocol
+from lobby.rules import render
 from lobby.rules.grants import Grant, Identity
 from lobby.rules.presence import Outcome, Participant
 from lobby.rules.protocol import Join, Ref, Resume
@@ -135,9 +135,7 @@ class Joining:
 
         def reply(applied: Applied) -> None:
             if applied.result.rejected is None:
-                token = protocol.render_token(
-                    request.ref, request.room, grant.token, participant, key
-                )
+                token = render.token(request.ref, request.room, grant.token, participant, key)
                 conn.send(token)
                 self._h.chat.history(conn, request.room)
 
@@ -222,9 +220,7 @@ class Joining:
                 return
             self._h.resumes += 1
             if not request.token:
-                conn.send(
-                    protocol.render_resumed(request.ref, member.room, member.participant, None)
-                )
+                conn.send(render.resumed(request.ref, member.room, member.participant, None))
                 self._h.chat.history(conn, member.room)
             elif (marker := self._begin(conn, request.ref)) is not None:
                 refresh = self._refresh(conn, request.ref, member.participant, marker)
@@ -269,7 +265,7 @@ class Joining:
         def reply(applied: Applied) -> None:
             held = self._h.presence.member(pid)
             if applied.result.rejected is None and held is not None:
-                conn.send(protocol.render_resumed(ref, room, held.participant, grant.token))
+                conn.send(render.resumed(ref, room, held.participant, grant.token))
                 self._h.chat.history(conn, room)
 
         applied = await self._h.run(

@@ -32,7 +32,7 @@ from lobby.cluster import commands
 from lobby.cluster.replica import BANNED, CLOSED_MEANWHILE, ROOM_LOCKED
 from lobby.cluster.seam import Applied
 from lobby.hub import Conn
-from lobby.rules import protocol
+from lobby.rules import render
 from lobby.rules.protocol import CloseRoom, Kick, LockRoom, ProtocolError
 from lobby.store.audit import Action, AuditLog
 
@@ -73,7 +73,7 @@ class Moderation:
             if rejected is not None:
                 self._error(conn, ProtocolError(rejected.code, rejected.message, request.ref))
                 return
-            conn.send(protocol.render_ok(request.ref))
+            conn.send(render.ok(request.ref))
             self._audit(conn.user, request, applied)
 
         self._handler.execute(command, conn, request.ref, reply)
@@ -106,7 +106,7 @@ class Moderation:
         command = applied.command
         if not isinstance(command, commands.Kick) or applied.result.rejected is not None:
             return
-        notice = protocol.render_kicked(command.room, command.by, command.reason)
+        notice = render.kicked(command.room, command.by, command.reason)
         for socket in applied.result.removed:
             conn = self._handler.local(socket)
             if conn is not None:
@@ -148,4 +148,4 @@ class Moderation:
             await asyncio.wait(set(self._writes))
 
     def _error(self, conn: Conn, error: ProtocolError) -> None:
-        conn.send(protocol.render_error(error))
+        conn.send(render.error(error))

@@ -1,8 +1,8 @@
 """The wire format: client frames in, server frames out.
 
 `parse` turns one text frame into a typed request or a `ProtocolError` (never an
-exception); the `render_*` functions turn events and replies into the JSON text
-sent on the socket, once per event whatever the number of recipients.
+exception); `lobby.rules.render` turns events and replies into the JSON text sent
+on the socket.
 `docs/protocol.md` is the contract; `tests/test_docs.py` keeps the two in step
 through `CLIENT_TYPES`, `SERVER_TYPES`, `ERROR_CODES` and `CloseCode`.
 """
@@ -13,23 +13,14 @@ import json
 import math
 import re
 import unicodedata
-from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
 from lobby.rules import chat, mediastate, signalling
-from lobby.rules.chat import ChatLine
 from lobby.rules.mediastate import MediaState
 from lobby.rules.presence import (
-    CallChanged,
     CallState,
-    Event,
-    Joined,
-    Left,
-    MediaChanged,
-    Participant,
-    RoomLocked,
 )
 
 Ref = str | int | float | None
@@ -412,153 +403,3 @@ def _legible(text: str) -> bool:
             in_a_row = 0
             visible = visible or (char != " " and char not in BLANKS)
     return visible
-
-
-# Rendering. Compact separators and raw UTF-8: every byte is paid once per socket.
-
-
-def _dump(obj: dict[str, object]) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
-
-
-def participant_json(p: Participant) -> dict[str, object]:
-    return {
-        "id": p.id,
-        "user": p.user,
-        "nickname": p.nickname,
-        "role": p.role,
-        "call": p.call,
-        "media": mediastate.to_json(p.media),
-    }
-
-
-def render_event(event: Event) -> str:
-    if isinstance(event, Joined):
-        return _dump(
-            {
-                "type": "joined",
-                "room": event.room,
-                "participant": participant_json(event.participant),
-            }
-        )
-    if isinstance(event, Left):
-        return _dump(
-            {
-                "type": "left",
-                "room": event.room,
-                "participant": participant_json(event.participant),
-                "reason": event.reason,
-            }
-        )
-    if isinstance(event, CallChanged):
-        p = event.participant
-        return _dump(
-            {"type": "call_state", "room": event.room, "participant": p.id, "call": p.call}
-        )
-    if isinstance(event, RoomLocked):
-        return _dump({"type": "room_locked", "room": event.room, "locked": event.locked})
-    if isinstance(event, MediaChanged):
-        p = event.participant
-        return _dump(
-            {
-                "type": "media",
-                "room": event.room,
-                "participant": p.id,
-                "media": mediastate.to_json(p.media),
-            }
-        )
-    return _dump({"type": "room_closed", "room": event.room})
-
-
-def render_welcome(
-    user: str,
-    role: str,
-    rooms: list[tuple[str, list[Participant]]],
-    *,
-    media: dict[str, object],
-    room_size: int | None,
-    locked: frozenset[str] = frozenset(),
-) -> str:
-    return _dump(
-        {
-            "type": "welcome",
-            "user": {"name": user, "role": role},
-            "media": media,
-            "room_size": room_size,
-            "rooms": [
-                {
-                    "name": name,
-                    "participants": [participant_json(p) for p in people],
-                    "locked": name in locked,
-                }
-                for name, people in rooms
-            ],
-        }
-    )
-
-
-def render_token(ref: Ref, room: str, token: str, p: Participant, resume_key: str) -> str:
-    return _dump(
-        {
-            "type": "token",
-            "ref": ref,
-            "room": room,
-            "token": token,
-            "participant": participant_json(p),
-            "resume_key": resume_key,
-        }
-    )
-
-
-def render_resumed(ref: Ref, room: str, p: Participant, token: str | None) -> str:
-    reply: dict[str, object] = {
-        "type": "resumed",
-        "ref": ref,
-        "room": room,
-        "participant": participant_json(p),
-    }
-    if token is not None:
-        reply["token"] = token
-    return _dump(reply)
-
-
-def render_taken_over(room: str, p: Participant) -> str:
-    return _dump({"type": "taken_over", "room": room, "participant": participant_json(p)})
-
-
-def render_kicked(room: str, by: str, reason: str) -> str:
-    return _dump({"type": "kicked", "room": room, "by": by, "reason": reason})
-
-
-def render_signal(sender: str, data: Mapping[str, object]) -> str:
-    return _dump({"type": "signal", "from": sender, "data": data})
-
-
-def chat_json(line: ChatLine) -> dict[str, object]:
-    return {
-        "type": "chat",
-        "room": line.room,
-        "from": participant_json(line.sender),
-        "text": line.text,
-        "at": line.at,
-    }
-
-
-def render_chat(line: ChatLine) -> str:
-    return _dump(chat_json(line))
-
-
-def render_chat_history(room: str, lines: list[ChatLine]) -> str:
-    return _dump({"type": "chat_history", "room": room, "messages": [chat_json(x) for x in lines]})
-
-
-def render_ok(ref: Ref) -> str:
-    return _dump({"type": "ok", "ref": ref})
-
-
-def render_pong(ref: Ref) -> str:
-    return _dump({"type": "pong", "ref": ref})
-
-
-def render_error(error: ProtocolError) -> str:
-    return _dump({"type": "error", "ref": error.ref, "code": error.code, "message": error.message})

@@ -17,7 +17,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
-from lobby.rules import protocol
+from lobby.rules import render
 from lobby.rules.grants import can_publish
 from lobby.rules.presence import Presence
 from lobby.rules.protocol import ProtocolError, Signal
@@ -47,4 +47,4 @@ def route(
         )
     if target.socket is None:
         return None
-    return Delivery(target.socket, protocol.render_signal(sender.participant.id, signal.data))
+    return Delivery(target.socket, render.signal(sender.participant.id, signal.data))

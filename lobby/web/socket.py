@@ -19,7 +19,7 @@ from lobby import logs
 from lobby.config import Settings
 from lobby.handler import RequestHandler
 from lobby.hub import FLOODED, WRITER_EXTENSION, Conn, FrameWriter
-from lobby.rules import protocol
+from lobby.rules import protocol, render
 from lobby.rules.limits import TokenBucket
 from lobby.rules.protocol import CloseCode
 from lobby.store.db import UNAVAILABLE, Unavailable
@@ -127,7 +127,7 @@ async def _read(websocket: WebSocket, conn: Conn, settings: Settings) -> None:
             else:
                 metrics.rate_limited()
                 conn.send(
-                    protocol.render_error(
+                    render.error(
                         protocol.ProtocolError(
                             "rate_limited", "You are sending too fast; slow down."
                         )
