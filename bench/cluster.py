@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +101,7 @@ async def spread(
 
 
 def stamps(path: Path, kind: str, window: tuple[int, int]) -> list[int]:
-    """The times of kind `kind` (`p`: an append batch sent, `b`: a broadcast) in a hop log."""
+    """The times of the lines of kind `kind` (`b`: a broadcast) in a hop log, in `window`."""
     lines = path.read_text().split("\n")
     found = (int(line.split()[1]) for line in lines if line.startswith(kind + " "))
     return sorted(t for t in found if window[0] <= t <= window[1])
@@ -288,11 +289,11 @@ class Setup:
         changes = 2 * len(spans) - 1
         sent = [appended(path, window) for path in self.hop_logs]
         appends = sum(len(entries) for entries in sent)
-        ops = sorted(op for entries in sent for _, op in entries.values())
+        ops = Counter(op for entries in sent for _, op in entries.values())
         found: dict[str, Any] = {
             "stall_max_ms": [stall_max(path, window) for path in self.lag_logs],
             "appends_per_change": appends / changes,
-            "appends_by_op": {op: ops.count(op) for op in dict.fromkeys(ops)},
+            "appends_by_op": dict(sorted(ops.items())),
             "broadcasts_per_change": [
                 len(stamps(path, "b", window)) / changes for path in self.hop_logs
             ],
