@@ -9,7 +9,7 @@ import time
 from playwright.async_api import expect
 
 from tests.conftest import LobbyFactory
-from tests.e2e.tabs import Tabs, is_local
+from tests.e2e.tabs import Tabs, is_local, openvidu_reconnecting
 from tests.openvidu_standin import OpenViduStandin
 
 
@@ -244,6 +244,7 @@ async def test_the_lobby_shows_who_is_in_the_call_and_who_dropped_out_of_it(
     mine = alice.page.locator("#call-participants li.chip")
     await expect(mine).to_have_attribute("data-call", "connected")
     # The network takes Alice's media connection away while her lobby socket stays open.
+    tabs.tolerated.append(openvidu_reconnecting)
     [browser] = standin.browsers.values()
     browser.close()
     await expect(chip).to_have_attribute("data-call", "dropped")
@@ -268,6 +269,7 @@ async def test_a_tile_says_its_participant_dropped_out_of_the_call(
         "Connecting…"
     )  # in Bob's media session, her camera not (yet) here
     # Alice's media connection goes while her lobby socket stays: Bob's tile says so.
+    tabs.tolerated.append(openvidu_reconnecting)
     alice_browser = next(iter(standin.browsers.values()))  # the first to join the call
     alice_browser.close()
     await expect(status).to_have_text("Alice is reconnecting…")
